@@ -1,0 +1,21 @@
+"""The exceptions users see.  They live at the bottom layer so every layer can raise them."""
+
+
+class LlgradError(Exception):
+    """Base class of every error llgrad raises on purpose."""
+
+
+class ShapeError(LlgradError, ValueError):
+    """Shapes that do not fit an operation (or a compiled function's signature)."""
+
+
+class DTypeError(LlgradError, TypeError):
+    """A dtype llgrad does not compute with, or a dtype an operation does not accept."""
+
+
+class UnsupportedError(LlgradError, NotImplementedError):
+    """A numpy function or Python construct that llgrad cannot trace."""
+
+
+class GradientError(LlgradError, TypeError):
+    """A request for a gradient that does not exist (non-scalar output, integer input)."""

@@ -1,0 +1,33 @@
+"""Reference evaluation of a Graph with numpy.
+
+This is the oracle every compiled result is compared with, and the "interpreted"
+baseline of the benchmarks.  Each node runs its primitive's numpy meaning.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .primitives import PRIMITIVES
+
+# Primitives whose evaluation needs the interpreter itself (a body graph to run).
+STRUCTURED = {}
+
+
+def interpret(graph, *args) -> list[np.ndarray]:
+    if len(args) != len(graph.inputs):
+        raise TypeError(f"{graph.name} takes {len(graph.inputs)} arguments, got {len(args)}")
+    env = {}
+    for p, a in zip(graph.inputs, args):
+        env[id(p)] = np.asarray(a, dtype=p.type.np_dtype).reshape(p.shape)
+    with np.errstate(all="ignore"):
+        for node in graph.nodes:
+            if id(node) in env:
+                continue
+            vals = [env[id(i)] for i in node.inputs]
+            if node.op in STRUCTURED:
+                out = STRUCTURED[node.op](node, *vals)
+            else:
+                out = PRIMITIVES[node.op].evaluate(*vals, **node.attrs)
+                out = np.asarray(out, dtype=node.type.np_dtype).reshape(node.shape)
+            env[id(node)] = out
+    return [env[id(o)] for o in graph.outputs]

@@ -1,0 +1,477 @@
+"""The primitive table: every operation the IR knows, one record each.
+
+A record holds a primitive's whole story except its machine code: the type rule,
+its meaning in numpy (the reference the interpreter and the tests use), and its
+derivative.  Elementwise primitives state their derivative as a sympy formula
+(``formula``), differentiated by ``sympy.diff`` on first use; structural primitives
+carry a hand-written reverse-mode rule (``vjp``).  ``lowering`` names the row of
+``compiler/codegen/lowering.py`` that turns the primitive into LLVM IR.
+
+A vjp rule is ``vjp(b, node, g) -> one adjoint (or None) per input``: ``b`` is the
+Builder of the joint graph, ``node`` the forward node, ``g`` its adjoint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from .errors import DTypeError, ShapeError
+from .types import TensorType
+
+
+@dataclass(frozen=True)
+class Primitive:
+    name: str
+    type_rule: Callable
+    evaluate: Callable          # numpy meaning: evaluate(*arrays, **attrs) -> ndarray
+    lowering: str               # key of the codegen table
+    formula: Optional[str] = None   # sympy expression in x (and y) for elementwise ops
+    vjp: Optional[Callable] = None  # hand-written reverse rule for structural ops
+    differentiable: bool = True
+    pure: bool = True           # False: never merged by hash-consing (parameters)
+
+    @property
+    def elementwise(self) -> bool:
+        return self.formula is not None
+
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def register(name, type_rule, evaluate, *, lowering=None, **fields) -> Primitive:
+    prim = Primitive(name, type_rule, evaluate, lowering or name, **fields)
+    PRIMITIVES[name] = prim
+    return prim
+
+
+# ----------------------------------------------------------------------------------
+# type rules
+
+def _same_types(op, types):
+    first = types[0]
+    for t in types[1:]:
+        if t.shape != first.shape:
+            raise ShapeError(f"{op}: operand shapes {[x.shape for x in types]} differ")
+        if t.dtype != first.dtype:
+            raise DTypeError(f"{op}: operand dtypes {[x.dtype for x in types]} differ")
+    return first
+
+
+def float_elementwise(op):
+    def rule(types):
+        t = _same_types(op, types)
+        if not t.is_float:
+            raise DTypeError(f"{op} needs floating-point operands, got {t.dtype}")
+        return t
+    return rule
+
+
+def numeric_elementwise(op):
+    def rule(types):
+        t = _same_types(op, types)
+        if t.dtype == "bool":
+            raise DTypeError(f"{op} does not accept bool operands")
+        return t
+    return rule
+
+
+def comparison(op):
+    def rule(types):
+        return _same_types(op, types).with_dtype("bool")
+    return rule
+
+
+def _check_axes(op, axes, ndim):
+    if len(set(axes)) != len(axes) or any(not 0 <= a < ndim for a in axes):
+        raise ShapeError(f"{op}: axes {axes} are invalid for rank {ndim}")
+
+
+# ----------------------------------------------------------------------------------
+# elementwise: the formula is the derivative's source; x and y are the operands
+
+_UNARY = {
+    # name: (formula, numpy, accepts integers)
+    "neg": ("-x", np.negative, True),
+    "exp": ("exp(x)", np.exp, False),
+    "log": ("log(x)", np.log, False),
+    "log1p": ("log1p(x)", np.log1p, False),
+    "expm1": ("expm1(x)", np.expm1, False),
+    "sin": ("sin(x)", np.sin, False),
+    "cos": ("cos(x)", np.cos, False),
+    "tanh": ("tanh(x)", np.tanh, False),
+    "logistic": ("logistic(x)", lambda x: (1 / (1 + np.exp(-x))).astype(x.dtype), False),
+    "sqrt": ("sqrt(x)", np.sqrt, False),
+    "abs": ("Abs(x)", np.abs, True),
+    "sign": ("sign(x)", np.sign, True),
+}
+for _name, (_formula, _fn, _ints) in _UNARY.items():
+    register(_name, (numeric_elementwise if _ints else float_elementwise)(_name),
+             _fn, formula=_formula)
+
+_BINARY = {
+    "add": ("x + y", np.add, True),
+    "sub": ("x - y", np.subtract, True),
+    "mul": ("x * y", np.multiply, True),
+    "div": ("x / y", np.divide, False),
+    "pow": ("x ** y", np.power, False),
+    "max": ("Max(x, y)", np.maximum, True),
+    "min": ("Min(x, y)", np.minimum, True),
+}
+for _name, (_formula, _fn, _ints) in _BINARY.items():
+    register(_name, (numeric_elementwise if _ints else float_elementwise)(_name),
+             _fn, formula=_formula)
+
+for _name, _fn in {"lt": np.less, "le": np.less_equal, "gt": np.greater,
+                   "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}.items():
+    register(_name, comparison(_name), _fn, differentiable=False)
+
+
+def _select_type(types):
+    cond, a, b = types
+    if cond.dtype != "bool":
+        raise DTypeError(f"select: condition must be bool, got {cond.dtype}")
+    _same_types("select", [cond.with_dtype(a.dtype), a, b])
+    return a
+
+
+def _select_vjp(b, node, g):
+    cond = node.inputs[0]
+    zeros = b.full(0.0, g.type)
+    return None, b.select(cond, g, zeros), b.select(cond, zeros, g)
+
+
+register("select", _select_type, np.where, vjp=_select_vjp)
+
+
+def _convert_vjp(b, node, g):
+    x = node.inputs[0]
+    return (b.convert(g, dtype=x.dtype) if x.type.is_float else None,)
+
+
+register("convert", lambda types, dtype: types[0].with_dtype(dtype),
+         lambda x, dtype: x.astype(TensorType((), dtype).np_dtype), vjp=_convert_vjp)
+
+
+# ----------------------------------------------------------------------------------
+# reductions (over the given axes, which disappear; keepdims is a reshape in the front end)
+
+def _reduce_type(op):
+    def rule(types, axes):
+        (t,) = types
+        _check_axes(op, axes, t.ndim)
+        if t.dtype == "bool":
+            raise DTypeError(f"{op} does not accept bool operands")
+        return t.with_shape(n for d, n in enumerate(t.shape) if d not in axes)
+    return rule
+
+
+def _kept_shape(x_shape, axes):
+    return tuple(1 if d in axes else n for d, n in enumerate(x_shape))
+
+
+def _reduce_sum_vjp(b, node, g):
+    x = node.inputs[0]
+    return (b.broadcast_to(b.reshape(g, shape=_kept_shape(x.shape, node.attrs["axes"])),
+                           x.shape),)
+
+
+def _reduce_max_vjp(b, node, g):
+    """Ties share the adjoint equally (as in JAX), so the rule is exact for ties too."""
+    x = node.inputs[0]
+    kept = _kept_shape(x.shape, node.attrs["axes"])
+    spread = lambda v: b.broadcast_to(b.reshape(v, shape=kept), x.shape)
+    mask = b.convert(b.eq(x, spread(node)), dtype=x.dtype)
+    count = b.reduce_sum(mask, axes=node.attrs["axes"])
+    return (b.mul(spread(b.div(g, count)), mask),)
+
+
+register("reduce_sum", _reduce_type("reduce_sum"),
+         lambda x, axes: np.sum(x, axis=axes, dtype=x.dtype), vjp=_reduce_sum_vjp)
+register("reduce_max", _reduce_type("reduce_max"),
+         lambda x, axes: np.max(x, axis=axes), vjp=_reduce_max_vjp)
+
+
+# ----------------------------------------------------------------------------------
+# shape primitives
+
+def _broadcast_in_dim_type(types, shape, dims):
+    (t,) = types
+    if len(dims) != t.ndim or list(dims) != sorted(set(dims)) or any(
+            not 0 <= d < len(shape) or t.shape[i] not in (1, shape[d])
+            for i, d in enumerate(dims)):
+        raise ShapeError(f"broadcast_in_dim: cannot broadcast {t.shape} to {shape} "
+                         f"along dims {dims}")
+    return t.with_shape(shape)
+
+
+def _broadcast_in_dim_eval(x, shape, dims):
+    kept = [1] * len(shape)
+    for i, d in enumerate(dims):
+        kept[d] = x.shape[i]
+    return np.broadcast_to(x.reshape(kept), shape).copy()
+
+
+def _broadcast_in_dim_vjp(b, node, g):
+    x = node.inputs[0]
+    dims = node.attrs["dims"]
+    summed = tuple(d for d in range(g.type.ndim) if d not in dims) + tuple(
+        d for i, d in enumerate(dims) if x.shape[i] == 1 and g.shape[d] != 1)
+    if summed:
+        g = b.reduce_sum(g, axes=tuple(sorted(summed)))
+    return (g if g.shape == x.shape else b.reshape(g, shape=x.shape),)
+
+
+def _reshape_type(types, shape):
+    (t,) = types
+    if int(np.prod(shape, dtype=np.int64)) != t.size:
+        raise ShapeError(f"reshape: cannot reshape {t.shape} into {tuple(shape)}")
+    return t.with_shape(shape)
+
+
+def _transpose_type(types, perm):
+    (t,) = types
+    if sorted(perm) != list(range(t.ndim)):
+        raise ShapeError(f"transpose: {perm} is not a permutation of the axes of {t.shape}")
+    return t.with_shape(t.shape[p] for p in perm)
+
+
+def _transpose_vjp(b, node, g):
+    return (b.transpose(g, perm=tuple(np.argsort(node.attrs["perm"]).tolist())),)
+
+
+def _slice_type(types, starts, limits, strides):
+    (t,) = types
+    if not (len(starts) == len(limits) == len(strides) == t.ndim) or any(
+            not (0 <= s <= l <= n) or st < 1
+            for s, l, st, n in zip(starts, limits, strides, t.shape)):
+        raise ShapeError(f"slice: starts {starts}, limits {limits}, strides {strides} "
+                         f"do not fit {t.shape}")
+    return t.with_shape(-(-(l - s) // st) for s, l, st in zip(starts, limits, strides))
+
+
+def _slice_vjp(b, node, g):
+    x = node.inputs[0]
+    a = node.attrs
+    high = tuple(n - s - ((m - 1) * st + 1) if m else n - s
+                 for n, s, st, m in zip(x.shape, a["starts"], a["strides"], g.shape))
+    return (b.pad(g, low=a["starts"], high=high,
+                  interior=tuple(st - 1 for st in a["strides"])),)
+
+
+def _pad_type(types, low, high, interior):
+    (t,) = types
+    if not (len(low) == len(high) == len(interior) == t.ndim) or min(
+            (*low, *high, *interior), default=0) < 0:
+        raise ShapeError(f"pad: low {low}, high {high}, interior {interior} do not fit {t.shape}")
+    return t.with_shape(lo + n + max(n - 1, 0) * it + hi
+                        for n, lo, hi, it in zip(t.shape, low, high, interior))
+
+
+def _pad_eval(x, low, high, interior):
+    out = np.zeros(_pad_type([TensorType(x.shape, "float64")], low, high, interior).shape,
+                   x.dtype)
+    out[tuple(slice(lo, lo + (n - 1) * (it + 1) + 1 if n else lo, it + 1)
+              for n, lo, it in zip(x.shape, low, interior))] = x
+    return out
+
+
+def _pad_vjp(b, node, g):
+    x = node.inputs[0]
+    a = node.attrs
+    starts = a["low"]
+    strides = tuple(it + 1 for it in a["interior"])
+    limits = tuple(lo + (n - 1) * st + 1 if n else lo
+                   for lo, n, st in zip(starts, x.shape, strides))
+    return (b.slice(g, starts=starts, limits=limits, strides=strides),)
+
+
+def _concatenate_type(types, axis):
+    first = types[0]
+    for t in types[1:]:
+        if t.dtype != first.dtype or t.ndim != first.ndim or any(
+                a != c for d, (a, c) in enumerate(zip(t.shape, first.shape)) if d != axis):
+            raise ShapeError(f"concatenate: shapes {[x.shape for x in types]} do not fit "
+                             f"along axis {axis}")
+    if not 0 <= axis < first.ndim:
+        raise ShapeError(f"concatenate: axis {axis} out of range for rank {first.ndim}")
+    shape = list(first.shape)
+    shape[axis] = sum(t.shape[axis] for t in types)
+    return first.with_shape(shape)
+
+
+def _concatenate_vjp(b, node, g):
+    axis, offset, out = node.attrs["axis"], 0, []
+    for x in node.inputs:
+        starts = [0] * g.type.ndim
+        limits = list(g.shape)
+        starts[axis], limits[axis] = offset, offset + x.shape[axis]
+        offset += x.shape[axis]
+        out.append(b.slice(g, starts=tuple(starts), limits=tuple(limits),
+                           strides=(1,) * g.type.ndim))
+    return tuple(out)
+
+
+def _iota_eval(shape, dtype, axis):
+    kept = [1] * len(shape)
+    kept[axis] = shape[axis]
+    return np.broadcast_to(np.arange(shape[axis], dtype=TensorType((), dtype).np_dtype)
+                           .reshape(kept), shape).copy()
+
+
+register("broadcast_in_dim", _broadcast_in_dim_type, _broadcast_in_dim_eval,
+         vjp=_broadcast_in_dim_vjp)
+register("reshape", _reshape_type, lambda x, shape: x.reshape(shape),
+         vjp=lambda b, node, g: (b.reshape(g, shape=node.inputs[0].shape),))
+register("transpose", _transpose_type, lambda x, perm: np.transpose(x, perm).copy(),
+         vjp=_transpose_vjp)
+register("slice", _slice_type,
+         lambda x, starts, limits, strides: x[tuple(
+             slice(s, l, st) for s, l, st in zip(starts, limits, strides))].copy(),
+         vjp=_slice_vjp)
+register("pad", _pad_type, _pad_eval, vjp=_pad_vjp)
+register("concatenate", lambda types, axis: _concatenate_type(types, axis),
+         lambda *xs, axis: np.concatenate(xs, axis=axis), vjp=_concatenate_vjp)
+register("iota", lambda types, shape, dtype, axis: TensorType(shape, dtype), _iota_eval,
+         differentiable=False)
+
+
+# ----------------------------------------------------------------------------------
+# dynamic indexing: row blocks chosen by a runtime scalar (minibatch i of a data set)
+
+def _dynamic_slice_type(types, size):
+    x, start = types
+    if start.shape != () or start.dtype != "int64":
+        raise DTypeError(f"dynamic_slice: start must be an int64 scalar, got {start}")
+    if x.ndim == 0 or not 0 <= size <= x.shape[0]:
+        raise ShapeError(f"dynamic_slice: cannot take {size} rows of {x.shape}")
+    return x.with_shape((size,) + x.shape[1:])
+
+
+def _clamped_start(start, size, rows):
+    """Out-of-range starts are clamped (as in XLA), so generated code never overruns."""
+    return int(min(max(int(start), 0), rows - size))
+
+
+def _dynamic_update_slice_type(types):
+    x, update, start = types
+    if start.shape != () or start.dtype != "int64":
+        raise DTypeError(f"dynamic_update_slice: start must be an int64 scalar, got {start}")
+    if update.dtype != x.dtype or update.shape[1:] != x.shape[1:] or (
+            x.ndim == 0 or update.shape[0] > x.shape[0]):
+        raise ShapeError(f"dynamic_update_slice: cannot write {update} into {x}")
+    return x
+
+
+def _dynamic_update_slice_eval(x, update, start):
+    out = x.copy()
+    s = _clamped_start(start, update.shape[0], x.shape[0])
+    out[s:s + update.shape[0]] = update
+    return out
+
+
+register("dynamic_slice", _dynamic_slice_type,
+         lambda x, start, size: x[_clamped_start(start, size, x.shape[0]):][:size].copy(),
+         vjp=lambda b, node, g: (b.dynamic_update_slice(
+             b.full(0.0, node.inputs[0].type), g, node.inputs[1]), None))
+register("dynamic_update_slice", _dynamic_update_slice_type, _dynamic_update_slice_eval,
+         vjp=lambda b, node, g: (
+             b.dynamic_update_slice(g, b.full(0.0, node.inputs[1].type), node.inputs[2]),
+             b.dynamic_slice(g, node.inputs[2], size=node.inputs[1].shape[0]), None))
+
+
+# ----------------------------------------------------------------------------------
+# dot_general: contraction with batch dimensions, in jax.lax's convention.
+# dims = ((lhs_contracting, rhs_contracting), (lhs_batch, rhs_batch)); the result has
+# the batch axes, then lhs's free axes, then rhs's free axes, each in increasing order.
+
+def _free_axes(ndim, contracting, batch):
+    return tuple(d for d in range(ndim) if d not in contracting and d not in batch)
+
+
+def _dot_general_type(types, dims):
+    lhs, rhs = types
+    (lc, rc), (lb, rb) = dims
+    ok = (len(lc) == len(rc) and len(lb) == len(rb)
+          and all(lhs.shape[a] == rhs.shape[c] for a, c in zip(lc + lb, rc + rb))
+          and lhs.dtype == rhs.dtype)
+    if not ok:
+        raise ShapeError(f"dot_general: cannot contract {lhs} with {rhs} "
+                         f"(contracting {lc}/{rc}, batch {lb}/{rb})")
+    if not lhs.is_float:
+        raise DTypeError(f"dot_general needs floating-point operands, got {lhs.dtype}")
+    return lhs.with_shape(tuple(lhs.shape[d] for d in lb)
+                          + tuple(lhs.shape[d] for d in _free_axes(lhs.ndim, lc, lb))
+                          + tuple(rhs.shape[d] for d in _free_axes(rhs.ndim, rc, rb)))
+
+
+def _dot_general_eval(lhs, rhs, dims):
+    (lc, rc), (lb, rb) = dims
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    ls, rs = [None] * lhs.ndim, [None] * rhs.ndim
+    for a, c in zip(lc + lb, rc + rb):
+        ls[a] = rs[c] = next(letters)
+    for s in (ls, rs):
+        for i, v in enumerate(s):
+            s[i] = v or next(letters)
+    out = ([ls[d] for d in lb] + [ls[d] for d in _free_axes(lhs.ndim, lc, lb)]
+           + [rs[d] for d in _free_axes(rhs.ndim, rc, rb)])
+    return np.einsum(f"{''.join(ls)},{''.join(rs)}->{''.join(out)}", lhs, rhs)
+
+
+def _dot_general_vjp(b, node, g):
+    """Each adjoint is another dot_general of g with the other operand, then a transpose
+    that puts the axes back in the operand's own order."""
+    lhs, rhs = node.inputs
+    (lc, rc), (lb, rb) = node.attrs["dims"]
+    nb = len(lb)
+    lf = _free_axes(lhs.type.ndim, lc, lb)
+    rf = _free_axes(rhs.type.ndim, rc, rb)
+    g_batch = tuple(range(nb))
+    g_lf = tuple(range(nb, nb + len(lf)))
+    g_rf = tuple(range(nb + len(lf), g.type.ndim))
+
+    def adjoint(other, other_free_in_g, other_free, other_batch, my_ndim, my_batch, my_free,
+                pairs):
+        # pairs: (my contracting axis, matching other contracting axis)
+        d = b.dot_general(g, other, dims=((other_free_in_g, other_free),
+                                           (g_batch, other_batch)))
+        remaining = sorted(oc for _, oc in pairs)  # other's leftover axes, increasing
+        source = [0] * my_ndim
+        for i, a in enumerate(my_batch):
+            source[a] = i
+        for i, a in enumerate(my_free):
+            source[a] = nb + i
+        for mine, oc in pairs:
+            source[mine] = nb + len(my_free) + remaining.index(oc)
+        return d if source == list(range(my_ndim)) else b.transpose(d, perm=tuple(source))
+
+    return (adjoint(rhs, g_rf, rf, rb, lhs.type.ndim, lb, lf, list(zip(lc, rc))),
+            adjoint(lhs, g_lf, lf, lb, rhs.type.ndim, rb, rf, list(zip(rc, lc))))
+
+
+register("dot_general", lambda types, dims: _dot_general_type(types, dims), _dot_general_eval,
+         vjp=_dot_general_vjp)
+
+
+# ----------------------------------------------------------------------------------
+# leaves
+
+def _constant_eval(value):
+    return np.array(value)
+
+
+register("constant", lambda types, value: TensorType(value.shape, _dtype_of(value)),
+         _constant_eval, differentiable=False)
+def _parameter_eval(**attrs):
+    raise RuntimeError("parameters are bound to arguments by the interpreter, not evaluated")
+
+
+register("parameter", lambda types, index, type, name: type, _parameter_eval,
+         differentiable=False, pure=False)
+
+
+def _dtype_of(value):
+    from .types import dtype_name
+    return dtype_name(value.dtype)

@@ -1,0 +1,71 @@
+"""The text form of a Graph: one line per node, SSA names, a type on every value.
+
+    def f(%0: f64[] x) -> f64[]:
+      %1: f64[] = mul 2.0, %0                      # chain.py:5
+      ...
+      return %4
+
+Scalar constants (and their broadcasts) are printed inline as literals, so that the
+IR reads like the formula it came from; everything else is one named line.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_ATTR_HIDDEN = {"type", "index", "name"}
+
+
+def _literal(node):
+    """The literal for a scalar constant or a broadcast of one, else None."""
+    if node.op == "broadcast_in_dim" and node.inputs[0].op == "constant":
+        node = node.inputs[0]
+    if node.op == "constant" and node.attrs["value"].ndim == 0:
+        v = node.attrs["value"].item()
+        return repr(v) if not isinstance(v, bool) else str(v).lower()
+    return None
+
+
+def _format_attr(value):
+    if isinstance(value, np.ndarray):
+        return np.array2string(value, precision=6, threshold=8, separator=",").replace("\n", "")
+    if isinstance(value, tuple):
+        return "(" + ",".join(_format_attr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if hasattr(value, "nodes") and hasattr(value, "outputs"):
+        return "{body}"
+    return str(value)
+
+
+def format_graph(graph, indent: str = "", names: dict | None = None) -> str:
+    names = {} if names is None else names
+    lines = []
+
+    def name(node):
+        lit = _literal(node)
+        if lit is not None:
+            return lit
+        if id(node) not in names:
+            names[id(node)] = f"%{len(names)}"
+        return names[id(node)]
+
+    params = ", ".join(f"{name(p)}: {p.type} {p.attrs['name']}" for p in graph.inputs)
+    out_types = ", ".join(str(o.type) for o in graph.outputs)
+    lines.append(f"{indent}def {graph.name}({params}) -> ({out_types}):")
+    for node in graph.nodes:
+        if node.op == "parameter" or _literal(node) is not None:
+            continue
+        args = ", ".join(name(i) for i in node.inputs)
+        attrs = " ".join(f"{k}={_format_attr(v)}" for k, v in node.attrs.items()
+                         if k not in _ATTR_HIDDEN and k != "body")
+        type_ = (", ".join(map(str, node.type)) if isinstance(node.type, tuple)
+                 else str(node.type))
+        text = f"{indent}  {name(node)}: {type_} = {node.op} {args}"
+        if attrs:
+            text += f"  {attrs}"
+        if node.source:
+            text = f"{text:<72}  # {node.source}"
+        lines.append(text)
+        if "body" in node.attrs:
+            lines.append(format_graph(node.attrs["body"], indent + "    ", names))
+    outs = ", ".join(name(o) for o in graph.outputs)
+    lines.append(f"{indent}  return {outs}")
+    return "\n".join(lines)
