@@ -88,6 +88,16 @@ class Graph:
     __repr__ = __str__
 
 
+def scalar_constant(node: Node):
+    """The value of a scalar constant, or of a broadcast of one (how literals like
+    ``2.0`` appear in the IR); None for anything else."""
+    if node.op == "broadcast_in_dim" and node.inputs[0].op == "constant":
+        node = node.inputs[0]
+    if node.op == "constant" and node.attrs["value"].ndim == 0:
+        return node.attrs["value"].item()
+    return None
+
+
 def topological_order(outputs: Iterable[Node], inputs: Iterable[Node] = ()) -> list[Node]:
     """Iterative post-order DFS (graphs can be deeper than Python's recursion limit)."""
     order, seen = [], set()

@@ -421,8 +421,9 @@ def _dot_general_eval(lhs, rhs, dims):
 
 
 def _dot_general_vjp(b, node, g):
-    """Each adjoint is another dot_general of g with the other operand, then a transpose
-    that puts the axes back in the operand's own order."""
+    """Each adjoint is another dot_general of g with the other operand, ordered so
+    that for a plain matmul the result already has the operand's layout
+    (dx = g·wᵀ, dw = xᵀ·g); a transpose restores the order in general."""
     lhs, rhs = node.inputs
     (lc, rc), (lb, rb) = node.attrs["dims"]
     nb = len(lb)
@@ -432,23 +433,21 @@ def _dot_general_vjp(b, node, g):
     g_lf = tuple(range(nb, nb + len(lf)))
     g_rf = tuple(range(nb + len(lf), g.type.ndim))
 
-    def adjoint(other, other_free_in_g, other_free, other_batch, my_ndim, my_batch, my_free,
-                pairs):
-        # pairs: (my contracting axis, matching other contracting axis)
-        d = b.dot_general(g, other, dims=((other_free_in_g, other_free),
-                                           (g_batch, other_batch)))
-        remaining = sorted(oc for _, oc in pairs)  # other's leftover axes, increasing
-        source = [0] * my_ndim
-        for i, a in enumerate(my_batch):
+    def into_layout(d, ndim, batch, middle, last):
+        """Transpose d (axes: batch, middle, last) into an operand's own axis order."""
+        source = [0] * ndim
+        for i, a in enumerate(tuple(batch) + tuple(middle) + tuple(last)):
             source[a] = i
-        for i, a in enumerate(my_free):
-            source[a] = nb + i
-        for mine, oc in pairs:
-            source[mine] = nb + len(my_free) + remaining.index(oc)
-        return d if source == list(range(my_ndim)) else b.transpose(d, perm=tuple(source))
+        return d if source == list(range(ndim)) else b.transpose(d, perm=tuple(source))
 
-    return (adjoint(rhs, g_rf, rf, rb, lhs.type.ndim, lb, lf, list(zip(lc, rc))),
-            adjoint(lhs, g_lf, lf, lb, rhs.type.ndim, rb, rf, list(zip(rc, lc))))
+    # d lhs = g · rhsᵀ: axes (batch, lhs free, rhs contracting in increasing order)
+    d_lhs = b.dot_general(g, rhs, dims=((g_rf, rf), (g_batch, rb)))
+    lc_by_rc = [l for _, l in sorted(zip(rc, lc))]
+    # d rhs = lhsᵀ · g: axes (batch, lhs contracting in increasing order, rhs free)
+    d_rhs = b.dot_general(lhs, g, dims=((lf, g_lf), (lb, g_batch)))
+    rc_by_lc = [r for _, r in sorted(zip(lc, rc))]
+    return (into_layout(d_lhs, lhs.type.ndim, lb, lf, lc_by_rc),
+            into_layout(d_rhs, rhs.type.ndim, rb, rc_by_lc, rf))
 
 
 register("dot_general", lambda types, dims: _dot_general_type(types, dims), _dot_general_eval,

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .graph import scalar_constant
+
 _ATTR_HIDDEN = {"type", "index", "name"}
 
 
 def _literal(node):
-    """The literal for a scalar constant or a broadcast of one, else None."""
-    if node.op == "broadcast_in_dim" and node.inputs[0].op == "constant":
-        node = node.inputs[0]
-    if node.op == "constant" and node.attrs["value"].ndim == 0:
-        v = node.attrs["value"].item()
-        return repr(v) if not isinstance(v, bool) else str(v).lower()
-    return None
+    v = scalar_constant(node)
+    if v is None:
+        return None
+    return str(v).lower() if isinstance(v, bool) else repr(v)
 
 
 def _format_attr(value):

@@ -1,0 +1,101 @@
+"""Reverse mode as a Graph → Graph rewrite.
+
+``vjp`` walks the forward nodes in reverse topological order, pushing each node's
+adjoint to its inputs with the primitive's rule and accumulating with ``add``.  The
+result is one joint graph that returns the forward outputs and then the gradients:
+ordinary IR that prints, optimises, compiles and differentiates like any other.
+Adjoints flow only into values that depend on a differentiated input, so no zero
+and no dead derivative is ever built.
+"""
+from __future__ import annotations
+
+from ..ir.errors import GradientError
+from ..ir.graph import Builder, Graph
+from ..ir.primitives import PRIMITIVES
+from . import sympy_frontend
+
+
+def elementwise_vjp(b, node, g):
+    """Adjoints of an elementwise node from the sympy partials of its formula."""
+    expr_symbols = sympy_frontend.formula(node.op)[1]
+    env = dict(zip(expr_symbols, node.inputs))
+    out = []
+    for d in sympy_frontend.partials(node.op):
+        if d is None:
+            out.append(None)
+        elif d == 1:
+            out.append(g)
+        elif d == -1:
+            out.append(b.neg(g))
+        else:
+            out.append(b.mul(g, sympy_frontend.to_ir(b, d, env, node.type)))
+    return out
+
+
+def vjp_rule(prim):
+    return elementwise_vjp if prim.elementwise else prim.vjp
+
+
+def _depends_on(graph: Graph, wrt) -> set:
+    """ids of the nodes whose value depends on one of ``wrt``."""
+    live = {id(p) for p in wrt}
+    for node in graph.nodes:
+        if any(id(i) in live for i in node.inputs):
+            live.add(id(node))
+    return live
+
+
+def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
+    """The joint graph of ``graph``: its outputs, then d output / d inputs[wrt_indices].
+
+    With ``cotangents=False`` the graph must have one scalar float output, seeded with
+    1.0 (``grad``).  With ``cotangents=True`` one cotangent parameter per output is
+    appended to the inputs (``vjp``).
+    """
+    wrt = [graph.inputs[i] for i in wrt_indices]
+    for p in wrt:
+        if not p.type.is_float:
+            raise GradientError(
+                f"cannot differentiate {graph.name}() with respect to {p.attrs['name']}: "
+                f"it is {p.type}, and gradients need a float input")
+    b = Builder(seed=graph)
+    inputs = list(graph.inputs)
+    if cotangents:
+        seeds = []
+        for k, out in enumerate(graph.outputs):
+            seeds.append(b.parameter(index=len(inputs), type=out.type, name=f"cotangent[{k}]"))
+            inputs.append(seeds[-1])
+    else:
+        (out,) = graph.outputs if len(graph.outputs) == 1 else (None,)
+        if out is None or out.shape != () or not out.type.is_float:
+            got = ", ".join(str(o.type) for o in graph.outputs)
+            raise GradientError(
+                f"grad needs {graph.name}() to return one float scalar; it returned ({got}). "
+                f"Reduce it (e.g. .sum()) or use llgrad.vjp")
+        seeds = [b.const(1.0, out.dtype)]
+
+    needed = _depends_on(graph, wrt)
+    adjoint = {}
+    for out, seed in zip(graph.outputs, seeds):
+        if id(out) in needed:
+            adjoint[id(out)] = b.add(adjoint[id(out)], seed) if id(out) in adjoint else seed
+
+    for node in reversed(graph.nodes):
+        g = adjoint.get(id(node))
+        if g is None or node.op == "parameter":
+            continue
+        prim = PRIMITIVES[node.op]
+        if not prim.differentiable:
+            continue
+        b.source = node.source
+        for x, contribution in zip(node.inputs, vjp_rule(prim)(b, node, g)):
+            if contribution is None or id(x) not in needed or not x.type.is_float:
+                continue
+            adjoint[id(x)] = (b.add(adjoint[id(x)], contribution) if id(x) in adjoint
+                              else contribution)
+    b.source = None
+    grads = [adjoint.get(id(p)) or b.full(0.0, p.type) for p in wrt]
+    names = [f"d{graph.name}/d{p.attrs['name']}" for p in wrt]
+    out_names = list(graph.output_names or [f"out[{k}]" for k in range(len(graph.outputs))])
+    return Graph(inputs, list(graph.outputs) + grads, name=f"{graph.name}_vjp",
+                 output_names=out_names + names)

@@ -1,0 +1,714 @@
+"""numpy's functions, rebuilt from primitives: the front end of the tracer.
+
+Every function here has numpy's signature and numpy's semantics (broadcasting,
+dtype promotion with weak Python scalars, keepdims, negative axes) and emits IR
+through the current trace's Builder.  ``UFUNCS`` and ``FUNCTIONS`` map numpy's own
+callables to them, which is how plain ``np.tanh(x)`` on a Tracer lands here; the
+same functions are exported as ``llgrad.numpy``.  Called with no Tracer among the
+arguments they simply run numpy.
+"""
+from __future__ import annotations
+
+import builtins
+import functools
+import operator
+
+import numpy as np
+
+from ..ir.errors import DTypeError, LlgradError, ShapeError, UnsupportedError
+from ..ir.graph import Node
+from ..ir.types import TensorType, dtype_name
+from .trace import Tracer, current, lift, located, user_source
+
+
+def _has_tracer(values) -> bool:
+    for v in values:
+        if isinstance(v, Tracer):
+            return True
+        if isinstance(v, (list, tuple)) and _has_tracer(v):
+            return True
+    return False
+
+
+def op(name: str, numpy_fn=None):
+    """Make a front-end function: stamp the user's line on the nodes it builds, turn
+    errors into located ones, and fall back to numpy when nothing is traced."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if not _has_tracer(args) and not _has_tracer(kwargs.values()):
+                return (numpy_fn or getattr(np, name))(*args, **kwargs)
+            ctx = current()
+            outer = ctx.builder.source
+            if outer is None:
+                ctx.builder.source = user_source()
+            try:
+                return fn(*args, **kwargs)
+            except LlgradError as exc:
+                raise located(exc, name) from None
+            finally:
+                ctx.builder.source = outer
+        wrapper.llgrad_op = name
+        return wrapper
+    return deco
+
+
+def _b():
+    return current().builder
+
+
+def _node(x) -> Node:
+    return lift(x)
+
+
+def _wrap(node: Node) -> Tracer:
+    return Tracer(node)
+
+
+# ----------------------------------------------------------------------------------
+# promotion and broadcasting
+
+def _dtype_key(x):
+    """What np.result_type should see: dtypes for arrays, the value for Python scalars
+    (NEP 50: ``float32_array * 2.0`` stays float32)."""
+    if isinstance(x, Tracer):
+        return x.dtype
+    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+        return x
+    if isinstance(x, complex):
+        raise DTypeError("complex numbers are not supported by llgrad")
+    return np.asarray(x).dtype
+
+
+def result_dtype(*values) -> str:
+    try:
+        return dtype_name(np.result_type(*[_dtype_key(v) for v in values]))
+    except TypeError as exc:
+        raise DTypeError(str(exc)) from None
+
+
+def _as(x, dtype: str) -> Node:
+    """``x`` as a node of ``dtype``: constants are made in it, nodes converted."""
+    if not isinstance(x, Tracer):
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biuf":
+            raise DTypeError(f"dtype {arr.dtype} is not supported by llgrad")
+        return _b().const(arr.astype(TensorType((), dtype).np_dtype), dtype)
+    node = x.node
+    return node if node.dtype == dtype else _b().convert(node, dtype=dtype)
+
+
+def broadcast_shapes(*shapes):
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ShapeError("operands could not be broadcast together with shapes "
+                         + " ".join(str(tuple(s)) for s in shapes)) from None
+
+
+def _shape(x):
+    return x.shape if isinstance(x, Tracer) else np.shape(x)
+
+
+def _operands(values, dtype):
+    shape = broadcast_shapes(*[_shape(v) for v in values])
+    return [_b().broadcast_to(_as(v, dtype), shape) for v in values]
+
+
+def _float_dtype(*values) -> str:
+    dtype = result_dtype(*values)
+    return dtype if dtype in ("float32", "float64") else "float64"
+
+
+def _unary_float(prim):
+    def f(x):
+        (n,) = _operands([x], _float_dtype(x))
+        return _wrap(_b().emit(prim, n))
+    return f
+
+
+def _unary_numeric(prim):
+    def f(x):
+        dtype = result_dtype(x)
+        if dtype == "bool":
+            raise DTypeError(f"{prim} does not accept bool arrays")
+        return _wrap(_b().emit(prim, _as(x, dtype)))
+    return f
+
+
+def _binary(prim, float_only=False):
+    def f(x, y):
+        dtype = _float_dtype(x, y) if float_only else result_dtype(x, y)
+        if dtype == "bool" and prim in ("add", "mul", "max", "min"):
+            raise UnsupportedError(f"{prim} of two bool arrays (use & / |, not supported yet)")
+        if dtype == "bool":
+            raise DTypeError(f"{prim} does not accept bool arrays")
+        return _wrap(_b().emit(prim, *_operands([x, y], dtype)))
+    return f
+
+
+def _compare(prim):
+    def f(x, y):
+        return _wrap(_b().emit(prim, *_operands([x, y], result_dtype(x, y))))
+    return f
+
+
+# ----------------------------------------------------------------------------------
+# elementwise functions
+
+exp = op("exp")(_unary_float("exp"))
+log = op("log")(_unary_float("log"))
+log1p = op("log1p")(_unary_float("log1p"))
+expm1 = op("expm1")(_unary_float("expm1"))
+sin = op("sin")(_unary_float("sin"))
+cos = op("cos")(_unary_float("cos"))
+tanh = op("tanh")(_unary_float("tanh"))
+sqrt = op("sqrt")(_unary_float("sqrt"))
+negative = op("negative")(_unary_numeric("neg"))
+absolute = abs = op("absolute")(_unary_numeric("abs"))
+sign = op("sign")(_unary_numeric("sign"))
+add = op("add")(_binary("add"))
+subtract = op("subtract")(_binary("sub"))
+multiply = op("multiply")(_binary("mul"))
+divide = true_divide = op("divide")(_binary("div", float_only=True))
+maximum = op("maximum")(_binary("max"))
+minimum = op("minimum")(_binary("min"))
+less = op("less")(_compare("lt"))
+less_equal = op("less_equal")(_compare("le"))
+greater = op("greater")(_compare("gt"))
+greater_equal = op("greater_equal")(_compare("ge"))
+equal = op("equal")(_compare("eq"))
+not_equal = op("not_equal")(_compare("ne"))
+
+
+def _sigmoid_numpy(x):
+    return 1 / (1 + np.exp(-np.asarray(x)))
+
+
+sigmoid = logistic = op("sigmoid", _sigmoid_numpy)(_unary_float("logistic"))
+
+
+@op("positive")
+def positive(x):
+    return x
+
+
+@op("square")
+def square(x):
+    return multiply(x, x)
+
+
+@op("reciprocal")
+def reciprocal(x):
+    return divide(1.0, x)
+
+
+@op("power")
+def power(x, y):
+    """Small constant exponents become exact products (as numpy's fast paths do)."""
+    if not isinstance(y, Tracer) and np.ndim(y) == 0 and _float_dtype(x, y) == result_dtype(x):
+        e = float(y)
+        if e == 1:
+            return multiply(x, 1) if not isinstance(x, Tracer) else x
+        if e == 2:
+            return multiply(x, x)
+        if e == 0.5:
+            return sqrt(x)
+        if e == -1:
+            return reciprocal(x)
+    return _binary("pow", float_only=True)(x, y)
+
+
+@op("where")
+def where(condition, x, y):
+    cond = condition if isinstance(condition, Tracer) else np.asarray(condition)
+    if cond.dtype != np.bool_:
+        cond = not_equal(cond, 0)
+    dtype = result_dtype(x, y)
+    shape = broadcast_shapes(_shape(cond), _shape(x), _shape(y))
+    b = _b()
+    c = b.broadcast_to(_as(cond, "bool"), shape)
+    return _wrap(b.select(c, b.broadcast_to(_as(x, dtype), shape),
+                          b.broadcast_to(_as(y, dtype), shape)))
+
+
+@op("clip")
+def clip(a, a_min=None, a_max=None, **kwargs):
+    if kwargs.get("out") is not None:
+        raise UnsupportedError("clip(out=...) is not supported")
+    if a_min is not None:
+        a = maximum(a, a_min)
+    if a_max is not None:
+        a = minimum(a, a_max)
+    return a
+
+
+def _relu_numpy(x):
+    return np.maximum(x, 0)
+
+
+@op("relu", _relu_numpy)
+def relu(x):
+    return maximum(x, 0)
+
+
+# ----------------------------------------------------------------------------------
+# reductions
+
+def _axes(axis, ndim) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        a = operator.index(a)
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"axis {a} is out of bounds for an array of dimension {ndim}")
+        out.append(a % ndim if ndim else a)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"duplicate value in axis {axis}")
+    return tuple(sorted(out))
+
+
+def _keep(node, x_shape, axes, keepdims):
+    if not keepdims:
+        return node
+    return _b().reshape(node, shape=tuple(1 if d in axes else n for d, n in enumerate(x_shape)))
+
+
+def _check_reduce_kwargs(name, kwargs):
+    for k, v in kwargs.items():
+        if v is not None and not (k == "initial" and v is np._NoValue) and k != "where":
+            raise UnsupportedError(f"{name}({k}=...) is not supported")
+        if k == "where" and v is not True and v is not np._NoValue:
+            raise UnsupportedError(f"{name}(where=...) is not supported")
+
+
+@op("sum")
+def sum(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+    _check_reduce_kwargs("sum", dict(out=out, **kwargs))
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    target = dtype_name(dtype) if dtype is not None else (
+        "int64" if a.node.dtype == "bool" else a.node.dtype)
+    axes = _axes(axis, a.ndim)
+    node = _b().reduce_sum(_as(a, target), axes=axes)
+    return _wrap(_keep(node, a.shape, axes, keepdims))
+
+
+@op("mean")
+def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+    _check_reduce_kwargs("mean", dict(out=out, **kwargs))
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    axes = _axes(axis, a.ndim)
+    count = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
+    target = dtype_name(dtype) if dtype is not None else _float_dtype(a)
+    return divide(sum(astype(a, target), axis=axes, keepdims=keepdims), float(count))
+
+
+@op("max")
+def max(a, axis=None, out=None, keepdims=False, **kwargs):
+    _check_reduce_kwargs("max", dict(out=out, **kwargs))
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    axes = _axes(axis, a.ndim)
+    if any(a.shape[d] == 0 for d in axes):
+        raise ShapeError(f"zero-size array {a.shape} to reduction operation max which has "
+                         f"no identity")
+    node = _b().reduce_max(a.node, axes=axes)
+    return _wrap(_keep(node, a.shape, axes, keepdims))
+
+
+@op("min")
+def min(a, axis=None, out=None, keepdims=False, **kwargs):
+    """-max(-a): negation is exact, so this is min, and its gradient is max's."""
+    return negative(max(negative(a), axis=axis, out=out, keepdims=keepdims, **kwargs))
+
+
+amax, amin = max, min
+
+
+@op("var")
+def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+    _check_reduce_kwargs("var", dict(out=out, **kwargs))
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    axes = _axes(axis, a.ndim)
+    count = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
+    centred = subtract(a, mean(a, axis=axes, dtype=dtype, keepdims=True))
+    return divide(sum(multiply(centred, centred), axis=axes, keepdims=keepdims),
+                  float(count - ddof))
+
+
+@op("std")
+def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+    return sqrt(var(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims, **kwargs))
+
+
+def _logsumexp_numpy(a, axis=None, keepdims=False):
+    m = np.max(a, axis=axis, keepdims=True)
+    out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+@op("logsumexp", _logsumexp_numpy)
+def logsumexp(a, axis=None, keepdims=False):
+    """Max-shifted, so it never overflows; the shift is a constant for the gradient's
+    purposes only in value, not in IR (its adjoint cancels exactly)."""
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    m = max(a, axis=axis, keepdims=True)
+    out = add(log(sum(exp(subtract(a, m)), axis=axis, keepdims=True)), m)
+    return out if keepdims else squeeze(out, axis=_axes(axis, a.ndim))
+
+
+def _softmax_numpy(a, axis=-1):
+    e = np.exp(a - np.max(a, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+@op("softmax", _softmax_numpy)
+def softmax(a, axis=-1):
+    e = exp(subtract(a, max(a, axis=axis, keepdims=True)))
+    return divide(e, sum(e, axis=axis, keepdims=True))
+
+
+def _log_softmax_numpy(a, axis=-1):
+    return a - _logsumexp_numpy(a, axis=axis, keepdims=True)
+
+
+@op("log_softmax", _log_softmax_numpy)
+def log_softmax(a, axis=-1):
+    return subtract(a, logsumexp(a, axis=axis, keepdims=True))
+
+
+# ----------------------------------------------------------------------------------
+# shapes
+
+def _normalize_shape(shape, size):
+    shape = list(shape)
+    if shape.count(-1) > 1:
+        raise ShapeError("can only specify one unknown dimension")
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+        if known == 0 or size % known:
+            raise ShapeError(f"cannot reshape array of size {size} into shape {tuple(shape)}")
+        shape[shape.index(-1)] = size // known
+    return tuple(int(d) for d in shape)
+
+
+@op("reshape")
+def reshape(a, *shape, order="C", **kwargs):
+    shape = kwargs.pop("newshape", kwargs.pop("shape", None)) or shape
+    if order != "C":
+        raise UnsupportedError("reshape(order=...) other than 'C' is not supported")
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+        shape = tuple(shape[0])
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    return _wrap(_b().reshape(a.node, shape=_normalize_shape(shape, a.size)))
+
+
+@op("transpose")
+def transpose(a, *axes):
+    if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
+        axes = axes[0]
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    perm = tuple(reversed(range(a.ndim))) if not axes else tuple(
+        operator.index(p) % a.ndim for p in axes)
+    if sorted(perm) != list(range(a.ndim)):
+        raise ShapeError(f"axes {axes} don't match array of shape {a.shape}")
+    return _wrap(_b().transpose(a.node, perm=perm))
+
+
+@op("swapaxes")
+def swapaxes(a, axis1, axis2):
+    perm = list(range(np.ndim(a) if not isinstance(a, Tracer) else a.ndim))
+    i, j = _axes(axis1, len(perm))[0], _axes(axis2, len(perm))[0]
+    perm[i], perm[j] = perm[j], perm[i]
+    return transpose(a, perm)
+
+
+@op("broadcast_to")
+def broadcast_to(array, shape, subok=False):
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    x = array if isinstance(array, Tracer) else _wrap(lift(array))
+    if broadcast_shapes(x.shape, shape) != shape:
+        raise ShapeError(f"cannot broadcast {x.shape} to {shape}")
+    return _wrap(_b().broadcast_to(x.node, shape))
+
+
+@op("expand_dims")
+def expand_dims(a, axis):
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    ndim = a.ndim + len(axes)
+    axes = _axes(axes, ndim)
+    it = iter(a.shape)
+    return reshape(a, tuple(1 if d in axes else next(it) for d in range(ndim)))
+
+
+@op("squeeze")
+def squeeze(a, axis=None):
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    axes = tuple(d for d, n in enumerate(a.shape) if n == 1) if axis is None else _axes(axis, a.ndim)
+    for d in axes:
+        if a.shape[d] != 1:
+            raise ShapeError(f"cannot squeeze axis {d} of size {a.shape[d]}")
+    return reshape(a, tuple(n for d, n in enumerate(a.shape) if d not in axes))
+
+
+@op("ravel")
+def ravel(a, order="C"):
+    return reshape(a, (-1,), order=order)
+
+
+@op("concatenate")
+def concatenate(arrays, axis=0, out=None, dtype=None, **kwargs):
+    if out is not None:
+        raise UnsupportedError("concatenate(out=...) is not supported")
+    arrays = list(arrays)
+    if axis is None:
+        arrays, axis = [ravel(a) for a in arrays], 0
+    target = dtype_name(dtype) if dtype is not None else result_dtype(*arrays)
+    nodes = [_as(a, target) for a in arrays]
+    ndim = nodes[0].type.ndim
+    if ndim == 0:
+        raise ShapeError("zero-dimensional arrays cannot be concatenated")
+    return _wrap(_b().concatenate(*nodes, axis=_axes(axis, ndim)[0]))
+
+
+@op("stack")
+def stack(arrays, axis=0, out=None, **kwargs):
+    arrays = list(arrays)
+    shapes = {tuple(_shape(a)) for a in arrays}
+    if len(shapes) != 1:
+        raise ShapeError(f"all input arrays must have the same shape, got {sorted(shapes)}")
+    ndim = len(shapes.pop()) + 1
+    axis = _axes(axis, ndim)[0]
+    return concatenate([expand_dims(a, axis) for a in arrays], axis=axis)
+
+
+@op("astype", lambda x, dtype, **kw: np.asarray(x).astype(dtype, **kw))
+def astype(x, dtype, copy=True, **kwargs):
+    return _wrap(_as(x, dtype_name(dtype)))
+
+
+def _full_like(value):
+    def f(a, dtype=None, **kwargs):
+        target = dtype_name(dtype) if dtype is not None else result_dtype(a)
+        return _wrap(_b().full(value, TensorType(_shape(a), target)))
+    return f
+
+
+zeros_like = op("zeros_like")(_full_like(0))
+ones_like = op("ones_like")(_full_like(1))
+
+
+@op("full_like")
+def full_like(a, fill_value, dtype=None, **kwargs):
+    return _full_like(fill_value)(a, dtype)
+
+
+# ----------------------------------------------------------------------------------
+# indexing (static integers, slices, None and Ellipsis)
+
+@op("getitem", operator.getitem)
+def getitem(x, key):
+    key = key if isinstance(key, tuple) else (key,)
+    if any(isinstance(k, (Tracer, list, np.ndarray)) for k in key):
+        raise UnsupportedError(
+            "indexing with an array (gather) is not supported; use static integers and "
+            "slices, or np.where")
+    real = [k for k in key if k is not None and k is not Ellipsis]
+    if key.count(Ellipsis) > 1:
+        raise ShapeError("an index can only have a single ellipsis ('...')")
+    if len(real) > x.ndim:
+        raise ShapeError(f"too many indices for array of shape {x.shape}: {key}")
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (x.ndim - len(real)) + key[i + 1:]
+    else:
+        key = key + (slice(None),) * (x.ndim - len(real))
+    starts, limits, strides, out_shape = [], [], [], []
+    d = 0
+    for k in key:
+        if k is None:
+            out_shape.append(1)
+            continue
+        n = x.shape[d]
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step < 0:
+                raise UnsupportedError("slices with a negative step are not supported")
+            stop = builtins.max(stop, start)
+            starts.append(start), limits.append(stop), strides.append(step)
+            out_shape.append(len(range(start, stop, step)))
+        else:
+            i = operator.index(k)
+            if not -n <= i < n:
+                raise ShapeError(f"index {i} is out of bounds for axis {d} with size {n}")
+            i %= n
+            starts.append(i), limits.append(i + 1), strides.append(1)
+        d += 1
+    b = _b()
+    node = x.node
+    if (tuple(starts), tuple(limits)) != ((0,) * x.ndim, tuple(x.shape)) or any(
+            s != 1 for s in strides):
+        node = b.slice(node, starts=tuple(starts), limits=tuple(limits), strides=tuple(strides))
+    if node.shape != tuple(out_shape):
+        node = b.reshape(node, shape=tuple(out_shape))
+    return _wrap(node)
+
+
+# ----------------------------------------------------------------------------------
+# linear algebra
+
+def _float_pair(a, b, name):
+    dtype = result_dtype(a, b)
+    if dtype not in ("float32", "float64"):
+        dtype = "float64"
+    return _as(a, dtype), _as(b, dtype)
+
+
+@op("matmul")
+def matmul(a, b):
+    x, y = _float_pair(a, b, "matmul")
+    if x.type.ndim == 0 or y.type.ndim == 0:
+        raise ShapeError("matmul: input operand does not have enough dimensions "
+                         f"(shapes {x.shape} and {y.shape})")
+    k_y = 0 if y.type.ndim == 1 else y.type.ndim - 2
+    if x.shape[-1] != y.shape[k_y]:
+        raise ShapeError(f"matmul: shapes {x.shape} and {y.shape} are not aligned: "
+                         f"{x.shape[-1]} (dim {x.type.ndim - 1}) != {y.shape[k_y]} (dim {k_y})")
+    bld = _b()
+    if x.type.ndim <= 2 and y.type.ndim <= 2:
+        return _wrap(bld.dot_general(x, y, dims=(((x.type.ndim - 1,), (0,)), ((), ()))))
+    x2 = x if x.type.ndim > 1 else bld.reshape(x, shape=(1,) + x.shape)
+    y2 = y if y.type.ndim > 1 else bld.reshape(y, shape=y.shape + (1,))
+    batch = broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
+    x2 = bld.broadcast_to(x2, batch + x2.shape[-2:])
+    y2 = bld.broadcast_to(y2, batch + y2.shape[-2:])
+    nb = len(batch)
+    out = bld.dot_general(x2, y2, dims=(((nb + 1,), (nb,)), (tuple(range(nb)), tuple(range(nb)))))
+    shape = batch + (x.shape[-2:-1] if x.type.ndim > 1 else ()) + (
+        y.shape[-1:] if y.type.ndim > 1 else ())
+    return _wrap(out if out.shape == shape else bld.reshape(out, shape=shape))
+
+
+@op("dot")
+def dot(a, b, out=None):
+    if out is not None:
+        raise UnsupportedError("dot(out=...) is not supported")
+    if np.ndim(a) == 0 or np.ndim(b) == 0 or (
+            isinstance(a, Tracer) and a.ndim == 0) or (isinstance(b, Tracer) and b.ndim == 0):
+        return multiply(a, b)
+    x, y = _float_pair(a, b, "dot")
+    k_y = 0 if y.type.ndim == 1 else y.type.ndim - 2
+    if x.shape[-1] != y.shape[k_y]:
+        raise ShapeError(f"dot: shapes {x.shape} and {y.shape} are not aligned: "
+                         f"{x.shape[-1]} (dim {x.type.ndim - 1}) != {y.shape[k_y]} (dim {k_y})")
+    return _wrap(_b().dot_general(x, y, dims=(((x.type.ndim - 1,), (k_y,)), ((), ()))))
+
+
+@op("tensordot")
+def tensordot(a, b, axes=2):
+    x, y = _float_pair(a, b, "tensordot")
+    if isinstance(axes, (int, np.integer)):
+        la = tuple(range(x.type.ndim - axes, x.type.ndim))
+        lb = tuple(range(axes))
+    else:
+        la, lb = axes
+        la = (la,) if isinstance(la, (int, np.integer)) else tuple(la)
+        lb = (lb,) if isinstance(lb, (int, np.integer)) else tuple(lb)
+        la, lb = tuple(a % x.type.ndim for a in la), tuple(c % y.type.ndim for c in lb)
+    if any(x.shape[i] != y.shape[j] for i, j in zip(la, lb)) or len(la) != len(lb):
+        raise ShapeError(f"tensordot: shape-mismatch for sum: {x.shape} axes {la}, "
+                         f"{y.shape} axes {lb}")
+    return _wrap(_b().dot_general(x, y, dims=((la, lb), ((), ()))))
+
+
+@op("outer")
+def outer(a, b, out=None):
+    return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))
+
+
+# ----------------------------------------------------------------------------------
+# dispatch tables: numpy's callables → the functions above
+
+UFUNCS = {
+    np.add: add, np.subtract: subtract, np.multiply: multiply, np.divide: divide,
+    np.power: power, np.negative: negative, np.positive: positive, np.exp: exp,
+    np.log: log, np.log1p: log1p, np.expm1: expm1, np.sin: sin, np.cos: cos, np.tanh: tanh,
+    np.sqrt: sqrt, np.absolute: absolute, np.sign: sign, np.maximum: maximum,
+    np.minimum: minimum, np.less: less, np.less_equal: less_equal, np.greater: greater,
+    np.greater_equal: greater_equal, np.equal: equal, np.not_equal: not_equal,
+    np.square: square, np.reciprocal: reciprocal, np.matmul: matmul,
+}
+
+FUNCTIONS = {
+    np.sum: sum, np.mean: mean, np.max: max, np.min: min, np.amax: max, np.amin: min,
+    np.var: var, np.std: std, np.dot: dot, np.reshape: reshape, np.transpose: transpose,
+    np.swapaxes: swapaxes, np.broadcast_to: broadcast_to, np.concatenate: concatenate,
+    np.stack: stack, np.clip: clip, np.where: where, np.expand_dims: expand_dims,
+    np.squeeze: squeeze, np.ravel: ravel, np.zeros_like: zeros_like, np.ones_like: ones_like,
+    np.full_like: full_like, np.tensordot: tensordot, np.outer: outer,
+    np.shape: lambda a: _shape(a), np.ndim: lambda a: len(_shape(a)),
+    np.size: lambda a: int(np.prod(_shape(a), dtype=np.int64)),
+}
+
+
+def _numpy_name(fn) -> str:
+    module = getattr(fn, "__module__", None) or "numpy"
+    module = "np" if module.startswith("numpy") and module.count(".") <= 1 else module
+    return f"{module}.{getattr(fn, '__name__', repr(fn))}"
+
+
+def call_ufunc(ufunc, method, inputs, kwargs):
+    if method != "__call__":
+        raise located(UnsupportedError(
+            f"np.{ufunc.__name__}.{method} is not supported by llgrad"))
+    if kwargs.get("out") is not None:
+        raise located(UnsupportedError(f"np.{ufunc.__name__}(out=...) is not supported "
+                                       f"(traced arrays are immutable)"))
+    fn = UFUNCS.get(ufunc)
+    if fn is None:
+        raise located(UnsupportedError(f"np.{ufunc.__name__} is not supported by llgrad"))
+    extra = {k: v for k, v in kwargs.items() if k not in ("out",)}
+    if extra:
+        raise located(UnsupportedError(
+            f"np.{ufunc.__name__}({', '.join(extra)}=...) is not supported"))
+    return fn(*inputs)
+
+
+def call_function(func, args, kwargs):
+    fn = FUNCTIONS.get(func)
+    if fn is None:
+        raise located(UnsupportedError(f"{_numpy_name(func)} is not supported by llgrad"))
+    return fn(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------
+# Python operators and array methods on Tracers
+
+def _install_tracer_methods():
+    def flip(fn):
+        return lambda self, other: fn(other, self)
+
+    binary = {"add": add, "sub": subtract, "mul": multiply, "truediv": divide,
+              "pow": power, "matmul": matmul}
+    for name, fn in binary.items():
+        setattr(Tracer, f"__{name}__", fn)
+        setattr(Tracer, f"__r{name}__", flip(fn))
+    for name, fn in {"lt": less, "le": less_equal, "gt": greater, "ge": greater_equal,
+                     "eq": equal, "ne": not_equal}.items():
+        setattr(Tracer, f"__{name}__", fn)
+    Tracer.__hash__ = object.__hash__
+    Tracer.__neg__ = negative
+    Tracer.__pos__ = positive
+    Tracer.__abs__ = absolute
+    Tracer.__getitem__ = getitem
+    Tracer.T = property(lambda self: transpose(self))
+    for name, fn in {"sum": sum, "mean": mean, "max": max, "min": min, "var": var,
+                     "std": std, "reshape": reshape, "transpose": transpose, "dot": dot,
+                     "clip": clip, "astype": astype, "squeeze": squeeze, "ravel": ravel,
+                     "flatten": ravel, "swapaxes": swapaxes}.items():
+        setattr(Tracer, name, fn)
+
+
+_install_tracer_methods()

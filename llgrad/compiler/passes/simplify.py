@@ -1,0 +1,128 @@
+"""Constant folding and algebraic identities that are exact under IEEE semantics.
+
+``x * 1 → x`` and ``x - 0 → x`` hold for every float including -0, inf and NaN;
+``x * 0 → 0`` and ``x + 0 → x`` do not (NaN, inf, -0) and are deliberately absent.
+Rules are data: one function per primitive name, each returning a replacement or None.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ir.graph import scalar_constant
+from ...ir.primitives import PRIMITIVES
+from .rewrite import rebuild
+
+
+def _is(node, value) -> bool:
+    v = scalar_constant(node)
+    return v is not None and not isinstance(v, bool) and v == value
+
+
+def _fold(b, node, inputs):
+    """An elementwise op on scalar literals becomes a literal (broadcast if needed)."""
+    values = [scalar_constant(i) for i in inputs]
+    if not inputs or any(v is None for v in values):
+        return None
+    arrays = [np.asarray(v, dtype=i.type.np_dtype) for v, i in zip(values, inputs)]
+    with np.errstate(all="ignore"):
+        result = PRIMITIVES[node.op].evaluate(*arrays, **node.attrs)
+    return b.full(np.asarray(result).item(), node.type)
+
+
+def _mul(b, node, inputs):
+    x, y = inputs
+    if _is(y, 1):
+        return x
+    if _is(x, 1):
+        return y
+    if _is(y, -1):
+        return b.neg(x)
+    if _is(x, -1):
+        return b.neg(y)
+    return None
+
+
+def _add(b, node, inputs):
+    x, y = inputs
+    if y.op == "neg":
+        return b.sub(x, y.inputs[0])
+    if x.op == "neg":
+        return b.sub(y, x.inputs[0])
+    return None
+
+
+def _sub(b, node, inputs):
+    x, y = inputs
+    if _is(y, 0):
+        return x
+    if y.op == "neg":
+        return b.add(x, y.inputs[0])
+    return None
+
+
+def _same_shape_is_identity(b, node, inputs):
+    (x,) = inputs
+    if x.type == node.type:
+        return x
+    if x.op == node.op == "reshape":
+        return b.reshape(x.inputs[0], shape=node.shape)
+    if node.op == "reshape" and scalar_constant(x) is not None:
+        return b.full(scalar_constant(x), node.type)
+    return None
+
+
+def _transpose(b, node, inputs):
+    (x,) = inputs
+    perm = node.attrs["perm"]
+    if perm == tuple(range(len(perm))):
+        return x
+    if x.op == "transpose":
+        inner = x.attrs["perm"]
+        return b.transpose(x.inputs[0], perm=tuple(inner[p] for p in perm))
+    return None
+
+
+def _broadcast(b, node, inputs):
+    (x,) = inputs
+    if x.type == node.type:
+        return x
+    if x.op == "broadcast_in_dim":
+        dims = node.attrs["dims"]
+        return b.broadcast_in_dim(x.inputs[0], shape=node.shape,
+                                  dims=tuple(dims[d] for d in x.attrs["dims"]))
+    return None
+
+
+RULES = {
+    "mul": _mul,
+    "div": lambda b, node, inputs: inputs[0] if _is(inputs[1], 1) else None,
+    "add": _add,
+    "sub": _sub,
+    "neg": lambda b, node, inputs: inputs[0].inputs[0] if inputs[0].op == "neg" else None,
+    "reshape": _same_shape_is_identity,
+    "convert": _same_shape_is_identity,
+    "transpose": _transpose,
+    "broadcast_in_dim": _broadcast,
+    "reduce_sum": lambda b, node, inputs: inputs[0] if not node.attrs["axes"] else None,
+    "reduce_max": lambda b, node, inputs: inputs[0] if not node.attrs["axes"] else None,
+    "select": lambda b, node, inputs: inputs[1] if inputs[1] is inputs[2] else None,
+}
+
+
+def _rule(b, node, inputs):
+    if PRIMITIVES[node.op].elementwise or node.op in ("lt", "le", "gt", "ge", "eq", "ne"):
+        folded = _fold(b, node, inputs)
+        if folded is not None:
+            return folded
+    rule = RULES.get(node.op)
+    return rule(b, node, inputs) if rule else None
+
+
+def simplify(graph, max_rounds: int = 4):
+    """Apply the rules until nothing changes (rewrites can expose new ones)."""
+    for _ in range(max_rounds):
+        new = rebuild(graph, _rule)
+        if len(new.nodes) == len(graph.nodes):
+            return new
+        graph = new
+    return graph

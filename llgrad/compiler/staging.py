@@ -1,0 +1,207 @@
+"""From a Python call to a compiled graph: signatures, tracing, passes, the cache.
+
+A Staged function is what ``jit``/``grad``/``value_and_grad`` return.  Each call
+flattens its arguments, looks up the compiled function for their signature
+(pytree structure, shapes, dtypes, static values) and traces + compiles on a miss:
+a new shape retraces, as in JAX.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+
+import numpy as np
+
+from ..ir.errors import GradientError, LlgradError
+from ..ir.graph import Graph
+from ..ir.interpret import interpret
+from . import numpy_ops  # noqa: F401  (installs the Python operators on Tracer)
+from . import pytree
+from .autodiff import vjp
+from .passes.cse import cse
+from .passes.dce import dce
+from .passes.simplify import simplify
+from .trace import input_type, trace
+
+
+def optimize(graph: Graph) -> Graph:
+    """The IR passes, in order: simplify, CSE, DCE."""
+    return dce(cse(simplify(graph)))
+
+
+class Interpreted:
+    """The numpy interpreter behind the Executable interface (``backend="interpret"``)."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def __call__(self, *args):
+        return interpret(self.graph, *args)
+
+
+def compile_for(graph, backend: str, fastmath: bool):
+    if backend == "interpret":
+        return Interpreted(graph)
+    from .pipeline import compile_graph
+    return compile_graph(graph, fastmath=fastmath)
+
+
+class Trace:
+    """Everything llgrad made for one signature, for inspection: ``ir`` (the traced
+    forward graph), ``backward`` (the joint forward+backward graph after the passes,
+    None for jit), ``optimized`` (what is compiled), ``llvm_ir``, ``asm``, ``stats``."""
+
+    def __init__(self, forward, joint, optimized, executable, out_tree, stats):
+        self.ir = forward
+        self.backward = optimized if joint is not None else None
+        self.joint_unoptimized = joint
+        self.optimized = optimized
+        self.executable = executable
+        self.out_tree = out_tree
+        self.stats = stats
+
+    @property
+    def llvm_ir(self) -> str:
+        return self.executable.llvm_ir
+
+    @property
+    def optimized_llvm_ir(self) -> str:
+        return self.executable.optimized_llvm_ir
+
+    @property
+    def asm(self) -> str:
+        return self.executable.asm
+
+    def to_dot(self) -> str:
+        from ..ir.dot import to_dot
+        return to_dot(self.optimized, forward=self.ir)
+
+    def __repr__(self):
+        return f"<llgrad.Trace of {self.ir.name}: {self.stats}>"
+
+
+class Staged:
+    """A user function under a transformation: ``kind`` is "jit", "grad",
+    "value_and_grad" or "vjp"."""
+
+    def __init__(self, fn, kind: str, argnums=0, static_argnums=(), backend: str = "native",
+                 fastmath: bool = False):
+        self.fn = fn
+        self.kind = kind
+        self.argnums = argnums
+        self.static_argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(
+            static_argnums)
+        self.backend = backend
+        self.fastmath = fastmath
+        self.name = getattr(fn, "__name__", "f")
+        self._cache: dict = {}
+        try:
+            self._arg_names = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            self._arg_names = []
+        self.__name__ = self.name
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    def _argnums(self, nargs):
+        nums = (self.argnums,) if isinstance(self.argnums, int) else tuple(self.argnums)
+        out = []
+        for a in nums:
+            if not -nargs <= a < nargs:
+                raise GradientError(f"argnums {self.argnums} is out of range for "
+                                    f"{self.name}() called with {nargs} arguments")
+            out.append(a % nargs)
+        return tuple(out)
+
+    def _arg_name(self, i):
+        return self._arg_names[i] if i < len(self._arg_names) else f"arg{i}"
+
+    def _signature(self, args):
+        static = tuple((i, args[i]) for i in self.static_argnums if i < len(args))
+        dynamic = [i for i in range(len(args)) if i not in self.static_argnums]
+        flats = [pytree.flatten(args[i]) for i in dynamic]
+        leaves, names, types, offsets = [], [], [], {}
+        for i, (lv, td) in zip(dynamic, flats):
+            offsets[i] = (len(leaves), len(lv))
+            for leaf, name in zip(lv, pytree.leaf_names(td, self._arg_name(i))):
+                types.append(input_type(leaf, f"argument {name} of {self.name}()"))
+                names.append(name)
+                leaves.append(leaf)
+        treedefs = tuple(td for _, td in flats)
+        try:
+            key = (treedefs, tuple(types), static)
+            hash(key)
+        except TypeError:
+            raise LlgradError(f"static arguments of {self.name}() must be hashable") from None
+        return key, leaves, names, types, dynamic, offsets
+
+    def _compile(self, args, key, names, types, dynamic, offsets):
+        treedefs, _, static = key
+        t0 = time.perf_counter()
+
+        def rebuild(flat_args):
+            full = list(args)
+            for i, a in zip(dynamic, flat_args):
+                full[i] = a
+            return full
+
+        graph, out_tree = trace(self.fn, list(types), ("tuple", len(treedefs), treedefs), self.name, names,
+                                static=rebuild)
+        t_trace = time.perf_counter() - t0
+        joint = None
+        if self.kind != "jit":
+            wrt = [k for a in self._argnums(len(args))
+                   for k in range(offsets[a][0], offsets[a][0] + offsets[a][1])]
+            joint = vjp(graph, wrt, cotangents=self.kind == "vjp")
+        t1 = time.perf_counter()
+        optimized = optimize(joint if joint is not None else graph)
+        t_passes = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        executable = compile_for(optimized, self.backend, self.fastmath)
+        t_compile = time.perf_counter() - t2
+        stats = {
+            "forward_nodes": len(graph.nodes),
+            "joint_nodes": len(joint.nodes) if joint is not None else None,
+            "optimized_nodes": len(optimized.nodes),
+            "trace_s": round(t_trace, 4), "passes_s": round(t_passes, 4),
+            "compile_s": round(t_compile, 4),
+        }
+        return Trace(graph, joint, optimized, executable, out_tree, stats)
+
+    def trace(self, *args) -> Trace:
+        """Trace and compile for these arguments (cached) and return the inspection object."""
+        return self._entry(args)[0]
+
+    def __call__(self, *args):
+        entry, leaves, offsets = self._entry(args)
+        return self.package(args, leaves, entry.executable(*leaves), entry, offsets)
+
+    def _entry(self, args):
+        key, leaves, names, types, dynamic, offsets = self._signature(args)
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._cache[key] = self._compile(args, key, names, types, dynamic, offsets)
+        return entry, leaves, offsets
+
+    def package(self, args, leaves, outputs, entry, offsets):
+        """Forward outputs in the function's output structure; gradients in the
+        structure of the differentiated arguments (Python scalars get Python floats)."""
+        n_fwd = len(entry.ir.outputs)
+        value = pytree.unflatten(entry.out_tree, [_scalar(o) for o in outputs[:n_fwd]])
+        if self.kind == "jit":
+            return value
+        grads, pos = [], n_fwd
+        for a in self._argnums(len(args)):
+            start, count = offsets[a]
+            flat = []
+            for k in range(count):
+                g = outputs[pos + k]
+                flat.append(float(g) if isinstance(leaves[start + k], (float, int)) else _scalar(g))
+            pos += count
+            grads.append(pytree.unflatten(pytree.flatten(args[a])[1], flat))
+        grad = grads[0] if isinstance(self.argnums, int) else tuple(grads)
+        return grad if self.kind == "grad" else (value, grad)
+
+
+def _scalar(x):
+    return x[()] if isinstance(x, np.ndarray) and x.ndim == 0 else x

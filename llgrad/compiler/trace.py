@@ -1,0 +1,179 @@
+"""Tracing: running the user's plain numpy function on Tracer values to record a Graph.
+
+A Tracer stands for an array during a trace.  numpy hands every operation on it to
+us through ``__array_ufunc__`` / ``__array_function__`` (and Python operators), and
+``numpy_ops`` turns each into IR through the trace's Builder, stamping the user's
+file:line on the nodes.  Errors raised while tracing name the user's function, the
+op, the shapes and that line.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import numpy as np
+
+from ..ir.errors import LlgradError, UnsupportedError
+from ..ir.graph import Builder, Graph, Node
+from ..ir.types import TensorType, dtype_name
+
+_LLGRAD_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
+_state = threading.local()
+
+
+class TraceContext:
+    def __init__(self, fn_name: str):
+        self.fn_name = fn_name
+        self.builder = Builder()
+
+    def __enter__(self):
+        stack = _contexts()
+        stack.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _contexts().pop()
+        return False
+
+
+def _contexts() -> list:
+    if not hasattr(_state, "stack"):
+        _state.stack = []
+    return _state.stack
+
+
+def current() -> TraceContext:
+    stack = _contexts()
+    if not stack:
+        raise UnsupportedError("llgrad operations on tracers are only valid while tracing")
+    return stack[-1]
+
+
+def user_source() -> str | None:
+    """file:line of the innermost frame that belongs to neither llgrad nor numpy."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith(_LLGRAD_DIR) or filename.startswith(_NUMPY_DIR)
+                or filename.startswith("<__array_function__")):
+            return f"{os.path.basename(filename)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def located(exc: LlgradError, op: str | None = None) -> LlgradError:
+    """The same error, with the user's function, the op and the source line prefixed."""
+    if getattr(exc, "llgrad_located", False):
+        return exc
+    ctx = _contexts()[-1] if _contexts() else None
+    where = user_source()
+    parts = []
+    if ctx is not None:
+        parts.append(f"in {ctx.fn_name}()")
+    if where:
+        parts.append(f"at {where}")
+    prefix = " ".join(parts)
+    message = str(exc)
+    if op and not message.startswith(op):
+        message = f"{op}: {message}"
+    new = type(exc)(f"{prefix}: {message}" if prefix else message)
+    new.llgrad_located = True
+    return new
+
+
+class Tracer:
+    """An array being traced.  Behaves like a numpy array of known shape and dtype."""
+
+    __array_priority__ = 1000
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node):
+        self.node = node
+
+    # array attributes -------------------------------------------------------------
+    shape = property(lambda self: self.node.shape)
+    ndim = property(lambda self: len(self.node.shape))
+    size = property(lambda self: self.node.type.size)
+    dtype = property(lambda self: self.node.type.np_dtype)
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of unsized traced array")
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self):
+        return f"Tracer({self.node.type})"
+
+    def __bool__(self):
+        raise UnsupportedError(
+            "the truth value of a traced array is not known at trace time (shapes are "
+            "static, values are not); use np.where(cond, a, b) instead of if/and/or")
+
+    def __float__(self):
+        raise UnsupportedError("float() of a traced array: its value is not known at trace time")
+
+    __int__ = __index__ = __float__
+
+    # numpy dispatch -----------------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        from . import numpy_ops
+        return numpy_ops.call_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        from . import numpy_ops
+        return numpy_ops.call_function(func, args, kwargs)
+
+    def __array__(self, dtype=None, copy=None):
+        raise UnsupportedError(
+            "a traced array was converted to a concrete numpy array (np.asarray, a "
+            "non-numpy library, or an unsupported numpy function); its value is not "
+            "known at trace time")
+
+
+def lift(value, ctx: TraceContext | None = None) -> Node:
+    """A Node for a Tracer or a concrete constant (numpy array or Python scalar)."""
+    if isinstance(value, Tracer):
+        return value.node
+    ctx = ctx or current()
+    arr = np.asarray(value)
+    return ctx.builder.const(arr, dtype_name(arr.dtype))
+
+
+def trace(fn, flat_types, treedef, fn_name: str, leaf_names, static=None):
+    """Trace ``fn`` on Tracers of ``flat_types``; returns (Graph, output treedef)."""
+    from . import pytree
+    with TraceContext(fn_name) as ctx:
+        params = [ctx.builder.parameter(index=i, type=t, name=n)
+                  for i, (t, n) in enumerate(zip(flat_types, leaf_names))]
+        args = pytree.unflatten(treedef, [Tracer(p) for p in params])
+        if static:
+            args = static(args)
+        result = fn(*args)
+        leaves, out_tree = pytree.flatten(result)
+        outputs = []
+        for leaf in leaves:
+            try:
+                outputs.append(lift(leaf, ctx))
+            except LlgradError as exc:
+                raise located(exc) from None
+        out_names = pytree.leaf_names(out_tree, "out")
+    return Graph(params, outputs, name=fn_name, output_names=out_names), out_tree
+
+
+def input_type(value, where: str) -> TensorType:
+    """The TensorType of an argument leaf; unsupported dtypes are a clear error."""
+    if isinstance(value, Tracer):
+        raise UnsupportedError(
+            f"{where} is a tracer from an enclosing llgrad transformation; nesting "
+            f"transformations is not supported yet")
+    try:
+        arr = np.asarray(value)
+        return TensorType(arr.shape, dtype_name(arr.dtype))
+    except (LlgradError, TypeError, ValueError) as exc:
+        from ..ir.errors import DTypeError
+        raise DTypeError(f"{where}: {exc}") from None

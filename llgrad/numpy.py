@@ -1,0 +1,13 @@
+"""numpy's functions for explicit use: ``import llgrad.numpy as lnp``.
+
+The same functions plain ``np.*`` calls reach on traced arrays, plus the composites
+numpy lacks (relu, sigmoid, softmax, log_softmax, logsumexp), all with numerically
+stable forms.  Outside a trace they compute with numpy.
+"""
+from .compiler.numpy_ops import (  # noqa: F401
+    abs, absolute, add, amax, amin, astype, broadcast_to, clip, concatenate, cos, divide, dot,
+    equal, exp, expand_dims, expm1, full_like, greater, greater_equal, less, less_equal, log,
+    log1p, log_softmax, logistic, logsumexp, matmul, max, maximum, mean, min, minimum,
+    multiply, negative, not_equal, ones_like, outer, positive, power, ravel, reciprocal, relu,
+    reshape, sigmoid, sign, sin, softmax, sqrt, square, squeeze, stack, std, subtract, sum,
+    swapaxes, tanh, tensordot, transpose, true_divide, var, where, zeros_like)
