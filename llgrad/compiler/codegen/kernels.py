@@ -1,0 +1,113 @@
+"""Loop nests of the structural primitives that write their whole output themselves.
+
+Each ``emit_*(ctx, node, out)`` reads its inputs with ``ctx.read(input, index)``
+(which inlines fused producers) and stores into ``out``, the node's buffer.
+Indices are always in range: dynamic starts are clamped before use.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .indexing import Index
+from .loops import loop_nest
+from .scalar import const, i64, linearise, load, store
+
+
+def _fill(ctx, out, type_, value):
+    with loop_nest(ctx.b, (type_.size,), "fill") as (i,):
+        store(ctx.b, value, out, i, type_.dtype)
+
+
+def _flat_index(b, axes, shape):
+    return Index(tuple(axes), linearise(b, axes, shape))
+
+
+# ----------------------------------------------------------------------------------
+# reductions: walk the input in its own memory order and accumulate into the output,
+# so each output element sums its inputs in order and inner kept axes vectorise.
+
+def _emit_reduce(ctx, node, out, init, combine):
+    b, (x,) = ctx.b, node.inputs
+    axes, dtype = node.attrs["axes"], node.dtype
+    _fill(ctx, out, node.type, init)
+    with loop_nest(b, x.shape, "r") as idx:
+        kept = [i for d, i in enumerate(idx) if d not in axes]
+        where = linearise(b, kept, node.shape)
+        value = ctx.read(x, _flat_index(b, idx, x.shape))
+        store(b, combine(load(b, out, where, dtype), value), out, where, dtype)
+
+
+def emit_reduce_sum(ctx, node, out):
+    if node.type.dtype in ("float64", "float32"):
+        add = lambda acc, v: ctx.b.fadd(acc, v, flags=ctx.flags)  # noqa: E731
+    else:
+        add = ctx.b.add
+    _emit_reduce(ctx, node, out, const(node.dtype, 0), add)
+
+
+def emit_reduce_max(ctx, node, out):
+    from .lowering import LOWERINGS
+    dtype = node.dtype
+    init = const(dtype, -np.inf) if dtype in ("float64", "float32") else i64(
+        np.iinfo(np.int64).min)
+    maximum = LOWERINGS["max"].scalar
+    _emit_reduce(ctx, node, out, init,
+                 lambda acc, v: maximum(ctx.b, [acc, v], dtype, (), {}))
+
+
+# ----------------------------------------------------------------------------------
+# shape kernels
+
+def emit_pad(ctx, node, out):
+    b, (x,) = ctx.b, node.inputs
+    a = node.attrs
+    _fill(ctx, out, node.type, const(node.dtype, 0))
+    with loop_nest(b, x.shape, "p") as idx:
+        target = []
+        for i, lo, it in zip(idx, a["low"], a["interior"]):
+            if it:
+                i = b.mul(i, i64(it + 1), flags=["nuw", "nsw"])
+            target.append(b.add(i, i64(lo), flags=["nuw", "nsw"]) if lo else i)
+        value = ctx.read(x, _flat_index(b, idx, x.shape))
+        store(b, value, out, linearise(b, target, node.shape), node.dtype)
+
+
+def emit_concatenate(ctx, node, out):
+    b, axis, offset = ctx.b, node.attrs["axis"], 0
+    for x in node.inputs:
+        with loop_nest(b, x.shape, "c") as idx:
+            target = list(idx)
+            if offset:
+                target[axis] = b.add(idx[axis], i64(offset), flags=["nuw", "nsw"])
+            value = ctx.read(x, _flat_index(b, idx, x.shape))
+            store(b, value, out, linearise(b, target, node.shape), node.dtype)
+        offset += x.shape[axis]
+
+
+def clamped_start(b, start, size, rows):
+    """``min(max(start, 0), rows - size)``, as ``_clamped_start`` in the IR."""
+    start = b.select(b.icmp_signed("<", start, i64(0)), i64(0), start)
+    top = i64(rows - size)
+    return b.select(b.icmp_signed(">", start, top), top, start)
+
+
+def emit_dynamic_slice(ctx, node, out):
+    b, (x, start) = ctx.b, node.inputs
+    s = clamped_start(b, ctx.read(start, Index.scalar()), node.shape[0], x.shape[0])
+    with loop_nest(b, node.shape, "ds") as idx:
+        source = [b.add(idx[0], s, flags=["nuw", "nsw"])] + list(idx[1:])
+        store(b, ctx.read(x, Index(tuple(source))), out, linearise(b, idx, node.shape),
+              node.dtype)
+
+
+def emit_dynamic_update_slice(ctx, node, out):
+    b, (x, update, start) = ctx.b, node.inputs
+    s = clamped_start(b, ctx.read(start, Index.scalar()), update.shape[0], x.shape[0])
+    with loop_nest(b, x.shape, "du") as idx:
+        store(b, ctx.read(x, _flat_index(b, idx, x.shape)), out,
+              linearise(b, idx, x.shape), node.dtype)
+    with loop_nest(b, update.shape, "du") as idx:
+        target = [b.add(idx[0], s, flags=["nuw", "nsw"])] + list(idx[1:])
+        store(b, ctx.read(update, _flat_index(b, idx, update.shape)), out,
+              linearise(b, target, node.shape), node.dtype)
+

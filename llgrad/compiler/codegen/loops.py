@@ -1,0 +1,53 @@
+"""Loop-nest helpers: canonical counted loops that LLVM's vectoriser recognises.
+
+Every loop has the shape ``for (i = 0; i < n; ++i)`` with an ``i64`` induction
+variable, a single latch and a single exit, so O3 can rotate, unroll and vectorise it.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from llvmlite import ir
+
+from .scalar import I64, i64
+
+
+@contextmanager
+def counted_loop(b: ir.IRBuilder, count, name: str = "i"):
+    """``with counted_loop(b, n) as i:`` emits the body once per ``i`` in ``range(n)``."""
+    count = i64(count) if isinstance(count, int) else count
+    pre = b.block
+    header = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    exit_ = b.append_basic_block(f"{name}.exit")
+    b.branch(header)
+    b.position_at_end(header)
+    index = b.phi(I64, name=name)
+    index.add_incoming(i64(0), pre)
+    b.cbranch(b.icmp_signed("<", index, count), body, exit_)
+    b.position_at_end(body)
+    yield index
+    nxt = b.add(index, i64(1), flags=["nuw", "nsw"])
+    index.add_incoming(nxt, b.block)
+    b.branch(header)
+    b.position_at_end(exit_)
+
+
+@contextmanager
+def loop_nest(b: ir.IRBuilder, shape, name: str = "d"):
+    """Nested counted loops over ``shape`` in row-major order; yields the index list.
+
+    Rank 0 runs the body once; a zero-size dimension runs it never.
+    """
+    with _nest(b, tuple(shape), [], name) as axes:
+        yield axes
+
+
+@contextmanager
+def _nest(b, shape, outer, name):
+    if not shape:
+        yield outer
+        return
+    with counted_loop(b, shape[0], f"{name}{len(outer)}") as i:
+        with _nest(b, shape[1:], outer + [i], name) as axes:
+            yield axes

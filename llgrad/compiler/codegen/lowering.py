@@ -1,0 +1,261 @@
+"""THE codegen table: one row per primitive, keyed by ``Primitive.lowering``.
+
+A row says how a primitive becomes LLVM IR, in one of five forms:
+
+- ``Elementwise(scalar)``: ``scalar(b, args, dtype, flags, attrs)`` computes one
+  element from the operands' elements (``dtype`` is the operands' dtype, ``flags``
+  the fast-math flags).  Fusion inlines chains of these into one loop.
+- ``IndexMap(read)``: the value at an index is an input's value at another index
+  (broadcast_in_dim, transpose, slice) or a function of the index (iota), so it
+  is read through, never stored, unless fusion decides otherwise.
+- ``Kernel(emit)``: a structural op that writes its whole output with its own loop
+  nest: ``emit(ctx, node, out)``.
+- ``View``: same bytes, new shape (reshape).
+- ``Leaf``: values that exist before the code runs (parameter, constant).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from llvmlite import ir
+
+from . import kernels, math, matmul
+from .indexing import Index
+from .scalar import I64, REGISTER, const, i64, is_float
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    scalar: Callable
+
+
+@dataclass(frozen=True)
+class IndexMap:
+    read: Callable            # read(ctx, node, index) -> value
+    needs_axes: Callable      # needs_axes(node) -> bool: False if the index is ignored
+    cheap: bool = False       # cheap enough to recompute at every use
+
+
+@dataclass(frozen=True)
+class Kernel:
+    emit: Callable                                   # emit(ctx, node, out_ptr)
+    scratch: Callable = lambda node: ()              # scratch buffers (bytes) it needs
+    inline_inputs: bool = True                       # may its inputs be computed inline?
+
+
+@dataclass(frozen=True)
+class View:
+    read: Callable            # used only when the operand has no buffer to share
+    needs_axes: Callable
+
+
+@dataclass(frozen=True)
+class Leaf:
+    pass
+
+
+# ----------------------------------------------------------------------------------
+# elementwise scalars
+
+def _by_kind(on_float, on_int):
+    return Elementwise(lambda b, args, dtype, flags, attrs:
+                       on_float(b, *args, dtype=dtype, flags=flags) if is_float(dtype)
+                       else on_int(b, *args, dtype=dtype))
+
+
+def _float_only(fn):
+    return Elementwise(lambda b, args, dtype, flags, attrs: fn(b, *args, dtype=dtype,
+                                                               flags=flags))
+
+
+def _math(name):
+    return _float_only(lambda b, *xs, dtype, flags: math.call(b, name, xs, dtype, flags))
+
+
+def _sign_float(b, x, dtype, flags):
+    one, zero = const(dtype, 1.0), const(dtype, 0.0)
+    rest = b.select(b.fcmp_ordered("<", x, zero), const(dtype, -1.0),
+                    b.fadd(x, zero))  # +0 for ±0, NaN stays NaN, as np.sign
+    return b.select(b.fcmp_ordered(">", x, zero), one, rest)
+
+
+def _sign_int(b, x, dtype):
+    zero = i64(0)
+    return b.sub(b.zext(b.icmp_signed(">", x, zero), I64),
+                 b.zext(b.icmp_signed("<", x, zero), I64))
+
+
+def _extremum_float(order):
+    """np.maximum / np.minimum exactly: ``(a >= b or isnan(a)) ? a : b`` propagates NaN."""
+    def lower(b, x, y, dtype, flags):
+        keep = b.or_(b.fcmp_ordered(order, x, y), b.fcmp_unordered("uno", x, x))
+        return b.select(keep, x, y)
+    return lower
+
+
+def _extremum_int(order):
+    return lambda b, x, y, dtype: b.select(b.icmp_signed(order, x, y), x, y)
+
+
+def _logistic(b, x, dtype, flags):
+    one = const(dtype, 1.0)
+    e = math.call(b, "exp", [b.fneg(x, flags=flags)], dtype, flags)
+    return b.fdiv(one, b.fadd(one, e, flags=flags), flags=flags)
+
+
+def _comparison(float_op, int_op, bool_op):
+    def lower(b, args, dtype, flags, attrs):
+        x, y = args
+        if is_float(dtype):
+            if float_op == "!=":
+                return b.fcmp_unordered("!=", x, y)   # NaN != NaN is true
+            return b.fcmp_ordered(float_op, x, y)
+        if dtype == "bool":
+            return b.icmp_unsigned(bool_op, x, y)
+        return b.icmp_signed(int_op, x, y)
+    return Elementwise(lower)
+
+
+def _convert(b, args, dtype, flags, attrs):
+    (x,), to = args, attrs["dtype"]
+    if to == dtype:
+        return x
+    target = REGISTER[to]
+    if to == "bool":
+        return (b.fcmp_unordered("!=", x, const(dtype, 0.0)) if is_float(dtype)
+                else b.icmp_unsigned("!=", x, ir.Constant(x.type, 0)))
+    if dtype == "bool":
+        return b.uitofp(x, target) if is_float(to) else b.zext(x, target)
+    if is_float(dtype) and is_float(to):
+        return b.fpext(x, target) if to == "float64" else b.fptrunc(x, target)
+    return b.fptosi(x, target) if is_float(dtype) else b.sitofp(x, target)
+
+
+# ----------------------------------------------------------------------------------
+# index maps
+
+def _read_broadcast(ctx, node, index):
+    (x,) = node.inputs
+    dims = node.attrs["dims"]
+    if x.type.ndim == 0:
+        return ctx.read(x, Index.scalar())
+    axes = tuple(index.axes[d] if x.shape[i] != 1 else i64(0) for i, d in enumerate(dims))
+    return ctx.read(x, Index(axes))
+
+
+def _read_transpose(ctx, node, index):
+    (x,) = node.inputs
+    axes = [None] * x.type.ndim
+    for k, p in enumerate(node.attrs["perm"]):
+        axes[p] = index.axes[k]
+    return ctx.read(x, Index(tuple(axes)))
+
+
+def _read_slice(ctx, node, index):
+    (x,) = node.inputs
+    b, a = ctx.b, node.attrs
+    axes = []
+    for i, s, st in zip(index.axes, a["starts"], a["strides"]):
+        if st != 1:
+            i = b.mul(i, i64(st), flags=["nuw", "nsw"])
+        axes.append(b.add(i, i64(s), flags=["nuw", "nsw"]) if s else i)
+    return ctx.read(x, Index(tuple(axes)))
+
+
+def _read_iota(ctx, node, index):
+    b, to = ctx.b, node.attrs["dtype"]
+    i = index.axes[node.attrs["axis"]]
+    if to == "int64":
+        return i
+    if to == "bool":
+        return b.icmp_unsigned("!=", i, i64(0))
+    return b.sitofp(i, REGISTER[to])
+
+
+def _read_reshape(ctx, node, index):
+    (x,) = node.inputs
+    if x.type.ndim == 0:
+        return ctx.read(x, Index.scalar())
+    b = ctx.b
+    flat = index.linear(b, node.shape)   # row-major offsets agree before and after
+    axes, rest = [], flat
+    for n in reversed(x.shape):
+        axes.append(b.urem(rest, i64(n)))
+        rest = b.udiv(rest, i64(n))
+    return ctx.read(x, Index(tuple(reversed(axes)), flat))
+
+
+_ALWAYS = lambda node: True  # noqa: E731
+
+
+# ----------------------------------------------------------------------------------
+# the table
+
+_fneg = lambda b, x, dtype, flags: b.fneg(x, flags=flags)  # noqa: E731
+_ineg = lambda b, x, dtype: b.neg(x)                        # noqa: E731
+
+
+def _fbin(op):
+    return lambda b, x, y, dtype, flags: getattr(b, op)(x, y, flags=flags)
+
+
+def _ibin(op):
+    return lambda b, x, y, dtype: getattr(b, op)(x, y)
+
+
+LOWERINGS = {
+    # elementwise
+    "neg": _by_kind(_fneg, _ineg),
+    "exp": _math("exp"),
+    "log": _math("log"),
+    "log1p": _math("log1p"),
+    "expm1": _math("expm1"),
+    "sin": _math("sin"),
+    "cos": _math("cos"),
+    "tanh": _math("tanh"),
+    "logistic": _float_only(_logistic),
+    "sqrt": _math("sqrt"),
+    "abs": _by_kind(lambda b, x, dtype, flags: math.call(b, "fabs", [x], dtype),
+                    lambda b, x, dtype: b.select(b.icmp_signed("<", x, i64(0)), b.neg(x), x)),
+    "sign": _by_kind(_sign_float, _sign_int),
+    "add": _by_kind(_fbin("fadd"), _ibin("add")),
+    "sub": _by_kind(_fbin("fsub"), _ibin("sub")),
+    "mul": _by_kind(_fbin("fmul"), _ibin("mul")),
+    "div": _float_only(_fbin("fdiv")),
+    "pow": _math("pow"),
+    "max": _by_kind(_extremum_float(">="), _extremum_int(">=")),
+    "min": _by_kind(_extremum_float("<="), _extremum_int("<=")),
+    "lt": _comparison("<", "<", "<"),
+    "le": _comparison("<=", "<=", "<="),
+    "gt": _comparison(">", ">", ">"),
+    "ge": _comparison(">=", ">=", ">="),
+    "eq": _comparison("==", "==", "=="),
+    "ne": _comparison("!=", "!=", "!="),
+    "select": Elementwise(lambda b, args, dtype, flags, attrs: b.select(*args)),
+    "convert": Elementwise(_convert),
+    # index maps
+    "broadcast_in_dim": IndexMap(_read_broadcast, lambda n: n.inputs[0].type.ndim > 0,
+                                 cheap=True),
+    "transpose": IndexMap(_read_transpose, _ALWAYS),
+    "slice": IndexMap(_read_slice, _ALWAYS),
+    "iota": IndexMap(_read_iota, _ALWAYS, cheap=True),
+    # kernels with their own loop nests
+    "reduce_sum": Kernel(kernels.emit_reduce_sum),
+    "reduce_max": Kernel(kernels.emit_reduce_max),
+    "pad": Kernel(kernels.emit_pad),
+    "concatenate": Kernel(kernels.emit_concatenate),
+    "dynamic_slice": Kernel(kernels.emit_dynamic_slice),
+    "dynamic_update_slice": Kernel(kernels.emit_dynamic_update_slice),
+    "dot_general": Kernel(matmul.emit_dot_general, scratch=matmul.scratch_bytes,
+                          inline_inputs=False),
+    # views and leaves
+    "reshape": View(_read_reshape, lambda n: n.inputs[0].type.ndim > 0),
+    "parameter": Leaf(),
+    "constant": Leaf(),
+}
+
+
+def row(node):
+    from llgrad.ir.primitives import PRIMITIVES
+    return LOWERINGS[PRIMITIVES[node.op].lowering]

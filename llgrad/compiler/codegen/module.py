@@ -1,0 +1,158 @@
+"""The LLVM module of one executable: one function per kernel and one entry point.
+
+The entry point ``void <name>(ptr args)`` takes a single pointer to a packed array
+``[inputs..., outputs..., arena]`` of ``void*``.  It derives every buffer's address
+once and calls the kernels in order.  Each kernel is its own function whose pointer
+arguments are ``noalias`` (the memory plan guarantees it), so LLVM vectorises its
+loops without runtime overlap checks; at O3 the kernels are inlined and their
+``noalias`` facts survive as alias scopes.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from llvmlite import ir
+
+from .indexing import Index
+from .loops import loop_nest
+from .lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
+from .scalar import I8, PTR, const, i64, linearise, load, store
+
+
+class KernelContext:
+    """What a lowering rule sees while it emits one kernel."""
+
+    def __init__(self, b: ir.IRBuilder, pointers: dict, scratch, flags):
+        self.b = b
+        self.pointers = pointers      # id(node) -> pointer value, for materialised nodes
+        self.scratch = scratch        # pointers to this kernel's scratch buffers
+        self.flags = flags            # fast-math flags for float arithmetic
+
+    def pointer(self, node):
+        return self.pointers[id(node)]
+
+    def read(self, node, index: Index):
+        """The value of ``node`` at ``index``: loaded if it has a buffer, else computed."""
+        ptr = self.pointers.get(id(node))
+        if ptr is not None:
+            return load(self.b, ptr, index.linear(self.b, node.shape), node.dtype)
+        return self.compute(node, index)
+
+    def compute(self, node, index: Index):
+        r = row(node)
+        if isinstance(r, Elementwise):
+            args = [self.read(x, index) for x in node.inputs]
+            return r.scalar(self.b, args, node.inputs[-1].dtype, self.flags, node.attrs)
+        if isinstance(r, (IndexMap, View)):
+            return r.read(self, node, index)
+        if isinstance(r, Leaf) and node.op == "constant" and node.type.ndim == 0:
+            return const(node.dtype, node.attrs["value"].item())
+        raise AssertionError(f"{node.op} cannot be computed inline")
+
+
+def needs_axes(node, inlined: set) -> bool:
+    """Whether computing ``node`` inline needs per-axis indices (else a flat loop will do)."""
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        r = row(n)
+        if isinstance(r, (IndexMap, View)) and r.needs_axes(n):
+            return True
+        stack.extend(x for x in n.inputs if id(x) in inlined)
+    return False
+
+
+def _emit_elementwise_kernel(ctx, node, out, inlined, copy):
+    """A loop over the output that stores the (possibly fused) value at each element."""
+    b = ctx.b
+    value = ctx.read if copy else ctx.compute
+    if copy or not needs_axes(node, inlined):
+        with loop_nest(b, (node.type.size,), "e") as (i,):
+            store(b, value(node, Index(None, i)), out, i, node.dtype)
+        return
+    with loop_nest(b, node.shape, "e") as axes:
+        flat = linearise(b, axes, node.shape)
+        store(b, value(node, Index(tuple(axes), flat)), out, flat, node.dtype)
+
+
+def _symbol(name: str) -> str:
+    return "llgrad_" + re.sub(r"\W", "_", name)
+
+
+def _constant_global(module, node, k):
+    data = np.ascontiguousarray(node.attrs["value"], dtype=node.type.np_dtype).tobytes()
+    typ = ir.ArrayType(I8, len(data))
+    g = ir.GlobalVariable(module, typ, f"const{k}")
+    g.global_constant = True
+    g.linkage = "internal"
+    g.align = 64
+    g.initializer = ir.Constant(typ, bytearray(data))
+    return g
+
+
+def build_module(fusion, memory, *, fastmath: bool = False) -> tuple[ir.Module, str]:
+    """Lower a fused, memory-planned graph; returns the module and its entry symbol."""
+    graph = fusion.graph
+    module = ir.Module(name=graph.name)
+    flags = ("fast",) if fastmath else ()
+    globals_ = [_constant_global(module, n, k) for k, n in enumerate(memory.constants)]
+
+    entry_name = _symbol(graph.name)
+    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), entry_name)
+    eb = ir.IRBuilder(entry.append_basic_block("entry"))
+    n_in, n_out = len(graph.inputs), len(graph.outputs)
+    slot = lambda i: eb.load(eb.gep(entry.args[0], [i64(i)], inbounds=True,  # noqa: E731
+                                    source_etype=PTR), typ=PTR)
+    arena = slot(n_in + n_out)
+    addresses = {}
+
+    def address(buf):
+        if id(buf) not in addresses:
+            if buf.kind == "input":
+                addresses[id(buf)] = slot(buf.index)
+            elif buf.kind == "output":
+                addresses[id(buf)] = slot(n_in + buf.index)
+            elif buf.kind == "arena":
+                addresses[id(buf)] = eb.gep(arena, [i64(buf.index)], inbounds=True,
+                                            source_etype=I8)
+            else:
+                addresses[id(buf)] = globals_[buf.index]
+        return addresses[id(buf)]
+
+    for t, kernel in enumerate(fusion.kernels):
+        node = kernel.node
+        out_buf = memory.outputs[t]
+        read_bufs = []
+        for n in kernel.reads:
+            buf = memory.buffers[id(n)]
+            if buf.kind != "constant" and all(buf is not r for r in read_bufs):
+                read_bufs.append(buf)
+        params = [out_buf] + read_bufs + list(memory.scratch[t])
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params)),
+                         f"k{t}_{'copy' if kernel.copy else node.op}")
+        fn.linkage = "internal"
+        for i, arg in enumerate(fn.args):
+            arg.add_attribute("noalias")
+            arg.add_attribute("captures(none)")
+            if 0 < i <= len(read_bufs):
+                set.add(arg.attributes, "readonly")
+        arg_of = {id(buf): arg for buf, arg in zip(params, fn.args)}
+        pointers = {}
+        for n in kernel.reads:
+            buf = memory.buffers[id(n)]
+            pointers[id(n)] = globals_[buf.index] if buf.kind == "constant" else arg_of[id(buf)]
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ctx = KernelContext(b, pointers, fn.args[1 + len(read_bufs):], flags)
+        r = row(node)
+        if isinstance(r, Kernel) and not kernel.copy:
+            r.emit(ctx, node, fn.args[0])
+        else:
+            _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy)
+        b.ret_void()
+        eb.call(fn, [address(buf) for buf in params])
+    eb.ret_void()
+    return module, entry_name

@@ -1,0 +1,129 @@
+"""Fusion: decide which values get a buffer and which are computed inside a consumer's loop.
+
+A value is *inlined* (never stored, recomputed where it is read) when that costs no
+extra work: an elementwise or index-map node with exactly one reader that can take
+it inline (so ``c = a*b + d`` is one loop, and a trailing ``reduce_sum`` swallows the
+chain it sums), or a cheap index map (broadcast_in_dim, iota, scalar constants) with
+any number of readers.  Broadcasting never pulls a costly producer into its loop,
+since that would recompute the producer once per broadcast copy.
+
+Everything else is *materialised* by one ``Kernel`` in topological order.  reshape
+is a view of its operand's buffer.  Graph outputs are written straight into the
+caller's output arrays when possible, otherwise copied there at the end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from llgrad.compiler.codegen.lowering import Elementwise, IndexMap, Kernel as KernelRow, \
+    Leaf, View, row
+from llgrad.ir.graph import Graph, Node
+
+
+@dataclass
+class Kernel:
+    """One loop nest: computes ``node`` into its buffer (or into graph output ``output``)."""
+    node: Node
+    output: Optional[int] = None
+    copy: bool = False                       # only copies an existing value to an output
+    reads: list = field(default_factory=list)   # materialised nodes it reads
+    inlined: list = field(default_factory=list)  # nodes computed inside its loops
+
+
+@dataclass
+class FusionPlan:
+    graph: Graph
+    kernels: list
+    inlined: set            # ids of nodes with no buffer of their own
+    views: dict             # id(reshape node) -> the node whose buffer it shares
+
+    def root(self, node: Node) -> Node:
+        """The node that owns ``node``'s bytes (itself unless it is a view)."""
+        return self.views.get(id(node), node)
+
+    def summary(self) -> str:
+        lines = []
+        for k in self.kernels:
+            where = f" -> output {k.output}" if k.output is not None else ""
+            fused = f" fused [{', '.join(n.op for n in k.inlined)}]" if k.inlined else ""
+            lines.append(f"{'copy' if k.copy else k.node.op} {k.node.type}{where}{fused}")
+        return "\n".join(lines)
+
+
+def is_scalar_constant(node: Node) -> bool:
+    return node.op == "constant" and node.type.ndim == 0
+
+
+def _accepts_inline(consumer: Node) -> bool:
+    r = row(consumer)
+    if isinstance(r, View):
+        return False
+    return r.inline_inputs if isinstance(r, KernelRow) else True
+
+
+def _cheap(r) -> bool:
+    return isinstance(r, IndexMap) and r.cheap
+
+
+def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
+    uses: dict[int, list[Node]] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            uses.setdefault(id(i), []).append(n)
+    outputs = {id(o) for o in graph.outputs}
+
+    def inline(n: Node) -> bool:
+        if is_scalar_constant(n):
+            return True
+        r = row(n)
+        if not enabled or id(n) in outputs or not isinstance(r, (Elementwise, IndexMap)):
+            return False
+        readers = uses.get(id(n), [])
+        if not readers or not all(_accepts_inline(c) for c in readers):
+            return False
+        if _cheap(r):
+            return True
+        return len(readers) == 1 and not _cheap(row(readers[0]))
+
+    inlined = {id(n) for n in graph.nodes if inline(n)}
+    views: dict[int, Node] = {}
+    kernels: list[Kernel] = []
+    owners: dict[int, Kernel] = {}
+    for n in graph.nodes:
+        if id(n) in inlined or isinstance(row(n), Leaf):
+            continue
+        if isinstance(row(n), View) and id(n.inputs[0]) not in inlined:
+            views[id(n)] = views.get(id(n.inputs[0]), n.inputs[0])
+            continue
+        kernel = Kernel(n)
+        kernels.append(kernel)
+        owners[id(n)] = kernel
+
+    for j, o in enumerate(graph.outputs):
+        owner = owners.get(id(views.get(id(o), o)))
+        if owner is not None and owner.output is None:
+            owner.output = j
+        else:
+            kernels.append(Kernel(o, output=j, copy=True))
+
+    for k in kernels:
+        _collect(k, inlined)
+    return FusionPlan(graph, kernels, inlined, views)
+
+
+def _collect(kernel: Kernel, inlined: set) -> None:
+    """Fill in what a kernel reads from memory and what it computes inline."""
+    seen = set()
+    stack = [kernel.node] if kernel.copy else list(kernel.node.inputs)
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if id(n) in inlined:
+            if not is_scalar_constant(n):
+                kernel.inlined.append(n)
+            stack.extend(n.inputs)
+        else:
+            kernel.reads.append(n)

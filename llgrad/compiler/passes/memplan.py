@@ -1,0 +1,111 @@
+"""Memory plan: where every materialised value lives.
+
+Inputs and outputs live in the caller's arrays, array constants in global constants,
+and every other buffer at an offset in one arena allocated once per executable.
+Offsets are reused: a buffer's lifetime runs from the kernel that writes it to the
+last kernel that reads it (directly or through a view), and two buffers share bytes
+only when their lifetimes are disjoint.  A kernel's output never shares bytes with
+its own inputs, which is what makes its ``noalias`` pointers true.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llgrad.compiler.codegen.lowering import row
+from llgrad.compiler.codegen.scalar import ITEMSIZE
+
+ALIGN = 64
+
+
+@dataclass(frozen=True, eq=False)
+class Buffer:
+    kind: str        # "input" | "output" | "arena" | "constant"
+    index: int       # argument slot, arena byte offset, or constant number
+    nbytes: int
+
+
+@dataclass
+class MemoryPlan:
+    buffers: dict        # id(node) -> Buffer, for every node read from memory
+    scratch: list        # per kernel: tuple of scratch Buffers
+    outputs: list        # per kernel: Buffer it writes
+    arena_bytes: int
+    constants: list      # constant nodes, by Buffer.index
+
+    def summary(self) -> str:
+        used = sum(b.nbytes for b in {id(b): b for b in self.buffers.values()}.values()
+                   if b.kind == "arena")
+        return f"arena {self.arena_bytes} bytes (buffers without reuse: {used} bytes)"
+
+
+def _nbytes(node) -> int:
+    return node.type.size * ITEMSIZE[node.dtype]
+
+
+def plan_memory(fusion) -> MemoryPlan:
+    graph = fusion.graph
+    buffers: dict = {}
+    constants = []
+    for i, p in enumerate(graph.inputs):
+        buffers[id(p)] = Buffer("input", i, _nbytes(p))
+    for n in graph.nodes:
+        if n.op == "constant" and id(n) not in fusion.inlined:
+            buffers[id(n)] = Buffer("constant", len(constants), _nbytes(n))
+            constants.append(n)
+
+    # lifetimes of arena buffers, in kernel steps
+    requests = []                    # [start, end, nbytes, key]
+    by_root: dict = {}
+    for t, k in enumerate(fusion.kernels):
+        for n in k.reads:
+            req = by_root.get(id(fusion.root(n)))
+            if req is not None:
+                req[1] = t
+        if k.output is None and not k.copy:
+            req = [t, t, _nbytes(k.node), ("node", id(k.node))]
+            by_root[id(k.node)] = req
+            requests.append(req)
+        for s, nbytes in enumerate(row(k.node).scratch(k.node) if not k.copy and hasattr(
+                row(k.node), "scratch") else ()):
+            requests.append([t, t, nbytes, ("scratch", t, s)])
+
+    offsets, arena_bytes = _assign_offsets(requests)
+    scratch = [[] for _ in fusion.kernels]
+    for req in requests:
+        key = req[3]
+        buf = Buffer("arena", offsets[key], req[2])
+        if key[0] == "node":
+            buffers[key[1]] = buf
+        else:
+            scratch[key[1]].append(buf)
+
+    outputs = []
+    for k in fusion.kernels:
+        if k.output is not None:
+            buf = Buffer("output", k.output, _nbytes(k.node))
+            if not k.copy:
+                buffers[id(k.node)] = buf
+        else:
+            buf = buffers[id(k.node)]
+        outputs.append(buf)
+    for view_id, root in fusion.views.items():
+        if id(root) in buffers:
+            buffers[view_id] = buffers[id(root)]
+    return MemoryPlan(buffers, [tuple(s) for s in scratch], outputs, arena_bytes, constants)
+
+
+def _assign_offsets(requests):
+    """First fit: each buffer takes the lowest offset free during its whole lifetime."""
+    placed, offsets, top = [], {}, 0
+    for start, end, nbytes, key in sorted(requests, key=lambda r: r[0]):
+        size = -(-max(nbytes, 1) // ALIGN) * ALIGN
+        busy = sorted((off, off + sz) for s, e, off, sz in placed if s <= end and start <= e)
+        offset = 0
+        for lo, hi in busy:
+            if offset + size <= lo:
+                break
+            offset = max(offset, hi)
+        placed.append((start, end, offset, size))
+        offsets[key] = offset
+        top = max(top, offset + size)
+    return offsets, top

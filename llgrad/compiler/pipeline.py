@@ -1,0 +1,27 @@
+"""From a Graph to native code: the ordered passes, each a plain function.
+
+    graph ──fusion──▶ kernels ──memplan──▶ buffers ──codegen──▶ LLVM IR ──JIT──▶ Executable
+"""
+from __future__ import annotations
+
+from llgrad.compiler.codegen.module import build_module
+from llgrad.compiler.passes.fusion import fuse
+from llgrad.compiler.passes.memplan import plan_memory
+from llgrad.ir.graph import Graph
+from llgrad.runtime import engine
+from llgrad.runtime.executable import Executable
+
+
+def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True) -> Executable:
+    """Compile ``graph`` for the host CPU.
+
+    ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
+    ``fuse_ops=False`` gives every node its own loop (for testing and debugging).
+    """
+    fusion = fuse(graph, enabled=fuse_ops)
+    memory = plan_memory(fusion)
+    module, entry = build_module(fusion, memory, fastmath=fastmath)
+    llvm_ir = str(module)
+    compiled = engine.jit(llvm_ir, entry)
+    return Executable(graph, compiled, arena_bytes=memory.arena_bytes, llvm_ir=llvm_ir,
+                      plan=(fusion, memory))

@@ -1,0 +1,99 @@
+"""Calling compiled code: argument checks, pointer marshalling, fresh outputs.
+
+Every argument is checked (count, shape, dtype) before native code runs, because
+native code trusts its shapes completely.  The entry point takes one pointer to a
+packed ``void*`` array ``[inputs..., outputs..., arena]``; the arena (scratch for
+intermediates) is allocated once per executable and per calling thread.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from llgrad.ir.errors import DTypeError, ShapeError
+from llgrad.ir.types import dtype_name
+
+_ALIGN = 64
+_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class Executable:
+    """A compiled Graph: ``exe(*arrays) -> list of fresh numpy arrays``."""
+
+    def __init__(self, graph, compiled, *, arena_bytes: int, llvm_ir: str, plan=None):
+        self.graph = graph
+        self.llvm_ir = llvm_ir
+        self.plan = plan
+        self.arena_bytes = arena_bytes
+        self._compiled = compiled   # keeps the JIT engine (and so the code) alive
+        self._entry = _ENTRY(compiled.address)
+        self._inputs = [(p.attrs.get("name", f"arg{i}"), p.shape, p.type.np_dtype, p.dtype)
+                        for i, p in enumerate(graph.inputs)]
+        self._outputs = [(o.shape, o.type.np_dtype) for o in graph.outputs]
+        self._n = len(self._inputs) + len(self._outputs) + 1
+        self._local = threading.local()
+
+    @property
+    def optimized_llvm_ir(self) -> str:
+        return self._compiled.optimized_llvm_ir
+
+    @property
+    def asm(self) -> str:
+        return self._compiled.asm()
+
+    def _thread_state(self):
+        """(packed pointer array, its address) for this thread, with its own arena."""
+        state = getattr(self._local, "state", None)
+        if state is None:
+            arena = np.empty(self.arena_bytes + _ALIGN, np.uint8)
+            base = arena.ctypes.data
+            packed = np.zeros(self._n, np.uintp)
+            packed[-1] = base + (-base) % _ALIGN
+            state = self._local.state = (packed, packed.ctypes.data, arena)
+        return state
+
+    def check(self, args) -> list[np.ndarray]:
+        """The arguments as contiguous arrays of the compiled types, or a clear error."""
+        name = self.graph.name
+        if len(args) != len(self._inputs):
+            raise ShapeError(f"{name}() takes {len(self._inputs)} arguments "
+                             f"({', '.join(a[0] for a in self._inputs)}), got {len(args)}")
+        arrays = []
+        for a, (arg_name, shape, np_dtype, dtype) in zip(args, self._inputs):
+            if isinstance(a, np.ndarray) and a.dtype == np_dtype and a.flags.c_contiguous:
+                arr = a
+            else:
+                arr = self._convert(a, arg_name, np_dtype, dtype)
+            if arr.shape != shape:
+                raise ShapeError(f"{name}(): argument {arg_name!r} has shape {arr.shape}, "
+                                 f"expected {shape}")
+            arrays.append(arr)
+        return arrays
+
+    def _convert(self, a, arg_name, np_dtype, dtype):
+        src = np.asarray(a)
+        try:
+            got = dtype_name(src.dtype)
+        except DTypeError:
+            got = str(src.dtype)
+        python_scalar = not isinstance(a, (np.ndarray, np.generic))
+        if got != dtype and not (python_scalar and np.can_cast(src.dtype, np_dtype,
+                                                                "same_kind")):
+            raise DTypeError(f"{self.graph.name}(): argument {arg_name!r} has dtype "
+                             f"{src.dtype}, expected {dtype}")
+        return np.ascontiguousarray(src, dtype=np_dtype)
+
+    def __call__(self, *args) -> list[np.ndarray]:
+        arrays = self.check(args)
+        outputs = [np.empty(shape, dt) for shape, dt in self._outputs]
+        packed, address, _ = self._thread_state()
+        for i, arr in enumerate(arrays + outputs):
+            packed[i] = arr.ctypes.data
+        self._entry(address)
+        return outputs
+
+    def __repr__(self) -> str:
+        return (f"<Executable {self.graph.name}: {len(self.graph.inputs)} inputs, "
+                f"{len(self.graph.outputs)} outputs, arena {self.arena_bytes} bytes>")
