@@ -83,7 +83,7 @@ class Executable:
                                                                 "same_kind")):
             raise DTypeError(f"{self.graph.name}(): argument {arg_name!r} has dtype "
                              f"{src.dtype}, expected {dtype}")
-        return np.ascontiguousarray(src, dtype=np_dtype)
+        return np.array(src, dtype=np_dtype, order="C", copy=None)  # keeps rank 0
 
     def __call__(self, *args) -> list[np.ndarray]:
         arrays = self.check(args)
