@@ -655,7 +655,8 @@ FUNCTIONS = {
 
 def _numpy_name(fn) -> str:
     module = getattr(fn, "__module__", None) or "numpy"
-    module = "np" if module.startswith("numpy") and module.count(".") <= 1 else module
+    if module.startswith("numpy"):  # numpy.linalg._linalg -> np.linalg
+        module = ".".join(["np"] + [p for p in module.split(".")[1:] if not p.startswith("_")])
     return f"{module}.{getattr(fn, '__name__', repr(fn))}"
 
 

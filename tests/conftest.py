@@ -1,0 +1,13 @@
+import numpy as np
+import pytest
+
+
+@pytest.fixture(params=["native", "interpret"])
+def backend(request):
+    """Every front-end behaviour holds for native code and for the numpy interpreter."""
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
