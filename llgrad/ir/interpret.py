@@ -9,8 +9,23 @@ import numpy as np
 
 from .primitives import PRIMITIVES
 
+
+def _run_loop(node, *values):
+    """Run the body ``trip_count`` times, threading the carried values."""
+    n_carried, trip = node.attrs["n_carried"], node.attrs["trip_count"]
+    body = node.attrs["body"]
+    carried, invariants = list(values[:n_carried]), list(values[n_carried:])
+    per_step = [np.zeros(t.shape, t.np_dtype) for t in node.type[n_carried:]]
+    for i in range(trip):
+        out = interpret(body, np.int64(i), *carried, *invariants)
+        carried = out[:n_carried]
+        for stacked, value in zip(per_step, out[n_carried:]):
+            stacked[i] = value
+    return tuple(carried) + tuple(per_step)
+
+
 # Primitives whose evaluation needs the interpreter itself (a body graph to run).
-STRUCTURED = {}
+STRUCTURED = {"loop": _run_loop}
 
 
 def interpret(graph, *args) -> list[np.ndarray]:
@@ -26,6 +41,8 @@ def interpret(graph, *args) -> list[np.ndarray]:
             vals = [env[id(i)] for i in node.inputs]
             if node.op in STRUCTURED:
                 out = STRUCTURED[node.op](node, *vals)
+            elif isinstance(node.type, tuple) or node.op == "tuple_get":
+                out = PRIMITIVES[node.op].evaluate(*vals, **node.attrs)
             else:
                 out = PRIMITIVES[node.op].evaluate(*vals, **node.attrs)
                 out = np.asarray(out, dtype=node.type.np_dtype).reshape(node.shape)

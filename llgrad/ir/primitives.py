@@ -381,6 +381,26 @@ register("dynamic_update_slice", _dynamic_update_slice_type, _dynamic_update_sli
              b.dynamic_slice(g, node.inputs[2], size=node.inputs[1].shape[0]), None))
 
 
+def _take_type(types):
+    x, idx = types
+    if idx.dtype != "int64" or idx.ndim != 1:
+        raise DTypeError(f"take: indices must be a 1-d int64 array, got {idx}")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ShapeError(f"take: cannot take rows of {x}")
+    return x.with_shape(idx.shape + x.shape[1:])
+
+
+def _take_vjp(b, node, g):
+    from .errors import GradientError
+    raise GradientError("take (row gather) is not differentiable with respect to the "
+                        "array it gathers from; differentiate with respect to other inputs")
+
+
+register("take", _take_type,
+         lambda x, idx: x[np.clip(idx, 0, x.shape[0] - 1)],  # clamped like dynamic_slice
+         vjp=_take_vjp)
+
+
 # ----------------------------------------------------------------------------------
 # dot_general: contraction with batch dimensions, in jax.lax's convention.
 # dims = ((lhs_contracting, rhs_contracting), (lhs_batch, rhs_batch)); the result has
@@ -474,3 +494,37 @@ register("parameter", lambda types, index, type, name: type, _parameter_eval,
 def _dtype_of(value):
     from .types import dtype_name
     return dtype_name(value.dtype)
+
+
+# ----------------------------------------------------------------------------------
+# structured control flow: a counted loop (scan-like) and reading its results
+
+def _loop_type(types, body, trip_count, n_carried):
+    """Inputs: initial carried values, then loop invariants.  The body maps
+    (step: i64[], carried..., invariants...) to (new carried..., per-step values...);
+    the loop yields the final carried values, then each per-step value stacked over
+    the ``trip_count`` steps (as jax.lax.scan's ys)."""
+    body_in = [p.type for p in body.inputs]
+    if body_in[0] != TensorType((), "int64") or body_in[1:] != list(types):
+        raise ShapeError(f"loop: body takes {body_in}, loop passes (i64[], {list(types)})")
+    body_out = [o.type for o in body.outputs]
+    if body_out[:n_carried] != list(types[:n_carried]):
+        raise ShapeError(f"loop: body returns {body_out[:n_carried]} for carried values of "
+                         f"types {list(types[:n_carried])}")
+    return tuple(body_out[:n_carried]) + tuple(
+        t.with_shape((trip_count,) + t.shape) for t in body_out[n_carried:])
+
+
+def _loop_vjp(b, node, g):
+    from .errors import GradientError
+    raise GradientError("loop is not differentiable (differentiate the body instead)")
+
+
+def _structured_eval(**attrs):
+    raise RuntimeError("loop is evaluated by the interpreter, which runs its body")
+
+
+register("loop", lambda types, **attrs: _loop_type(types, **attrs), _structured_eval,
+         vjp=_loop_vjp)
+register("tuple_get", lambda types, index: types[0][index],
+         lambda x, index: x[index], differentiable=False)

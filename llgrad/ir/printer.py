@@ -14,9 +14,6 @@ import numpy as np
 
 from .graph import scalar_constant
 
-_ATTR_HIDDEN = {"type", "index", "name"}
-
-
 def _literal(node):
     v = scalar_constant(node)
     if v is None:
@@ -54,7 +51,7 @@ def format_graph(graph, indent: str = "", names: dict | None = None) -> str:
             continue
         args = ", ".join(name(i) for i in node.inputs)
         attrs = " ".join(f"{k}={_format_attr(v)}" for k, v in node.attrs.items()
-                         if k not in _ATTR_HIDDEN and k != "body")
+                         if k != "body")
         type_ = (", ".join(map(str, node.type)) if isinstance(node.type, tuple)
                  else str(node.type))
         text = f"{indent}  {name(node)}: {type_} = {node.op} {args}"
