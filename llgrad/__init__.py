@@ -1,11 +1,13 @@
 """llgrad: numpy-style Python functions compiled, with their gradients, to native code."""
-from . import numpy  # noqa: F401  (llgrad.numpy)
+from . import numpy, optim  # noqa: F401  (llgrad.numpy, llgrad.optim)
 from .api import grad, jit, value_and_grad, vjp
 from .check import check_grad
+from .train import TrainResult, train
 from .ir.errors import (DTypeError, GradientError, LlgradError, ShapeError,
                         UnsupportedError)
 
 __version__ = "0.1.0"
 
-__all__ = ["jit", "grad", "value_and_grad", "vjp", "check_grad", "numpy", "LlgradError", "ShapeError", "DTypeError",
+__all__ = ["jit", "grad", "value_and_grad", "vjp", "check_grad", "train", "TrainResult", "numpy", "optim",
+           "LlgradError", "ShapeError", "DTypeError",
            "GradientError", "UnsupportedError", "__version__"]

@@ -1,17 +1,20 @@
-"""Rebuilding a graph node by node through a fresh Builder: the engine of every pass.
+"""Rebuilding a graph node by node through a Builder: the engine of every pass, and
+of inlining one graph into another (a training step inlines the loss's joint graph).
 
 A pass is a function ``rule(b, node, inputs) -> Node | None`` that may replace a node
 (given its already-rebuilt inputs); returning None keeps the node as it is.  Since
-the new Builder hash-conses, rebuilding alone merges duplicates (that is CSE).
+the Builder hash-conses, rebuilding alone merges duplicates (that is CSE).
 """
 from __future__ import annotations
 
 from ...ir.graph import Builder, Graph
 
 
-def rebuild(graph: Graph, rule=None) -> Graph:
-    b = Builder()
-    new = {id(p): p for p in graph.inputs}  # parameters keep their identity
+def inline(b: Builder, graph: Graph, args, rule=None) -> list:
+    """Build ``graph``'s nodes with ``b``, its parameters bound to the nodes ``args``;
+    returns the nodes of its outputs."""
+    new = {id(p): a for p, a in zip(graph.inputs, args)}
+    outer_source = b.source
     for node in graph.nodes:
         if id(node) in new:
             continue
@@ -20,5 +23,11 @@ def rebuild(graph: Graph, rule=None) -> Graph:
         replacement = rule(b, node, inputs) if rule else None
         new[id(node)] = replacement if replacement is not None else b.emit(
             node.op, *inputs, **node.attrs)
-    return Graph(graph.inputs, [new[id(o)] for o in graph.outputs], name=graph.name,
-                 output_names=graph.output_names)
+    b.source = outer_source
+    return [new[id(o)] for o in graph.outputs]
+
+
+def rebuild(graph: Graph, rule=None) -> Graph:
+    """The same function as a fresh graph (parameters keep their identity)."""
+    outputs = inline(Builder(), graph, graph.inputs, rule)
+    return Graph(graph.inputs, outputs, name=graph.name, output_names=graph.output_names)

@@ -1,0 +1,215 @@
+"""Whole training loops as one native call.
+
+``train`` compiles one function per (loss, optimizer, shapes, chunk length) that runs
+many optimisation steps in a ``loop`` node: each step slices its minibatch indices
+out of an order array (``dynamic_slice``), gathers the rows (``take``), runs the
+loss's joint forward+backward graph inlined into the body, records the loss and the
+per-parameter gradient norms, and applies the optimizer's update, itself traced from
+plain numpy.  Python runs only between chunks (for progress and callbacks).
+
+Minibatches: each epoch takes ``len(data) // batch_size`` full batches; the last
+partial batch is dropped (with shuffling, different rows are dropped each epoch).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .compiler import numpy_ops, pytree
+from .compiler.autodiff import vjp
+from .compiler.passes.rewrite import inline
+from .compiler.staging import compile_for, optimize
+from .compiler.trace import Tracer, TraceContext, input_type, trace
+from .ir.errors import DTypeError, ShapeError
+from .ir.graph import Builder, Graph
+from .ir.types import TensorType
+
+
+@dataclass
+class TrainResult:
+    params: object                 # trained pytree, same structure as the initial params
+    opt_state: object              # final optimizer state (resume with train(opt_state=...))
+    loss_history: np.ndarray       # loss of every step, recorded by the native loop
+    grad_norms: object             # per-parameter L2 gradient norm per step, params' structure
+    steps: int
+    epochs: int
+    seconds: float                 # wall time of the native calls (compilation excluded)
+    compile_seconds: float
+    graph: Graph = field(repr=False, default=None)  # the compiled training function's IR
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / max(self.epochs, 1)
+
+
+def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n_state,
+               n_data, batch_size):
+    """The loop body: (i, params..., state..., data..., order) -> (params'..., state'...,
+    loss, grad_norms)."""
+    with TraceContext("train_step") as ctx:
+        b = ctx.builder
+        step = b.parameter(index=0, type=TensorType((), "int64"), name="step")
+        leaves = [b.parameter(index=k + 1, type=t, name=name) for k, (t, name) in enumerate(types)]
+        params = leaves[:n_params]
+        state = leaves[n_params:n_params + n_state]
+        data = leaves[n_params + n_state:n_params + n_state + n_data]
+        order = leaves[-1]
+        start = b.mul(step, b.const(batch_size, "int64"))
+        rows = b.dynamic_slice(order, start, size=batch_size)
+        batch = [b.take(x, rows) for x in data]
+        value, *grads = inline(b, loss_joint, params + batch)
+        norms = [b.reshape(b.sqrt(b.reduce_sum(b.mul(g, g), axes=tuple(range(g.type.ndim)))),
+                           shape=(1,)) for g in grads]
+        new_params, new_state = optimizer.update(
+            pytree.unflatten(param_tree, [Tracer(g) for g in grads]),
+            pytree.unflatten(state_tree, [Tracer(s) for s in state]),
+            pytree.unflatten(param_tree, [Tracer(p) for p in params]))
+        carried = []
+        for new, old in zip(pytree.flatten(new_params)[0] + pytree.flatten(new_state)[0],
+                            params + state):
+            node = numpy_ops.lift(new)
+            node = node if node.dtype == old.dtype else b.convert(node, dtype=old.dtype)
+            carried.append(b.broadcast_to(node, old.shape))
+        outputs = carried + [b.convert(value, dtype="float64"),
+                             b.convert(b.concatenate(*norms, axis=0), dtype="float64")]
+    return optimize(Graph([step] + leaves, outputs, name="train_step"))
+
+
+def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend):
+    p_leaves, p_tree = pytree.flatten(params)
+    s_leaves, s_tree = pytree.flatten(state)
+    p_names = pytree.leaf_names(p_tree, "params")
+    p_types = [input_type(x, name) for x, name in zip(p_leaves, p_names)]
+    for t, name in zip(p_types, p_names):
+        if not t.is_float:
+            raise DTypeError(f"train(): parameter {name} is {t}; parameters must be float")
+    d_types = [input_type(x, f"data[{k}]") for k, x in enumerate(data)]
+    batch_types = [t.with_shape((batch_size,) + t.shape[1:]) for t in d_types]
+    loss_name = getattr(loss, "__name__", "loss")
+    names = p_names + [f"batch[{k}]" for k in range(len(data))]
+    graph, _ = trace(loss, p_types + batch_types,
+                     ("tuple", 1 + len(data), (p_tree,) + (pytree.LEAF,) * len(data)),
+                     loss_name, names)
+    joint = optimize(vjp(graph, list(range(len(p_leaves)))))
+    s_types = [input_type(x, "opt_state") for x in s_leaves]
+    order_type = TensorType((steps * batch_size,), "int64")
+    types = p_types + s_types + d_types + [order_type]
+    type_names = (p_names + pytree.leaf_names(s_tree, "opt_state")
+                  + [f"data[{k}]" for k in range(len(data))] + ["order"])
+    body = _step_body(joint, optimizer, p_tree, s_tree, list(zip(types, type_names)),
+                      len(p_leaves), len(s_leaves), len(data), batch_size)
+
+    b = Builder()
+    inputs = [b.parameter(index=k, type=t, name=n) for k, (t, n) in enumerate(zip(types, type_names))]
+    n_carried = len(p_leaves) + len(s_leaves)
+    looped = b.loop(*inputs, body=body, trip_count=steps, n_carried=n_carried)
+    outputs = [b.tuple_get(looped, index=k) for k in range(n_carried + 2)]
+    outer = Graph(inputs, outputs, name=f"train_{loss_name}")
+    return compile_for(outer, backend, fastmath=False), outer
+
+
+_CACHE: dict = {}
+
+
+def _signature(params, state, data):
+    leaves = pytree.flatten(params)[0] + pytree.flatten(state)[0] + list(data)
+    return (pytree.flatten(params)[1], pytree.flatten(state)[1],
+            tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves))
+
+
+def _check_data(data, batch_size):
+    data = tuple(np.ascontiguousarray(x) for x in (data if isinstance(data, (tuple, list)) else (data,)))
+    if not data:
+        raise ShapeError("train(): data is empty; pass (X, Y) arrays split along axis 0")
+    lengths = [x.shape[0] if x.ndim else None for x in data]
+    if None in lengths:
+        raise ShapeError("train(): every data array needs a leading example axis")
+    if len(set(lengths)) != 1:
+        described = ", ".join(f"data[{k}] has {n} rows" for k, n in enumerate(lengths))
+        raise ShapeError(f"train(): data arrays have different lengths: {described}")
+    if not 1 <= batch_size <= lengths[0]:
+        raise ShapeError(f"train(): batch_size={batch_size} must be between 1 and the number "
+                         f"of examples ({lengths[0]})")
+    return data, lengths[0]
+
+
+def _epoch_orders(n, batch_size, epochs, shuffle):
+    """Row indices for every step of every epoch, concatenated."""
+    used = (n // batch_size) * batch_size
+    rng = None if shuffle is None else np.random.default_rng(shuffle)
+    orders = [(np.arange(n) if rng is None else rng.permutation(n))[:used] for _ in range(epochs)]
+    return np.concatenate(orders).astype(np.int64)
+
+
+def _progress(done, total, loss, elapsed, stream=sys.stderr):
+    width = 30
+    filled = int(width * done / total)
+    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {done}/{total} "
+                 f"loss {loss:.4g} {elapsed:.2f}s")
+    if done == total:
+        stream.write("\n")
+    stream.flush()
+
+
+def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, shuffle=None,
+          progress: bool = False, callback=None, steps_per_call: int | None = None,
+          opt_state=None, backend: str = "native") -> TrainResult:
+    """Train ``params`` to minimise ``loss(params, *batch)`` over minibatches of ``data``.
+
+    ``shuffle=None`` keeps the data order; an int seeds a deterministic permutation per
+    epoch.  ``progress`` and ``callback(info)`` run between native chunks (one epoch
+    each unless ``steps_per_call`` says otherwise); a callback returning False stops
+    training after its chunk."""
+    data, n = _check_data(data, batch_size)
+    if epochs < 1:
+        raise ValueError(f"train(): epochs must be at least 1, got {epochs}")
+    steps_per_epoch = n // batch_size
+    total = steps_per_epoch * epochs
+    chunk = steps_per_call or (steps_per_epoch if (progress or callback) else total)
+    chunk = max(1, min(chunk, total))
+    state = optimizer.init(params) if opt_state is None else opt_state
+    order = _epoch_orders(n, batch_size, epochs, shuffle)
+
+    p_tree = pytree.flatten(params)[1]
+    s_tree = pytree.flatten(state)[1]
+    p_leaves = pytree.flatten(params)[0]
+    losses, norms = [], []
+    compile_seconds = run_seconds = 0.0
+    done, graph = 0, None
+    leaves = [np.asarray(x) for x in p_leaves] + [np.asarray(x) for x in pytree.flatten(state)[0]]
+    while done < total:
+        steps = min(chunk, total - done)
+        key = (loss, optimizer, batch_size, steps, backend, _signature(params, state, data))
+        if key not in _CACHE:
+            t0 = time.perf_counter()
+            _CACHE[key] = _compile_chunk(loss, optimizer, params, state, data, batch_size,
+                                         steps, backend)
+            compile_seconds += time.perf_counter() - t0
+        executable, graph = _CACHE[key]
+        t0 = time.perf_counter()
+        outputs = executable(*leaves, *data,
+                             order[done * batch_size:(done + steps) * batch_size])
+        run_seconds += time.perf_counter() - t0
+        leaves = outputs[:len(leaves)]
+        losses.append(outputs[-2])
+        norms.append(outputs[-1])
+        done += steps
+        if progress:
+            _progress(done, total, float(outputs[-2][-1]), run_seconds)
+        if callback is not None:
+            info = {"step": done, "epoch": done / steps_per_epoch, "loss": outputs[-2],
+                    "params": pytree.unflatten(p_tree, leaves[:len(p_leaves)])}
+            if callback(info) is False:
+                break
+    norm_matrix = np.concatenate(norms)
+    return TrainResult(
+        params=pytree.unflatten(p_tree, leaves[:len(p_leaves)]),
+        opt_state=pytree.unflatten(s_tree, leaves[len(p_leaves):]),
+        loss_history=np.concatenate(losses),
+        grad_norms=pytree.unflatten(p_tree, list(norm_matrix.T.copy())),
+        steps=done, epochs=math.ceil(done / steps_per_epoch), seconds=run_seconds,
+        compile_seconds=compile_seconds, graph=graph)
