@@ -145,8 +145,8 @@ def _epoch_orders(n, batch_size, epochs, shuffle):
     return np.concatenate(orders).astype(np.int64)
 
 
-def _progress(done, total, loss, elapsed, stream=sys.stderr):
-    width = 30
+def _progress(done, total, loss, elapsed):
+    stream, width = sys.stderr, 30
     filled = int(width * done / total)
     stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {done}/{total} "
                  f"loss {loss:.4g} {elapsed:.2f}s")

@@ -1,0 +1,159 @@
+"""llgrad.train: the native loop does exactly what a Python loop over llgrad.grad and
+the same optimizer does, step for step."""
+import numpy as np
+import pytest
+
+import llgrad
+from llgrad import optim
+
+
+def mlp_loss(params, x, y):
+    h = np.tanh(x @ params["w1"] + params["b1"])
+    logits = h @ params["w2"] + params["b2"]
+    logits = logits - logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -np.mean(np.sum(logp * y, axis=1))
+
+
+def problem(n=96, seed=0, dtype=np.float64):
+    """A separable 3-class problem: the class is decided by the signs of two features."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    y = np.eye(3)[(x[:, 0] > 0).astype(int) + (x[:, 1] > 0)]
+    params = {"w1": rng.normal(size=(4, 8)) * 0.5, "b1": np.zeros(8),
+              "w2": rng.normal(size=(8, 3)) * 0.5, "b2": np.zeros(3)}
+    return {k: v.astype(dtype) for k, v in params.items()}, x.astype(dtype), y.astype(dtype)
+
+
+def python_loop(opt, params, x, y, batch_size, steps, backend):
+    """The oracle: one llgrad.grad call and one numpy optimizer update per step."""
+    grad = llgrad.value_and_grad(mlp_loss, backend=backend)
+    state, per_epoch = opt.init(params), len(x) // batch_size
+    losses, norms = [], []
+    for s in range(steps):
+        rows = slice((s % per_epoch) * batch_size, (s % per_epoch + 1) * batch_size)
+        value, g = grad(params, x[rows], y[rows])
+        losses.append(value)
+        norms.append({k: np.sqrt(np.sum(v * v)) for k, v in g.items()})
+        params, state = opt.update(g, state, params)
+    return params, losses, norms
+
+
+@pytest.mark.parametrize("make_opt", [lambda: optim.sgd(0.1), lambda: optim.adam(1e-2),
+                                      lambda: optim.momentum(0.05, nesterov=True)],
+                         ids=["sgd", "adam", "nesterov"])
+def test_fifty_native_steps_equal_a_python_loop(make_opt, backend):
+    params, x, y = problem()
+    opt = make_opt()
+    result = llgrad.train(mlp_loss, params, (x, y), opt, batch_size=16, epochs=50 * 16 // 96 + 1,
+                          backend=backend)
+    steps = result.steps
+    expected, losses, norms = python_loop(opt, params, x, y, 16, steps, backend)
+    for k in params:
+        np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(result.loss_history, losses, rtol=1e-12)
+    for k in params:
+        np.testing.assert_allclose(result.grad_norms[k], [n[k] for n in norms], rtol=1e-11)
+    assert steps >= 50
+
+
+def test_loss_decreases_on_a_separable_problem(backend):
+    params, x, y = problem(n=192)
+    result = llgrad.train(mlp_loss, params, (x, y), optim.adam(3e-2), batch_size=32, epochs=30,
+                          shuffle=0, backend=backend)
+    first, last = result.loss_history[:6].mean(), result.loss_history[-6:].mean()
+    assert last < 0.3 * first, (first, last)
+    accuracy = np.mean(np.argmax(np.tanh(x @ result.params["w1"] + result.params["b1"])
+                                 @ result.params["w2"] + result.params["b2"], axis=1)
+                       == np.argmax(y, axis=1))
+    assert accuracy > 0.9
+
+
+def test_shuffle_is_deterministic_per_seed(backend):
+    params, x, y = problem()
+    run = lambda seed: llgrad.train(mlp_loss, params, (x, y), optim.sgd(0.1), batch_size=16,
+                                    epochs=2, shuffle=seed, backend=backend)
+    a, b, c = run(3), run(3), run(4)
+    np.testing.assert_array_equal(a.loss_history, b.loss_history)
+    assert not np.array_equal(a.loss_history, c.loss_history)
+
+
+def test_shuffled_epochs_visit_a_permutation(backend):
+    """With batch_size 1 and plain SGD on the loss 'sum of the batch', each epoch's
+    steps see every row exactly once."""
+    x = np.arange(12.0).reshape(12, 1)
+    result = llgrad.train(lambda p, xb: (p["w"] * xb).sum(), {"w": np.zeros(1)}, (x,),
+                          optim.sgd(1.0), batch_size=1, epochs=3, shuffle=7, backend=backend)
+    history = result.loss_history.reshape(3, 12)
+    order = np.random.default_rng(7)
+    seen = [order.permutation(12) for _ in range(3)]
+    # loss at step t is w_t * x_row with w_t = -(sum of rows seen so far)
+    w = 0.0
+    for epoch in range(3):
+        for t, row in enumerate(seen[epoch]):
+            assert history[epoch, t] == pytest.approx(w * row)
+            w -= row
+
+
+def test_progress_chunks_and_callbacks_do_not_change_results(backend, capsys):
+    params, x, y = problem()
+    whole = llgrad.train(mlp_loss, params, (x, y), optim.adam(1e-2), batch_size=16, epochs=3,
+                         shuffle=1, backend=backend)
+    seen = []
+    chunked = llgrad.train(mlp_loss, params, (x, y), optim.adam(1e-2), batch_size=16, epochs=3,
+                           shuffle=1, progress=True, callback=lambda info: seen.append(info["step"]),
+                           backend=backend)
+    assert seen == [6, 12, 18]
+    assert "step 18/18" in capsys.readouterr().err
+    np.testing.assert_array_equal(chunked.loss_history, whole.loss_history)
+    for k in params:
+        np.testing.assert_array_equal(chunked.params[k], whole.params[k])
+
+
+def test_callback_can_stop_training(backend):
+    params, x, y = problem()
+    result = llgrad.train(mlp_loss, params, (x, y), optim.sgd(0.1), batch_size=16, epochs=5,
+                          callback=lambda info: info["epoch"] < 2, backend=backend)
+    assert result.steps == 12 and len(result.loss_history) == 12
+
+
+def test_last_partial_batch_is_dropped(backend):
+    params, x, y = problem(n=100)
+    result = llgrad.train(mlp_loss, params, (x, y), optim.sgd(0.1), batch_size=16, epochs=2,
+                          backend=backend)
+    assert result.steps == 2 * (100 // 16)
+
+
+def test_float32_parameters_stay_float32(backend):
+    params, x, y = problem(dtype=np.float32)
+    result = llgrad.train(mlp_loss, params, (x, y), optim.adam(1e-2), batch_size=16, epochs=2,
+                          backend=backend)
+    assert all(v.dtype == np.float32 for v in result.params.values())
+    assert np.all(np.isfinite(result.loss_history))
+
+
+def test_training_loop_ir_shows_the_body_once():
+    params, x, y = problem()
+    result = llgrad.train(mlp_loss, params, (x, y), optim.sgd(0.1), batch_size=16, epochs=4,
+                          backend="interpret")
+    text = str(result.graph)
+    assert text.count("def train_step(") == 1
+    assert text.count("= loop ") == 1 and "trip_count=24" in text
+
+
+def test_data_of_different_lengths_is_a_clear_error():
+    params, x, y = problem()
+    with pytest.raises(llgrad.ShapeError, match=r"data\[0\] has 96 rows, data\[1\] has 95"):
+        llgrad.train(mlp_loss, params, (x, y[:-1]), optim.sgd(0.1), batch_size=16)
+
+
+def test_batch_larger_than_data_is_a_clear_error():
+    params, x, y = problem()
+    with pytest.raises(llgrad.ShapeError, match=r"batch_size=200.*\(96\)"):
+        llgrad.train(mlp_loss, params, (x, y), optim.sgd(0.1), batch_size=200)
+
+
+def test_integer_parameters_are_a_clear_error():
+    with pytest.raises(llgrad.DTypeError, match=r"params\['n'\].*float"):
+        llgrad.train(lambda p, x: (p["n"] * x).sum(), {"n": np.arange(2)}, (np.ones((4, 2)),),
+                     optim.sgd(0.1), batch_size=2)
