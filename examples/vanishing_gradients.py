@@ -1,0 +1,96 @@
+"""Vanishing gradients, measured: a deep tanh network against the same depth with
+ReLU and residual connections, trained on the digits with llgrad.train.
+
+    pip install -e '.[examples]' && python examples/vanishing_gradients.py
+
+``TrainResult.grad_norms`` holds every parameter's gradient norm at every step,
+recorded by the native loop.  In the plain tanh stack (small initialisation) the
+norms shrink layer by layer towards the input; the residual ReLU stack keeps them
+of one order of magnitude.  The plot is saved to vanishing_gradients.png
+(matplotlib optional: without it the table below is the result).
+"""
+import sys
+
+import numpy as np
+
+import llgrad
+from llgrad import optim
+
+from train_digits import load_digits
+
+DEPTH, WIDTH = 12, 32
+
+
+def plain_tanh(params, x, y):
+    h = np.tanh(x @ params["inp"]["w"])
+    for layer in params["hidden"]:
+        h = np.tanh(h @ layer["w"] + layer["b"])
+    return cross_entropy(h @ params["out"]["w"], y)
+
+
+def residual_relu(params, x, y):
+    h = np.maximum(x @ params["inp"]["w"], 0.0)
+    for layer in params["hidden"]:
+        h = h + np.maximum(h @ layer["w"] + layer["b"], 0.0)
+    return cross_entropy(h @ params["out"]["w"], y)
+
+
+def cross_entropy(logits, y):
+    logits = logits - logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -np.mean(np.sum(logp * y, axis=1))
+
+
+def init(scale, seed=0):
+    rng = np.random.default_rng(seed)
+    dense = lambda n_in, n_out, s: (rng.normal(size=(n_in, n_out)) * s / np.sqrt(n_in))
+    return {"inp": {"w": dense(64, WIDTH, 1.0)},
+            "hidden": [{"w": dense(WIDTH, WIDTH, scale), "b": np.zeros(WIDTH)}
+                       for _ in range(DEPTH)],
+            "out": {"w": dense(WIDTH, 10, 1.0)}}
+
+
+def layer_norms(result):
+    """(steps, depth) gradient norms of the hidden layers' weights."""
+    return np.stack([layer["w"] for layer in result.grad_norms["hidden"]], axis=1)
+
+
+def main(epochs=10, plot="vanishing_gradients.png"):
+    x, y, _, _ = load_digits()
+    runs = {"tanh, plain": (plain_tanh, init(0.5)),
+            "ReLU + residual": (residual_relu, init(0.5))}
+    norms = {}
+    for name, (loss, params) in runs.items():
+        result = llgrad.train(loss, params, (x.astype(np.float64), y.astype(np.float64)),
+                              optim.sgd(0.05), batch_size=64, epochs=epochs, shuffle=0)
+        norms[name] = layer_norms(result)
+        print(f"{name:>16}: loss {result.loss_history[:5].mean():.3f} -> "
+              f"{result.loss_history[-5:].mean():.3f} in {result.seconds:.2f} s")
+    print("\nmean gradient norm of each hidden layer's weights (layer 1 = nearest the input)")
+    print("layer " + "".join(f"{name:>18}" for name in norms))
+    for d in range(DEPTH):
+        print(f"{d + 1:>5} " + "".join(f"{n[:, d].mean():>18.2e}" for n in norms.values()))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return norms
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (name, n) in zip(axes, norms.items()):
+        for d in range(DEPTH):
+            ax.semilogy(n[:, d], color=plt.cm.viridis(d / (DEPTH - 1)), lw=1,
+                        label=f"layer {d + 1}" if d in (0, DEPTH - 1) else None)
+        ax.set_title(name)
+        ax.set_xlabel("training step")
+        ax.legend()
+    axes[0].set_ylabel("‖∂loss/∂W‖ per hidden layer")
+    fig.tight_layout()
+    fig.savefig(plot, dpi=120)
+    print(f"plot saved to {plot}")
+    return norms
+
+
+if __name__ == "__main__":
+    main()
