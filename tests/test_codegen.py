@@ -211,6 +211,10 @@ def _cases():
                   np.zeros((0, 2))]:
         cs.append(Case("constant", [], {"value": value}, numpy=lambda v=value: v))
     for dt in ALL:
+        for rows, idx in [(5, [0, 4, 2, 2, -3, 9]), (1, [0]), (3, [])]:
+            cs.append(Case("take", [((rows, 2), dt), ((len(idx),), "int64")],
+                           args=(_random((rows, 2), dt, "any"), idx),
+                           numpy=lambda x, i: x[np.clip(i, 0, x.shape[0] - 1)]))
         cs.append(Case("parameter", [((2, 3), dt)], numpy=lambda x: x))
     return cs
 
@@ -230,6 +234,7 @@ DOTS = [
     (((3, 0), (0, 2)), (((1,), (0,)), ((), ())), lambda a, b: a @ b),
     (((1, 1), (1, 1)), (((1,), (0,)), ((), ())), lambda a, b: a @ b),
     (((17, 33), (33, 19)), (((1,), (0,)), ((), ())), lambda a, b: a @ b),
+    (((), (3,)), (((), ()), ((), ())), lambda a, b: a * b),
 ]
 
 

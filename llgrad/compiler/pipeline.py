@@ -12,15 +12,18 @@ from llgrad.runtime import engine
 from llgrad.runtime.executable import Executable
 
 
-def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True) -> Executable:
+def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True,
+                  libmvec: bool = True) -> Executable:
     """Compile ``graph`` for the host CPU.
 
     ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
-    ``fuse_ops=False`` gives every node its own loop (for testing and debugging).
+    ``fuse_ops=False`` gives every node its own loop (for testing and debugging);
+    ``libmvec=False`` keeps transcendental functions scalar.
     """
     fusion = fuse(graph, enabled=fuse_ops)
     memory = plan_memory(fusion)
-    module, entry = build_module(fusion, memory, fastmath=fastmath)
+    module, entry = build_module(fusion, memory, fastmath=fastmath,
+                                 vector_isas=engine.vector_isas() if libmvec else ())
     llvm_ir = str(module)
     compiled = engine.jit(llvm_ir, entry)
     return Executable(graph, compiled, arena_bytes=memory.arena_bytes, llvm_ir=llvm_ir,

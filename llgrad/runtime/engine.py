@@ -40,6 +40,17 @@ def _load_libmvec() -> bool:
         return False
 
 
+def vector_isas() -> tuple[str, ...]:
+    """libmvec ISA letters this host can run ("b" SSE, "d" AVX2, "e" AVX-512), or ()."""
+    with _lock:
+        _initialise()
+        if not _state["libmvec"]:
+            return ()
+        features = llvm.get_host_cpu_features()
+        needs = {"b": "sse4.1", "d": "avx2", "e": "avx512f"}
+        return tuple(isa for isa, feature in needs.items() if features.get(feature))
+
+
 def host_cpu() -> str:
     return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
 

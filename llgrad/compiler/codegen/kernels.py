@@ -111,3 +111,13 @@ def emit_dynamic_update_slice(ctx, node, out):
         store(b, ctx.read(update, _flat_index(b, idx, update.shape)), out,
               linearise(b, target, node.shape), node.dtype)
 
+
+
+def emit_take(ctx, node, out):
+    """Rows ``x[clip(idx, 0, rows - 1)]``: a gather that can never read out of bounds."""
+    b, (x, idx) = ctx.b, node.inputs
+    with loop_nest(b, idx.shape, "tk") as (r,):
+        row = clamped_start(b, ctx.read(idx, Index((r,), r)), 1, x.shape[0])
+        with loop_nest(b, x.shape[1:], "tk") as rest:
+            store(b, ctx.read(x, Index((row,) + tuple(rest))), out,
+                  linearise(b, [r] + list(rest), node.shape), node.dtype)

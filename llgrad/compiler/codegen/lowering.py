@@ -247,6 +247,7 @@ LOWERINGS = {
     "concatenate": Kernel(kernels.emit_concatenate),
     "dynamic_slice": Kernel(kernels.emit_dynamic_slice),
     "dynamic_update_slice": Kernel(kernels.emit_dynamic_update_slice),
+    "take": Kernel(kernels.emit_take),
     "dot_general": Kernel(matmul.emit_dot_general, scratch=matmul.scratch_bytes,
                           inline_inputs=False),
     # views and leaves

@@ -1,8 +1,14 @@
-"""Transcendental functions: LLVM intrinsics where LLVM has them, libm otherwise.
+"""Transcendental functions: libmvec, LLVM intrinsics or libm.
 
 libm functions are declared ``memory(none) nounwind willreturn`` so that LLVM may
 hoist, vectorise and delete calls to them like intrinsics (a plain declaration
-blocks vectorisation).  Names are resolved by the JIT at load time.
+blocks vectorisation).  LLVM's vectoriser would turn ``llvm.exp.v4f64`` back into
+four scalar calls, so when glibc's libmvec is loaded (``configure(module, isas)``)
+the scalar libm function carries a ``vector-function-abi-variant`` attribute naming
+its libmvec entry points (``_ZGVdN4v_exp`` for 4 doubles with AVX2...), and the
+vectoriser calls those.  The vector declarations are kept in ``llvm.compiler.used``
+so that nothing deletes them before the vectoriser runs.  All names are resolved by
+the JIT at load time, never baked in.
 """
 from __future__ import annotations
 
@@ -18,6 +24,47 @@ INTRINSICS = frozenset({"exp", "log", "sin", "cos", "sqrt", "tanh", "pow", "fabs
 LIBM = frozenset({"log1p", "expm1"})
 
 
+#: functions glibc's libmvec provides, with their parameter count
+LIBMVEC = {"exp": 1, "log": 1, "sin": 1, "cos": 1, "tanh": 1, "expm1": 1, "log1p": 1,
+           "pow": 2}
+#: vector ISA letter of the x86 vector ABI -> register bits
+ISA_BITS = {"b": 128, "d": 256, "e": 512}
+
+
+def configure(module: ir.Module, isas=()) -> None:
+    """Use libmvec variants for the given ISA letters (empty: scalar libm/intrinsics)."""
+    module.llgrad_vector_isas = tuple(isas)
+    module.llgrad_vector_fns = []
+
+
+def finish(module: ir.Module) -> None:
+    """Keep the declared vector variants alive until the vectoriser has seen them."""
+    fns = getattr(module, "llgrad_vector_fns", [])
+    if fns:
+        typ = ir.ArrayType(ir.PointerType(), len(fns))
+        used = ir.GlobalVariable(module, typ, "llvm.compiler.used")
+        used.linkage = "appending"
+        used.section = "llvm.metadata"
+        used.initializer = ir.Constant(typ, fns)
+
+
+def _with_variants(module, fn, name, dtype, arity):
+    scalar = fn.name
+    bits = 64 if dtype == "float64" else 32
+    t = REGISTER[dtype]
+    variants = []
+    for isa in getattr(module, "llgrad_vector_isas", ()):
+        lanes = ISA_BITS[isa] // bits
+        vname = f"_ZGV{isa}N{lanes}{'v' * arity}_{scalar}"
+        vt = ir.VectorType(t, lanes)
+        module.llgrad_vector_fns.append(ir.Function(module, ir.FunctionType(vt, [vt] * arity),
+                                                    vname))
+        variants.append(f"{vname}({vname})")
+    if variants:
+        set.add(fn.attributes, f'"vector-function-abi-variant"="{",".join(variants)}"')
+    return fn
+
+
 def _pure(fn: ir.Function) -> ir.Function:
     fn.attributes.add("readnone")   # parsed by LLVM as memory(none)
     fn.attributes.add("nounwind")
@@ -28,7 +75,10 @@ def _pure(fn: ir.Function) -> ir.Function:
 def declare(module: ir.Module, name: str, dtype: str, arity: int = 1) -> ir.Function:
     """The declaration of math function ``name`` for ``dtype``, created once per module."""
     t = REGISTER[dtype]
-    if name in INTRINSICS:
+    vectorised = name in LIBMVEC and getattr(module, "llgrad_vector_isas", ())
+    if vectorised:
+        symbol = name if dtype == "float64" else name + "f"
+    elif name in INTRINSICS:
         symbol = f"llvm.{name}.{_SUFFIX[dtype]}"
     elif name in LIBM:
         symbol = name if dtype == "float64" else name + "f"
@@ -37,7 +87,8 @@ def declare(module: ir.Module, name: str, dtype: str, arity: int = 1) -> ir.Func
     existing = module.globals.get(symbol)
     if existing is not None:
         return existing
-    return _pure(ir.Function(module, ir.FunctionType(t, [t] * arity), symbol))
+    fn = _pure(ir.Function(module, ir.FunctionType(t, [t] * arity), symbol))
+    return _with_variants(module, fn, name, dtype, arity) if vectorised else fn
 
 
 def call(b: ir.IRBuilder, name: str, args, dtype: str, fastmath=()):

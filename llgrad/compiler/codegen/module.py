@@ -14,6 +14,7 @@ import re
 import numpy as np
 from llvmlite import ir
 
+from . import math
 from .indexing import Index
 from .loops import loop_nest
 from .lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
@@ -94,10 +95,15 @@ def _constant_global(module, node, k):
     return g
 
 
-def build_module(fusion, memory, *, fastmath: bool = False) -> tuple[ir.Module, str]:
-    """Lower a fused, memory-planned graph; returns the module and its entry symbol."""
+def build_module(fusion, memory, *, fastmath: bool = False,
+                 vector_isas=()) -> tuple[ir.Module, str]:
+    """Lower a fused, memory-planned graph; returns the module and its entry symbol.
+
+    ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e").
+    """
     graph = fusion.graph
     module = ir.Module(name=graph.name)
+    math.configure(module, vector_isas)
     flags = ("fast",) if fastmath else ()
     globals_ = [_constant_global(module, n, k) for k, n in enumerate(memory.constants)]
 
@@ -155,4 +161,5 @@ def build_module(fusion, memory, *, fastmath: bool = False) -> tuple[ir.Module, 
         b.ret_void()
         eb.call(fn, [address(buf) for buf in params])
     eb.ret_void()
+    math.finish(module)
     return module, entry_name

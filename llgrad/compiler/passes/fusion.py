@@ -51,10 +51,6 @@ class FusionPlan:
         return "\n".join(lines)
 
 
-def is_scalar_constant(node: Node) -> bool:
-    return node.op == "constant" and node.type.ndim == 0
-
-
 def _accepts_inline(consumer: Node) -> bool:
     r = row(consumer)
     if isinstance(r, View):
@@ -74,12 +70,12 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
     outputs = {id(o) for o in graph.outputs}
 
     def inline(n: Node) -> bool:
-        if is_scalar_constant(n):
-            return True
+        readers = uses.get(id(n), [])
+        if n.op == "constant":   # scalars are literals, unless a reader needs an address
+            return n.type.ndim == 0 and all(_accepts_inline(c) for c in readers)
         r = row(n)
         if not enabled or id(n) in outputs or not isinstance(r, (Elementwise, IndexMap)):
             return False
-        readers = uses.get(id(n), [])
         if not readers or not all(_accepts_inline(c) for c in readers):
             return False
         if _cheap(r):
@@ -122,7 +118,7 @@ def _collect(kernel: Kernel, inlined: set) -> None:
             continue
         seen.add(id(n))
         if id(n) in inlined:
-            if not is_scalar_constant(n):
+            if n.op != "constant":
                 kernel.inlined.append(n)
             stack.extend(n.inputs)
         else:
