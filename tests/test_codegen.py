@@ -321,8 +321,8 @@ def test_every_primitive_has_a_lowering_row():
 
 
 def test_every_primitive_has_a_test_case():
-    tested = {c.op for c in CASES}
-    missing = set(PRIMITIVES) - tested - {"loop", "tuple_get"}
+    tested = {c.op for c in CASES} | {"loop", "tuple_get"}  # tests/test_codegen_loop.py
+    missing = set(PRIMITIVES) - tested
     assert not missing, f"primitives without a codegen test case: {sorted(missing)}"
 
 

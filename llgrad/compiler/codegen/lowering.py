@@ -12,6 +12,7 @@ A row says how a primitive becomes LLVM IR, in one of five forms:
   nest: ``emit(ctx, node, out)``.
 - ``View``: same bytes, new shape (reshape).
 - ``Leaf``: values that exist before the code runs (parameter, constant).
+- ``Part``: one result of a multi-result node (tuple_get of a loop).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Callable
 
 from llvmlite import ir
 
-from . import kernels, math, matmul
+from . import control, kernels, math, matmul
 from .indexing import Index
 from .scalar import I64, REGISTER, const, i64, is_float
 
@@ -53,6 +54,11 @@ class View:
 @dataclass(frozen=True)
 class Leaf:
     pass
+
+
+@dataclass(frozen=True)
+class Part:
+    """One result of a multi-result node: a view at a byte offset into its buffer."""
 
 
 # ----------------------------------------------------------------------------------
@@ -250,6 +256,9 @@ LOWERINGS = {
     "take": Kernel(kernels.emit_take),
     "dot_general": Kernel(matmul.emit_dot_general, scratch=matmul.scratch_bytes,
                           inline_inputs=False),
+    # structured control flow: the body graph is lowered to a function called per step
+    "loop": Kernel(control.emit_loop, scratch=control.scratch_bytes, inline_inputs=False),
+    "tuple_get": Part(),
     # views and leaves
     "reshape": View(_read_reshape, lambda n: n.inputs[0].type.ndim > 0),
     "parameter": Leaf(),

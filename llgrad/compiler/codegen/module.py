@@ -84,10 +84,10 @@ def _symbol(name: str) -> str:
     return "llgrad_" + re.sub(r"\W", "_", name)
 
 
-def _constant_global(module, node, k):
+def _constant_global(module, node, name):
     data = np.ascontiguousarray(node.attrs["value"], dtype=node.type.np_dtype).tobytes()
     typ = ir.ArrayType(I8, len(data))
-    g = ir.GlobalVariable(module, typ, f"const{k}")
+    g = ir.GlobalVariable(module, typ, name)
     g.global_constant = True
     g.linkage = "internal"
     g.align = 64
@@ -101,14 +101,25 @@ def build_module(fusion, memory, *, fastmath: bool = False,
 
     ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e").
     """
-    graph = fusion.graph
-    module = ir.Module(name=graph.name)
+    module = ir.Module(name=fusion.graph.name)
     math.configure(module, vector_isas)
-    flags = ("fast",) if fastmath else ()
-    globals_ = [_constant_global(module, n, k) for k, n in enumerate(memory.constants)]
+    entry_name = _symbol(fusion.graph.name)
+    lower_graph(module, fusion, memory, entry_name, ("fast",) if fastmath else ())
+    math.finish(module)
+    return module, entry_name
 
-    entry_name = _symbol(graph.name)
-    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), entry_name)
+
+def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> ir.Function:
+    """``void name(ptr args)``: runs every kernel of one graph on a packed argument array.
+
+    Used for the entry point and, nested, for the body of a ``loop``.
+    """
+    graph = fusion.graph
+    globals_ = [_constant_global(module, n, f"{name}.const{k}")
+                for k, n in enumerate(memory.constants)]
+    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name)
+    if internal:
+        entry.linkage = "internal"
     eb = ir.IRBuilder(entry.append_basic_block("entry"))
     n_in, n_out = len(graph.inputs), len(graph.outputs)
     slot = lambda i: eb.load(eb.gep(entry.args[0], [i64(i)], inbounds=True,  # noqa: E731
@@ -139,7 +150,7 @@ def build_module(fusion, memory, *, fastmath: bool = False,
                 read_bufs.append(buf)
         params = [out_buf] + read_bufs + list(memory.scratch[t])
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params)),
-                         f"k{t}_{'copy' if kernel.copy else node.op}")
+                         f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
         fn.linkage = "internal"
         for i, arg in enumerate(fn.args):
             arg.add_attribute("noalias")
@@ -161,5 +172,4 @@ def build_module(fusion, memory, *, fastmath: bool = False,
         b.ret_void()
         eb.call(fn, [address(buf) for buf in params])
     eb.ret_void()
-    math.finish(module)
-    return module, entry_name
+    return entry

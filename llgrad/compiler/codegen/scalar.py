@@ -70,3 +70,21 @@ def linearise(b: ir.IRBuilder, axes, shape):
         term = a if s == 1 else b.mul(a, i64(s), flags=["nuw", "nsw"])
         total = term if total is None else b.add(total, term, flags=["nuw", "nsw"])
     return total if total is not None else i64(0)
+
+
+ALIGN = 64
+
+
+def aligned(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+def nbytes(type_) -> int:
+    """Bytes of a value; a tuple (multi-result node) stores its parts 64-byte aligned."""
+    if isinstance(type_, tuple):
+        return sum(aligned(nbytes(t)) for t in type_)
+    return type_.size * ITEMSIZE[type_.dtype]
+
+
+def part_offset(type_: tuple, index: int) -> int:
+    return sum(aligned(nbytes(t)) for t in type_[:index])

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llgrad.compiler.codegen.lowering import Elementwise, IndexMap, Kernel as KernelRow, \
-    Leaf, View, row
+    Leaf, Part, View, row
+from llgrad.compiler.codegen.scalar import part_offset
 from llgrad.ir.graph import Graph, Node
 
 
@@ -37,6 +38,7 @@ class FusionPlan:
     kernels: list
     inlined: set            # ids of nodes with no buffer of their own
     views: dict             # id(reshape node) -> the node whose buffer it shares
+    offsets: dict = field(default_factory=dict)  # id(view) -> byte offset in that buffer
 
     def root(self, node: Node) -> Node:
         """The node that owns ``node``'s bytes (itself unless it is a view)."""
@@ -53,7 +55,7 @@ class FusionPlan:
 
 def _accepts_inline(consumer: Node) -> bool:
     r = row(consumer)
-    if isinstance(r, View):
+    if isinstance(r, (View, Part)):
         return False
     return r.inline_inputs if isinstance(r, KernelRow) else True
 
@@ -84,13 +86,20 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
 
     inlined = {id(n) for n in graph.nodes if inline(n)}
     views: dict[int, Node] = {}
+    offsets: dict[int, int] = {}
     kernels: list[Kernel] = []
     owners: dict[int, Kernel] = {}
     for n in graph.nodes:
         if id(n) in inlined or isinstance(row(n), Leaf):
             continue
-        if isinstance(row(n), View) and id(n.inputs[0]) not in inlined:
-            views[id(n)] = views.get(id(n.inputs[0]), n.inputs[0])
+        if isinstance(row(n), (View, Part)) and id(n.inputs[0]) not in inlined:
+            source = n.inputs[0]
+            views[id(n)] = views.get(id(source), source)
+            offset = offsets.get(id(source), 0)
+            if isinstance(row(n), Part):
+                offset += part_offset(source.type, n.attrs["index"])
+            if isinstance(row(n), Part) or id(source) in offsets:
+                offsets[id(n)] = offset
             continue
         kernel = Kernel(n)
         kernels.append(kernel)
@@ -98,14 +107,14 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
 
     for j, o in enumerate(graph.outputs):
         owner = owners.get(id(views.get(id(o), o)))
-        if owner is not None and owner.output is None:
+        if owner is not None and owner.output is None and id(o) not in offsets:
             owner.output = j
         else:
             kernels.append(Kernel(o, output=j, copy=True))
 
     for k in kernels:
         _collect(k, inlined)
-    return FusionPlan(graph, kernels, inlined, views)
+    return FusionPlan(graph, kernels, inlined, views, offsets)
 
 
 def _collect(kernel: Kernel, inlined: set) -> None:

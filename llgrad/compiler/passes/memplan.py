@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llgrad.compiler.codegen.lowering import row
-from llgrad.compiler.codegen.scalar import ITEMSIZE
-
-ALIGN = 64
+from llgrad.compiler.codegen.scalar import ALIGN, nbytes
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,7 +37,7 @@ class MemoryPlan:
 
 
 def _nbytes(node) -> int:
-    return node.type.size * ITEMSIZE[node.dtype]
+    return nbytes(node.type)
 
 
 def plan_memory(fusion) -> MemoryPlan:
@@ -90,15 +88,20 @@ def plan_memory(fusion) -> MemoryPlan:
         outputs.append(buf)
     for view_id, root in fusion.views.items():
         if id(root) in buffers:
-            buffers[view_id] = buffers[id(root)]
+            buf = buffers[id(root)]
+            offset = fusion.offsets.get(view_id)
+            if offset is not None:   # a part of a multi-result node's buffer
+                assert buf.kind == "arena", "multi-result values live in the arena"
+                buf = Buffer("arena", buf.index + offset, buf.nbytes - offset)
+            buffers[view_id] = buf
     return MemoryPlan(buffers, [tuple(s) for s in scratch], outputs, arena_bytes, constants)
 
 
 def _assign_offsets(requests):
     """First fit: each buffer takes the lowest offset free during its whole lifetime."""
     placed, offsets, top = [], {}, 0
-    for start, end, nbytes, key in sorted(requests, key=lambda r: r[0]):
-        size = -(-max(nbytes, 1) // ALIGN) * ALIGN
+    for start, end, want, key in sorted(requests, key=lambda r: r[0]):
+        size = -(-max(want, 1) // ALIGN) * ALIGN
         busy = sorted((off, off + sz) for s, e, off, sz in placed if s <= end and start <= e)
         offset = 0
         for lo, hi in busy:

@@ -1,0 +1,89 @@
+"""``loop``: a counted loop whose body is a Graph, lowered to a function called per step.
+
+The body graph gets its own fusion and memory plan and becomes an internal function
+with the same packed-argument convention as the entry point, so loops nest.  Per
+step it reads the carried values from buffer set A and writes the new ones to set B
+(the body may still read an old value after writing a new one), then B is copied
+back to A; per-step results go straight into their row of the stacked output.
+The loop's results live in one buffer, part after part (see ``scalar.part_offset``).
+"""
+from __future__ import annotations
+
+import weakref
+
+from llvmlite import ir
+
+from .indexing import Index
+from .loops import counted_loop, loop_nest
+from .scalar import I8, I64, PTR, i64, load, nbytes, part_offset, store
+
+_plans = weakref.WeakKeyDictionary()   # body Graph -> (fusion, memory)
+
+
+def body_plan(body):
+    plan = _plans.get(body)
+    if plan is None:
+        from llgrad.compiler.passes.fusion import fuse
+        from llgrad.compiler.passes.memplan import plan_memory
+        fusion = fuse(body)
+        plan = _plans[body] = (fusion, plan_memory(fusion))
+    return plan
+
+
+def scratch_bytes(node):
+    """Carried values twice (current and next), then the body's arena."""
+    carried = [nbytes(x.type) for x in node.inputs[:node.attrs["n_carried"]]]
+    return tuple(carried) + tuple(carried) + (body_plan(node.attrs["body"])[1].arena_bytes,)
+
+
+def _copy(b, dst, dtype, size, value_at):
+    with loop_nest(b, (size,), "cp") as (i,):
+        store(b, value_at(i), dst, i, dtype)
+
+
+def emit_loop(ctx, node, out):
+    from .module import lower_graph
+    b = ctx.b
+    module = b.module
+    body, trip, nc = node.attrs["body"], node.attrs["trip_count"], node.attrs["n_carried"]
+    carried, invariants = node.inputs[:nc], node.inputs[nc:]
+    fusion, memory = body_plan(body)
+    count = getattr(module, "llgrad_bodies", 0)
+    module.llgrad_bodies = count + 1
+    body_fn = lower_graph(module, fusion, memory, f"{b.function.name}.body{count}", ctx.flags,
+                          internal=True)
+
+    n_slots = len(body.inputs) + len(body.outputs) + 1
+    packed = b.alloca(ir.ArrayType(PTR, n_slots), name="packed")
+    step = b.alloca(I64, name="step")
+    current, nxt, arena = ctx.scratch[:nc], ctx.scratch[nc:2 * nc], ctx.scratch[2 * nc]
+
+    def put(slot, ptr):
+        b.store(ptr, b.gep(packed, [i64(0), i64(slot)], inbounds=True))
+
+    for x, a in zip(carried, current):
+        _copy(b, a, x.dtype, x.type.size, lambda i, x=x: ctx.read(x, Index(None, i)))
+    put(0, step)
+    for k, a in enumerate(current):
+        put(1 + k, a)
+    for k, x in enumerate(invariants):
+        put(1 + nc + k, ctx.pointer(x))
+    base = len(body.inputs)
+    for k, a in enumerate(nxt):
+        put(base + k, a)
+    put(n_slots - 1, arena)
+
+    ys = node.type[nc:]
+    with counted_loop(b, trip, "step") as i:
+        b.store(i, step)
+        for k, t in enumerate(ys):
+            row_bytes = nbytes(t) // trip if trip else 0
+            offset = b.add(i64(part_offset(node.type, nc + k)),
+                           b.mul(i, i64(row_bytes), flags=["nuw", "nsw"]), flags=["nuw", "nsw"])
+            put(base + nc + k, b.gep(out, [offset], inbounds=True, source_etype=I8))
+        b.call(body_fn, [b.gep(packed, [i64(0), i64(0)], inbounds=True)])
+        for x, a, n in zip(carried, current, nxt):
+            _copy(b, a, x.dtype, x.type.size, lambda j, n=n, x=x: load(b, n, j, x.dtype))
+    for k, (x, a) in enumerate(zip(carried, current)):
+        dst = b.gep(out, [i64(part_offset(node.type, k))], inbounds=True, source_etype=I8)
+        _copy(b, dst, x.dtype, x.type.size, lambda j, a=a, x=x: load(b, a, j, x.dtype))
