@@ -339,3 +339,20 @@ def test_every_accepted_dtype_is_covered():
             except (DTypeError, ShapeError):
                 continue
             assert dt in tested, f"{name} accepts {dt} but no case tests it"
+
+
+@pytest.mark.parametrize("path", ["blas", "loops"])
+@pytest.mark.parametrize("index", [i for i, c in enumerate(CASES) if c.op == "dot_general"],
+                         ids=[c.id for c in CASES if c.op == "dot_general"])
+def test_dot_general_blas_and_loop_nest_agree(index, path):
+    """Both matmul paths, forced: gemm for every size it accepts, or never."""
+    case = CASES[index]
+    graph = _graph(case, fused=False)
+    exe = compile_graph(graph, blas=path == "blas", blas_min_flops=1)
+    if path == "blas":
+        pytest.importorskip("scipy")
+    args = _arguments(case)
+    _check(exe(*args)[0], interpret(graph, *args)[0], case.exact, case.terms)
+    uses_gemm = "gemm_" in exe.llvm_ir
+    assert uses_gemm == (path == "blas" and min(args[0].size, args[1].size) > 0
+                         and graph.outputs[0].type.size > 0)

@@ -9,21 +9,26 @@ from llgrad.compiler.passes.fusion import fuse
 from llgrad.compiler.passes.memplan import plan_memory
 from llgrad.ir.graph import Graph
 from llgrad.runtime import engine
+from llgrad.runtime.blas import available as blas_symbols
 from llgrad.runtime.executable import Executable
 
 
 def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True,
-                  libmvec: bool = True) -> Executable:
+                  libmvec: bool = True, blas: bool = True,
+                  blas_min_flops: int | None = None) -> Executable:
     """Compile ``graph`` for the host CPU.
 
     ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
     ``fuse_ops=False`` gives every node its own loop (for testing and debugging);
-    ``libmvec=False`` keeps transcendental functions scalar.
+    ``libmvec=False`` keeps transcendental functions scalar; ``blas=False`` (or no
+    scipy, or LLGRAD_NO_BLAS=1) keeps every dot_general a generated loop nest.
     """
     fusion = fuse(graph, enabled=fuse_ops)
     memory = plan_memory(fusion)
     module, entry = build_module(fusion, memory, fastmath=fastmath,
-                                 vector_isas=engine.vector_isas() if libmvec else ())
+                                 vector_isas=engine.vector_isas() if libmvec else (),
+                                 blas=blas_symbols() if blas else (),
+                                 blas_min_flops=blas_min_flops)
     llvm_ir = str(module)
     compiled = engine.jit(llvm_ir, entry)
     return Executable(graph, compiled, arena_bytes=memory.arena_bytes, llvm_ir=llvm_ir,

@@ -3,17 +3,19 @@
 Operands whose axes are not already in batch/free/contracting order are first copied
 into arena scratch in that order, so the product itself is one simple i-k-j nest whose
 innermost loop runs along contiguous rows of the right operand and the output (LLVM
-vectorises it; every output element still sums over k in order).
+vectorises it; every output element still sums over k in order).  Large products
+call BLAS gemm instead when the module was configured with BLAS symbols.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from llvmlite import ir
 
 from .indexing import Index
 from .loops import counted_loop, loop_nest
-from .scalar import ITEMSIZE, const, i64, linearise, load, store
+from .scalar import ITEMSIZE, PTR, REGISTER, const, i64, linearise, load, store
 
 # Multiply-add may contract to FMA (as BLAS does); it never reorders the sum.
 _CONTRACT = ("contract",)
@@ -66,6 +68,35 @@ def _reordered(ctx, x, perm, scratch):
     return scratch
 
 
+#: products with at least this many multiply-adds go to BLAS when it is available
+BLAS_MIN_FLOPS = 32 ** 3
+_GEMM = {"float64": "dgemm_", "float32": "sgemm_"}
+
+
+def _emit_gemm(ctx, c, A, Bm, out, dtype):
+    """Row-major C = A B per batch as column-major gemm('N','N', N, M, K, 1, B, N, A, K, 0, C, N)."""
+    b = ctx.b
+    i32, i8, t = ir.IntType(32), ir.IntType(8), REGISTER[dtype]
+    name = _GEMM[dtype]
+    fn = b.module.globals.get(name) or ir.Function(
+        b.module, ir.FunctionType(ir.VoidType(), [PTR] * 13), name)
+
+    def cell(typ, value):
+        p = b.alloca(typ)
+        b.store(ir.Constant(typ, value), p)
+        return p
+
+    trans = cell(i8, ord("N"))
+    n, m, k = cell(i32, c.N), cell(i32, c.M), cell(i32, c.K)
+    one, zero = cell(t, 1.0), cell(t, 0.0)
+    item = ITEMSIZE[dtype]
+    with counted_loop(b, c.B, "gemm") as batch:
+        at = lambda ptr, per: b.gep(ptr, [b.mul(batch, i64(per * item))],  # noqa: E731
+                                    source_etype=ir.IntType(8))
+        b.call(fn, [trans, trans, n, m, k, one, at(Bm, c.K * c.N), n, at(A, c.M * c.K), k,
+                    zero, at(out, c.M * c.N), n])
+
+
 def emit_dot_general(ctx, node, out):
     b, dtype = ctx.b, node.dtype
     lhs, rhs = node.inputs
@@ -74,6 +105,10 @@ def emit_dot_general(ctx, node, out):
     need_l, need_r = c.copies
     A = _reordered(ctx, lhs, c.lhs_perm, next(scratch)) if need_l else ctx.pointer(lhs)
     Bm = _reordered(ctx, rhs, c.rhs_perm, next(scratch)) if need_r else ctx.pointer(rhs)
+    if (_GEMM[dtype] in getattr(b.module, "llgrad_blas", ()) and min(c.M, c.N, c.K) >= 1
+            and c.M * c.N * c.K >= getattr(b.module, "llgrad_blas_min_flops", BLAS_MIN_FLOPS)):
+        _emit_gemm(ctx, c, A, Bm, out, dtype)
+        return
     flags = tuple(ctx.flags) or _CONTRACT
     nsw = ["nuw", "nsw"]
     with counted_loop(b, c.B * c.M, "bi") as bi:       # batch and row together

@@ -95,14 +95,19 @@ def _constant_global(module, node, name):
     return g
 
 
-def build_module(fusion, memory, *, fastmath: bool = False,
-                 vector_isas=()) -> tuple[ir.Module, str]:
+def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=(),
+                 blas_min_flops=None) -> tuple[ir.Module, str]:
     """Lower a fused, memory-planned graph; returns the module and its entry symbol.
 
-    ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e").
+    ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
+    ``blas``: gemm symbols the JIT resolves ("dgemm_", "sgemm_"), used for products
+    of at least ``blas_min_flops`` multiply-adds.
     """
     module = ir.Module(name=fusion.graph.name)
     math.configure(module, vector_isas)
+    module.llgrad_blas = tuple(blas)
+    if blas_min_flops is not None:
+        module.llgrad_blas_min_flops = blas_min_flops
     entry_name = _symbol(fusion.graph.name)
     lower_graph(module, fusion, memory, entry_name, ("fast",) if fastmath else ())
     math.finish(module)
