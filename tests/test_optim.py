@@ -13,20 +13,7 @@ from llgrad.compiler import pytree
 STEPS = 10
 
 
-def _native_unavailable():
-    """Why the native backend can't be tested here, or None when it works."""
-    try:
-        import llgrad.compiler.pipeline  # noqa: F401
-        out = llgrad.jit(lambda x: x * 2.0, backend="native")(np.ones(3))
-        assert np.array_equal(out, np.full(3, 2.0)), f"x * 2 gave {out}"
-    except Exception as exc:  # any failure of a backend still being built means skip
-        return f"native backend unavailable: {type(exc).__name__}: {exc}"
-    return None
-
-
-_NATIVE_SKIP = _native_unavailable()
-BACKENDS = ["interpret", pytest.param("native", marks=pytest.mark.skipif(
-    _NATIVE_SKIP is not None, reason=str(_NATIVE_SKIP)))]
+BACKENDS = ["interpret", "native"]
 
 
 def make_params(dtype=np.float64, seed=0):
