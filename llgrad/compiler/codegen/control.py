@@ -2,9 +2,10 @@
 
 The body graph gets its own fusion and memory plan and becomes an internal function
 with the same packed-argument convention as the entry point, so loops nest.  Per
-step it reads the carried values from buffer set A and writes the new ones to set B
-(the body may still read an old value after writing a new one), then B is copied
-back to A; per-step results go straight into their row of the stacked output.
+step it reads the carried values from one buffer set and writes the new ones to the
+other (the body may still read an old value after writing a new one); the sets swap
+roles every step, so nothing is copied between steps.  Per-step results go straight
+into their row of the stacked output.
 The loop's results live in one buffer, part after part (see ``scalar.part_offset``).
 """
 from __future__ import annotations
@@ -64,26 +65,25 @@ def emit_loop(ctx, node, out):
     for x, a in zip(carried, current):
         _copy(b, a, x.dtype, x.type.size, lambda i, x=x: ctx.read(x, Index(None, i)))
     put(0, step)
-    for k, a in enumerate(current):
-        put(1 + k, a)
     for k, x in enumerate(invariants):
         put(1 + nc + k, ctx.pointer(x))
     base = len(body.inputs)
-    for k, a in enumerate(nxt):
-        put(base + k, a)
     put(n_slots - 1, arena)
 
     ys = node.type[nc:]
     with counted_loop(b, trip, "step") as i:
         b.store(i, step)
+        odd = b.trunc(i, ir.IntType(1))
+        for k, (a, n) in enumerate(zip(current, nxt)):  # even steps read A, odd steps B
+            put(1 + k, b.select(odd, n, a))
+            put(base + k, b.select(odd, a, n))
         for k, t in enumerate(ys):
             row_bytes = nbytes(t) // trip if trip else 0
             offset = b.add(i64(part_offset(node.type, nc + k)),
                            b.mul(i, i64(row_bytes), flags=["nuw", "nsw"]), flags=["nuw", "nsw"])
             put(base + nc + k, b.gep(out, [offset], inbounds=True, source_etype=I8))
         b.call(body_fn, [b.gep(packed, [i64(0), i64(0)], inbounds=True)])
-        for x, a, n in zip(carried, current, nxt):
-            _copy(b, a, x.dtype, x.type.size, lambda j, n=n, x=x: load(b, n, j, x.dtype))
-    for k, (x, a) in enumerate(zip(carried, current)):
+    final = current if trip % 2 == 0 else nxt
+    for k, (x, a) in enumerate(zip(carried, final)):
         dst = b.gep(out, [i64(part_offset(node.type, k))], inbounds=True, source_etype=I8)
         _copy(b, dst, x.dtype, x.type.size, lambda j, a=a, x=x: load(b, a, j, x.dtype))

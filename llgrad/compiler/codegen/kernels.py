@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .indexing import Index
-from .loops import loop_nest
+from .loops import counted_loop, loop_nest
 from .scalar import const, i64, linearise, load, store
 
 
@@ -23,18 +23,49 @@ def _flat_index(b, axes, shape):
 
 
 # ----------------------------------------------------------------------------------
-# reductions: walk the input in its own memory order and accumulate into the output,
-# so each output element sums its inputs in order and inner kept axes vectorise.
+# reductions.  When the last axis is kept, walk the input in memory order and
+# accumulate into the output, so the kept inner axis vectorises.  When it is reduced,
+# each run along it is summed in registers by LANES interleaved partial results
+# (element j goes to lane j % LANES), combined pairwise at the end of the run: a
+# fixed, deterministic order (numpy's pairwise summation also keeps 8 partial sums)
+# that breaks the add-latency chain of a strictly sequential sum.
+
+LANES = 8
+
 
 def _emit_reduce(ctx, node, out, init, combine):
     b, (x,) = ctx.b, node.inputs
     axes, dtype = node.attrs["axes"], node.dtype
     _fill(ctx, out, node.type, init)
-    with loop_nest(b, x.shape, "r") as idx:
-        kept = [i for d, i in enumerate(idx) if d not in axes]
+    last = x.type.ndim - 1
+    if last not in axes or x.shape[last] < 2 * LANES:
+        with loop_nest(b, x.shape, "r") as idx:
+            kept = [i for d, i in enumerate(idx) if d not in axes]
+            where = linearise(b, kept, node.shape)
+            value = ctx.read(x, _flat_index(b, idx, x.shape))
+            store(b, combine(load(b, out, where, dtype), value), out, where, dtype)
+        return
+    run = x.shape[last]
+    with loop_nest(b, x.shape[:last], "r") as prefix:
+        kept = [i for d, i in enumerate(prefix) if d not in axes]
         where = linearise(b, kept, node.shape)
-        value = ctx.read(x, _flat_index(b, idx, x.shape))
-        store(b, combine(load(b, out, where, dtype), value), out, where, dtype)
+        read = lambda j: ctx.read(x, _flat_index(b, prefix + [j], x.shape))  # noqa: E731
+        with b.goto_entry_block():  # in the entry block, so they become registers
+            slots = [b.alloca(init.type) for _ in range(LANES)]
+        for slot in slots:
+            b.store(init, slot)
+        with counted_loop(b, run // LANES, "lane") as block:
+            start = b.mul(block, i64(LANES), flags=["nuw", "nsw"])
+            for lane, slot in enumerate(slots):
+                j = b.add(start, i64(lane), flags=["nuw", "nsw"])
+                b.store(combine(b.load(slot), read(j)), slot)
+        partial = [b.load(slot) for slot in slots]
+        while len(partial) > 1:
+            partial = [combine(partial[k], partial[k + 1]) for k in range(0, len(partial), 2)]
+        total = partial[0]
+        for j in range(run - run % LANES, run):
+            total = combine(total, read(i64(j)))
+        store(b, combine(load(b, out, where, dtype), total), out, where, dtype)
 
 
 def emit_reduce_sum(ctx, node, out):

@@ -30,11 +30,32 @@ class Canonical:
     K: int
     N: int
 
+    nb: int = 0
+    n_lf: int = 0
+    n_rc: int = 0
+
     @property
     def copies(self):
-        """Which operands need a reordered copy: (lhs?, rhs?)."""
+        """Which operands need a reordered copy for the loop nest: (lhs?, rhs?)."""
         return (self.lhs_perm != tuple(range(len(self.lhs_perm))),
                 self.rhs_perm != tuple(range(len(self.rhs_perm))))
+
+    @property
+    def gemm_layouts(self):
+        """BLAS reads a per-batch transposed operand in place ('T'); only other
+        orders need a copy (None): (lhs, rhs), each 'N', 'T' or None."""
+        return (_layout(self.lhs_perm, self.nb, self.n_lf),
+                _layout(self.rhs_perm, self.nb, self.n_rc))
+
+
+def _layout(perm, nb, n_first):
+    """'N' if the operand is already (batch, first, second) in memory, 'T' if it is
+    (batch, second, first), None otherwise."""
+    identity = tuple(range(len(perm)))
+    if perm == identity:
+        return "N"
+    batch, first, second = perm[:nb], perm[nb:nb + n_first], perm[nb + n_first:]
+    return "T" if batch + second + first == identity else None
 
 
 def _free(ndim, contracting, batch):
@@ -47,7 +68,8 @@ def canonical(node) -> Canonical:
     lf, rf = _free(lhs.type.ndim, lc, lb), _free(rhs.type.ndim, rc, rb)
     size = lambda x, axes: int(np.prod([x.shape[d] for d in axes], dtype=np.int64))  # noqa
     return Canonical(tuple(lb) + lf + tuple(lc), tuple(rb) + tuple(rc) + rf,
-                     size(lhs, lb), size(lhs, lf), size(lhs, lc), size(rhs, rf))
+                     size(lhs, lb), size(lhs, lf), size(lhs, lc), size(rhs, rf),
+                     len(lb), len(lf), len(rc))
 
 
 def scratch_bytes(node):
@@ -73,8 +95,11 @@ BLAS_MIN_FLOPS = 32 ** 3
 _GEMM = {"float64": "dgemm_", "float32": "sgemm_"}
 
 
-def _emit_gemm(ctx, c, A, Bm, out, dtype):
-    """Row-major C = A B per batch as column-major gemm('N','N', N, M, K, 1, B, N, A, K, 0, C, N)."""
+def _emit_gemm(ctx, c, A, Bm, out, dtype, layouts=("N", "N")):
+    """Row-major C = op(A) op(B) per batch as column-major
+    gemm(tb, ta, N, M, K, 1, B, ldb, A, lda, 0, C, N): the column-major view of a
+    row-major matrix is its transpose, so the operands swap places; an operand
+    stored transposed is read with 'T' and the other leading dimension."""
     b = ctx.b
     i32, i8, t = ir.IntType(32), ir.IntType(8), REGISTER[dtype]
     name = _GEMM[dtype]
@@ -86,14 +111,16 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype):
         b.store(ir.Constant(typ, value), p)
         return p
 
-    trans = cell(i8, ord("N"))
+    ta, tb = (cell(i8, ord(t)) for t in layouts)
+    lda = cell(i32, c.K if layouts[0] == "N" else c.M)
+    ldb = cell(i32, c.N if layouts[1] == "N" else c.K)
     n, m, k = cell(i32, c.N), cell(i32, c.M), cell(i32, c.K)
     one, zero = cell(t, 1.0), cell(t, 0.0)
     item = ITEMSIZE[dtype]
     with counted_loop(b, c.B, "gemm") as batch:
         at = lambda ptr, per: b.gep(ptr, [b.mul(batch, i64(per * item))],  # noqa: E731
                                     source_etype=ir.IntType(8))
-        b.call(fn, [trans, trans, n, m, k, one, at(Bm, c.K * c.N), n, at(A, c.M * c.K), k,
+        b.call(fn, [tb, ta, n, m, k, one, at(Bm, c.K * c.N), ldb, at(A, c.M * c.K), lda,
                     zero, at(out, c.M * c.N), n])
 
 
@@ -103,12 +130,17 @@ def emit_dot_general(ctx, node, out):
     c = canonical(node)
     scratch = iter(ctx.scratch)
     need_l, need_r = c.copies
-    A = _reordered(ctx, lhs, c.lhs_perm, next(scratch)) if need_l else ctx.pointer(lhs)
-    Bm = _reordered(ctx, rhs, c.rhs_perm, next(scratch)) if need_r else ctx.pointer(rhs)
+    l_scratch = next(scratch) if need_l else None
+    r_scratch = next(scratch) if need_r else None
     if (_GEMM[dtype] in getattr(b.module, "llgrad_blas", ()) and min(c.M, c.N, c.K) >= 1
             and c.M * c.N * c.K >= getattr(b.module, "llgrad_blas_min_flops", BLAS_MIN_FLOPS)):
-        _emit_gemm(ctx, c, A, Bm, out, dtype)
+        la, lb_ = c.gemm_layouts
+        A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
+        Bm = ctx.pointer(rhs) if lb_ else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
+        _emit_gemm(ctx, c, A, Bm, out, dtype, (la or "N", lb_ or "N"))
         return
+    A = _reordered(ctx, lhs, c.lhs_perm, l_scratch) if need_l else ctx.pointer(lhs)
+    Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)
     flags = tuple(ctx.flags) or _CONTRACT
     nsw = ["nuw", "nsw"]
     with counted_loop(b, c.B * c.M, "bi") as bi:       # batch and row together

@@ -93,7 +93,35 @@ def _broadcast(b, node, inputs):
     return None
 
 
+def _dot_general(b, node, inputs):
+    """A transposed operand is read in place: dot_general(transpose(x), y) is a
+    dot_general of x with renumbered dims, when that keeps the result's axis order
+    (the free axes must stay in increasing order).  BLAS then reads x transposed
+    instead of copying it."""
+    (lc, rc), (lb, rb) = node.attrs["dims"]
+    dims = [[list(lc), list(rc)], [list(lb), list(rb)]]
+    operands = list(inputs)
+    changed = False
+    for side, x in enumerate(inputs):
+        if x.op != "transpose":
+            continue
+        perm = x.attrs["perm"]
+        contract, batch = dims[0][side], dims[1][side]
+        free = [d for d in range(len(perm)) if d not in contract and d not in batch]
+        if [perm[d] for d in free] != sorted(perm[d] for d in free):
+            continue
+        dims[0][side] = [perm[d] for d in contract]
+        dims[1][side] = [perm[d] for d in batch]
+        operands[side] = x.inputs[0]
+        changed = True
+    if not changed:
+        return None
+    return b.dot_general(*operands, dims=((tuple(dims[0][0]), tuple(dims[0][1])),
+                                          (tuple(dims[1][0]), tuple(dims[1][1]))))
+
+
 RULES = {
+    "dot_general": _dot_general,
     "mul": _mul,
     "div": lambda b, node, inputs: inputs[0] if _is(inputs[1], 1) else None,
     "add": _add,
