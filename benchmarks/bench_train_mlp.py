@@ -211,33 +211,34 @@ def main():
     params, x, y = problem()
     first = batches(x, y)[0]
     print(f"{STEPS} SGD steps, 784-128-10 tanh MLP, batch {BATCH}, float32, "
-          f"{args.threads} thread(s), median of {args.repeats}")
-    print(f"{'contender':<34}{'ms / 200 steps':>16}{'µs / step':>12}{'× llgrad':>10}"
-          f"{'warm-up s':>11}{'final loss':>12}")
-    baseline = None
+          f"{args.threads} thread(s), median of {args.repeats} interleaved rounds")
+    runs, warm, finals = {}, {}, {}
     for name, make, module in CONTENDERS:
         if module is not None:
             try:
                 __import__(module)
             except ImportError:
-                print(f"{name:<34}{'(not installed: pip install ' + module + ')':>40}")
+                print(f"  {name}: not installed (pip install {module})")
                 continue
-        run = make(params, x, y)
+        runs[name] = make(params, x, y)
         t0 = time.perf_counter()
-        final = run()  # warm-up: compilation and caches
-        warm = time.perf_counter() - t0
-        times = []
-        for _ in range(args.repeats):
+        finals[name] = runs[name]()  # warm-up: compilation and caches
+        warm[name] = time.perf_counter() - t0
+    times = {name: [] for name in runs}
+    for _ in range(args.repeats):  # round-robin, so drift in machine load hits everyone
+        for name, run in runs.items():
             t0 = time.perf_counter()
             run()
-            times.append(time.perf_counter() - t0)
-        median = float(np.median(times))
-        baseline = baseline or median
-        final_loss = float(loss({k: np.asarray(v, np.float64) for k, v in final.items()},
+            times[name].append(time.perf_counter() - t0)
+    print(f"{'contender':<34}{'ms / run':>10}{'µs / step':>11}{'× llgrad':>10}"
+          f"{'warm-up s':>11}{'final loss':>12}")
+    baseline = float(np.median(times[CONTENDERS[0][0]]))
+    for name in runs:
+        median = float(np.median(times[name]))
+        final_loss = float(loss({k: np.asarray(v, np.float64) for k, v in finals[name].items()},
                                 first[0].astype(np.float64), first[1].astype(np.float64)))
-        print(f"{name:<34}{median * 1e3:>16.2f}{median / STEPS * 1e6:>12.1f}"
-              f"{median / baseline:>10.2f}{warm:>11.2f}{final_loss:>12.5f}")
-        sys.stdout.flush()
+        print(f"{name:<34}{median * 1e3:>10.2f}{median / STEPS * 1e6:>11.1f}"
+              f"{median / baseline:>10.2f}{warm[name]:>11.2f}{final_loss:>12.5f}")
 
 
 if __name__ == "__main__":

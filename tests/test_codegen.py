@@ -349,10 +349,35 @@ def test_dot_general_blas_and_loop_nest_agree(index, path):
     case = CASES[index]
     graph = _graph(case, fused=False)
     exe = compile_graph(graph, blas=path == "blas", blas_min_flops=1)
-    if path == "blas":
-        pytest.importorskip("scipy")
     args = _arguments(case)
     _check(exe(*args)[0], interpret(graph, *args)[0], case.exact, case.terms)
-    uses_gemm = "gemm_" in exe.llvm_ir
+    uses_gemm = "gemm" in exe.llvm_ir
     assert uses_gemm == (path == "blas" and min(args[0].size, args[1].size) > 0
                          and graph.outputs[0].type.size > 0)
+
+
+@pytest.mark.parametrize("provider", ["numpy's OpenBLAS", "scipy"])
+@pytest.mark.parametrize("dims", [(((1,), (0,)), ((), ())), (((0,), (0,)), ((), ())),
+                                  (((1,), (1,)), ((), ()))], ids=["NN", "TN", "NT"])
+def test_each_blas_provider_multiplies_transposed_operands(provider, dims, monkeypatch):
+    """Both calling conventions (row-major CBLAS, column-major Fortran), with operands
+    read transposed in place."""
+    from llgrad.compiler import pipeline
+    from llgrad.runtime import blas
+    found = blas._numpy_openblas() if provider.startswith("numpy") else (
+        pytest.importorskip("scipy") and blas._scipy_blas())
+    if not found:
+        pytest.skip(f"{provider} is not available here")
+    monkeypatch.setattr(pipeline, "blas_symbols", lambda: found)
+    (lc, rc), _ = dims
+    lhs_shape = (40, 33) if lc == (1,) else (33, 40)
+    rhs_shape = (33, 20) if rc == (0,) else (20, 33)
+    for dtype in ("float64", "float32"):
+        b = Builder()
+        x = b.parameter(index=0, type=TensorType(lhs_shape, dtype), name="x")
+        y = b.parameter(index=1, type=TensorType(rhs_shape, dtype), name="y")
+        graph = Graph([x, y], [b.dot_general(x, y, dims=dims)])
+        exe = compile_graph(graph, blas_min_flops=1)
+        assert found[dtype].symbol in exe.llvm_ir
+        args = [RNG.standard_normal(s).astype(dtype) for s in (lhs_shape, rhs_shape)]
+        _check(exe(*args)[0], interpret(graph, *args)[0], exact=False, terms=33)

@@ -21,13 +21,13 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
     ``fuse_ops=False`` gives every node its own loop (for testing and debugging);
     ``libmvec=False`` keeps transcendental functions scalar; ``blas=False`` (or no
-    scipy, or LLGRAD_NO_BLAS=1) keeps every dot_general a generated loop nest.
+    BLAS found, or LLGRAD_NO_BLAS=1) keeps every dot_general a generated loop nest.
     """
     fusion = fuse(graph, enabled=fuse_ops)
     memory = plan_memory(fusion)
     module, entry = build_module(fusion, memory, fastmath=fastmath,
                                  vector_isas=engine.vector_isas() if libmvec else (),
-                                 blas=blas_symbols() if blas else (),
+                                 blas=blas_symbols() if blas else None,
                                  blas_min_flops=blas_min_flops)
     llvm_ir = str(module)
     compiled = engine.jit(llvm_ir, entry)

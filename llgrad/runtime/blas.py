@@ -1,37 +1,72 @@
-"""Optional BLAS: scipy's ``cython_blas`` gemm entry points, registered with the JIT by name.
+"""Optional BLAS for large matrix products, registered with the JIT by name.
 
-scipy is imported only when a compile asks for BLAS.  The generated code calls
-``dgemm_``/``sgemm_`` (Fortran convention, every argument by pointer); the address is
-registered with ``llvm.add_symbol`` at load time, never baked into the IR.
+Preferred: the OpenBLAS that numpy's wheels bundle (``numpy.libs/libscipy_openblas*``),
+called through its row-major CBLAS entry point.  It is already loaded with numpy, so
+llgrad needs nothing more, and it shares numpy's thread pool: two OpenBLAS copies with
+two pools of spinning threads made timings erratic (see LLVMLITE-NOTES).  Fallback:
+scipy's ``cython_blas`` (Fortran convention, every argument by pointer).  Without
+either, products run as generated loop nests.  Addresses are registered with
+``llvm.add_symbol`` at load time, never baked into the IR.  ``LLGRAD_NO_BLAS=1``
+turns BLAS off.
 """
 from __future__ import annotations
 
 import ctypes
+import glob
 import os
+from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 
-_symbols: dict | None = None
+
+@dataclass(frozen=True)
+class Gemm:
+    symbol: str        # the name the generated code calls
+    convention: str    # "cblas64": row-major CBLAS with 64-bit ints; "fortran": by pointer
 
 
-def available() -> tuple[str, ...]:
-    """The gemm symbols the JIT can resolve: ("dgemm_", "sgemm_"), or () without scipy."""
-    global _symbols
-    if _symbols is None:
-        _symbols = {}
-        if os.environ.get("LLGRAD_NO_BLAS") != "1":
+_found: dict | None = None
+
+
+def _numpy_openblas() -> dict:
+    import numpy
+    libs = os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), "numpy.libs")
+    for path in glob.glob(os.path.join(libs, "libscipy_openblas64_*.so")):
+        lib = ctypes.CDLL(path)
+        found = {}
+        for dtype, name in (("float64", "scipy_cblas_dgemm64_"), ("float32", "scipy_cblas_sgemm64_")):
             try:
-                from scipy.linalg import cython_blas
-            except ImportError:
-                return ()
-            get_name = ctypes.pythonapi.PyCapsule_GetName
-            get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-            get_ptr = ctypes.pythonapi.PyCapsule_GetPointer
-            get_ptr.restype = ctypes.c_void_p
-            get_ptr.argtypes = [ctypes.py_object, ctypes.c_char_p]
-            for name in ("dgemm", "sgemm"):
-                capsule = cython_blas.__pyx_capi__[name]
-                address = get_ptr(capsule, get_name(capsule))
-                llvm.add_symbol(name + "_", address)
-                _symbols[name + "_"] = address
-    return tuple(_symbols)
+                llvm.add_symbol(name, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
+            except AttributeError:
+                return {}
+            found[dtype] = Gemm(name, "cblas64")
+        return found
+    return {}
+
+
+def _scipy_blas() -> dict:
+    try:
+        from scipy.linalg import cython_blas
+    except ImportError:
+        return {}
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_ptr = ctypes.pythonapi.PyCapsule_GetPointer
+    get_ptr.restype = ctypes.c_void_p
+    get_ptr.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    found = {}
+    for dtype, name in (("float64", "dgemm"), ("float32", "sgemm")):
+        capsule = cython_blas.__pyx_capi__[name]
+        llvm.add_symbol(name + "_", get_ptr(capsule, get_name(capsule)))
+        found[dtype] = Gemm(name + "_", "fortran")
+    return found
+
+
+def available() -> dict:
+    """dtype -> Gemm for the dtypes BLAS can multiply here (empty without BLAS)."""
+    global _found
+    if _found is None:
+        _found = {}
+        if os.environ.get("LLGRAD_NO_BLAS") != "1":
+            _found = _numpy_openblas() or _scipy_blas()
+    return dict(_found)

@@ -15,7 +15,7 @@ from llvmlite import ir
 
 from .indexing import Index
 from .loops import counted_loop, loop_nest
-from .scalar import ITEMSIZE, PTR, REGISTER, const, i64, linearise, load, store
+from .scalar import I64, ITEMSIZE, PTR, REGISTER, const, i64, linearise, load, store
 
 # Multiply-add may contract to FMA (as BLAS does); it never reorders the sum.
 _CONTRACT = ("contract",)
@@ -92,36 +92,47 @@ def _reordered(ctx, x, perm, scratch):
 
 #: products with at least this many multiply-adds go to BLAS when it is available
 BLAS_MIN_FLOPS = 32 ** 3
-_GEMM = {"float64": "dgemm_", "float32": "sgemm_"}
 
 
-def _emit_gemm(ctx, c, A, Bm, out, dtype, layouts=("N", "N")):
-    """Row-major C = op(A) op(B) per batch as column-major
-    gemm(tb, ta, N, M, K, 1, B, ldb, A, lda, 0, C, N): the column-major view of a
-    row-major matrix is its transpose, so the operands swap places; an operand
-    stored transposed is read with 'T' and the other leading dimension."""
+def _declare(b, name, ret, args):
+    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
+
+
+def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
+    """Row-major C = op(A) op(B), one gemm per batch; an operand stored transposed is
+    read in place with 'T' and the other leading dimension."""
     b = ctx.b
-    i32, i8, t = ir.IntType(32), ir.IntType(8), REGISTER[dtype]
-    name = _GEMM[dtype]
-    fn = b.module.globals.get(name) or ir.Function(
-        b.module, ir.FunctionType(ir.VoidType(), [PTR] * 13), name)
-
-    def cell(typ, value):
-        p = b.alloca(typ)
-        b.store(ir.Constant(typ, value), p)
-        return p
-
-    ta, tb = (cell(i8, ord(t)) for t in layouts)
-    lda = cell(i32, c.K if layouts[0] == "N" else c.M)
-    ldb = cell(i32, c.N if layouts[1] == "N" else c.K)
-    n, m, k = cell(i32, c.N), cell(i32, c.M), cell(i32, c.K)
-    one, zero = cell(t, 1.0), cell(t, 0.0)
-    item = ITEMSIZE[dtype]
+    t, item = REGISTER[dtype], ITEMSIZE[dtype]
+    lda = c.K if layouts[0] == "N" else c.M
+    ldb = c.N if layouts[1] == "N" else c.K
     with counted_loop(b, c.B, "gemm") as batch:
         at = lambda ptr, per: b.gep(ptr, [b.mul(batch, i64(per * item))],  # noqa: E731
                                     source_etype=ir.IntType(8))
-        b.call(fn, [tb, ta, n, m, k, one, at(Bm, c.K * c.N), ldb, at(A, c.M * c.K), lda,
-                    zero, at(out, c.M * c.N), n])
+        a, bm, cm = at(A, c.M * c.K), at(Bm, c.K * c.N), at(out, c.M * c.N)
+        if gemm.convention == "cblas64":
+            # cblas_?gemm(RowMajor=101, transA, transB, M, N, K, 1, A, lda, B, ldb, 0, C, N)
+            i32 = ir.IntType(32)
+            fn = _declare(b, gemm.symbol, ir.VoidType(), [i32] * 3 + [I64] * 3 + [t, PTR, I64,
+                                                                                  PTR, I64, t, PTR, I64])
+            trans = {"N": ir.Constant(i32, 111), "T": ir.Constant(i32, 112)}
+            b.call(fn, [ir.Constant(i32, 101), trans[layouts[0]], trans[layouts[1]],
+                        i64(c.M), i64(c.N), i64(c.K), ir.Constant(t, 1.0), a, i64(lda),
+                        bm, i64(ldb), ir.Constant(t, 0.0), cm, i64(c.N)])
+        else:
+            # Fortran, column-major: the column-major view of a row-major matrix is its
+            # transpose, so C^T = op(B)^T op(A)^T: gemm(tb, ta, N, M, K, 1, B, ldb, A, lda, 0, C, N)
+            i32, i8 = ir.IntType(32), ir.IntType(8)
+            fn = _declare(b, gemm.symbol, ir.VoidType(), [PTR] * 13)
+            with b.goto_entry_block():
+                cells = [b.alloca(typ) for typ in (i8, i8, i32, i32, i32, t, i32, i32, t, i32)]
+            values = [ir.Constant(i8, ord(layouts[1])), ir.Constant(i8, ord(layouts[0])),
+                      ir.Constant(i32, c.N), ir.Constant(i32, c.M), ir.Constant(i32, c.K),
+                      ir.Constant(t, 1.0), ir.Constant(i32, ldb), ir.Constant(i32, lda),
+                      ir.Constant(t, 0.0), ir.Constant(i32, c.N)]
+            for cell, value in zip(cells, values):
+                b.store(value, cell)
+            tb, ta, n, m, k, one, pldb, plda, zero, ldc = cells
+            b.call(fn, [tb, ta, n, m, k, one, bm, pldb, a, plda, zero, cm, ldc])
 
 
 def emit_dot_general(ctx, node, out):
@@ -132,12 +143,13 @@ def emit_dot_general(ctx, node, out):
     need_l, need_r = c.copies
     l_scratch = next(scratch) if need_l else None
     r_scratch = next(scratch) if need_r else None
-    if (_GEMM[dtype] in getattr(b.module, "llgrad_blas", ()) and min(c.M, c.N, c.K) >= 1
+    gemm = getattr(b.module, "llgrad_blas", {}).get(dtype)
+    if (gemm is not None and min(c.M, c.N, c.K) >= 1
             and c.M * c.N * c.K >= getattr(b.module, "llgrad_blas_min_flops", BLAS_MIN_FLOPS)):
         la, lb_ = c.gemm_layouts
         A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
         Bm = ctx.pointer(rhs) if lb_ else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
-        _emit_gemm(ctx, c, A, Bm, out, dtype, (la or "N", lb_ or "N"))
+        _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb_ or "N"))
         return
     A = _reordered(ctx, lhs, c.lhs_perm, l_scratch) if need_l else ctx.pointer(lhs)
     Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)

@@ -95,17 +95,17 @@ def _constant_global(module, node, name):
     return g
 
 
-def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=(),
+def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=None,
                  blas_min_flops=None) -> tuple[ir.Module, str]:
     """Lower a fused, memory-planned graph; returns the module and its entry symbol.
 
     ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
-    ``blas``: gemm symbols the JIT resolves ("dgemm_", "sgemm_"), used for products
+    ``blas``: dtype -> runtime.blas.Gemm the JIT resolves, used for products
     of at least ``blas_min_flops`` multiply-adds.
     """
     module = ir.Module(name=fusion.graph.name)
     math.configure(module, vector_isas)
-    module.llgrad_blas = tuple(blas)
+    module.llgrad_blas = dict(blas or {})
     if blas_min_flops is not None:
         module.llgrad_blas_min_flops = blas_min_flops
     entry_name = _symbol(fusion.graph.name)
