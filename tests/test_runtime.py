@@ -190,3 +190,23 @@ def test_concurrent_calls_use_separate_arenas():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_outputs_still_held_are_never_overwritten():
+    """Output memory is recycled only when the caller dropped every output array."""
+    b = Builder()
+    x = b.parameter(index=0, type=TensorType((4,), "float64"), name="x")
+    exe = compile_graph(Graph([x], [b.mul(x, x), b.neg(x)], name="held"))
+    first = exe(np.arange(4.0))
+    view = exe(np.ones(4))[0][:2]            # the list is dropped, a view survives
+    second = exe(np.full(4, 3.0))
+    np.testing.assert_array_equal(first[0], np.arange(4.0) ** 2)
+    np.testing.assert_array_equal(view, [1.0, 1.0])
+    np.testing.assert_array_equal(second[1], np.full(4, -3.0))
+    addresses = {o.ctypes.data for o in second}
+    del second
+    third = exe(np.full(4, 5.0))              # nothing held: the memory is reused
+    assert {o.ctypes.data for o in third} == addresses
+    np.testing.assert_array_equal(third[0], np.full(4, 25.0))
+    np.testing.assert_array_equal(first[1], -np.arange(4.0))
+    np.testing.assert_array_equal(view, [1.0, 1.0])

@@ -8,6 +8,7 @@ intermediates) is allocated once per executable and per calling thread.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 
 import numpy as np
@@ -17,6 +18,15 @@ from llgrad.ir.types import dtype_name
 
 _ALIGN = 64
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _owned_refcount() -> int:
+    """What sys.getrefcount reports, in the check below, for an array only we hold."""
+    probe = [np.empty(0)]
+    return max(sys.getrefcount(a) for a in probe)
+
+
+_OWNED = _owned_refcount()
 
 
 class Executable:
@@ -85,9 +95,26 @@ class Executable:
                              f"{src.dtype}, expected {dtype}")
         return np.array(src, dtype=np_dtype, order="C", copy=None)  # keeps rank 0
 
+    def _fresh_outputs(self) -> list[np.ndarray]:
+        """New output arrays, or those of one of the last two calls once the caller has
+        dropped every one of them (nothing but our pool refers to them, not even a
+        view).  Two generations, because ``g = grad(...)`` in a loop still holds the
+        previous result while the next call runs: a Python training loop then writes
+        into warm memory instead of page-faulting through new gradients every step."""
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = []
+        for outputs in pool:
+            if max((sys.getrefcount(a) for a in outputs), default=_OWNED) <= _OWNED:
+                return list(outputs)  # the caller's list is not ours: it counts as a reference
+        outputs = [np.empty(shape, dt) for shape, dt in self._outputs]
+        pool.insert(0, outputs)
+        del pool[2:]
+        return list(outputs)
+
     def __call__(self, *args) -> list[np.ndarray]:
         arrays = self.check(args)
-        outputs = [np.empty(shape, dt) for shape, dt in self._outputs]
+        outputs = self._fresh_outputs()
         packed, address, _ = self._thread_state()
         for i, arr in enumerate(arrays + outputs):
             packed[i] = arr.ctypes.data
