@@ -93,3 +93,13 @@ def test_joint_graph_differentiates_only_what_depends_on_wrt():
     out = b.reduce_sum(b.mul(b.exp(c), x), axes=(0,))
     joint = vjp(Graph([x, c], [out]), [0])
     assert joint.count("exp") == 1  # d/dx needs exp(c) but never d exp(c)/dc
+
+
+def test_dot_export_colours_forward_and_backward_apart():
+    t = llgrad.grad(lambda x: np.tanh(x).sum(), backend="interpret").trace(A)
+    dot = t.to_dot()
+    assert dot.startswith('digraph "<lambda>_vjp"') and dot.rstrip().endswith("}")
+    tanh_line = next(line for line in dot.splitlines() if 'label="tanh' in line)
+    assert "#dbe9f6" in tanh_line  # the forward tanh, reused by the backward pass
+    assert any("#fde0c5" in line and 'label="mul' in line for line in dot.splitlines())
+    assert dot.count("->") >= len(t.backward.nodes) - 3

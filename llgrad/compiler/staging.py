@@ -74,7 +74,7 @@ class Trace:
 
     def to_dot(self) -> str:
         from ..ir.dot import to_dot
-        return to_dot(self.optimized, forward=self.ir)
+        return to_dot(self.optimized, n_forward=len(self.ir.outputs) if self.backward else None)
 
     def __repr__(self):
         return f"<llgrad.Trace of {self.ir.name}: {self.stats}>"
