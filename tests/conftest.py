@@ -11,3 +11,10 @@ def backend(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_configure(config):
+    """Tests compile into a cache of their own, never the user's ~/.cache/llgrad."""
+    import os
+    import tempfile
+    os.environ.setdefault("LLGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="llgrad-test-cache-"))

@@ -210,3 +210,50 @@ def test_outputs_still_held_are_never_overwritten():
     np.testing.assert_array_equal(third[0], np.full(4, 25.0))
     np.testing.assert_array_equal(first[1], -np.arange(4.0))
     np.testing.assert_array_equal(view, [1.0, 1.0])
+
+
+def _cached_graph():
+    b = Builder()
+    x = b.parameter(index=0, type=TensorType((5,), "float64"), name="x")
+    return Graph([x], [b.exp(b.mul(x, b.full(3.0, x.type)))], name="cached")
+
+
+def test_object_cache_skips_llvm_on_a_second_compile(tmp_path, monkeypatch):
+    from llgrad.runtime import engine
+    monkeypatch.setenv("LLGRAD_CACHE_DIR", str(tmp_path))
+    first = compile_graph(_cached_graph())
+    assert len(list(tmp_path.glob("*.obj"))) == 1
+
+    def no_llvm(*args, **kwargs):
+        raise AssertionError("a cached module was optimised again")
+
+    monkeypatch.setattr(engine, "optimize", no_llvm)
+    second = compile_graph(_cached_graph())
+    x = np.linspace(-1, 1, 5)
+    np.testing.assert_array_equal(second(x)[0], first(x)[0])
+    np.testing.assert_allclose(second(x)[0], np.exp(3 * x), rtol=1e-15)
+    assert "fmul" in second.optimized_llvm_ir or "fmul" in first.optimized_llvm_ir
+
+
+@pytest.mark.parametrize("damage", ["garbage", "flipped byte"])
+def test_corrupt_cache_entry_is_a_miss(damage, tmp_path, monkeypatch):
+    import pickle
+    monkeypatch.setenv("LLGRAD_CACHE_DIR", str(tmp_path))
+    compile_graph(_cached_graph())
+    (entry,) = tmp_path.glob("*.obj")
+    if damage == "garbage":
+        entry.write_bytes(b"not an object file")
+    else:
+        obj, optimized, digest = pickle.loads(entry.read_bytes())
+        broken = bytearray(obj)
+        broken[len(broken) // 2] ^= 0xFF
+        entry.write_bytes(pickle.dumps((bytes(broken), optimized, digest)))
+    exe = compile_graph(_cached_graph())
+    np.testing.assert_allclose(exe(np.ones(5))[0], np.exp(3 * np.ones(5)), rtol=1e-15)
+
+
+def test_cache_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LLGRAD_NO_CACHE", "1")
+    compile_graph(_cached_graph())
+    assert list(tmp_path.glob("*.obj")) == []

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 
+from . import cache
+
 _lock = threading.RLock()
 _state: dict = {}
 
@@ -90,10 +92,25 @@ def optimize(llvm_ir: str, *, speed_level: int = 3) -> "llvm.ModuleRef":
 
 
 def jit(llvm_ir: str, entry: str) -> Compiled:
-    """Optimise ``llvm_ir`` and compile it; returns the address of ``entry``."""
+    """Optimise ``llvm_ir`` and compile it (or load its object code from the on-disk
+    cache); returns the address of ``entry``."""
     with _lock:
-        mod = optimize(llvm_ir)
-        optimized = str(mod)
-        engine = llvm.create_mcjit_compiler(mod, new_target_machine())
+        _initialise()
+        from llgrad import __version__
+        entry_key = cache.key(llvm_ir, __version__, llvm_version(), host_cpu())
+        hit = cache.load(entry_key)
+        if hit is not None:
+            obj, optimized = hit
+            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
+            engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        else:
+            mod = optimize(llvm_ir)
+            optimized = str(mod)
+            engine = llvm.create_mcjit_compiler(mod, new_target_machine())
+            emitted = []
+            engine.set_object_cache(notify_func=lambda module, buffer: emitted.append(buffer))
         engine.finalize_object()
-        return Compiled(engine, engine.get_function_address(entry), optimized)
+        address = engine.get_function_address(entry)
+        if hit is None and emitted:
+            cache.store(entry_key, bytes(emitted[0]), optimized)
+        return Compiled(engine, address, optimized)
