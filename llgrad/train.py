@@ -5,7 +5,10 @@ many optimisation steps in a ``loop`` node: each step slices its minibatch indic
 out of an order array (``dynamic_slice``), gathers the rows (``take``), runs the
 loss's joint forward+backward graph inlined into the body, records the loss and the
 per-parameter gradient norms, and applies the optimizer's update, itself traced from
-plain numpy.  Python runs only between chunks (for progress and callbacks).
+plain numpy.  Python runs only between chunks of whole epochs (at least
+``MIN_CHUNK_STEPS`` steps, or one epoch with progress and callbacks): the compiled
+function depends on the chunk length, not on the number of epochs, so training
+longer reuses it.
 
 Minibatches: each epoch takes ``len(data) // batch_size`` full batches; the last
 partial batch is dropped (with shuffling, different rows are dropped each epoch).
@@ -113,6 +116,7 @@ def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, back
 
 
 _CACHE: dict = {}
+MIN_CHUNK_STEPS = 256
 
 
 def _signature(params, state, data):
@@ -169,8 +173,10 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
         raise ValueError(f"train(): epochs must be at least 1, got {epochs}")
     steps_per_epoch = n // batch_size
     total = steps_per_epoch * epochs
-    chunk = steps_per_call or (steps_per_epoch if (progress or callback) else total)
-    chunk = max(1, min(chunk, total))
+    if steps_per_call is None:
+        epochs_per_call = 1 if (progress or callback) else -(-MIN_CHUNK_STEPS // steps_per_epoch)
+        steps_per_call = steps_per_epoch * epochs_per_call
+    chunk = max(1, min(steps_per_call, total))
     state = optimizer.init(params) if opt_state is None else opt_state
     order = _epoch_orders(n, batch_size, epochs, shuffle)
 
