@@ -28,3 +28,20 @@ def test_digits_mlp_reaches_95_percent():
     assert accuracy >= 0.95
     assert np.all(np.isfinite(result.loss_history))
     assert result.loss_history[-20:].mean() < 0.2 * result.loss_history[:20].mean()
+
+
+def test_vanishing_gradients_are_measured(tmp_path):
+    """The deep plain-tanh stack's first hidden layer gets a far smaller gradient than
+    the residual ReLU stack's: the example's story, as numbers."""
+    pytest.importorskip("sklearn", reason="scikit-learn (optional, examples extra) is not "
+                                          "installed: the digits data set ships with it")
+    sys.path.insert(0, EXAMPLES)
+    try:
+        import vanishing_gradients
+    finally:
+        sys.path.remove(EXAMPLES)
+    norms = vanishing_gradients.main(epochs=2, plot=str(tmp_path / "plot.png"))
+    tanh, residual = norms["tanh, plain"], norms["ReLU + residual"]
+    assert tanh.shape == residual.shape and tanh.shape[1] == vanishing_gradients.DEPTH
+    assert tanh[:, 0].mean() < 0.01 * residual[:, 0].mean()
+    assert tanh[:, 0].mean() < tanh[:, -1].mean()  # shrinking towards the input
