@@ -67,17 +67,21 @@ def make_llgrad_train(params, x, y):
     return run
 
 
-def make_llgrad_grad_loop(params, x, y):
-    grad = llgrad.grad(loss)
+def python_sgd_loop(grad, params, x, y):
+    """One gradient call and one numpy SGD update per minibatch, from Python."""
     data = batches(x, y)
 
     def run():
         p = dict(params)
         for xb, yb in data:
             g = grad(p, xb, yb)
-            p = {k: p[k] - np.float32(LR) * g[k] for k in p}
+            p = {k: (p[k] - LR * g[k]).astype(np.float32) for k in p}
         return p
     return run
+
+
+def make_llgrad_grad_loop(params, x, y):
+    return python_sgd_loop(llgrad.grad(loss), params, x, y)
 
 
 def make_numpy_backprop(params, x, y):
@@ -184,16 +188,7 @@ def make_autograd(params, x, y):
         logp = logits - anp.log(anp.sum(anp.exp(logits), axis=1, keepdims=True))
         return -anp.mean(anp.sum(logp * yb, axis=1))
 
-    grad = autograd.grad(aloss)
-    data = batches(x, y)
-
-    def run():
-        p = dict(params)
-        for xb, yb in data:
-            g = grad(p, xb, yb)
-            p = {k: (p[k] - LR * g[k]).astype(np.float32) for k in p}
-        return p
-    return run
+    return python_sgd_loop(autograd.grad(aloss), params, x, y)
 
 
 CONTENDERS = [

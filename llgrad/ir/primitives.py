@@ -91,7 +91,7 @@ def _check_axes(op, axes, ndim):
 # ----------------------------------------------------------------------------------
 # elementwise: the formula is the derivative's source; x and y are the operands
 
-_UNARY = {
+_ELEMENTWISE = {
     # name: (formula, numpy, accepts integers)
     "neg": ("-x", np.negative, True),
     "exp": ("exp(x)", np.exp, False),
@@ -105,12 +105,6 @@ _UNARY = {
     "sqrt": ("sqrt(x)", np.sqrt, False),
     "abs": ("Abs(x)", np.abs, True),
     "sign": ("sign(x)", np.sign, True),
-}
-for _name, (_formula, _fn, _ints) in _UNARY.items():
-    register(_name, (numeric_elementwise if _ints else float_elementwise)(_name),
-             _fn, formula=_formula)
-
-_BINARY = {
     "add": ("x + y", np.add, True),
     "sub": ("x - y", np.subtract, True),
     "mul": ("x * y", np.multiply, True),
@@ -119,7 +113,7 @@ _BINARY = {
     "max": ("Max(x, y)", np.maximum, True),
     "min": ("Min(x, y)", np.minimum, True),
 }
-for _name, (_formula, _fn, _ints) in _BINARY.items():
+for _name, (_formula, _fn, _ints) in _ELEMENTWISE.items():
     register(_name, (numeric_elementwise if _ints else float_elementwise)(_name),
              _fn, formula=_formula)
 
