@@ -106,3 +106,19 @@ def test_errors_are_llgrad_errors():
     assert issubclass(llgrad.ShapeError, llgrad.LlgradError)
     assert issubclass(llgrad.ShapeError, ValueError)
     assert issubclass(llgrad.DTypeError, TypeError)
+
+
+def test_item_assignment_explains_immutability(backend):
+    def assign(x):
+        x[0] = 1.0
+        return x
+
+    with pytest.raises(llgrad.UnsupportedError, match="immutable.*np.where"):
+        llgrad.jit(assign, backend=backend)(A)
+
+
+@pytest.mark.parametrize("fn", [lambda x: x // 2, lambda x: x % 2,
+                                lambda x: x.astype(np.int64) & 3])
+def test_unsupported_operators_are_llgrad_errors(fn, backend):
+    with pytest.raises(llgrad.UnsupportedError):
+        llgrad.jit(fn, backend=backend)(A)

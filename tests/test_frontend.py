@@ -64,6 +64,9 @@ CASES = {
     "rank0": (lambda s: s * s + 1.0, [np.float64(3.0)]),
     "size0": (lambda z, x: z.sum() + x, [np.zeros((0, 3)), A[0, :3]]),
     "nan_inf": (lambda x: np.maximum(x, np.nan) + np.minimum(x, np.inf), [A]),
+    "bool_logic": (lambda x: np.where((x > 0) & (x < 1) | ~(x > -0.5) ^ (x > 0.3), x, -x)
+                   + np.logical_and(x > 0, True) * 1.0 + np.logical_not(x > 0)
+                   + ((x > 0) + (x < 0.5)) * 2.0 + ((x > 0) * (x < 0.5)), [A]),
 }
 
 
@@ -121,3 +124,17 @@ def test_static_argnums_specialise(backend):
 def test_llgrad_numpy_runs_numpy_outside_a_trace():
     np.testing.assert_allclose(lnp.softmax(A, axis=1).sum(axis=1), np.ones(3))
     np.testing.assert_array_equal(lnp.tanh(A), np.tanh(A))
+
+
+def test_keyword_arguments_are_static(backend):
+    f = llgrad.jit(lambda x, axis=0, scale=1.0: x.sum(axis=axis) * scale, backend=backend)
+    np.testing.assert_allclose(f(A, axis=1, scale=2.0), A.sum(axis=1) * 2.0, rtol=1e-13)
+    np.testing.assert_allclose(f(A), A.sum(axis=0), rtol=1e-13)
+    with pytest.raises(llgrad.LlgradError, match="hashable"):
+        f(A, scale=np.ones(3))
+
+
+def test_jit_inside_another_trace_is_inlined(backend):
+    inner = llgrad.jit(lambda x: np.tanh(x) * 2, backend=backend)
+    g = llgrad.grad(lambda x: inner(x).sum(), backend=backend)(A)
+    np.testing.assert_allclose(g, 2 * (1 - np.tanh(A) ** 2), rtol=1e-12)

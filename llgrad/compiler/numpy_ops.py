@@ -136,11 +136,23 @@ def _unary_numeric(prim):
     return f
 
 
+def _bool_or(x, y):
+    return _b().select(x, _b().full(True, x.type), y)
+
+
+def _bool_and(x, y):
+    return _b().select(x, y, _b().full(False, x.type))
+
+
+# numpy's arithmetic on two bool arrays is logic: a + b is a | b, a * b is a & b
+_BOOL_ARITHMETIC = {"add": _bool_or, "max": _bool_or, "mul": _bool_and, "min": _bool_and}
+
+
 def _binary(prim, float_only=False):
     def f(x, y):
         dtype = _float_dtype(x, y) if float_only else result_dtype(x, y)
-        if dtype == "bool" and prim in ("add", "mul", "max", "min"):
-            raise UnsupportedError(f"{prim} of two bool arrays (use & / |, not supported yet)")
+        if dtype == "bool" and prim in _BOOL_ARITHMETIC:
+            return _wrap(_BOOL_ARITHMETIC[prim](*_operands([x, y], "bool")))
         if dtype == "bool":
             raise DTypeError(f"{prim} does not accept bool arrays")
         return _wrap(_b().emit(prim, *_operands([x, y], dtype)))
@@ -179,6 +191,40 @@ greater = op("greater")(_compare("gt"))
 greater_equal = op("greater_equal")(_compare("ge"))
 equal = op("equal")(_compare("eq"))
 not_equal = op("not_equal")(_compare("ne"))
+
+
+def _logical(combine):
+    def f(x, y):
+        return _wrap(combine(*_operands([x, y], "bool")))
+    return f
+
+
+logical_and = op("logical_and")(_logical(_bool_and))
+logical_or = op("logical_or")(_logical(_bool_or))
+logical_xor = op("logical_xor")(_logical(lambda x, y: _b().ne(x, y)))
+
+
+@op("logical_not")
+def logical_not(x):
+    (n,) = _operands([x], "bool")
+    return _wrap(_b().eq(n, _b().full(False, n.type)))
+
+
+def _bitwise(name, logical):
+    """& | ^ ~ are logic on bool arrays; on integers (bit operations) they are not
+    supported, and say so."""
+    def f(*xs):
+        if result_dtype(*xs) != "bool":
+            raise UnsupportedError(f"{name} of integer arrays (bit operations) is not "
+                                   f"supported; on bool arrays it is logic")
+        return logical(*xs)
+    return op(name)(f)
+
+
+bitwise_and = _bitwise("bitwise_and", logical_and)
+bitwise_or = _bitwise("bitwise_or", logical_or)
+bitwise_xor = _bitwise("bitwise_xor", logical_xor)
+invert = _bitwise("invert", logical_not)
 
 
 def _sigmoid_numpy(x):
@@ -639,6 +685,9 @@ UFUNCS = {
     np.minimum: minimum, np.less: less, np.less_equal: less_equal, np.greater: greater,
     np.greater_equal: greater_equal, np.equal: equal, np.not_equal: not_equal,
     np.square: square, np.reciprocal: reciprocal, np.matmul: matmul,
+    np.logical_and: logical_and, np.logical_or: logical_or, np.logical_xor: logical_xor,
+    np.logical_not: logical_not, np.bitwise_and: bitwise_and, np.bitwise_or: bitwise_or,
+    np.bitwise_xor: bitwise_xor, np.invert: invert,
 }
 
 FUNCTIONS = {
@@ -687,6 +736,18 @@ def call_function(func, args, kwargs):
 # ----------------------------------------------------------------------------------
 # Python operators and array methods on Tracers
 
+def _no_setitem(self, key, value):
+    raise located(UnsupportedError(
+        "traced arrays are immutable: x[...] = v is not supported; build the new array "
+        "with np.where(mask, v, x) or np.concatenate"))
+
+
+def _unsupported_operator(name):
+    def f(*args):
+        raise located(UnsupportedError(f"the operator __{name}__ is not supported by llgrad"))
+    return f
+
+
 def _install_tracer_methods():
     def flip(fn):
         return lambda self, other: fn(other, self)
@@ -700,10 +761,17 @@ def _install_tracer_methods():
                      "eq": equal, "ne": not_equal}.items():
         setattr(Tracer, f"__{name}__", fn)
     Tracer.__hash__ = object.__hash__
+    for name, fn in {"and": bitwise_and, "or": bitwise_or, "xor": bitwise_xor}.items():
+        setattr(Tracer, f"__{name}__", fn)
+        setattr(Tracer, f"__r{name}__", flip(fn))
+    Tracer.__invert__ = invert
     Tracer.__neg__ = negative
     Tracer.__pos__ = positive
     Tracer.__abs__ = absolute
     Tracer.__getitem__ = getitem
+    Tracer.__setitem__ = _no_setitem
+    for name in ("floordiv", "mod", "rfloordiv", "rmod", "divmod", "lshift", "rshift"):
+        setattr(Tracer, f"__{name}__", _unsupported_operator(name))
     Tracer.T = property(lambda self: transpose(self))
     for name, fn in {"sum": sum, "mean": mean, "max": max, "min": min, "var": var,
                      "std": std, "reshape": reshape, "transpose": transpose, "dot": dot,

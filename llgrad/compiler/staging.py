@@ -7,6 +7,7 @@ a new shape retraces, as in JAX.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 
@@ -21,7 +22,7 @@ from .autodiff import vjp
 from .passes.cse import cse
 from .passes.dce import dce
 from .passes.simplify import simplify
-from .trace import input_type, trace
+from .trace import Tracer, input_type, trace
 
 
 def optimize(graph: Graph) -> Graph:
@@ -116,8 +117,10 @@ class Staged:
     def _arg_name(self, i):
         return self._arg_names[i] if i < len(self._arg_names) else f"arg{i}"
 
-    def _signature(self, args):
-        static = tuple((i, args[i]) for i in self.static_argnums if i < len(args))
+    def _signature(self, args, kwargs):
+        """Keyword arguments are static: part of the cache key, constants in the trace."""
+        static = tuple((i, args[i]) for i in self.static_argnums if i < len(args)) + tuple(
+            sorted(kwargs.items()))
         dynamic = [i for i in range(len(args)) if i not in self.static_argnums]
         flats = [pytree.flatten(args[i]) for i in dynamic]
         leaves, names, types, offsets = [], [], [], {}
@@ -132,11 +135,12 @@ class Staged:
             key = (treedefs, tuple(types), static)
             hash(key)
         except TypeError:
-            raise LlgradError(f"static arguments of {self.name}() must be hashable") from None
+            raise LlgradError(f"static and keyword arguments of {self.name}() must be "
+                              f"hashable (pass arrays positionally)") from None
         return key, leaves, names, types, dynamic, offsets
 
-    def _compile(self, args, key, names, types, dynamic, offsets):
-        treedefs, _, static = key
+    def _compile(self, args, kwargs, key, names, types, dynamic, offsets):
+        treedefs = key[0]
         t0 = time.perf_counter()
 
         def rebuild(flat_args):
@@ -145,8 +149,9 @@ class Staged:
                 full[i] = a
             return full
 
-        graph, out_tree = trace(self.fn, list(types), ("tuple", len(treedefs), treedefs), self.name, names,
-                                static=rebuild)
+        fn = functools.partial(self.fn, **kwargs) if kwargs else self.fn
+        graph, out_tree = trace(fn, list(types), ("tuple", len(treedefs), treedefs), self.name,
+                                names, static=rebuild)
         t_trace = time.perf_counter() - t0
         joint = None
         if self.kind != "jit":
@@ -168,19 +173,24 @@ class Staged:
         }
         return Trace(graph, joint, optimized, executable, out_tree, stats)
 
-    def trace(self, *args) -> Trace:
+    def trace(self, *args, **kwargs) -> Trace:
         """Trace and compile for these arguments (cached) and return the inspection object."""
-        return self._entry(args)[0]
+        return self._entry(args, kwargs)[0]
 
-    def __call__(self, *args):
-        entry, leaves, offsets = self._entry(args)
+    def __call__(self, *args, **kwargs):
+        if self.kind == "jit" and any(isinstance(leaf, Tracer)
+                                      for leaf in pytree.flatten(list(args))[0]):
+            return self.fn(*args, **kwargs)  # jit inside another trace: inline it there
+        entry, leaves, offsets = self._entry(args, kwargs)
         return self.package(args, leaves, entry.executable(*leaves), entry, offsets)
 
-    def _entry(self, args):
-        key, leaves, names, types, dynamic, offsets = self._signature(args)
+    def _entry(self, args, kwargs=None):
+        kwargs = kwargs or {}
+        key, leaves, names, types, dynamic, offsets = self._signature(args, kwargs)
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._cache[key] = self._compile(args, key, names, types, dynamic, offsets)
+            entry = self._cache[key] = self._compile(args, kwargs, key, names, types, dynamic,
+                                                     offsets)
         return entry, leaves, offsets
 
     def package(self, args, leaves, outputs, entry, offsets):
