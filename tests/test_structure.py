@@ -103,3 +103,11 @@ def test_dot_export_colours_forward_and_backward_apart():
     assert "#dbe9f6" in tanh_line  # the forward tanh, reused by the backward pass
     assert any("#fde0c5" in line and 'label="mul' in line for line in dot.splitlines())
     assert dot.count("->") >= len(t.backward.nodes) - 3
+
+
+def test_debug_switch_reports_every_pass(monkeypatch, capsys):
+    monkeypatch.setenv("LLGRAD_DEBUG", "1")
+    llgrad.grad(lambda x: np.tanh(x).sum(), backend="interpret")(A)
+    err = capsys.readouterr().err
+    for name in ("simplify", "cse", "dce"):
+        assert f"llgrad: {name}" in err

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import sys
 import time
 
 import numpy as np
@@ -16,6 +18,7 @@ import numpy as np
 from ..ir.errors import GradientError, LlgradError
 from ..ir.graph import Graph
 from ..ir.interpret import interpret
+from ..ir.verify import verify
 from . import numpy_ops  # noqa: F401  (installs the Python operators on Tracer)
 from . import pytree
 from .autodiff import vjp
@@ -25,9 +28,26 @@ from .passes.simplify import simplify
 from .trace import Tracer, input_type, trace
 
 
+PASSES = (("simplify", simplify), ("cse", cse), ("dce", dce))
+
+
 def optimize(graph: Graph) -> Graph:
-    """The IR passes, in order: simplify, CSE, DCE."""
-    return dce(cse(simplify(graph)))
+    """The IR passes, in order, each followed by the verifier (a broken pass is an
+    llgrad bug and must say so here, not as an LLVM error later).
+
+    ``LLGRAD_DEBUG=1`` prints what each pass did to stderr; ``LLGRAD_DEBUG=2`` also
+    prints every intermediate graph."""
+    level = int(os.environ.get("LLGRAD_DEBUG", "0") or 0)
+    for name, run in PASSES:
+        before = len(graph.nodes)
+        graph = run(graph)
+        verify(graph)
+        if level:
+            print(f"llgrad: {name:<8} {graph.name}: {before} -> {len(graph.nodes)} nodes",
+                  file=sys.stderr)
+            if level > 1:
+                print(graph, file=sys.stderr)
+    return graph
 
 
 class Interpreted:
