@@ -39,16 +39,16 @@ def vjp(fn, *primals, backend="native"):
     """``(fn(*primals), pullback)``: ``pullback(cotangent)`` gives the gradient of
     ``<cotangent, fn>`` with respect to every primal, as a tuple (as jax.vjp)."""
     staged = Staged(fn, "vjp", argnums=tuple(range(len(primals))), backend=backend)
-    entry, leaves, offsets = staged._entry(primals)
+    entry, leaves = staged._entry(primals, {})
     first = entry.executable(*leaves, *_zeros_like(entry.ir.outputs))
-    value = staged.package(primals, leaves, first, entry, offsets)[0]
+    value = staged.package(leaves, first, entry)[0]
 
     def pullback(cotangent):
         ct_leaves, ct_tree = pytree.flatten(cotangent)
         if ct_tree != entry.out_tree:
             raise ValueError(f"cotangent structure does not match the output of {staged.name}()")
         outputs = entry.executable(*leaves, *ct_leaves)
-        return staged.package(primals, leaves, outputs, entry, offsets)[1]
+        return staged.package(leaves, outputs, entry)[1]
 
     return value, pullback
 

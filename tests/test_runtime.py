@@ -257,3 +257,28 @@ def test_cache_can_be_turned_off(tmp_path, monkeypatch):
     monkeypatch.setenv("LLGRAD_NO_CACHE", "1")
     compile_graph(_cached_graph())
     assert list(tmp_path.glob("*.obj")) == []
+
+
+def test_staged_calls_do_not_keep_arrays_alive():
+    """No reference cycles around arguments or results: memory is freed at once, not
+    whenever the garbage collector runs."""
+    import gc
+    import weakref
+
+    import llgrad
+    f = llgrad.grad(lambda p: (p["w"] * p["w"]).sum())
+    f({"w": np.ones(3)})
+    gc.disable()
+    try:
+        params = {"w": np.ones(3)}
+        ref = weakref.ref(params["w"])
+        first = f(params)["w"]
+        del params
+        assert ref() is None
+        second = f({"w": np.ones(3)})["w"]     # `first` still held: a new array
+        assert second is not first and not np.shares_memory(first, second)
+        address = second.ctypes.data
+        del second
+        assert f({"w": np.ones(3)})["w"].ctypes.data == address  # freed at once, reused
+    finally:
+        gc.enable()

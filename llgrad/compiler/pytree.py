@@ -12,40 +12,41 @@ LEAF = ("leaf",)
 
 def flatten(tree):
     leaves = []
+    return leaves, _walk(tree, leaves)
 
-    def walk(node):
-        if isinstance(node, dict):
-            keys = sorted(node, key=repr)
-            return ("dict", tuple(keys), tuple(walk(node[k]) for k in keys))
-        if isinstance(node, (list, tuple)) and not hasattr(node, "_fields"):
-            return (type(node).__name__, len(node), tuple(walk(c) for c in node))
+
+def _walk(node, leaves):
+    # module-level, not a closure: a recursive closure is a reference cycle that would
+    # keep every leaf alive until the garbage collector runs
+    if isinstance(node, dict):
+        keys = sorted(node, key=repr)
+        return ("dict", tuple(keys), tuple(_walk(node[k], leaves) for k in keys))
+    if isinstance(node, (list, tuple)):
         if hasattr(node, "_fields"):  # namedtuple
-            return ("namedtuple", type(node), tuple(walk(c) for c in node))
-        if node is None:
-            return ("none",)
-        leaves.append(node)
-        return LEAF
-
-    return leaves, walk(tree)
+            return ("namedtuple", type(node), tuple(_walk(c, leaves) for c in node))
+        return (type(node).__name__, len(node), tuple(_walk(c, leaves) for c in node))
+    if node is None:
+        return ("none",)
+    leaves.append(node)
+    return LEAF
 
 
 def unflatten(treedef, leaves):
-    it = iter(leaves)
+    return _build(treedef, iter(leaves))
 
-    def build(td):
-        kind = td[0]
-        if kind == "leaf":
-            return next(it)
-        if kind == "none":
-            return None
-        if kind == "dict":
-            return {k: build(c) for k, c in zip(td[1], td[2])}
-        children = [build(c) for c in td[2]]
-        if kind == "namedtuple":
-            return td[1](*children)
-        return list(children) if kind == "list" else tuple(children)
 
-    return build(treedef)
+def _build(td, it):
+    kind = td[0]
+    if kind == "leaf":
+        return next(it)
+    if kind == "none":
+        return None
+    if kind == "dict":
+        return {k: _build(c, it) for k, c in zip(td[1], td[2])}
+    children = [_build(c, it) for c in td[2]]
+    if kind == "namedtuple":
+        return td[1](*children)
+    return list(children) if kind == "list" else tuple(children)
 
 
 def leaf_names(treedef, root: str) -> list[str]:

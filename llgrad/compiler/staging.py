@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..ir.errors import GradientError, LlgradError
+from ..ir.errors import GradientError, LlgradError, UnsupportedError
 from ..ir.graph import Graph
 from ..ir.interpret import interpret
 from ..ir.verify import verify
@@ -137,31 +137,36 @@ class Staged:
     def _arg_name(self, i):
         return self._arg_names[i] if i < len(self._arg_names) else f"arg{i}"
 
-    def _signature(self, args, kwargs):
-        """Keyword arguments are static: part of the cache key, constants in the trace."""
-        static = tuple((i, args[i]) for i in self.static_argnums if i < len(args)) + tuple(
-            sorted(kwargs.items()))
+    def _key(self, args, kwargs):
+        """The cache key of a call, cheap enough for every call: pytree structure, each
+        leaf's shape and dtype (or Python scalar type), the static values."""
+        static, dynamic = (), args
+        if self.static_argnums or kwargs:
+            static = tuple((i, args[i]) for i in self.static_argnums if i < len(args)) + tuple(
+                sorted(kwargs.items()))
+            dynamic = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
+        leaves, treedef = pytree.flatten(dynamic)
+        kinds = []
+        for leaf in leaves:
+            if type(leaf) is np.ndarray:
+                kinds.append((leaf.shape, leaf.dtype))
+            elif isinstance(leaf, Tracer):
+                return None, leaves
+            else:
+                kinds.append((np.shape(leaf), type(leaf)))
+        return (treedef, tuple(kinds), static, len(args)), leaves
+
+    def _compile(self, args, kwargs, leaves):
+        """Trace, differentiate, optimise and compile for the signature of ``args``."""
+        t0 = time.perf_counter()
         dynamic = [i for i in range(len(args)) if i not in self.static_argnums]
-        flats = [pytree.flatten(args[i]) for i in dynamic]
-        leaves, names, types, offsets = [], [], [], {}
-        for i, (lv, td) in zip(dynamic, flats):
-            offsets[i] = (len(leaves), len(lv))
-            for leaf, name in zip(lv, pytree.leaf_names(td, self._arg_name(i))):
+        names, types, offsets, treedefs = [], [], {}, {}
+        for i in dynamic:
+            arg_leaves, treedefs[i] = pytree.flatten(args[i])
+            offsets[i] = (len(names), len(arg_leaves))
+            for leaf, name in zip(arg_leaves, pytree.leaf_names(treedefs[i], self._arg_name(i))):
                 types.append(input_type(leaf, f"argument {name} of {self.name}()"))
                 names.append(name)
-                leaves.append(leaf)
-        treedefs = tuple(td for _, td in flats)
-        try:
-            key = (treedefs, tuple(types), static)
-            hash(key)
-        except TypeError:
-            raise LlgradError(f"static and keyword arguments of {self.name}() must be "
-                              f"hashable (pass arrays positionally)") from None
-        return key, leaves, names, types, dynamic, offsets
-
-    def _compile(self, args, kwargs, key, names, types, dynamic, offsets):
-        treedefs = key[0]
-        t0 = time.perf_counter()
 
         def rebuild(flat_args):
             full = list(args)
@@ -170,8 +175,8 @@ class Staged:
             return full
 
         fn = functools.partial(self.fn, **kwargs) if kwargs else self.fn
-        graph, out_tree = trace(fn, list(types), ("tuple", len(treedefs), treedefs), self.name,
-                                names, static=rebuild)
+        graph, out_tree = trace(fn, types, ("tuple", len(dynamic), tuple(treedefs.values())),
+                                self.name, names, static=rebuild)
         t_trace = time.perf_counter() - t0
         joint = None
         if self.kind != "jit":
@@ -191,29 +196,40 @@ class Staged:
             "trace_s": round(t_trace, 4), "passes_s": round(t_passes, 4),
             "compile_s": round(t_compile, 4),
         }
-        return Trace(graph, joint, optimized, executable, out_tree, stats)
+        entry = Trace(graph, joint, optimized, executable, out_tree, stats)
+        entry.layout = [(treedefs[a], *offsets[a]) for a in self._argnums(len(args))] \
+            if self.kind != "jit" else []
+        return entry
 
     def trace(self, *args, **kwargs) -> Trace:
         """Trace and compile for these arguments (cached) and return the inspection object."""
         return self._entry(args, kwargs)[0]
 
     def __call__(self, *args, **kwargs):
-        if self.kind == "jit" and any(isinstance(leaf, Tracer)
-                                      for leaf in pytree.flatten(list(args))[0]):
-            return self.fn(*args, **kwargs)  # jit inside another trace: inline it there
-        entry, leaves, offsets = self._entry(args, kwargs)
-        return self.package(args, leaves, entry.executable(*leaves), entry, offsets)
+        entry, leaves = self._entry(args, kwargs)
+        if entry is None:  # jit inside another trace: inline it there
+            return self.fn(*args, **kwargs)
+        return self.package(leaves, entry.executable(*leaves), entry)
 
     def _entry(self, args, kwargs=None):
         kwargs = kwargs or {}
-        key, leaves, names, types, dynamic, offsets = self._signature(args, kwargs)
-        entry = self._cache.get(key)
+        key, leaves = self._key(args, kwargs)
+        if key is None:
+            if self.kind == "jit":
+                return None, leaves
+            raise UnsupportedError(f"{self.name}() was called on traced values: "
+                                   f"differentiating inside another llgrad transformation is "
+                                   f"not supported yet")
+        try:
+            entry = self._cache.get(key)
+        except TypeError:
+            raise LlgradError(f"static and keyword arguments of {self.name}() must be "
+                              f"hashable (pass arrays positionally)") from None
         if entry is None:
-            entry = self._cache[key] = self._compile(args, kwargs, key, names, types, dynamic,
-                                                     offsets)
-        return entry, leaves, offsets
+            entry = self._cache[key] = self._compile(args, kwargs, leaves)
+        return entry, leaves
 
-    def package(self, args, leaves, outputs, entry, offsets):
+    def package(self, leaves, outputs, entry):
         """Forward outputs in the function's output structure; gradients in the
         structure of the differentiated arguments (Python scalars get Python floats)."""
         n_fwd = len(entry.ir.outputs)
@@ -221,14 +237,11 @@ class Staged:
         if self.kind == "jit":
             return value
         grads, pos = [], n_fwd
-        for a in self._argnums(len(args)):
-            start, count = offsets[a]
-            flat = []
-            for k in range(count):
-                g = outputs[pos + k]
-                flat.append(float(g) if isinstance(leaves[start + k], (float, int)) else _scalar(g))
+        for treedef, start, count in entry.layout:
+            flat = [float(g) if isinstance(leaf, (float, int)) else _scalar(g)
+                    for g, leaf in zip(outputs[pos:pos + count], leaves[start:start + count])]
             pos += count
-            grads.append(pytree.unflatten(pytree.flatten(args[a])[1], flat))
+            grads.append(pytree.unflatten(treedef, flat))
         grad = grads[0] if isinstance(self.argnums, int) else tuple(grads)
         return grad if self.kind == "grad" else (value, grad)
 

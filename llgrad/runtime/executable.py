@@ -95,7 +95,7 @@ class Executable:
                              f"{src.dtype}, expected {dtype}")
         return np.array(src, dtype=np_dtype, order="C", copy=None)  # keeps rank 0
 
-    def _fresh_outputs(self) -> list[np.ndarray]:
+    def _fresh_outputs(self) -> tuple[list[np.ndarray], list[int]]:
         """New output arrays, or those of one of the last two calls once the caller has
         dropped every one of them (nothing but our pool refers to them, not even a
         view).  Two generations, because ``g = grad(...)`` in a loop still holds the
@@ -104,20 +104,22 @@ class Executable:
         pool = getattr(self._local, "pool", None)
         if pool is None:
             pool = self._local.pool = []
-        for outputs in pool:
+        for outputs, addresses in pool:
             if max((sys.getrefcount(a) for a in outputs), default=_OWNED) <= _OWNED:
-                return list(outputs)  # the caller's list is not ours: it counts as a reference
+                return list(outputs), addresses  # the caller's list is not ours
         outputs = [np.empty(shape, dt) for shape, dt in self._outputs]
-        pool.insert(0, outputs)
+        addresses = [a.ctypes.data for a in outputs]
+        pool.insert(0, (outputs, addresses))
         del pool[2:]
-        return list(outputs)
+        return list(outputs), addresses
 
     def __call__(self, *args) -> list[np.ndarray]:
         arrays = self.check(args)
-        outputs = self._fresh_outputs()
+        outputs, output_addresses = self._fresh_outputs()
         packed, address, _ = self._thread_state()
-        for i, arr in enumerate(arrays + outputs):
-            packed[i] = arr.ctypes.data
+        n = len(arrays)
+        packed[:n] = [a.ctypes.data for a in arrays]
+        packed[n:n + len(outputs)] = output_addresses
         self._entry(address)
         return outputs
 
