@@ -35,6 +35,29 @@ value_and_grad = _transform("value_and_grad")
 value_and_grad.__doc__ = """Like ``grad``, but returns ``(fn(*args), gradient)`` from one native call."""
 
 
+def hessian(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """The matrix of second derivatives of scalar ``fn`` with respect to the array
+    argument ``argnums``, shaped ``x.shape + x.shape``: one native function holding one
+    reverse pass over the gradient per element of ``x`` (reverse over reverse; the
+    forward and first backward passes are shared).  Meant for small ``x``."""
+    first = Staged(fn, "grad", argnums=argnums)
+
+    def hess(*args):
+        x = args[argnums]
+        rows = []
+        for i in range(int(np.prod(np.shape(x), dtype=np.int64))):
+            basis = np.zeros(np.shape(x))
+            basis.flat[i] = 1.0
+
+            def directional(*a, basis=basis):
+                return (first(*a) * basis).sum()
+            rows.append(Staged(directional, "grad", argnums=argnums)(*args))
+        return np.reshape(np.stack(rows), np.shape(x) + np.shape(x))
+
+    hess.__name__ = f"hessian_{getattr(fn, '__name__', 'f')}"
+    return Staged(hess, "jit", backend=backend, fastmath=fastmath)
+
+
 def vjp(fn, *primals, backend="native"):
     """``(fn(*primals), pullback)``: ``pullback(cotangent)`` gives the gradient of
     ``<cotangent, fn>`` with respect to every primal, as a tuple (as jax.vjp)."""

@@ -25,7 +25,8 @@ from .autodiff import vjp
 from .passes.cse import cse
 from .passes.dce import dce
 from .passes.simplify import simplify
-from .trace import Tracer, input_type, trace
+from .passes.rewrite import inline
+from .trace import Tracer, current, input_type, lift, trace
 
 
 PASSES = (("simplify", simplify), ("cse", cse), ("dce", dce))
@@ -156,16 +157,18 @@ class Staged:
                 kinds.append((np.shape(leaf), type(leaf)))
         return (treedef, tuple(kinds), static, len(args)), leaves
 
-    def _compile(self, args, kwargs, leaves):
-        """Trace, differentiate, optimise and compile for the signature of ``args``."""
-        t0 = time.perf_counter()
+    def _stage(self, args, kwargs):
+        """Trace and differentiate for the signature of ``args``: (forward graph, joint
+        graph or None, output treedef, gradient layout).  Leaves may be Tracers of an
+        enclosing trace (nested differentiation): their types are their nodes' types."""
         dynamic = [i for i in range(len(args)) if i not in self.static_argnums]
         names, types, offsets, treedefs = [], [], {}, {}
         for i in dynamic:
             arg_leaves, treedefs[i] = pytree.flatten(args[i])
             offsets[i] = (len(names), len(arg_leaves))
             for leaf, name in zip(arg_leaves, pytree.leaf_names(treedefs[i], self._arg_name(i))):
-                types.append(input_type(leaf, f"argument {name} of {self.name}()"))
+                types.append(leaf.node.type if isinstance(leaf, Tracer) else
+                             input_type(leaf, f"argument {name} of {self.name}()"))
                 names.append(name)
 
         def rebuild(flat_args):
@@ -177,29 +180,46 @@ class Staged:
         fn = functools.partial(self.fn, **kwargs) if kwargs else self.fn
         graph, out_tree = trace(fn, types, ("tuple", len(dynamic), tuple(treedefs.values())),
                                 self.name, names, static=rebuild)
-        t_trace = time.perf_counter() - t0
-        joint = None
-        if self.kind != "jit":
-            wrt = [k for a in self._argnums(len(args))
-                   for k in range(offsets[a][0], offsets[a][0] + offsets[a][1])]
-            joint = vjp(graph, wrt, cotangents=self.kind == "vjp")
+        if self.kind == "jit":
+            return graph, None, out_tree, []
+        argnums = self._argnums(len(args))
+        wrt = [k for a in argnums for k in range(offsets[a][0], offsets[a][0] + offsets[a][1])]
+        joint = vjp(graph, wrt, cotangents=self.kind == "vjp")
+        return graph, joint, out_tree, [(treedefs[a], *offsets[a]) for a in argnums]
+
+    def _compile(self, args, kwargs):
+        t0 = time.perf_counter()
+        graph, joint, out_tree, layout = self._stage(args, kwargs)
         t1 = time.perf_counter()
         optimized = optimize(joint if joint is not None else graph)
-        t_passes = time.perf_counter() - t1
         t2 = time.perf_counter()
         executable = compile_for(optimized, self.backend, self.fastmath)
-        t_compile = time.perf_counter() - t2
         stats = {
             "forward_nodes": len(graph.nodes),
             "joint_nodes": len(joint.nodes) if joint is not None else None,
             "optimized_nodes": len(optimized.nodes),
-            "trace_s": round(t_trace, 4), "passes_s": round(t_passes, 4),
-            "compile_s": round(t_compile, 4),
+            "trace_s": round(t1 - t0, 4), "passes_s": round(t2 - t1, 4),
+            "compile_s": round(time.perf_counter() - t2, 4),
         }
         entry = Trace(graph, joint, optimized, executable, out_tree, stats)
-        entry.layout = [(treedefs[a], *offsets[a]) for a in self._argnums(len(args))] \
-            if self.kind != "jit" else []
+        entry.layout = layout
         return entry
+
+    def _nested(self, args, kwargs, leaves):
+        """Called on Tracers of an enclosing trace: build the joint graph and inline it
+        there, so the enclosing transformation sees (and can differentiate) ordinary
+        IR.  ``grad(grad(f))`` is reverse mode applied to a backward graph."""
+        if self.kind == "jit":
+            return self.fn(*args, **kwargs)
+        if self.kind == "vjp":
+            raise UnsupportedError(f"llgrad.vjp of {self.name}() inside another llgrad "
+                                   f"transformation is not supported")
+        graph, joint, out_tree, layout = self._stage(args, kwargs)
+        outer = current().builder
+        nodes = inline(outer, joint, [lift(leaf) for leaf in leaves])
+        entry = Trace(graph, joint, joint, None, out_tree, {})
+        entry.layout = layout
+        return self.package(leaves, [Tracer(n) for n in nodes], entry)
 
     def trace(self, *args, **kwargs) -> Trace:
         """Trace and compile for these arguments (cached) and return the inspection object."""
@@ -207,26 +227,22 @@ class Staged:
 
     def __call__(self, *args, **kwargs):
         entry, leaves = self._entry(args, kwargs)
-        if entry is None:  # jit inside another trace: inline it there
-            return self.fn(*args, **kwargs)
+        if entry is None:  # called on Tracers: inline into the enclosing trace
+            return self._nested(args, kwargs, leaves)
         return self.package(leaves, entry.executable(*leaves), entry)
 
     def _entry(self, args, kwargs=None):
         kwargs = kwargs or {}
         key, leaves = self._key(args, kwargs)
         if key is None:
-            if self.kind == "jit":
-                return None, leaves
-            raise UnsupportedError(f"{self.name}() was called on traced values: "
-                                   f"differentiating inside another llgrad transformation is "
-                                   f"not supported yet")
+            return None, leaves
         try:
             entry = self._cache.get(key)
         except TypeError:
             raise LlgradError(f"static and keyword arguments of {self.name}() must be "
                               f"hashable (pass arrays positionally)") from None
         if entry is None:
-            entry = self._cache[key] = self._compile(args, kwargs, leaves)
+            entry = self._cache[key] = self._compile(args, kwargs)
         return entry, leaves
 
     def package(self, leaves, outputs, entry):
@@ -238,7 +254,8 @@ class Staged:
             return value
         grads, pos = [], n_fwd
         for treedef, start, count in entry.layout:
-            flat = [float(g) if isinstance(leaf, (float, int)) else _scalar(g)
+            flat = [float(g) if isinstance(leaf, (float, int)) and not isinstance(g, Tracer)
+                    else _scalar(g)
                     for g, leaf in zip(outputs[pos:pos + count], leaves[start:start + count])]
             pos += count
             grads.append(pytree.unflatten(treedef, flat))

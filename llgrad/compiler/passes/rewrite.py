@@ -18,6 +18,11 @@ def inline(b: Builder, graph: Graph, args, rule=None) -> list:
     for node in graph.nodes:
         if id(node) in new:
             continue
+        if node.op == "parameter":
+            # a parameter of an enclosing graph (a nested function closed over a value
+            # being traced outside it) stands for itself
+            new[id(node)] = node
+            continue
         inputs = tuple(new[id(i)] for i in node.inputs)
         b.source = node.source
         replacement = rule(b, node, inputs) if rule else None

@@ -120,8 +120,20 @@ def _dot_general(b, node, inputs):
                                           (tuple(dims[1][0]), tuple(dims[1][1]))))
 
 
+def _pow(b, node, inputs):
+    """x ** 1 is x exactly; x ** 2 is x * x, as numpy computes a square (derivatives of
+    x ** n with constant n leave such powers behind)."""
+    x, y = inputs
+    if _is(y, 1):
+        return x
+    if _is(y, 2):
+        return b.mul(x, x)
+    return None
+
+
 RULES = {
     "dot_general": _dot_general,
+    "pow": _pow,
     "mul": _mul,
     "div": lambda b, node, inputs: inputs[0] if _is(inputs[1], 1) else None,
     "add": _add,
