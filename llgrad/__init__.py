@@ -1,6 +1,6 @@
 """llgrad: numpy-style Python functions compiled, with their gradients, to native code."""
 from . import numpy, optim  # noqa: F401  (llgrad.numpy, llgrad.optim)
-from .api import grad, hessian, jit, value_and_grad, vjp
+from .api import grad, hessian, jit, jvp, value_and_grad, vjp
 from .check import check_grad
 from .train import TrainResult, train
 from .ir.errors import (DTypeError, GradientError, LlgradError, ShapeError,
@@ -8,6 +8,6 @@ from .ir.errors import (DTypeError, GradientError, LlgradError, ShapeError,
 
 __version__ = "0.1.0"
 
-__all__ = ["jit", "grad", "value_and_grad", "vjp", "hessian", "check_grad", "train", "TrainResult", "numpy", "optim",
+__all__ = ["jit", "grad", "value_and_grad", "vjp", "jvp", "hessian", "check_grad", "train", "TrainResult", "numpy", "optim",
            "LlgradError", "ShapeError", "DTypeError",
            "GradientError", "UnsupportedError", "__version__"]

@@ -77,3 +77,28 @@ def test_inner_gradient_may_close_over_outer_values(backend):
 
     assert llgrad.grad(mixed, argnums=1, backend=backend)(1.5, 0.7) == pytest.approx(3.0)
     assert llgrad.grad(mixed, argnums=0, backend=backend)(1.5, 0.7) == pytest.approx(1.4)
+
+
+def test_jvp_is_the_jacobian_times_the_tangent(backend):
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(3, 4))
+    v, t = rng.normal(size=4), rng.normal(size=4)
+    out, tangent = llgrad.jvp(lambda v: np.tanh(w @ v) * v[:3], (v,), (t,), backend=backend)
+    s = np.tanh(w @ v)
+    jacobian = ((1 - s ** 2) * v[:3])[:, None] * w + np.diag(s) @ np.eye(3, 4)
+    np.testing.assert_allclose(out, s * v[:3], rtol=1e-14)
+    np.testing.assert_allclose(tangent, jacobian @ t, rtol=1e-13)
+
+
+def test_jvp_of_a_pytree_function_matches_finite_differences(backend):
+    rng = np.random.default_rng(5)
+    params = {"w1": rng.normal(size=(4, 5)), "b1": rng.normal(size=5) * 0.1,
+              "w2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3) * 0.1}
+    xs, ys = rng.normal(size=(6, 4)), np.eye(3)[rng.integers(0, 3, 6)]
+    direction = {k: rng.normal(size=v.shape) for k, v in params.items()}
+    value, slope = llgrad.jvp(lambda p: mlp_loss(p, xs, ys), (params,), (direction,),
+                              backend=backend)
+    eps = 1e-6
+    shifted = lambda s: mlp_loss({k: v + s * direction[k] for k, v in params.items()}, xs, ys)  # noqa: E731
+    assert value == pytest.approx(mlp_loss(params, xs, ys), rel=1e-13)
+    assert slope == pytest.approx((shifted(eps) - shifted(-eps)) / (2 * eps), rel=1e-6)
