@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from ..ir.errors import LlgradError, UnsupportedError
+from ..ir.errors import DTypeError, LlgradError, UnsupportedError
 from ..ir.graph import Builder, Graph, Node
 from ..ir.types import TensorType, dtype_name
 
@@ -167,13 +167,8 @@ def trace(fn, flat_types, treedef, fn_name: str, leaf_names, static=None):
 
 def input_type(value, where: str) -> TensorType:
     """The TensorType of an argument leaf; unsupported dtypes are a clear error."""
-    if isinstance(value, Tracer):
-        raise UnsupportedError(
-            f"{where} is a tracer from an enclosing llgrad transformation; nesting "
-            f"transformations is not supported yet")
     try:
         arr = np.asarray(value)
         return TensorType(arr.shape, dtype_name(arr.dtype))
     except (LlgradError, TypeError, ValueError) as exc:
-        from ..ir.errors import DTypeError
         raise DTypeError(f"{where}: {exc}") from None
