@@ -1,5 +1,5 @@
-"""200 SGD steps of a 784-128-10 tanh MLP, batch 64, float32: llgrad.train against
-every way of doing the same elsewhere.
+"""200 SGD steps of a tanh MLP (784-128-10 by default; --inputs, --hidden), batch 64,
+float32: llgrad.train against every way of doing the same elsewhere.
 
     pip install -e . && python benchmarks/bench_train_mlp.py [--threads N] [--repeats R]
     (peers, each optional: pip install torch==2.13.0 jax autograd)
@@ -19,6 +19,8 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--repeats", type=int, default=7)
 parser.add_argument("--steps", type=int, default=200)
+parser.add_argument("--inputs", type=int, default=784, help="input width (784: MNIST-sized)")
+parser.add_argument("--hidden", type=int, default=128)
 args = parser.parse_args()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(args.threads)
@@ -30,7 +32,7 @@ import numpy as np  # noqa: E402
 import llgrad  # noqa: E402
 from llgrad import optim  # noqa: E402
 
-BATCH, LR, N_IN, N_HID, N_OUT = 64, 0.1, 784, 128, 10
+BATCH, LR, N_IN, N_HID, N_OUT = 64, 0.1, args.inputs, args.hidden, 10
 STEPS = args.steps
 
 
@@ -205,7 +207,7 @@ CONTENDERS = [
 def main():
     params, x, y = problem()
     first = batches(x, y)[0]
-    print(f"{STEPS} SGD steps, 784-128-10 tanh MLP, batch {BATCH}, float32, "
+    print(f"{STEPS} SGD steps, {N_IN}-{N_HID}-{N_OUT} tanh MLP, batch {BATCH}, float32, "
           f"{args.threads} thread(s), median of {args.repeats} interleaved rounds")
     runs, warm, finals = {}, {}, {}
     for name, make, module in CONTENDERS:
