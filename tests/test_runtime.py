@@ -282,3 +282,15 @@ def test_staged_calls_do_not_keep_arrays_alive():
         assert f({"w": np.ones(3)})["w"].ctypes.data == address  # freed at once, reused
     finally:
         gc.enable()
+
+
+def test_read_only_and_empty_inputs_are_passed_correctly():
+    b = Builder()
+    x = b.parameter(index=0, type=TensorType((3,), "float64"), name="x")
+    e = b.parameter(index=1, type=TensorType((0,), "float64"), name="e")
+    exe = compile_graph(Graph([x, e], [b.add(x, x), b.reduce_sum(e, axes=(0,))]))
+    frozen = np.arange(3.0)
+    frozen.setflags(write=False)
+    doubled, total = exe(frozen, np.zeros(0))
+    np.testing.assert_array_equal(doubled, [0.0, 2.0, 4.0])
+    assert total == 0.0

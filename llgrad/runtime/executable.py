@@ -29,6 +29,15 @@ def _owned_refcount() -> int:
 _OWNED = _owned_refcount()
 
 
+def _address(array: np.ndarray) -> int:
+    """The data pointer of a contiguous array; through ctypes' buffer protocol it costs
+    a third of ``array.ctypes.data`` (which read-only and empty arrays still need)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError):
+        return array.ctypes.data
+
+
 class Executable:
     """A compiled Graph: ``exe(*arrays) -> list of fresh numpy arrays``."""
 
@@ -118,7 +127,7 @@ class Executable:
         outputs, output_addresses = self._fresh_outputs()
         packed, address, _ = self._thread_state()
         n = len(arrays)
-        packed[:n] = [a.ctypes.data for a in arrays]
+        packed[:n] = [_address(a) for a in arrays]
         packed[n:n + len(outputs)] = output_addresses
         self._entry(address)
         return outputs
