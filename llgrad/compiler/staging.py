@@ -94,6 +94,16 @@ class Trace:
     def asm(self) -> str:
         return self.executable.asm
 
+    def to_sympy(self, output=None, *, standard: bool = True):
+        """The sympy expression of each output of the optimised graph (for grad: the
+        value, then the gradients), or of output number ``output``.  The graph must be
+        elementwise (see ``sympy_frontend.to_sympy``)."""
+        from .sympy_frontend import to_sympy
+        if output is not None:
+            return to_sympy(self.optimized, output, standard=standard)
+        return tuple(to_sympy(self.optimized, i, standard=standard)
+                     for i in range(len(self.optimized.outputs)))
+
     def to_dot(self) -> str:
         from ..ir.dot import to_dot
         return to_dot(self.optimized, n_forward=len(self.ir.outputs) if self.backward else None)

@@ -1,4 +1,4 @@
-"""sympy ⇄ IR: where elementwise derivatives come from.
+"""sympy ⇄ IR: where elementwise derivatives come from, and the sympy bridge.
 
 Each elementwise primitive states its meaning as a sympy formula in ``x`` (and ``y``);
 ``partials`` differentiates it once, on the primitive's first differentiation, and
@@ -6,12 +6,24 @@ Each elementwise primitive states its meaning as a sympy formula in ``x`` (and `
 hash-conses, ``1 - tanh(x)**2`` finds the forward ``tanh`` node instead of
 recomputing it: the backward graph reuses forward values with no special cases.
 
+The same two directions serve users: ``to_sympy`` reads an elementwise Graph back
+as a sympy expression (each node's formula with its operands substituted), and
+``to_ir`` builds any sympy expression made of the functions the primitive table
+knows (``llgrad.from_sympy``).  Which sympy function is which primitive is derived
+from the formulas themselves, so a new elementwise primitive joins both directions
+by its one record.
+
 sympy is imported lazily so that ``import llgrad`` stays fast.
 """
 from __future__ import annotations
 
 import functools
+import re
 
+import numpy as np
+
+from ..ir.errors import UnsupportedError
+from ..ir.graph import Graph, topological_order
 from ..ir.primitives import PRIMITIVES
 
 
@@ -37,15 +49,12 @@ def _namespace():
     names = {"x": x, "y": y, "logistic": logistic, "log1p": log1p, "expm1": expm1,
              "exp": sp.exp, "log": sp.log, "sin": sp.sin, "cos": sp.cos, "tanh": sp.tanh,
              "sqrt": sp.sqrt, "Abs": sp.Abs, "sign": sp.sign, "Max": sp.Max, "Min": sp.Min}
-    functions = {sp.exp: "exp", sp.log: "log", sp.sin: "sin", sp.cos: "cos",
-                 sp.tanh: "tanh", sp.Abs: "abs", sp.sign: "sign", logistic: "logistic",
-                 log1p: "log1p", expm1: "expm1"}
-    return sp, names, functions
+    return sp, names
 
 
 def formula(prim_name: str):
     """The sympy expression of an elementwise primitive, and its operand symbols."""
-    sp, names, _ = _namespace()
+    sp, names = _namespace()
     expr = sp.sympify(PRIMITIVES[prim_name].formula, locals=names)
     symbols = [names["x"], names["y"]][: _arity(prim_name)]
     return expr, symbols
@@ -56,10 +65,32 @@ def _arity(prim_name):
 
 
 @functools.lru_cache(maxsize=None)
+def _tables():
+    """The sympy side of the primitive table, as data.
+
+    ``functions``: sympy function -> unary primitive, for every formula that is one
+    function applied to ``x`` (exp, log, ..., abs, sign, logistic); read from the
+    formulas, never listed by hand.  ``relations``: sympy relational -> comparison.
+    ``composites``: sympy functions with no primitive, spelt with ones that have."""
+    sp, names = _namespace()
+    x = names["x"]
+    functions = {}
+    for name, prim in PRIMITIVES.items():
+        if prim.elementwise:
+            expr, _ = formula(name)
+            if expr.is_Function and expr.args == (x,):
+                functions[expr.func] = name
+    relations = {sp.StrictLessThan: "lt", sp.LessThan: "le", sp.StrictGreaterThan: "gt",
+                 sp.GreaterThan: "ge", sp.Equality: "eq", sp.Unequality: "ne"}
+    composites = {sp.tan: lambda a: sp.sin(a) / sp.cos(a)}
+    return functions, relations, composites
+
+
+@functools.lru_cache(maxsize=None)
 def partials(prim_name: str):
     """d formula / d operand for each operand; None where the derivative is zero
     almost everywhere (sign, comparisons), so no adjoint is ever materialised."""
-    sp, _, _ = _namespace()
+    sp, _ = _namespace()
     expr, symbols = formula(prim_name)
     out = []
     for s in symbols:
@@ -69,11 +100,18 @@ def partials(prim_name: str):
 
 
 def to_ir(b, expr, env: dict, type_):
-    """Build ``expr`` with Builder ``b``; ``env`` maps symbols to nodes of type ``type_``."""
-    sp, _, functions = _namespace()
+    """Build ``expr`` with Builder ``b``; ``env`` maps symbols to nodes of type ``type_``.
+
+    Raises UnsupportedError, naming it, for a sympy function with no translation."""
+    sp, _ = _namespace()
+    functions, relations, composites = _tables()
+    bool_type = type_.with_dtype("bool")
 
     def const(v):
-        return b.full(float(v), type_)
+        try:
+            return b.full(float(v), type_)
+        except TypeError:
+            raise UnsupportedError(f"the sympy constant {v} is not a real number") from None
 
     def product(factors):
         result = None
@@ -81,10 +119,29 @@ def to_ir(b, expr, env: dict, type_):
             result = f if result is None else b.mul(result, f)
         return result
 
+    def chain(op, args):
+        result = args[0]
+        for a in args[1:]:
+            result = op(result, a)
+        return result
+
+    def piecewise(pairs):
+        """Piecewise((v1, c1), (v2, c2), ...): the first true condition wins; where
+        none holds (no ``True`` branch) the value is nan, as sympy leaves it undefined."""
+        (value, cond), rest = pairs[0], pairs[1:]
+        if cond == sp.true:
+            return build(value)
+        otherwise = piecewise(rest) if rest else const(float("nan"))
+        return b.select(build(cond), build(value), otherwise)
+
     def build(e):
-        if e in env:
-            return env[e]
-        if e.is_Number:
+        if e in memo:
+            return memo[e]
+        memo[e] = node = _build(e)
+        return node
+
+    def _build(e):
+        if e.is_Number or (e.is_number and not e.is_Boolean):
             return const(e)
         if e.is_Add:
             pos, neg = [], []
@@ -128,14 +185,150 @@ def to_ir(b, expr, env: dict, type_):
             return b.select(b.gt(z, zero), const(1),
                             b.select(b.eq(z, zero), const(0.5), zero))
         if isinstance(e, (sp.Max, sp.Min)):
-            op = b.max if isinstance(e, sp.Max) else b.min
-            args = [build(a) for a in e.args]
-            result = args[0]
-            for a in args[1:]:
-                result = op(result, a)
-            return result
+            return chain(b.max if isinstance(e, sp.Max) else b.min, [build(a) for a in e.args])
+        if isinstance(e, sp.Piecewise):
+            return piecewise(e.args)
+        if e.func in relations:
+            return b.emit(relations[e.func], build(e.lhs), build(e.rhs))
+        if e in (sp.true, sp.false):
+            return b.full(bool(e), bool_type)
+        if isinstance(e, (sp.And, sp.Or)):
+            false, true = b.full(False, bool_type), b.full(True, bool_type)
+            combine = ((lambda p, q: b.select(p, q, false)) if isinstance(e, sp.And)
+                       else (lambda p, q: b.select(p, true, q)))
+            return chain(combine, [build(a) for a in e.args])
+        if isinstance(e, sp.Not):
+            return b.eq(build(e.args[0]), b.full(False, bool_type))
         if e.func in functions:
             return b.emit(functions[e.func], build(e.args[0]))
-        raise NotImplementedError(f"no IR translation for sympy expression {e}")
+        if e.func in composites:
+            return build(composites[e.func](*e.args))
+        if e.is_Symbol:
+            raise UnsupportedError(f"the sympy symbol {e} is not one of the function's "
+                                   f"arguments")
+        known = sorted({f.__name__ for f in (*functions, *composites)}
+                       | {"Pow", "sqrt", "Max", "Min", "Piecewise", "Heaviside"})
+        raise UnsupportedError(
+            f"the sympy function {getattr(e.func, '__name__', e.func)} has no llgrad "
+            f"translation (in {e}); supported: + - * / **, {', '.join(known)}, "
+            f"comparisons, And/Or/Not and real constants")
 
+    memo = dict(env)
     return build(expr)
+
+
+# ----------------------------------------------------------------------------------
+# IR -> sympy
+
+def _symbol_names(params) -> dict:
+    """Readable, distinct Python identifiers for the parameters: ``params['w1']`` is
+    ``params_w1``."""
+    out, taken = {}, set()
+    for p in params:
+        base = re.sub(r"\W+", "_", str(p.attrs["name"])).strip("_") or "arg"
+        if base[0].isdigit():
+            base = f"arg_{base}"
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        out[p.id] = name
+    return out
+
+
+def _constant(value: np.ndarray):
+    """A scalar constant as an exact sympy number: integers stay integers, floats are
+    the shortest decimal that rounds back to them in their own dtype (0.1, not
+    0.1000000000000000055...), so ``sp.simplify`` can cancel them."""
+    sp, _ = _namespace()
+    v = value.item()
+    if isinstance(v, bool):
+        return sp.true if v else sp.false
+    if isinstance(v, int) or float(v).is_integer():
+        return sp.Integer(int(v))
+    if v != v:
+        return sp.nan
+    if v in (float("inf"), float("-inf")):
+        return sp.oo if v > 0 else -sp.oo
+    return sp.Rational(np.format_float_positional(value[()], unique=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _structural_rules():
+    """How the non-formula nodes of an elementwise graph read in sympy, one row each:
+    ``rule(node, operand expressions, symbol names) -> expression``, or None where the
+    node has no per-element formula."""
+    sp, _ = _namespace()
+    _, relations, _ = _tables()
+    rules = {prim: (lambda rel: lambda node, a, names: rel(*a))(rel)
+             for rel, prim in relations.items()}
+
+    def convert(node, a, names):
+        source = node.inputs[0].dtype
+        if source == "bool":  # True -> 1, False -> 0
+            return sp.Piecewise((sp.Integer(1), a[0]), (sp.Integer(0), True))
+        if node.type.is_float or source == node.dtype:  # to float: the same number
+            return a[0]
+        return None  # float -> int truncates: no identity
+
+    rules.update({
+        "parameter": lambda node, a, names: sp.Symbol(names[node.id], real=True),
+        "constant": lambda node, a, names: (_constant(node.attrs["value"])
+                                            if node.attrs["value"].ndim == 0 else None),
+        "broadcast_in_dim": lambda node, a, names: a[0],
+        "reshape": lambda node, a, names: a[0],
+        "select": lambda node, a, names: sp.Piecewise((a[1], a[0]), (a[2], True)),
+        "convert": convert,
+    })
+    return rules
+
+
+def to_sympy(graph: Graph, output: int = 0, *, standard: bool = True):
+    """The sympy expression of ``graph.outputs[output]``, per element.
+
+    The graph must be elementwise: elementwise primitives (their formulas, operands
+    substituted), scalar constants, comparisons (relationals), ``select`` (Piecewise)
+    and ``convert`` to float (the identity; from bool, 1 or 0).  ``broadcast_in_dim``
+    and ``reshape`` are the identity too: the expression states what holds for each
+    element after broadcasting.  Parameters become real Symbols named after the
+    arguments.  Shared nodes are converted once.  ``standard=True`` spells logistic,
+    log1p and expm1 in standard sympy (1/(1 + exp(-x)), log(1 + x), exp(x) - 1) so
+    that ``sp.simplify`` understands them; ``standard=False`` keeps llgrad's own
+    functions, which ``from_sympy`` also reads.
+    """
+    _, names = _namespace()
+    x, y = names["x"], names["y"]
+    rules = _structural_rules()
+    symbol_names = _symbol_names(graph.inputs)
+    root = graph.outputs[output]
+    memo: dict = {}
+    for node in topological_order([root]):
+        args = [memo[i.id] for i in node.inputs]
+        if PRIMITIVES[node.op].elementwise:
+            expr = _reading(node.op, standard).xreplace(dict(zip((x, y), args)))
+        else:
+            rule = rules.get(node.op)
+            expr = rule(node, args, symbol_names) if rule else None
+        if expr is None:
+            what = "an array constant" if node.op == "constant" else node.op
+            raise UnsupportedError(
+                f"to_sympy covers elementwise graphs (elementwise primitives, scalar "
+                f"constants, broadcasts, comparisons, select); output {output} of "
+                f"{graph.name} uses {what} ({node.type}), which has no per-element formula")
+        memo[node.id] = expr
+    return memo[root.id]
+
+
+@functools.lru_cache(maxsize=None)
+def _reading(prim_name: str, standard: bool):
+    """The formula ``to_sympy`` substitutes operands into.  Standard spellings are
+    put into the one-node formula, not the finished expression, whose tree can be
+    exponentially larger than the graph it came from."""
+    sp, names = _namespace()
+    expr = formula(prim_name)[0]
+    if standard:
+        x = names["x"]
+        expr = expr.xreplace({names["logistic"](x): 1 / (1 + sp.exp(-x)),
+                              names["log1p"](x): sp.log(1 + x),
+                              names["expm1"](x): sp.exp(x) - 1})
+    return expr
