@@ -2,12 +2,13 @@
 from . import numpy, optim  # noqa: F401  (llgrad.numpy, llgrad.optim)
 from .api import grad, hessian, jit, jvp, value_and_grad, vjp
 from .check import check_grad
+from .symbolic import from_sympy
 from .train import TrainResult, train
 from .ir.errors import (DTypeError, GradientError, LlgradError, ShapeError,
                         UnsupportedError)
 
 __version__ = "0.1.0"
 
-__all__ = ["jit", "grad", "value_and_grad", "vjp", "jvp", "hessian", "check_grad", "train", "TrainResult", "numpy", "optim",
-           "LlgradError", "ShapeError", "DTypeError",
+__all__ = ["jit", "grad", "value_and_grad", "vjp", "jvp", "hessian", "check_grad", "from_sympy",
+           "train", "TrainResult", "numpy", "optim", "LlgradError", "ShapeError", "DTypeError",
            "GradientError", "UnsupportedError", "__version__"]
