@@ -294,3 +294,30 @@ def test_read_only_and_empty_inputs_are_passed_correctly():
     doubled, total = exe(frozen, np.zeros(0))
     np.testing.assert_array_equal(doubled, [0.0, 2.0, 4.0])
     assert total == 0.0
+
+
+def test_repeated_layers_share_their_kernels():
+    """A deep network emits each distinct kernel once, so LLVM's work does not grow
+    with depth; the shared kernels still compute every layer right."""
+    import llgrad
+    rng = np.random.default_rng(8)
+
+    def loss(layers, x):
+        for layer in layers:
+            x = np.tanh(x @ layer["w"] + layer["b"])
+        return (x * x).mean()
+
+    def kernel_count(depth):
+        layers = [{"w": rng.normal(size=(6, 6)) / 3, "b": rng.normal(size=6)}
+                  for _ in range(depth)]
+        x = rng.normal(size=(4, 6))
+        trace = llgrad.grad(loss).trace(layers, x)
+        native = llgrad.grad(loss)(layers, x)
+        reference = llgrad.grad(loss, backend="interpret")(layers, x)
+        for got, want in zip(native, reference):
+            for k in got:
+                np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-15)
+        return trace.llvm_ir.count("define ")
+
+    shallow, deep = kernel_count(5), kernel_count(30)
+    assert shallow == deep and 5 < deep < 30

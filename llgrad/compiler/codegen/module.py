@@ -4,8 +4,11 @@ The entry point ``void <name>(ptr args)`` takes a single pointer to a packed arr
 ``[inputs..., outputs..., arena]`` of ``void*``.  It derives every buffer's address
 once and calls the kernels in order.  Each kernel is its own function whose pointer
 arguments are ``noalias`` (the memory plan guarantees it), so LLVM vectorises its
-loops without runtime overlap checks; at O3 the kernels are inlined and their
-``noalias`` facts survive as alias scopes.
+loops without runtime overlap checks.  Kernels are ``noinline``: optimising one huge
+function costs LLVM far more than linear time (a 100-layer network took 65 s to
+compile with the kernels inlined into the entry point), while a call per kernel costs
+nanoseconds.  Kernels whose code is identical (the same layer repeated in a deep
+network, forward or backward) are emitted once and called with other buffers.
 """
 from __future__ import annotations
 
@@ -157,6 +160,7 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params)),
                          f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
         fn.linkage = "internal"
+        fn.attributes.add("noinline")
         for i, arg in enumerate(fn.args):
             arg.add_attribute("noalias")
             arg.add_attribute("captures(none)")
@@ -175,6 +179,17 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
         else:
             _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy)
         b.ret_void()
-        eb.call(fn, [address(buf) for buf in params])
+        eb.call(_shared(module, fn), [address(buf) for buf in params])
     eb.ret_void()
     return entry
+
+
+def _shared(module, fn: ir.Function) -> ir.Function:
+    """An identical kernel emitted before, if any (``fn`` is then dropped), else ``fn``."""
+    seen = module.__dict__.setdefault("llgrad_kernels", {})
+    body = str(fn).replace(f'"{fn.name}"', "@kernel", 1)
+    if body in seen:
+        del module.globals[fn.name]
+        return seen[body]
+    seen[body] = fn
+    return fn
