@@ -64,6 +64,16 @@ CASES = {
     "rank0": (lambda s: s * s + 1.0, [np.float64(3.0)]),
     "size0": (lambda z, x: z.sum() + x, [np.zeros((0, 3)), A[0, :3]]),
     "nan_inf": (lambda x: np.maximum(x, np.nan) + np.minimum(x, np.inf), [A]),
+    "einsum_matmul": (lambda x, w: np.einsum("ij,jk->ik", x, w) + np.einsum("ij,jk", x, w), [A, B]),
+    "einsum_batch": (lambda t, w: np.einsum("bij,jk->bki", t, w) * 2, [T3, B]),
+    "einsum_reduce": (lambda t, x: np.einsum("bij,ij->b", t, x) + np.einsum("bij->j", t).sum()
+                      + np.einsum("ij->ji", x).sum(), [T3, R.normal(size=(3, 4))]),
+    "argmax_argmin": (lambda x: np.argmax(x, axis=1)[:, None] + x.argmin(axis=0) + np.argmax(x)
+                      + np.argmax(x, axis=0, keepdims=True), [np.round(A, 1)]),
+    "norm": (lambda t: np.linalg.norm(t) + np.linalg.norm(t, axis=1) + np.linalg.norm(t[0], "fro"),
+             [T3]),
+    "more_math": (lambda x: np.log2(x) + np.log10(x) + np.exp2(x) + np.sinh(x) * np.cosh(x)
+                  + np.tan(x) + np.hypot(x, 2.0), [POS]),
     "bool_logic": (lambda x: np.where((x > 0) & (x < 1) | ~(x > -0.5) ^ (x > 0.3), x, -x)
                    + np.logical_and(x > 0, True) * 1.0 + np.logical_not(x > 0)
                    + ((x > 0) + (x < 0.5)) * 2.0 + ((x > 0) * (x < 0.5)), [A]),

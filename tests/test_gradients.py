@@ -58,6 +58,10 @@ SCALAR_FUNCTIONS = {
     "logsumexp": (lambda x: lnp.logsumexp(x, axis=0).sum(), [A]),
     "clip": (lambda x: (np.clip(x, -0.5, 0.5) ** 2).sum(), [A]),
     "rank0": (lambda x: np.tanh(x) * x, [np.float64(0.7)]),
+    "einsum": (lambda t, w: (np.einsum("bij,jk->bki", t, w) ** 2).sum()
+               + np.einsum("bij,bij->", t, t), [T3, R.normal(size=(4, 2))]),
+    "norm_and_math": (lambda x: np.linalg.norm(x, axis=0).sum() + (np.log2(x) * np.sinh(x)
+                      + np.tan(x) / np.cosh(x) + np.hypot(x, 1.5)).sum(), [POS]),
     "python_float": (lambda x: x * x * 3.0, [1.5]),
     "float32": (lambda x: (np.tanh(x) * x).sum(), [A.astype(np.float32)]),
 }

@@ -674,6 +674,121 @@ def outer(a, b, out=None):
     return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))
 
 
+@op("einsum")
+def einsum(subscripts, *operands, optimize=False):
+    """One or two operands, explicit or implicit output: each index summed away alone
+    is a reduction, the shared ones become one dot_general (contracting, or batch when
+    the output keeps them), then a transpose puts the axes in the output's order."""
+    if "..." in subscripts:
+        raise UnsupportedError("einsum with '...' is not supported")
+    inputs, arrow, output = subscripts.replace(" ", "").partition("->")
+    specs = inputs.split(",")
+    if len(specs) != len(operands) or len(specs) not in (1, 2):
+        raise UnsupportedError(f"einsum {subscripts!r}: one or two operands are supported")
+    if not arrow:
+        counts = {c: inputs.count(c) for c in inputs if c != ","}
+        output = "".join(sorted(c for c, n in counts.items() if n == 1))
+    operands = [a if isinstance(a, Tracer) else _wrap(lift(a)) for a in operands]
+    for spec, a in zip(specs, operands):
+        if len(spec) != a.ndim or len(set(spec)) != len(spec):
+            raise UnsupportedError(f"einsum {subscripts!r}: each operand needs one distinct "
+                                   f"index per axis (repeated indices are not supported)")
+    # sum away indices that appear in one operand only and not in the output
+    for k, (spec, a) in enumerate(zip(specs, operands)):
+        others = "".join(specs[:k] + specs[k + 1:]) + output
+        lonely = [d for d, c in enumerate(spec) if c not in others]
+        if lonely:
+            operands[k] = sum(a, axis=tuple(lonely))
+            specs[k] = "".join(c for d, c in enumerate(spec) if d not in lonely)
+    if len(operands) == 1:
+        (spec,), (a,) = specs, operands
+        return transpose(a, [spec.index(c) for c in output]) if a.ndim > 1 else a
+    (ls, rs), (x, y) = specs, operands
+    x, y = _float_pair(x, y, "einsum")
+    shared = [c for c in ls if c in rs]
+    batch = [c for c in shared if c in output]
+    contract = [c for c in shared if c not in output]
+    for c in shared:
+        if x.shape[ls.index(c)] != y.shape[rs.index(c)]:
+            raise ShapeError(f"einsum {subscripts!r}: index {c} has sizes "
+                             f"{x.shape[ls.index(c)]} and {y.shape[rs.index(c)]}")
+    result = _b().dot_general(x, y, dims=((tuple(ls.index(c) for c in contract),
+                                          tuple(rs.index(c) for c in contract)),
+                                         (tuple(ls.index(c) for c in batch),
+                                          tuple(rs.index(c) for c in batch))))
+    order = batch + [c for c in ls if c not in shared] + [c for c in rs if c not in shared]
+    return transpose(_wrap(result), [order.index(c) for c in output]) if len(order) > 1 \
+        else _wrap(result)
+
+
+@op("argmax")
+def argmax(a, axis=None, out=None, keepdims=False):
+    """The first index of the maximum (as numpy), as int64: the smallest index whose
+    value equals the max, via iota, select and a max-reduction of negated indices."""
+    if out is not None:
+        raise UnsupportedError("argmax(out=...) is not supported")
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    if axis is None:
+        return argmax(reshape(a, (-1,)), axis=0)
+    (axis,) = _axes(axis, a.ndim)
+    b = _b()
+    index = b.iota(shape=a.shape, dtype="int64", axis=axis)
+    hit = equal(a, max(a, axis=axis, keepdims=True))
+    candidates = b.select(hit.node, index, b.full(a.shape[axis], index.type))
+    first = b.neg(b.reduce_max(b.neg(candidates), axes=(axis,)))
+    return _wrap(_keep(first, a.shape, (axis,), keepdims))
+
+
+@op("argmin")
+def argmin(a, axis=None, out=None, keepdims=False):
+    return argmax(negative(a), axis=axis, out=out, keepdims=keepdims)
+
+
+@op("norm", np.linalg.norm)
+def norm(x, ord=None, axis=None, keepdims=False):
+    """The 2-norm of vectors and the Frobenius norm of matrices (ord None/2/'fro')."""
+    if ord not in (None, 2, "fro") or (ord == 2 and (axis is None and np.ndim(x) == 2
+                                                     or isinstance(axis, tuple))):
+        raise UnsupportedError(f"np.linalg.norm(ord={ord!r}) is not supported: only the "
+                               f"2-norm of vectors and the Frobenius norm")
+    return sqrt(sum(multiply(x, x), axis=axis, keepdims=keepdims))
+
+
+def _scaled_log(base):
+    def f(x):
+        return divide(log(x), float(np.log(base)))
+    return f
+
+
+log2 = op("log2")(_scaled_log(2.0))
+log10 = op("log10")(_scaled_log(10.0))
+
+
+@op("exp2")
+def exp2(x):
+    return exp(multiply(x, float(np.log(2.0))))
+
+
+@op("sinh")
+def sinh(x):
+    return divide(subtract(exp(x), exp(negative(x))), 2.0)
+
+
+@op("cosh")
+def cosh(x):
+    return divide(add(exp(x), exp(negative(x))), 2.0)
+
+
+@op("tan")
+def tan(x):
+    return divide(sin(x), cos(x))
+
+
+@op("hypot")
+def hypot(x, y):
+    return sqrt(add(multiply(x, x), multiply(y, y)))
+
+
 # ----------------------------------------------------------------------------------
 # dispatch tables: numpy's callables → the functions above
 
@@ -687,7 +802,8 @@ UFUNCS = {
     np.square: square, np.reciprocal: reciprocal, np.matmul: matmul,
     np.logical_and: logical_and, np.logical_or: logical_or, np.logical_xor: logical_xor,
     np.logical_not: logical_not, np.bitwise_and: bitwise_and, np.bitwise_or: bitwise_or,
-    np.bitwise_xor: bitwise_xor, np.invert: invert,
+    np.bitwise_xor: bitwise_xor, np.invert: invert, np.log2: log2, np.log10: log10,
+    np.exp2: exp2, np.sinh: sinh, np.cosh: cosh, np.tan: tan, np.hypot: hypot,
 }
 
 FUNCTIONS = {
@@ -696,7 +812,8 @@ FUNCTIONS = {
     np.swapaxes: swapaxes, np.broadcast_to: broadcast_to, np.concatenate: concatenate,
     np.stack: stack, np.clip: clip, np.where: where, np.expand_dims: expand_dims,
     np.squeeze: squeeze, np.ravel: ravel, np.zeros_like: zeros_like, np.ones_like: ones_like,
-    np.full_like: full_like, np.tensordot: tensordot, np.outer: outer,
+    np.full_like: full_like, np.tensordot: tensordot, np.outer: outer, np.einsum: einsum,
+    np.argmax: argmax, np.argmin: argmin, np.linalg.norm: norm,
     np.shape: lambda a: _shape(a), np.ndim: lambda a: len(_shape(a)),
     np.size: lambda a: int(np.prod(_shape(a), dtype=np.int64)),
 }
@@ -776,7 +893,8 @@ def _install_tracer_methods():
     for name, fn in {"sum": sum, "mean": mean, "max": max, "min": min, "var": var,
                      "std": std, "reshape": reshape, "transpose": transpose, "dot": dot,
                      "clip": clip, "astype": astype, "squeeze": squeeze, "ravel": ravel,
-                     "flatten": ravel, "swapaxes": swapaxes}.items():
+                     "flatten": ravel, "swapaxes": swapaxes, "argmax": argmax,
+                     "argmin": argmin}.items():
         setattr(Tracer, name, fn)
 
 
