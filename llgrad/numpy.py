@@ -12,4 +12,4 @@ from .compiler.numpy_ops import (  # noqa: F401
     log1p, log_softmax, logistic, logsumexp, matmul, max, maximum, mean, min, minimum,
     multiply, negative, not_equal, ones_like, outer, positive, power, ravel, reciprocal, relu,
     reshape, sigmoid, sign, sin, softmax, sqrt, square, squeeze, stack, std, subtract, sum,
-    swapaxes, tanh, tensordot, transpose, true_divide, var, where, zeros_like)
+    swapaxes, take, tanh, tensordot, transpose, true_divide, var, where, zeros_like)

@@ -216,6 +216,13 @@ def _cases():
                            args=(_random((rows, 2), dt, "any"), idx),
                            numpy=lambda x, i: x[np.clip(i, 0, x.shape[0] - 1)]))
         cs.append(Case("parameter", [((2, 3), dt)], numpy=lambda x: x))
+    for dt in FI:
+        for rows, idx in [(5, [0, 4, 2, 2, -3, 9]), (1, [0, 0]), (3, [])]:
+            cs.append(Case("scatter_add", [((rows, 2), dt), ((len(idx),), "int64"),
+                                           ((len(idx), 2), dt)],
+                           args=(_random((rows, 2), dt, "any"), idx,
+                                 _random((len(idx), 2), dt, "any")),
+                           numpy=_numpy_scatter_add))
     return cs
 
 
@@ -245,6 +252,13 @@ def _numpy_pad(x, low, high, interior):
                     for n, lo, hi, it in zip(x.shape, low, high, interior)], x.dtype)
     out[tuple(slice(lo, None, it + 1) for lo, it in zip(low, interior))][
         tuple(slice(0, n) for n in x.shape)] = x
+    return out
+
+
+def _numpy_scatter_add(x, idx, updates):
+    out = x.copy()
+    for i, u in zip(np.clip(idx, 0, x.shape[0] - 1), updates):
+        out[i] += u  # one at a time, in order: the order the kernel adds in
     return out
 
 

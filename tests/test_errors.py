@@ -97,9 +97,24 @@ def test_index_out_of_bounds(backend):
         llgrad.jit(lambda x: x[3], backend=backend)(A)
 
 
-def test_array_indexing_is_unsupported_not_wrong(backend):
-    with pytest.raises(llgrad.UnsupportedError, match="gather"):
-        llgrad.jit(lambda x: x[np.array([0, 2])], backend=backend)(A)
+def test_boolean_masks_are_unsupported_not_wrong(backend):
+    with pytest.raises(llgrad.UnsupportedError, match="boolean masks"):
+        llgrad.jit(lambda x: x[x > 0], backend=backend)(A)
+
+
+def test_constant_index_arrays_are_bounds_checked(backend):
+    with pytest.raises(llgrad.ShapeError, match="index 3 is out of bounds for axis 0 with size 3"):
+        llgrad.jit(lambda x: x[np.array([0, 3])], backend=backend)(A)
+
+
+def test_traced_index_arrays_are_clamped_never_out_of_bounds(backend):
+    got = llgrad.jit(lambda x, i: x[i], backend=backend)(np.arange(4.0), np.array([-1, 7, -9]))
+    np.testing.assert_array_equal(got, [3.0, 3.0, 0.0])  # -1 wraps as in numpy; 7, -9 clamp
+
+
+def test_array_index_after_a_slice_is_explained(backend):
+    with pytest.raises(llgrad.UnsupportedError, match="leading axes"):
+        llgrad.jit(lambda x: x[1:, np.array([0, 1])], backend=backend)(A)
 
 
 def test_errors_are_llgrad_errors():

@@ -74,6 +74,11 @@ CASES = {
              [T3]),
     "more_math": (lambda x: np.log2(x) + np.log10(x) + np.exp2(x) + np.sinh(x) * np.cosh(x)
                   + np.tan(x) + np.hypot(x, 2.0), [POS]),
+    "gather_rows": (lambda t: t[np.array([1, 0, -1, 1])] + t[[0, 0, 1, 1]], [T3]),
+    "gather_pairs": (lambda x, i: x[np.arange(3), i] + x[i[1:], :][:, 1].sum(), [A, np.array([3, 0, 2])]),
+    "gather_2d_index": (lambda x: x[np.array([[0, 2], [1, 1]])], [A]),
+    "np_take": (lambda t: np.take(t, [3, 0], axis=2) + np.take(t, [[1], [0]], axis=1).sum()
+                + np.take(t, [5, 23]).sum(), [T3]),
     "bool_logic": (lambda x: np.where((x > 0) & (x < 1) | ~(x > -0.5) ^ (x > 0.3), x, -x)
                    + np.logical_and(x > 0, True) * 1.0 + np.logical_not(x > 0)
                    + ((x > 0) + (x < 0.5)) * 2.0 + ((x > 0) * (x < 0.5)), [A]),

@@ -58,6 +58,10 @@ SCALAR_FUNCTIONS = {
     "logsumexp": (lambda x: lnp.logsumexp(x, axis=0).sum(), [A]),
     "clip": (lambda x: (np.clip(x, -0.5, 0.5) ** 2).sum(), [A]),
     "rank0": (lambda x: np.tanh(x) * x, [np.float64(0.7)]),
+    "gather_with_repeats": (lambda e: (np.tanh(e[np.array([1, 1, 2, 0, 1])]) ** 2).sum()
+                            + e[np.arange(3), np.array([1, 0, 1])].sum(), [R.normal(size=(3, 2))]),
+    "integer_label_xent": (lambda z: -(z - lnp.logsumexp(z, axis=1, keepdims=True))[
+        np.arange(3), np.array([3, 0, 3])].mean(), [A]),
     "einsum": (lambda t, w: (np.einsum("bij,jk->bki", t, w) ** 2).sum()
                + np.einsum("bij,bij->", t, t), [T3, R.normal(size=(4, 2))]),
     "norm_and_math": (lambda x: np.linalg.norm(x, axis=0).sum() + (np.log2(x) * np.sinh(x)

@@ -86,6 +86,10 @@ def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
             continue
         prim = PRIMITIVES[node.op]
         if not prim.differentiable:
+            # only for ops whose derivative is zero wherever it exists (comparisons give
+            # bool, iota and constants have no inputs): anything else would be a silent zero
+            if any(id(x) in needed and x.type.is_float for x in node.inputs):
+                raise GradientError(f"{node.op} is not differentiable")
             continue
         b.source = node.source
         for x, contribution in zip(node.inputs, vjp_rule(prim)(b, node, g)):

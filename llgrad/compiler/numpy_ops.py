@@ -558,9 +558,7 @@ def full_like(a, fill_value, dtype=None, **kwargs):
 def getitem(x, key):
     key = key if isinstance(key, tuple) else (key,)
     if any(isinstance(k, (Tracer, list, np.ndarray)) for k in key):
-        raise UnsupportedError(
-            "indexing with an array (gather) is not supported; use static integers and "
-            "slices, or np.where")
+        return _gather(x, key)
     real = [k for k in key if k is not None and k is not Ellipsis]
     if key.count(Ellipsis) > 1:
         raise ShapeError("an index can only have a single ellipsis ('...')")
@@ -600,6 +598,75 @@ def getitem(x, key):
     if node.shape != tuple(out_shape):
         node = b.reshape(node, shape=tuple(out_shape))
     return _wrap(node)
+
+
+def _index_array(k, n, axis):
+    """An integer index array as an int64 node: negative indices wrap as in numpy;
+    constant indices out of range are numpy's IndexError (a ShapeError here), traced
+    ones are clamped by the gather itself so that no read is ever out of bounds."""
+    if isinstance(k, Tracer):
+        if k.node.dtype != "int64":
+            raise UnsupportedError(f"indexing with a traced {k.node.type} array: only integer "
+                                   f"index arrays are supported (boolean masks have "
+                                   f"data-dependent shapes)")
+        b = _b()
+        return b.select(b.lt(k.node, b.full(0, k.node.type)),
+                        b.add(k.node, b.full(n, k.node.type)), k.node)
+    arr = np.asarray(k)
+    if arr.dtype.kind not in "iu":
+        raise UnsupportedError(f"indexing with a {arr.dtype} array: only integer index arrays "
+                               f"are supported (boolean masks have data-dependent shapes)")
+    if arr.size and (arr.min() < -n or arr.max() >= n):
+        raise ShapeError(f"index {arr.max() if arr.max() >= n else arr.min()} is out of bounds "
+                         f"for axis {axis} with size {n}")
+    return _b().const(np.where(arr < 0, arr + n, arr).astype(np.int64), "int64")
+
+
+def _gather(x, key):
+    """``x[i, j, ...]`` with integer arrays for the leading axes (then only full slices):
+    the leading axes are flattened into one and rows gathered with ``take``, whose
+    gradient is a scatter-add (repeated indices accumulate)."""
+    arrays = []
+    for k in key:
+        if isinstance(k, (Tracer, list, np.ndarray)) or (
+                isinstance(k, (int, np.integer)) and arrays):
+            arrays.append(k)
+        else:
+            break
+    rest = key[len(arrays):]
+    if len(arrays) > x.ndim or any(k != slice(None) for k in rest if k is not Ellipsis):
+        raise UnsupportedError(
+            "array indexing is supported for leading axes followed by full slices only, "
+            "e.g. x[idx], x[rows, cols], x[idx, :]; use static slices otherwise")
+    b = _b()
+    nodes = [_index_array(k, x.shape[d], d) for d, k in enumerate(arrays)]
+    shape = broadcast_shapes(*[n.shape for n in nodes])
+    flat = None
+    for d, n in enumerate(nodes):
+        n = b.broadcast_to(n, shape)
+        flat = n if flat is None else b.add(b.mul(flat, b.full(x.shape[d], n.type)), n)
+    lead = int(np.prod(x.shape[:len(nodes)], dtype=np.int64))
+    rows = b.reshape(x.node, shape=(lead,) + x.shape[len(nodes):])
+    size = int(np.prod(shape, dtype=np.int64))
+    taken = b.take(rows, b.reshape(flat, shape=(size,)))
+    return _wrap(b.reshape(taken, shape=shape + x.shape[len(nodes):]))
+
+
+@op("take")
+def take(a, indices, axis=None, out=None, mode="raise"):
+    if out is not None:
+        raise UnsupportedError("take(out=...) is not supported")
+    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    if axis is None:
+        return getitem(ravel(a), (indices,))
+    axis = _axes(axis, a.ndim)[0]
+    others = [d for d in range(a.ndim) if d != axis]
+    picked = getitem(transpose(a, [axis] + others) if axis else a, (indices,))
+    if not axis:
+        return picked
+    ni = picked.ndim - len(others)  # numpy puts the index axes where ``axis`` was
+    return transpose(picked, [ni + j for j in range(axis)] + list(range(ni))
+                     + [ni + j for j in range(axis, len(others))])
 
 
 # ----------------------------------------------------------------------------------
@@ -813,7 +880,7 @@ FUNCTIONS = {
     np.stack: stack, np.clip: clip, np.where: where, np.expand_dims: expand_dims,
     np.squeeze: squeeze, np.ravel: ravel, np.zeros_like: zeros_like, np.ones_like: ones_like,
     np.full_like: full_like, np.tensordot: tensordot, np.outer: outer, np.einsum: einsum,
-    np.argmax: argmax, np.argmin: argmin, np.linalg.norm: norm,
+    np.argmax: argmax, np.argmin: argmin, np.linalg.norm: norm, np.take: take,
     np.shape: lambda a: _shape(a), np.ndim: lambda a: len(_shape(a)),
     np.size: lambda a: int(np.prod(_shape(a), dtype=np.int64)),
 }

@@ -384,15 +384,30 @@ def _take_type(types):
     return x.with_shape(idx.shape + x.shape[1:])
 
 
-def _take_vjp(b, node, g):
-    from .errors import GradientError
-    raise GradientError("take (row gather) is not differentiable with respect to the "
-                        "array it gathers from; differentiate with respect to other inputs")
+def _scatter_add_type(types):
+    x, idx, updates = types
+    if idx.dtype != "int64" or idx.ndim != 1:
+        raise DTypeError(f"scatter_add: indices must be a 1-d int64 array, got {idx}")
+    if x.ndim == 0 or x.shape[0] == 0 or updates.dtype != x.dtype or (
+            updates.shape != idx.shape + x.shape[1:]):
+        raise ShapeError(f"scatter_add: cannot add {updates} into rows of {x} at {idx}")
+    if x.dtype == "bool":
+        raise DTypeError("scatter_add does not accept bool arrays")
+    return x
+
+
+def _scatter_add_eval(x, idx, updates):
+    out = x.copy()
+    np.add.at(out, np.clip(idx, 0, x.shape[0] - 1), updates)  # duplicates accumulate
+    return out
 
 
 register("take", _take_type,
          lambda x, idx: x[np.clip(idx, 0, x.shape[0] - 1)],  # clamped like dynamic_slice
-         vjp=_take_vjp)
+         vjp=lambda b, node, g: (b.scatter_add(b.full(0.0, node.inputs[0].type),
+                                               node.inputs[1], g), None))
+register("scatter_add", _scatter_add_type, _scatter_add_eval,
+         vjp=lambda b, node, g: (g, None, b.take(g, node.inputs[1])))
 
 
 # ----------------------------------------------------------------------------------
@@ -521,4 +536,4 @@ def _structured_eval(**attrs):
 register("loop", lambda types, **attrs: _loop_type(types, **attrs), _structured_eval,
          vjp=_loop_vjp)
 register("tuple_get", lambda types, index: types[0][index],
-         lambda x, index: x[index], differentiable=False)
+         lambda x, index: x[index], vjp=_loop_vjp)

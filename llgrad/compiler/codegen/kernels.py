@@ -152,3 +152,19 @@ def emit_take(ctx, node, out):
         with loop_nest(b, x.shape[1:], "tk") as rest:
             store(b, ctx.read(x, Index((row,) + tuple(rest))), out,
                   linearise(b, [r] + list(rest), node.shape), node.dtype)
+
+
+def emit_scatter_add(ctx, node, out):
+    """``x`` with ``updates[k]`` added to row ``clip(idx[k])``, k in order (so repeated
+    rows accumulate deterministically); never writes out of bounds."""
+    b, (x, idx, updates) = ctx.b, node.inputs
+    with loop_nest(b, x.shape, "sa") as axes:
+        store(b, ctx.read(x, _flat_index(b, axes, x.shape)), out,
+              linearise(b, axes, x.shape), node.dtype)
+    add = (lambda p, q: b.fadd(p, q, flags=ctx.flags)) if node.type.is_float else b.add
+    with loop_nest(b, idx.shape, "sa") as (r,):
+        row = clamped_start(b, ctx.read(idx, Index((r,), r)), 1, x.shape[0])
+        with loop_nest(b, x.shape[1:], "sa") as rest:
+            where = linearise(b, [row] + list(rest), x.shape)
+            value = ctx.read(updates, _flat_index(b, [r] + list(rest), updates.shape))
+            store(b, add(load(b, out, where, node.dtype), value), out, where, node.dtype)

@@ -254,6 +254,7 @@ LOWERINGS = {
     "dynamic_slice": Kernel(kernels.emit_dynamic_slice),
     "dynamic_update_slice": Kernel(kernels.emit_dynamic_update_slice),
     "take": Kernel(kernels.emit_take),
+    "scatter_add": Kernel(kernels.emit_scatter_add),
     "dot_general": Kernel(matmul.emit_dot_general, scratch=matmul.scratch_bytes,
                           inline_inputs=False),
     # structured control flow: the body graph is lowered to a function called per step
