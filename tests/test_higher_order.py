@@ -49,12 +49,17 @@ def test_hessian_matches_analytic_form(backend):
     np.testing.assert_allclose(h, np.diag(6 * v + np.exp(v)) + 2 * np.outer(a, a), rtol=1e-13)
 
 
-def test_mlp_hessian_vector_product_matches_finite_differences(backend):
-    rng = np.random.default_rng(2)
+def small_mlp(seed):
+    """Parameters, data and a random direction in parameter space."""
+    rng = np.random.default_rng(seed)
     params = {"w1": rng.normal(size=(4, 5)), "b1": rng.normal(size=5) * 0.1,
               "w2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3) * 0.1}
     xs, ys = rng.normal(size=(6, 4)), np.eye(3)[rng.integers(0, 3, 6)]
-    direction = {k: rng.normal(size=v.shape) for k, v in params.items()}
+    return params, xs, ys, {k: rng.normal(size=v.shape) for k, v in params.items()}
+
+
+def test_mlp_hessian_vector_product_matches_finite_differences(backend):
+    params, xs, ys, direction = small_mlp(2)
     grad = llgrad.grad(mlp_loss, backend=backend)
 
     def directional(p):
@@ -91,11 +96,7 @@ def test_jvp_is_the_jacobian_times_the_tangent(backend):
 
 
 def test_jvp_of_a_pytree_function_matches_finite_differences(backend):
-    rng = np.random.default_rng(5)
-    params = {"w1": rng.normal(size=(4, 5)), "b1": rng.normal(size=5) * 0.1,
-              "w2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3) * 0.1}
-    xs, ys = rng.normal(size=(6, 4)), np.eye(3)[rng.integers(0, 3, 6)]
-    direction = {k: rng.normal(size=v.shape) for k, v in params.items()}
+    params, xs, ys, direction = small_mlp(5)
     value, slope = llgrad.jvp(lambda p: mlp_loss(p, xs, ys), (params,), (direction,),
                               backend=backend)
     eps = 1e-6

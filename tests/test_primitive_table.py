@@ -78,17 +78,21 @@ def test_vjp_matches_finite_differences(case, backend):
     run = compile_graph(joint) if backend == "native" else (lambda *a: interpret(joint, *a))
     grads = run(*args)[1:]
     for k, got in zip(wrt, grads):
-        expected = np.zeros_like(args[k])
-        for idx in np.ndindex(args[k].shape):
-            step = 1e-6 * max(1.0, abs(args[k][idx]))
-            moved = [a.copy() for a in args]
-            moved[k][idx] += step
-            up = interpret(graph, *moved)[0]
-            moved[k][idx] -= 2 * step
-            down = interpret(graph, *moved)[0]
-            expected[idx] = (up - down) / (2 * step)
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6,
-                                   err_msg=f"d {case.id} / d input {k}")
+        np.testing.assert_allclose(got, _central_differences(graph, args, k, 1e-6),
+                                   rtol=1e-5, atol=1e-6, err_msg=f"d {case.id} / d input {k}")
+
+
+def _central_differences(graph, args, k, eps):
+    """d graph / d args[k] by central differences of the interpreted (scalar) graph."""
+    expected = np.zeros_like(args[k])
+    for idx in np.ndindex(args[k].shape):
+        step = eps * max(1.0, abs(args[k][idx]))
+        moved = [a.copy() for a in args]
+        moved[k][idx] += step
+        up = interpret(graph, *moved)[0]
+        moved[k][idx] -= 2 * step
+        expected[idx] = (up - interpret(graph, *moved)[0]) / (2 * step)
+    return expected
 
 
 SMOOTH_CASES = [c for c in FD_CASES if c.op not in ("abs", "sign", "max", "min", "reduce_max",
@@ -114,15 +118,8 @@ def test_second_order_vjp_matches_finite_differences_of_the_gradient(case):
     directional = Graph(joint.inputs, [total], name=f"dd_{case.op}")
     second = compile_graph(optimize(vjp(directional, wrt)))(*args)[1:]
     for k, got in zip(wrt, second):
-        expected = np.zeros_like(args[k])
-        for idx in np.ndindex(args[k].shape):
-            step = 1e-5 * max(1.0, abs(args[k][idx]))
-            moved = [a.copy() for a in args]
-            moved[k][idx] += step
-            up = interpret(directional, *moved)[0]
-            moved[k][idx] -= 2 * step
-            expected[idx] = (up - interpret(directional, *moved)[0]) / (2 * step)
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6,
+        np.testing.assert_allclose(got, _central_differences(directional, args, k, 1e-5),
+                                   rtol=1e-4, atol=1e-6,
                                    err_msg=f"second order, d {case.id} / d input {k}")
 
 
