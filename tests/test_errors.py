@@ -137,3 +137,12 @@ def test_item_assignment_explains_immutability(backend):
 def test_unsupported_operators_are_llgrad_errors(fn, backend):
     with pytest.raises(llgrad.UnsupportedError):
         llgrad.jit(fn, backend=backend)(A)
+
+
+def test_indices_from_nan_and_inf_stay_in_bounds(backend):
+    """float -> int conversion saturates (NaN gives 0), so computed indices are defined
+    integers, and the gather clamps them: never a read outside the array."""
+    values = np.array([1.7, np.nan, np.inf, -np.inf, 1e30, -1e30])
+    got = llgrad.jit(lambda v, y: v[y.astype(np.int64)], backend=backend)(np.arange(5.0), values)
+    assert got.shape == (6,) and np.all((got >= 0) & (got <= 4))
+    assert got[0] == 1.0

@@ -135,7 +135,14 @@ def _convert(b, args, dtype, flags, attrs):
         return b.uitofp(x, target) if is_float(to) else b.zext(x, target)
     if is_float(dtype) and is_float(to):
         return b.fpext(x, target) if to == "float64" else b.fptrunc(x, target)
-    return b.fptosi(x, target) if is_float(dtype) else b.sitofp(x, target)
+    if not is_float(dtype):
+        return b.sitofp(x, target)
+    # saturating: NaN and out-of-range floats give defined integers (plain fptosi gives
+    # poison, which a later clamp of an index could not tame)
+    name = f"llvm.fptosi.sat.i64.{'f64' if dtype == 'float64' else 'f32'}"
+    module = b.module
+    fn = module.globals.get(name) or ir.Function(module, ir.FunctionType(target, [x.type]), name)
+    return b.call(fn, [x])
 
 
 # ----------------------------------------------------------------------------------
