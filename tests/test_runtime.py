@@ -321,3 +321,43 @@ def test_repeated_layers_share_their_kernels():
 
     shallow, deep = kernel_count(5), kernel_count(30)
     assert shallow == deep and 5 < deep < 30
+
+
+_GRAD_SCRIPT = """
+import sys, numpy as np, llgrad
+g = llgrad.grad(lambda x: (np.tanh(x) * np.sin(x) ** 2 / x).sum())(np.linspace(0.5, 1.5, 4))
+print(repr(g.tolist()))
+print('sympy' in sys.modules)
+"""
+
+
+def _run_grad_process(cache_dir):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, LLGRAD_CACHE_DIR=str(cache_dir))
+    out = subprocess.run([sys.executable, "-c", _GRAD_SCRIPT], env=env, capture_output=True,
+                         text=True, check=True, timeout=120).stdout.splitlines()
+    return out[0], out[-1] == "True"
+
+
+def test_a_second_process_differentiates_without_sympy(tmp_path):
+    """Derivative recipes are kept beside the object cache: the first process derives
+    them with sympy, the next replays them without importing it."""
+    first, first_imported = _run_grad_process(tmp_path)
+    second, second_imported = _run_grad_process(tmp_path)
+    assert first_imported and not second_imported
+    assert first == second
+    x = np.linspace(0.5, 1.5, 4)
+    expected = ((1 - np.tanh(x) ** 2) * np.sin(x) ** 2 / x
+                + np.tanh(x) * 2 * np.sin(x) * np.cos(x) / x
+                - np.tanh(x) * np.sin(x) ** 2 / x ** 2)
+    np.testing.assert_allclose(eval(first), expected, rtol=1e-13)
+
+
+def test_damaged_derivative_cache_is_derived_again(tmp_path):
+    (tmp_path / "derivatives.json").write_text('{"key": "llgrad-recipes-1", "primitives": [')
+    result, imported = _run_grad_process(tmp_path)
+    assert imported
+    fresh, _ = _run_grad_process(tmp_path / "fresh")
+    assert result == fresh

@@ -16,19 +16,20 @@ from . import sympy_frontend
 
 
 def elementwise_vjp(b, node, g):
-    """Adjoints of an elementwise node from the sympy partials of its formula."""
-    expr_symbols = sympy_frontend.formula(node.op)[1]
-    env = dict(zip(expr_symbols, node.inputs))
+    """Adjoints of an elementwise node: g times the partials of its sympy formula
+    (recorded once per primitive, see sympy_frontend.derivative_recipes)."""
+    operands = dict(zip(("x", "y"), node.inputs))
     out = []
-    for d in sympy_frontend.partials(node.op):
-        if d is None:
+    for recipe in sympy_frontend.derivative_recipes(node.op):
+        constant = None if recipe is None else sympy_frontend.constant_recipe_value(recipe)
+        if recipe is None:
             out.append(None)
-        elif d == 1:
+        elif constant == 1:
             out.append(g)
-        elif d == -1:
+        elif constant == -1:
             out.append(b.neg(g))
         else:
-            out.append(b.mul(g, sympy_frontend.to_ir(b, d, env, node.type)))
+            out.append(b.mul(g, sympy_frontend.replay(b, recipe, operands, node.type)))
     return out
 
 

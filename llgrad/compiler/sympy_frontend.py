@@ -99,6 +99,105 @@ def partials(prim_name: str):
     return tuple(out)
 
 
+class _Recorder:
+    """Stands in for a Builder while ``to_ir`` runs once on a derivative: the steps it
+    records replay later through a real Builder, with no sympy involved."""
+
+    def __init__(self):
+        self.steps = []
+
+    def _add(self, step) -> int:
+        self.steps.append(step)
+        return len(self.steps) - 1
+
+    def full(self, value, type_):
+        return self._add(["full", value, type_.dtype == "bool"])
+
+    def emit(self, op, *inputs, **attrs):
+        assert not attrs, "derivative formulas use primitives without attributes"
+        return self._add(["emit", op, list(inputs)])
+
+    def __getattr__(self, name):
+        return lambda *inputs: self.emit(name, *inputs)
+
+
+_RECIPES_FILE = "derivatives.json"
+_recipes: dict = {}
+
+
+def derivative_recipes(prim_name: str):
+    """Per operand, None (derivative zero almost everywhere) or a recipe
+    ``{"steps": [...], "result": ref}`` that ``replay`` builds: the sympy partials of the
+    formula, translated once and kept on disk beside the object cache, so a process
+    whose derivatives are cached never imports sympy."""
+    formula_text = PRIMITIVES[prim_name].formula
+    entry = _recipes.get(prim_name)
+    if entry is None or entry["formula"] != formula_text:
+        if not _recipes:
+            _recipes.update(_load_recipes())
+            entry = _recipes.get(prim_name)
+        if entry is None or entry["formula"] != formula_text:
+            entry = _recipes[prim_name] = {"formula": formula_text,
+                                           "recipes": _record_partials(prim_name)}
+            from ..runtime import cache
+            cache.store_json(_RECIPES_FILE, {"key": _recipes_key(), "primitives": _recipes})
+    return entry["recipes"]
+
+
+def _recipes_key() -> str:
+    from importlib import metadata
+    try:
+        sympy_version = metadata.version("sympy")
+    except metadata.PackageNotFoundError:
+        sympy_version = "?"
+    return f"llgrad-recipes-1 sympy-{sympy_version}"
+
+
+def _load_recipes() -> dict:
+    from ..runtime import cache
+    data = cache.load_json(_RECIPES_FILE)
+    if not isinstance(data, dict) or data.get("key") != _recipes_key():
+        return {}
+    primitives = data.get("primitives")
+    return primitives if isinstance(primitives, dict) else {}
+
+
+def _record_partials(prim_name: str):
+    from ..ir.types import TensorType
+    _, symbols = formula(prim_name)
+    env = dict(zip(symbols, ["x", "y"]))
+    out = []
+    for d in partials(prim_name):
+        if d is None:
+            out.append(None)
+            continue
+        recorder = _Recorder()
+        result = to_ir(recorder, d, env, TensorType((), "float64"))
+        out.append({"steps": recorder.steps, "result": result})
+    return out
+
+
+def replay(b, recipe, operands: dict, type_):
+    """Build a recorded derivative with Builder ``b``; ``operands`` maps "x"/"y" to nodes."""
+    values = []
+    for step in recipe["steps"]:
+        if step[0] == "full":
+            values.append(b.full(step[1], type_.with_dtype("bool") if step[2] else type_))
+        else:
+            values.append(b.emit(step[1], *[operands[r] if isinstance(r, str) else values[r]
+                                            for r in step[2]]))
+    ref = recipe["result"]
+    return operands[ref] if isinstance(ref, str) else values[ref]
+
+
+def constant_recipe_value(recipe):
+    """The value of a recipe that is just a constant (d(x+y)/dx = 1), else None."""
+    steps, ref = recipe["steps"], recipe["result"]
+    if isinstance(ref, int) and len(steps) == 1 and steps[0][0] == "full":
+        return steps[0][1]
+    return None
+
+
 def to_ir(b, expr, env: dict, type_):
     """Build ``expr`` with Builder ``b``; ``env`` maps symbols to nodes of type ``type_``.
 

@@ -11,6 +11,7 @@ is treated as a miss.  ``LLGRAD_CACHE_DIR`` moves the cache (default
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import tempfile
@@ -49,6 +50,28 @@ def load(entry_key: str):
 
 
 def store(entry_key: str, obj: bytes, optimized_ir: str) -> None:
+    _write(entry_key + ".obj",
+           pickle.dumps((obj, optimized_ir, hashlib.sha256(obj).hexdigest())))
+
+
+def load_json(name: str):
+    """A small JSON document kept beside the object code (derivative recipes), or None."""
+    root = directory()
+    if root is None:
+        return None
+    try:
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def store_json(name: str, data) -> None:
+    _write(name, json.dumps(data).encode())
+
+
+def _write(name: str, payload: bytes) -> None:
+    """Atomically: readers see the old file or the new one, never half of one."""
     root = directory()
     if root is None:
         return
@@ -56,7 +79,7 @@ def store(entry_key: str, obj: bytes, optimized_ir: str) -> None:
         os.makedirs(root, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=root, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            pickle.dump((obj, optimized_ir, hashlib.sha256(obj).hexdigest()), f)
-        os.replace(tmp, os.path.join(root, entry_key + ".obj"))
+            f.write(payload)
+        os.replace(tmp, os.path.join(root, name))
     except OSError:
-        pass  # a read-only or full disk only costs the next process a compile
+        pass  # a read-only or full disk only costs the next process the work again
