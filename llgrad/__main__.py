@@ -1,7 +1,7 @@
 """Command line: look at every stage llgrad makes of a function, or time it.
 
     python -m llgrad inspect model.py:loss 'params={w:f32[784,128],b:f32[128]}' x=f32[64,784] y=f32[64,10]
-    python -m llgrad inspect model.py:loss ... --stage backward    # ir | backward | llvm | opt | asm | stats | dot
+    python -m llgrad inspect model.py:loss ... --stage backward    # ir | backward | kernels | llvm | opt | asm | stats | dot
     python -m llgrad bench model.py:loss ...                       # native vs the numpy interpreter
 
 Arguments are given by type: ``f64[3,4]``, ``f32[]``, ``i64[10]``, or nested
@@ -99,6 +99,7 @@ def inspect(args):
         "opt": lambda: trace.optimized_llvm_ir,
         "asm": lambda: trace.asm,
         "stats": lambda: "\n".join(f"{k}: {v}" for k, v in trace.stats.items()),
+        "kernels": lambda: trace.kernels,
         "dot": trace.to_dot,
     }
     chosen = list(stages) if args.stage == "all" else [args.stage]
@@ -144,7 +145,8 @@ def main(argv=None):
         p.add_argument("--jit", action="store_true", help="forward only (default: gradient)")
         if name == "inspect":
             p.add_argument("--stage", default="all",
-                           choices=["all", "ir", "backward", "llvm", "opt", "asm", "stats", "dot"])
+                           choices=["all", "ir", "backward", "kernels", "llvm", "opt", "asm",
+                                    "stats", "dot"])
         else:
             p.add_argument("--repeats", type=int, default=50)
         p.set_defaults(run=fn)

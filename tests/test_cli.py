@@ -31,7 +31,8 @@ def test_inspect_prints_forward_backward_and_llvm(model, capsys):
     assert "define void" in out and "forward_nodes" in out
 
 
-@pytest.mark.parametrize("stage,marker", [("asm", "ret"), ("dot", "digraph"), ("opt", "define")])
+@pytest.mark.parametrize("stage,marker", [("asm", "ret"), ("dot", "digraph"), ("opt", "define"),
+                                          ("kernels", "fused [")])
 def test_inspect_single_stage(model, stage, marker, capsys):
     main(["inspect", model, *TYPES, "--stage", stage])
     assert marker in capsys.readouterr().out

@@ -71,7 +71,8 @@ def compile_for(graph, backend: str, fastmath: bool):
 class Trace:
     """Everything llgrad made for one signature, for inspection: ``ir`` (the traced
     forward graph), ``backward`` (the joint forward+backward graph after the passes,
-    None for jit), ``optimized`` (what is compiled), ``llvm_ir``, ``asm``, ``stats``."""
+    None for jit), ``optimized`` (what is compiled), ``kernels`` (the fused loop nests),
+    ``llvm_ir``, ``optimized_llvm_ir``, ``asm``, ``stats``, ``to_dot()``, ``to_sympy()``."""
 
     def __init__(self, forward, joint, optimized, executable, out_tree, stats):
         self.ir = forward
@@ -93,6 +94,12 @@ class Trace:
     @property
     def asm(self) -> str:
         return self.executable.asm
+
+    @property
+    def kernels(self) -> str:
+        """The loop nests the native code runs, one line each, with what was fused in."""
+        plan = getattr(self.executable, "plan", None)
+        return plan[0].summary() if plan else "(interpreted: no kernels)"
 
     def to_sympy(self, output=None, *, standard: bool = True):
         """The sympy expression of each output of the optimised graph (for grad: the
