@@ -174,3 +174,24 @@ def test_integer_labels_train_through_a_gather(backend):
     for k in params:
         np.testing.assert_allclose(result.params[k], p[k], rtol=1e-12, atol=1e-14)
     assert result.loss_history[-6:].mean() < result.loss_history[:6].mean()
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda: optim.clip_by_global_norm(optim.adamw(optim.cosine(0.05, 40)), 1.0),
+    lambda: optim.momentum(optim.step_decay(0.1, 10, 0.5, total_steps=60), nesterov=True),
+    lambda: optim.rmsprop(optim.piecewise([20], [0.01, 0.001]))],
+    ids=["clipped-adamw-cosine", "nesterov-step-decay", "rmsprop-piecewise"])
+def test_schedules_and_clipping_trace_into_the_shuffled_loop(make_opt):
+    """Learning-rate schedules and gradient clipping run inside the native loop, with
+    shuffled batches, exactly as the same optimizer does from Python."""
+    params, x, y = problem()
+    opt = make_opt()
+    result = llgrad.train(mlp_loss, params, (x, y), opt, batch_size=16, epochs=8, shuffle=2)
+    rng = np.random.default_rng(2)
+    order = np.concatenate([rng.permutation(len(x)) for _ in range(8)])
+    grad, state, p = llgrad.grad(mlp_loss), opt.init(params), params
+    for s in range(result.steps):
+        rows = order[s * 16:(s + 1) * 16]
+        p, state = opt.update(grad(p, x[rows], y[rows]), state, p)
+    for k in params:
+        np.testing.assert_allclose(result.params[k], p[k], rtol=1e-12, atol=1e-14)
