@@ -119,10 +119,9 @@ _CACHE: dict = {}
 MIN_CHUNK_STEPS = 256
 
 
-def _signature(params, state, data):
-    leaves = pytree.flatten(params)[0] + pytree.flatten(state)[0] + list(data)
-    return (pytree.flatten(params)[1], pytree.flatten(state)[1],
-            tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves))
+def _signature(p_tree, s_tree, leaves, data):
+    """Pytree structures, shapes and dtypes: what the compiled loop is specialised to."""
+    return (p_tree, s_tree, tuple((x.shape, x.dtype.str) for x in list(leaves) + list(data)))
 
 
 def _check_data(data, batch_size):
@@ -180,16 +179,16 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     state = optimizer.init(params) if opt_state is None else opt_state
     order = _epoch_orders(n, batch_size, epochs, shuffle)
 
-    p_tree = pytree.flatten(params)[1]
-    s_tree = pytree.flatten(state)[1]
-    p_leaves = pytree.flatten(params)[0]
+    p_leaves, p_tree = pytree.flatten(params)
+    s_leaves, s_tree = pytree.flatten(state)
     losses, norms = [], []
     compile_seconds = run_seconds = 0.0
     done, graph = 0, None
-    leaves = [np.asarray(x) for x in p_leaves] + [np.asarray(x) for x in pytree.flatten(state)[0]]
+    leaves = [np.asarray(x) for x in p_leaves + s_leaves]
+    signature = _signature(p_tree, s_tree, leaves, data)
     while done < total:
         steps = min(chunk, total - done)
-        key = (loss, optimizer, batch_size, steps, backend, _signature(params, state, data))
+        key = (loss, optimizer, batch_size, steps, backend, signature)
         if key not in _CACHE:
             t0 = time.perf_counter()
             _CACHE[key] = _compile_chunk(loss, optimizer, params, state, data, batch_size,

@@ -65,6 +65,11 @@ def _wrap(node: Node) -> Tracer:
     return Tracer(node)
 
 
+def _traced(x) -> Tracer:
+    """``x`` as a Tracer: constants (arrays, scalars) become constant nodes."""
+    return x if isinstance(x, Tracer) else _wrap(lift(x))
+
+
 # ----------------------------------------------------------------------------------
 # promotion and broadcasting
 
@@ -333,7 +338,7 @@ def _check_reduce_kwargs(name, kwargs):
 @op("sum")
 def sum(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
     _check_reduce_kwargs("sum", dict(out=out, **kwargs))
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     target = dtype_name(dtype) if dtype is not None else (
         "int64" if a.node.dtype == "bool" else a.node.dtype)
     axes = _axes(axis, a.ndim)
@@ -344,7 +349,7 @@ def sum(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
 @op("mean")
 def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
     _check_reduce_kwargs("mean", dict(out=out, **kwargs))
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     axes = _axes(axis, a.ndim)
     count = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
     target = dtype_name(dtype) if dtype is not None else _float_dtype(a)
@@ -354,7 +359,7 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
 @op("max")
 def max(a, axis=None, out=None, keepdims=False, **kwargs):
     _check_reduce_kwargs("max", dict(out=out, **kwargs))
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     axes = _axes(axis, a.ndim)
     if any(a.shape[d] == 0 for d in axes):
         raise ShapeError(f"zero-size array {a.shape} to reduction operation max which has "
@@ -375,7 +380,7 @@ amax, amin = max, min
 @op("var")
 def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
     _check_reduce_kwargs("var", dict(out=out, **kwargs))
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     axes = _axes(axis, a.ndim)
     count = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
     centred = subtract(a, mean(a, axis=axes, dtype=dtype, keepdims=True))
@@ -398,7 +403,7 @@ def _logsumexp_numpy(a, axis=None, keepdims=False):
 def logsumexp(a, axis=None, keepdims=False):
     """Max-shifted, so it never overflows; the shift is a constant for the gradient's
     purposes only in value, not in IR (its adjoint cancels exactly)."""
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     m = max(a, axis=axis, keepdims=True)
     out = add(log(sum(exp(subtract(a, m)), axis=axis, keepdims=True)), m)
     return out if keepdims else squeeze(out, axis=_axes(axis, a.ndim))
@@ -446,7 +451,7 @@ def reshape(a, *shape, order="C", **kwargs):
         raise UnsupportedError("reshape(order=...) other than 'C' is not supported")
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
         shape = tuple(shape[0])
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     return _wrap(_b().reshape(a.node, shape=_normalize_shape(shape, a.size)))
 
 
@@ -454,7 +459,7 @@ def reshape(a, *shape, order="C", **kwargs):
 def transpose(a, *axes):
     if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
         axes = axes[0]
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     perm = tuple(reversed(range(a.ndim))) if not axes else tuple(
         operator.index(p) % a.ndim for p in axes)
     if sorted(perm) != list(range(a.ndim)):
@@ -473,7 +478,7 @@ def swapaxes(a, axis1, axis2):
 @op("broadcast_to")
 def broadcast_to(array, shape, subok=False):
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    x = array if isinstance(array, Tracer) else _wrap(lift(array))
+    x = _traced(array)
     if broadcast_shapes(x.shape, shape) != shape:
         raise ShapeError(f"cannot broadcast {x.shape} to {shape}")
     return _wrap(_b().broadcast_to(x.node, shape))
@@ -481,7 +486,7 @@ def broadcast_to(array, shape, subok=False):
 
 @op("expand_dims")
 def expand_dims(a, axis):
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     ndim = a.ndim + len(axes)
     axes = _axes(axes, ndim)
@@ -491,7 +496,7 @@ def expand_dims(a, axis):
 
 @op("squeeze")
 def squeeze(a, axis=None):
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     axes = tuple(d for d, n in enumerate(a.shape) if n == 1) if axis is None else _axes(axis, a.ndim)
     for d in axes:
         if a.shape[d] != 1:
@@ -656,7 +661,7 @@ def _gather(x, key):
 def take(a, indices, axis=None, out=None, mode="raise"):
     if out is not None:
         raise UnsupportedError("take(out=...) is not supported")
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     if axis is None:
         return getitem(ravel(a), (indices,))
     axis = _axes(axis, a.ndim)[0]
@@ -755,7 +760,7 @@ def einsum(subscripts, *operands, optimize=False):
     if not arrow:
         counts = {c: inputs.count(c) for c in inputs if c != ","}
         output = "".join(sorted(c for c, n in counts.items() if n == 1))
-    operands = [a if isinstance(a, Tracer) else _wrap(lift(a)) for a in operands]
+    operands = [_traced(a) for a in operands]
     for spec, a in zip(specs, operands):
         if len(spec) != a.ndim or len(set(spec)) != len(spec):
             raise UnsupportedError(f"einsum {subscripts!r}: each operand needs one distinct "
@@ -794,7 +799,7 @@ def argmax(a, axis=None, out=None, keepdims=False):
     value equals the max, via iota, select and a max-reduction of negated indices."""
     if out is not None:
         raise UnsupportedError("argmax(out=...) is not supported")
-    a = a if isinstance(a, Tracer) else _wrap(lift(a))
+    a = _traced(a)
     if axis is None:
         return argmax(reshape(a, (-1,)), axis=0)
     (axis,) = _axes(axis, a.ndim)
