@@ -71,7 +71,8 @@ def compile_for(graph, backend: str, fastmath: bool):
 class Trace:
     """Everything llgrad made for one signature, for inspection: ``ir`` (the traced
     forward graph), ``backward`` (the joint forward+backward graph after the passes,
-    None for jit), ``optimized`` (what is compiled), ``kernels`` (the fused loop nests),
+    None for jit; ``joint_unoptimized`` is the same before simplify/CSE/DCE), ``optimized``
+    (what is compiled), ``kernels`` (the fused loop nests),
     ``llvm_ir``, ``optimized_llvm_ir``, ``asm``, ``stats``, ``to_dot()``, ``to_sympy()``."""
 
     def __init__(self, forward, joint, optimized, executable, out_tree, stats):

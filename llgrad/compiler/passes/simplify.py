@@ -60,7 +60,7 @@ def _sub(b, node, inputs):
     return None
 
 
-def _same_shape_is_identity(b, node, inputs):
+def _reshape_or_convert(b, node, inputs):
     (x,) = inputs
     if x.type == node.type:
         return x
@@ -139,8 +139,8 @@ RULES = {
     "add": _add,
     "sub": _sub,
     "neg": lambda b, node, inputs: inputs[0].inputs[0] if inputs[0].op == "neg" else None,
-    "reshape": _same_shape_is_identity,
-    "convert": _same_shape_is_identity,
+    "reshape": _reshape_or_convert,
+    "convert": _reshape_or_convert,
     "transpose": _transpose,
     "broadcast_in_dim": _broadcast,
     "reduce_sum": lambda b, node, inputs: inputs[0] if not node.attrs["axes"] else None,
