@@ -129,7 +129,7 @@ def _cases():
     for dt in FI:
         for shape, axes in [((3, 4), (0,)), ((3, 4), (1,)), ((3, 4), (0, 1)),
                             ((2, 3, 4), (0, 2)), ((5,), ()), ((), ()), ((4, 0), (0,)),
-                            ((1, 37), (1,))]:
+                            ((1, 37), (1,)), ((2, 1100), (1,)), ((1100,), (0,))]:
             terms = int(np.prod([shape[a] for a in axes]))
             cs.append(Case("reduce_sum", [(shape, dt)], {"axes": axes}, exact=dt == "int64",
                            terms=terms,
@@ -328,6 +328,19 @@ def test_primitive_matches_interpreter_and_numpy(index, fused):
     with np.errstate(all="ignore"):
         direct = np.asarray(case.numpy(*args)).astype(want.dtype)
     _check(got, direct, case.exact, case.terms)
+
+
+@pytest.mark.parametrize("dtype", F)
+def test_staged_reduction_sums_in_the_same_order_as_the_direct_one(dtype):
+    """A reduced value computed inline is staged in chunks before the lanes sum it
+    (kernels.CHUNK); the order of the additions, and so every bit, must not change."""
+    index = next(i for i, c in enumerate(CASES)
+                 if c.op == "reduce_sum" and c.types == [((2, 1100), dtype)])
+    args = _arguments(CASES[index])
+    (direct,) = _compiled(index, False)[1](*args)
+    (staged,) = _compiled(index, True)[1](*args)
+    assert "stage" in _compiled(index, True)[1].llvm_ir
+    np.testing.assert_array_equal(staged, direct)
 
 
 def test_every_primitive_has_a_lowering_row():

@@ -10,7 +10,7 @@ import numpy as np
 
 from .indexing import Index
 from .loops import counted_loop, loop_nest
-from .scalar import const, i64, linearise, load, store
+from .scalar import MEMORY, const, i64, linearise, load, store
 
 
 def _fill(ctx, out, type_, value):
@@ -31,6 +31,8 @@ def _flat_index(b, axes, shape):
 # that breaks the add-latency chain of a strictly sequential sum.
 
 LANES = 8
+#: elements of an inline-computed reduced value staged at a time (a multiple of LANES)
+CHUNK = 512
 
 
 def _emit_reduce(ctx, node, out, init, combine):
@@ -46,6 +48,14 @@ def _emit_reduce(ctx, node, out, init, combine):
             store(b, combine(load(b, out, where, dtype), value), out, where, dtype)
         return
     run = x.shape[last]
+    # A reduced value computed inline is first staged, CHUNK elements at a time, in a
+    # small stack buffer by a plain loop that LLVM vectorises (transcendental calls
+    # become libmvec vector calls); the lanes then sum the buffer in the same order.
+    staged = id(x) not in ctx.pointers and run >= CHUNK
+    if staged:
+        with b.goto_entry_block():
+            chunk = b.alloca(MEMORY[x.dtype], size=CHUNK)
+            chunk.align = 64
     with loop_nest(b, x.shape[:last], "r") as prefix:
         kept = [i for d, i in enumerate(prefix) if d not in axes]
         where = linearise(b, kept, node.shape)
@@ -54,11 +64,23 @@ def _emit_reduce(ctx, node, out, init, combine):
             slots = [b.alloca(init.type) for _ in range(LANES)]
         for slot in slots:
             b.store(init, slot)
-        with counted_loop(b, run // LANES, "lane") as block:
-            start = b.mul(block, i64(LANES), flags=["nuw", "nsw"])
-            for lane, slot in enumerate(slots):
-                j = b.add(start, i64(lane), flags=["nuw", "nsw"])
-                b.store(combine(b.load(slot), read(j)), slot)
+
+        def accumulate(blocks, value_at):
+            with counted_loop(b, blocks, "lane") as block:
+                start = b.mul(block, i64(LANES), flags=["nuw", "nsw"])
+                for lane, slot in enumerate(slots):
+                    j = b.add(start, i64(lane), flags=["nuw", "nsw"])
+                    b.store(combine(b.load(slot), value_at(j)), slot)
+
+        done = run - run % CHUNK if staged else 0
+        if staged:
+            with counted_loop(b, run // CHUNK, "chunk") as c:
+                base = b.mul(c, i64(CHUNK), flags=["nuw", "nsw"])
+                with counted_loop(b, CHUNK, "stage") as j:
+                    store(b, read(b.add(base, j, flags=["nuw", "nsw"])), chunk, j, x.dtype)
+                accumulate(CHUNK // LANES, lambda j: load(b, chunk, j, x.dtype))
+        accumulate((run - done) // LANES,
+                   lambda j: read(b.add(j, i64(done), flags=["nuw", "nsw"])))
         partial = [b.load(slot) for slot in slots]
         while len(partial) > 1:
             partial = [combine(partial[k], partial[k + 1]) for k in range(0, len(partial), 2)]
