@@ -135,6 +135,7 @@ class Staged:
         self.fastmath = fastmath
         self.name = getattr(fn, "__name__", "f")
         self._cache: dict = {}
+        self._scalar_calls: dict = {}   # (float, ...) -> fast call, see _scalar_call
         try:
             self._arg_names = list(inspect.signature(fn).parameters)
         except (TypeError, ValueError):
@@ -244,6 +245,10 @@ class Staged:
         return self._entry(args, kwargs)[0]
 
     def __call__(self, *args, **kwargs):
+        if not kwargs:
+            fast = self._scalar_calls.get(tuple(map(type, args)))
+            if fast is not None:
+                return fast(args)
         entry, leaves = self._entry(args, kwargs)
         if entry is None:  # called on Tracers: inline into the enclosing trace
             return self._nested(args, kwargs, leaves)
@@ -261,7 +266,32 @@ class Staged:
                               f"hashable (pass arrays positionally)") from None
         if entry is None:
             entry = self._cache[key] = self._compile(args, kwargs)
+            if not kwargs and not self.static_argnums and all(type(a) is float for a in args):
+                fast = self._scalar_call(entry)
+                if fast is not None:
+                    self._scalar_calls[tuple(map(type, args))] = fast
         return entry, leaves
+
+    def _scalar_call(self, entry):
+        """``call(args)`` for a signature of Python floats only whose outputs are scalars,
+        returning what ``package`` would (value as numpy float64, gradients as Python
+        floats) without flattening, checking or allocating; None for other signatures."""
+        if self.kind == "vjp":
+            return None
+        run = getattr(entry.executable, "scalar_call", lambda: None)()
+        if run is None or entry.out_tree != pytree.LEAF:
+            return None
+        if any(treedef != pytree.LEAF for treedef, _, _ in entry.layout):
+            return None
+        if self.kind == "jit":
+            return lambda args: np.float64(run(args)[0])
+        single, value_too = isinstance(self.argnums, int), self.kind == "value_and_grad"
+
+        def call(args):
+            value, *grads = run(args)
+            grad = grads[0] if single else tuple(grads)
+            return (np.float64(value), grad) if value_too else grad
+        return call
 
     def package(self, leaves, outputs, entry):
         """Forward outputs in the function's output structure; gradients in the
