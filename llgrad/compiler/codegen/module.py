@@ -160,7 +160,8 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params)),
                          f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
         fn.linkage = "internal"
-        fn.attributes.add("noinline")
+        if not all(_scalar(n) for n in (node, *kernel.reads)):
+            fn.attributes.add("noinline")  # a loop; a scalar kernel is cheaper inlined
         # LLVM defaults to 256-bit vectors even with AVX-512; full-width libmvec
         # variants (8 doubles) were 1.2x-1.5x faster on transcendental-heavy kernels
         set.add(fn.attributes, '"prefer-vector-width"="512"')
@@ -185,6 +186,10 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
         eb.call(_shared(module, fn), [address(buf) for buf in params])
     eb.ret_void()
     return entry
+
+
+def _scalar(node) -> bool:
+    return getattr(node.type, "size", None) == 1   # a loop's type is a tuple of types
 
 
 def _shared(module, fn: ir.Function) -> ir.Function:
