@@ -8,7 +8,7 @@ from llgrad.compiler.codegen.module import build_module
 from llgrad.compiler.passes.fusion import fuse
 from llgrad.compiler.passes.memplan import plan_memory
 from llgrad.ir.graph import Graph
-from llgrad.runtime import engine
+from llgrad.runtime import engine, pyobjects
 from llgrad.runtime.blas import available as blas_symbols
 from llgrad.runtime.executable import Executable
 
@@ -28,8 +28,11 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     module, entry = build_module(fusion, memory, fastmath=fastmath,
                                  vector_isas=engine.vector_isas() if libmvec else (),
                                  blas=blas_symbols() if blas else None,
-                                 blas_min_flops=blas_min_flops)
+                                 blas_min_flops=blas_min_flops,
+                                 object_layout=pyobjects.LAYOUT)
     llvm_ir = str(module)
     compiled = engine.jit(llvm_ir, entry)
+    list_address = compiled.address_of(entry + ".list") if pyobjects.LAYOUT else 0
     return Executable(graph, compiled, arena_bytes=memory.arena_bytes, llvm_ir=llvm_ir,
+                      list_address=list_address,
                       plan=(fusion, memory))

@@ -68,6 +68,11 @@ class Compiled:
     address: int
     optimized_llvm_ir: str
 
+    def address_of(self, symbol: str) -> int:
+        """Another function of the module (0 if it has none of that name)."""
+        with _lock:
+            return self.engine.get_function_address(symbol)
+
     def asm(self) -> str:
         with _lock:
             mod = llvm.parse_assembly(self.optimized_llvm_ir)

@@ -18,6 +18,8 @@ from llgrad.ir.types import dtype_name
 
 _ALIGN = 64
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+#: ``<entry>.list(list of arrays, packed)``: the native code reads the data pointers
+_LIST_ENTRY = ctypes.CFUNCTYPE(None, ctypes.py_object, ctypes.c_void_p)
 
 
 def _owned_refcount() -> int:
@@ -41,13 +43,15 @@ def _address(array: np.ndarray) -> int:
 class Executable:
     """A compiled Graph: ``exe(*arrays) -> list of fresh numpy arrays``."""
 
-    def __init__(self, graph, compiled, *, arena_bytes: int, llvm_ir: str, plan=None):
+    def __init__(self, graph, compiled, *, arena_bytes: int, llvm_ir: str, plan=None,
+                 list_address: int = 0):
         self.graph = graph
         self.llvm_ir = llvm_ir
         self.plan = plan
         self.arena_bytes = arena_bytes
         self._compiled = compiled   # keeps the JIT engine (and so the code) alive
         self._entry = _ENTRY(compiled.address)
+        self._list_entry = _LIST_ENTRY(list_address) if list_address else None
         self._inputs = [(p.attrs.get("name", f"arg{i}"), p.shape, p.type.np_dtype, p.dtype)
                         for i, p in enumerate(graph.inputs)]
         self._outputs = [(o.shape, o.type.np_dtype) for o in graph.outputs]
@@ -63,14 +67,15 @@ class Executable:
         return self._compiled.asm()
 
     def _thread_state(self):
-        """(packed pointer array, its address) for this thread, with its own arena."""
+        """(packed pointer array, its address, arena) for this thread; the last item is
+        the output addresses now in the packed array (a list, updated in place)."""
         state = getattr(self._local, "state", None)
         if state is None:
             arena = np.empty(self.arena_bytes + _ALIGN, np.uint8)
             base = arena.ctypes.data
             packed = np.zeros(self._n, np.uintp)
             packed[-1] = base + (-base) % _ALIGN
-            state = self._local.state = (packed, packed.ctypes.data, arena)
+            state = self._local.state = (packed, packed.ctypes.data, arena, [None])
         return state
 
     def check(self, args) -> list[np.ndarray]:
@@ -156,11 +161,16 @@ class Executable:
     def __call__(self, *args) -> list[np.ndarray]:
         arrays = self.check(args)
         outputs, output_addresses = self._fresh_outputs()
-        packed, address, _ = self._thread_state()
+        packed, address, _, packed_outputs = self._thread_state()
         n = len(arrays)
-        packed[:n] = [_address(a) for a in arrays]
-        packed[n:n + len(outputs)] = output_addresses
-        self._entry(address)
+        if packed_outputs[0] is not output_addresses:   # another pool generation
+            packed[n:n + len(outputs)] = output_addresses
+            packed_outputs[0] = output_addresses
+        if self._list_entry is not None and type(arrays) is list:
+            self._list_entry(arrays, address)   # a list of checked arrays, only ours
+        else:
+            packed[:n] = [_address(a) for a in arrays]
+            self._entry(address)
         return outputs
 
     def __repr__(self) -> str:

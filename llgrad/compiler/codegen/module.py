@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from . import math
 from .indexing import Index
-from .loops import loop_nest
+from .loops import counted_loop, loop_nest
 from .lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
 from .scalar import I8, PTR, const, i64, linearise, load, store
 
@@ -99,12 +99,13 @@ def _constant_global(module, node, name):
 
 
 def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=None,
-                 blas_min_flops=None) -> tuple[ir.Module, str]:
+                 blas_min_flops=None, object_layout=None) -> tuple[ir.Module, str]:
     """Lower a fused, memory-planned graph; returns the module and its entry symbol.
 
     ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
     ``blas``: dtype -> runtime.blas.Gemm the JIT resolves, used for products
-    of at least ``blas_min_flops`` multiply-adds.
+    of at least ``blas_min_flops`` multiply-adds; ``object_layout``: see
+    ``list_entry`` (None: no such entry).
     """
     module = ir.Module(name=fusion.graph.name)
     math.configure(module, vector_isas)
@@ -112,9 +113,30 @@ def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas
     if blas_min_flops is not None:
         module.llgrad_blas_min_flops = blas_min_flops
     entry_name = _symbol(fusion.graph.name)
-    lower_graph(module, fusion, memory, entry_name, ("fast",) if fastmath else ())
+    entry = lower_graph(module, fusion, memory, entry_name, ("fast",) if fastmath else ())
+    if object_layout is not None:
+        list_entry(module, entry, len(fusion.graph.inputs), object_layout)
     math.finish(module)
     return module, entry_name
+
+
+def list_entry(module, entry: ir.Function, n_inputs: int, layout) -> ir.Function:
+    """``void <entry>.list(ptr list, ptr args)``: fills the input slots of the packed
+    array from a Python list of numpy arrays, then runs the entry point.  ``layout`` is
+    (offset of a list's item vector, offset of an array's data pointer), measured in
+    this process by ``runtime.pyobjects``; the caller has checked every array."""
+    items_at, data_at = layout
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR]), entry.name + ".list")
+    objects, packed = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    items = b.load(b.gep(objects, [i64(items_at)], inbounds=True, source_etype=I8), typ=PTR)
+    with counted_loop(b, n_inputs, "arg") as i:
+        array = b.load(b.gep(items, [i], inbounds=True, source_etype=PTR), typ=PTR)
+        data = b.load(b.gep(array, [i64(data_at)], inbounds=True, source_etype=I8), typ=PTR)
+        b.store(data, b.gep(packed, [i], inbounds=True, source_etype=PTR))
+    b.call(entry, [packed])
+    b.ret_void()
+    return fn
 
 
 def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> ir.Function:
