@@ -20,7 +20,7 @@ from ..ir.graph import Graph
 from ..ir.interpret import interpret
 from ..ir.verify import verify
 from . import numpy_ops  # noqa: F401  (installs the Python operators on Tracer)
-from . import pytree
+from . import pytree, recompiles
 from .autodiff import vjp
 from .passes.cse import cse
 from .passes.dce import dce
@@ -265,7 +265,11 @@ class Staged:
             raise LlgradError(f"static and keyword arguments of {self.name}() must be "
                               f"hashable (pass arrays positionally)") from None
         if entry is None:
-            entry = self._cache[key] = self._compile(args, kwargs)
+            start = time.perf_counter()
+            entry = self._compile(args, kwargs)
+            recompiles.note(self.name, self.kind, list(self._cache), key, self._arg_name,
+                            time.perf_counter() - start)
+            self._cache[key] = entry
             if not kwargs and not self.static_argnums and all(type(a) is float for a in args):
                 fast = self._scalar_call(entry)
                 if fast is not None:
