@@ -4,7 +4,9 @@ A value is *inlined* (never stored, recomputed where it is read) when that costs
 extra work: an elementwise or index-map node with exactly one reader that can take
 it inline (so ``c = a*b + d`` is one loop, and a trailing ``reduce_sum`` swallows the
 chain it sums), or a cheap index map (broadcast_in_dim, iota, scalar constants) with
-any number of readers.  Broadcasting never pulls a costly producer into its loop,
+any number of readers, or one cheap arithmetic operation (``RECOMPUTED``) over values
+that have buffers, with any number of elementwise readers: repeating one add per reader
+costs less than writing and re-reading an array.  Broadcasting never pulls a costly producer into its loop,
 since that would recompute the producer once per broadcast copy.
 
 Everything else is *materialised* by one ``Kernel`` in topological order.  reshape
@@ -60,6 +62,11 @@ def _accepts_inline(consumer: Node) -> bool:
     return r.inline_inputs if isinstance(r, KernelRow) else True
 
 
+#: operations cheap enough to repeat in every reader's loop (no transcendental calls)
+RECOMPUTED = frozenset({"add", "sub", "mul", "neg", "max", "min", "abs", "sign", "select",
+                        "convert", "lt", "le", "gt", "ge", "eq", "ne"})
+
+
 def _cheap(r) -> bool:
     return isinstance(r, IndexMap) and r.cheap
 
@@ -84,7 +91,21 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
             return True
         return len(readers) == 1 and not _cheap(row(readers[0]))
 
-    inlined = {id(n) for n in graph.nodes if inline(n)}
+    inlined: set = set()
+
+    def recompute(n: Node) -> bool:
+        readers = uses.get(id(n), [])
+        if not enabled or n.op not in RECOMPUTED or id(n) in outputs or len(readers) < 2:
+            return False
+        if not all(_accepts_inline(c) and isinstance(row(c), (Elementwise, KernelRow))
+                   for c in readers):
+            return False
+        # its operands are read from memory (or are cheap): the repeated work stays one op
+        return all(id(i) not in inlined or _cheap(row(i)) for i in n.inputs)
+
+    for n in graph.nodes:   # topological: a node's operands are decided before it
+        if inline(n) or recompute(n):
+            inlined.add(id(n))
     views: dict[int, Node] = {}
     offsets: dict[int, int] = {}
     kernels: list[Kernel] = []
