@@ -17,11 +17,11 @@ import re
 import numpy as np
 from llvmlite import ir
 
-from . import math
+from . import math, parallel
 from .indexing import Index
 from .loops import counted_loop, loop_nest
 from .lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
-from .scalar import I8, PTR, const, i64, linearise, load, store
+from .scalar import I8, I64, PTR, const, i64, linearise, load, store
 
 
 class KernelContext:
@@ -70,10 +70,15 @@ def needs_axes(node, inlined: set) -> bool:
     return False
 
 
-def _emit_elementwise_kernel(ctx, node, out, inlined, copy):
-    """A loop over the output that stores the (possibly fused) value at each element."""
+def _emit_elementwise_kernel(ctx, node, out, inlined, copy, element_range=None):
+    """A loop over the output that stores the (possibly fused) value at each element
+    (of ``element_range``, a pair of i64 values, when the kernel is split)."""
     b = ctx.b
     value = ctx.read if copy else ctx.compute
+    if element_range is not None:
+        with parallel.range_loop(b, *element_range) as i:
+            store(b, value(node, Index(None, i)), out, i, node.dtype)
+        return
     if copy or not needs_axes(node, inlined):
         with loop_nest(b, (node.type.size,), "e") as (i,):
             store(b, value(node, Index(None, i)), out, i, node.dtype)
@@ -99,17 +104,20 @@ def _constant_global(module, node, name):
 
 
 def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=None,
-                 blas_min_flops=None, object_layout=None) -> tuple[ir.Module, str]:
+                 blas_min_flops=None, object_layout=None,
+                 threads: int = 1) -> tuple[ir.Module, str]:
     """Lower a fused, memory-planned graph; returns the module and its entry symbol.
 
     ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
     ``blas``: dtype -> runtime.blas.Gemm the JIT resolves, used for products
     of at least ``blas_min_flops`` multiply-adds; ``object_layout``: see
-    ``list_entry`` (None: no such entry).
+    ``list_entry`` (None: no such entry); ``threads``: how many threads a large
+    elementwise kernel is split into (see ``parallel``).
     """
     module = ir.Module(name=fusion.graph.name)
     math.configure(module, vector_isas)
     module.llgrad_blas = dict(blas or {})
+    module.llgrad_threads = threads
     if blas_min_flops is not None:
         module.llgrad_blas_min_flops = blas_min_flops
     entry_name = _symbol(fusion.graph.name)
@@ -179,7 +187,13 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
             if buf.kind != "constant" and all(buf is not r for r in read_bufs):
                 read_bufs.append(buf)
         params = [out_buf] + read_bufs + list(memory.scratch[t])
-        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params)),
+        r = row(node)
+        flat = (kernel.copy or not isinstance(r, Kernel)) and (
+            kernel.copy or not needs_axes(node, fusion.inlined))
+        split = getattr(module, "llgrad_threads", 1) > 1 and flat and \
+            node.type.size >= parallel.MIN_ELEMENTS
+        ranged = [I64, I64] if split else []   # the element range [lo, hi) it computes
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params) + ranged),
                          f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
         fn.linkage = "internal"
         if not all(_scalar(n) for n in (node, *kernel.reads)):
@@ -187,7 +201,7 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
         # LLVM defaults to 256-bit vectors even with AVX-512; full-width libmvec
         # variants (8 doubles) were 1.2x-1.5x faster on transcendental-heavy kernels
         set.add(fn.attributes, '"prefer-vector-width"="512"')
-        for i, arg in enumerate(fn.args):
+        for i, arg in enumerate(fn.args[:len(params)]):
             arg.add_attribute("noalias")
             arg.add_attribute("captures(none)")
             if 0 < i <= len(read_bufs):
@@ -199,13 +213,19 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
             pointers[id(n)] = globals_[buf.index] if buf.kind == "constant" else arg_of[id(buf)]
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ctx = KernelContext(b, pointers, fn.args[1 + len(read_bufs):], flags)
-        r = row(node)
         if isinstance(r, Kernel) and not kernel.copy:
             r.emit(ctx, node, fn.args[0])
+        elif split:
+            _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy,
+                                     fn.args[len(params):])
         else:
             _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy)
         b.ret_void()
-        eb.call(_shared(module, fn), [address(buf) for buf in params])
+        if split:
+            parallel.call_split(eb, _shared(module, fn), [address(buf) for buf in params],
+                                node.type.size, module.llgrad_threads)
+        else:
+            eb.call(_shared(module, fn), [address(buf) for buf in params])
     eb.ret_void()
     return entry
 
