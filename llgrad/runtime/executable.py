@@ -3,7 +3,9 @@
 Every argument is checked (count, shape, dtype) before native code runs, because
 native code trusts its shapes completely.  The entry point takes one pointer to a
 packed ``void*`` array ``[inputs..., outputs..., arena]``; the arena (scratch for
-intermediates) is allocated once per executable and per calling thread.
+intermediates) is allocated once per executable and per calling thread.  Where the
+module has a ``.list`` entry, the native code fills the input slots itself from the
+checked list of arrays; an all-scalar graph also has ``scalar_call``.
 """
 from __future__ import annotations
 
