@@ -52,21 +52,36 @@ def _sorted_keys(d: dict) -> tuple:
 
 
 def unflatten(treedef, leaves):
-    return _build(treedef, iter(leaves))
+    build = _BUILDERS.get(treedef)
+    if build is None:
+        if len(_BUILDERS) > 4096:
+            _BUILDERS.clear()
+        build = _BUILDERS[treedef] = _builder(treedef)
+    return build(iter(leaves))
 
 
-def _build(td, it):
+#: treedef -> function of a leaf iterator that rebuilds it; building a parameter dict
+#: leaf by leaf through the generic recursion was a tenth of a small model's call
+_BUILDERS: dict = {}
+
+
+def _builder(td):
     kind = td[0]
     if kind == "leaf":
-        return next(it)
+        return next
     if kind == "none":
-        return None
+        return lambda it: None
+    children = [_builder(c) for c in td[2]]
+    flat = all(c is next for c in children)
     if kind == "dict":
-        return {k: _build(c, it) for k, c in zip(td[1], td[2])}
-    children = [_build(c, it) for c in td[2]]
+        keys = td[1]
+        if flat:
+            return lambda it: dict(zip(keys, it))   # zip stops at the last key
+        return lambda it: {k: c(it) for k, c in zip(keys, children)}
     if kind == "namedtuple":
-        return td[1](*children)
-    return list(children) if kind == "list" else tuple(children)
+        return lambda it: td[1](*[c(it) for c in children])
+    container = list if kind == "list" else tuple
+    return lambda it: container([c(it) for c in children])
 
 
 def leaf_names(treedef, root: str) -> list[str]:
