@@ -90,7 +90,10 @@ def optimize(llvm_ir: str, *, speed_level: int = 3) -> "llvm.ModuleRef":
         pto = llvm.create_pipeline_tuning_options(speed_level=speed_level)
         pto.loop_vectorization = True
         pto.slp_vectorization = True
-        pto.loop_unrolling = True
+        # unrolling tripled the optimised IR of a small MLP's gradient and cost ~40% of
+        # its compile time (0.35 -> 0.21 s) for no measurable speed: the vectoriser
+        # still interleaves, and every hot loop here is a vector loop or a library call
+        pto.loop_unrolling = False
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
         return mod
