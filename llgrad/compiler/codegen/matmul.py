@@ -90,8 +90,11 @@ def _reordered(ctx, x, perm, scratch):
     return scratch
 
 
-#: products with at least this many multiply-adds go to BLAS when it is available
-BLAS_MIN_FLOPS = 32 ** 3
+#: products with at least this many multiply-adds go to BLAS when it is available.
+#: Measured on a 2-16-16-1 MLP's gradient (products of 1.6k-26k multiply-adds, several
+#: read transposed, which BLAS does in place and the loop nest by copying): 11.9 us
+#: with 32**3, 9.5 us with 1024; below ~1k the call into BLAS costs more than it saves.
+BLAS_MIN_FLOPS = 1024
 
 
 def _declare(b, name, ret, args):
