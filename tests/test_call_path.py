@@ -151,3 +151,18 @@ def test_results_held_across_calls_stay_valid():
     for seed, (value, _) in enumerate(results):
         w, b, x, s = _mixed_args(seed)
         np.testing.assert_allclose(value, np.sum(np.tanh(x @ w + b) * s), rtol=1e-13)
+
+
+def test_grad_runs_nothing_that_only_the_value_needs():
+    """grad never returns the value, so its native code leaves out the work only the
+    value needs (here the whole forward sum of log(1 + exp(...)))."""
+    x = np.random.default_rng(2).normal(size=1000)
+    g = llgrad.grad(elementwise_loss)
+    vg = llgrad.value_and_grad(elementwise_loss)
+    assert len(g.trace(x).executable.graph.outputs) == 1
+    assert len(vg.trace(x).executable.graph.outputs) == 2
+    assert "log" not in g.trace(x).kernels and "log" in vg.trace(x).kernels
+    value, grad = vg(x)
+    np.testing.assert_array_equal(g(x), grad)
+    np.testing.assert_allclose(value, elementwise_loss(x), rtol=1e-13)
+    assert len(g.trace(x).backward.outputs) == 2   # inspection still shows the joint graph

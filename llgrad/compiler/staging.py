@@ -212,7 +212,11 @@ class Staged:
         t1 = time.perf_counter()
         optimized = optimize(joint if joint is not None else graph)
         t2 = time.perf_counter()
-        executable = compile_for(optimized, self.backend, self.fastmath)
+        runs, n_values = optimized, len(graph.outputs)
+        if self.kind == "grad":   # the value is never returned: what only it needs never runs
+            runs, n_values = Graph(optimized.inputs, optimized.outputs[n_values:],
+                                   name=optimized.name), 0
+        executable = compile_for(runs, self.backend, self.fastmath)
         stats = {
             "forward_nodes": len(graph.nodes),
             "joint_nodes": len(joint.nodes) if joint is not None else None,
@@ -221,7 +225,7 @@ class Staged:
             "compile_s": round(time.perf_counter() - t2, 4),
         }
         entry = Trace(graph, joint, optimized, executable, out_tree, stats)
-        entry.layout = layout
+        entry.layout, entry.n_values = layout, n_values   # n_values: outputs before gradients
         return entry
 
     def _nested(self, args, kwargs, leaves):
@@ -237,7 +241,7 @@ class Staged:
         outer = current().builder
         nodes = inline(outer, joint, [lift(leaf) for leaf in leaves])
         entry = Trace(graph, joint, joint, None, out_tree, {})
-        entry.layout = layout
+        entry.layout, entry.n_values = layout, len(graph.outputs)
         return self.package(leaves, [Tracer(n) for n in nodes], entry)
 
     def trace(self, *args, **kwargs) -> Trace:
@@ -290,20 +294,22 @@ class Staged:
         if self.kind == "jit":
             return lambda args: np.float64(run(args)[0])
         single, value_too = isinstance(self.argnums, int), self.kind == "value_and_grad"
+        n_values = entry.n_values
 
         def call(args):
-            value, *grads = run(args)
-            grad = grads[0] if single else tuple(grads)
-            return (np.float64(value), grad) if value_too else grad
+            outputs = run(args)
+            grad = outputs[n_values] if single else tuple(outputs[n_values:])
+            return (np.float64(outputs[0]), grad) if value_too else grad
         return call
 
     def package(self, leaves, outputs, entry):
         """Forward outputs in the function's output structure; gradients in the
         structure of the differentiated arguments (Python scalars get Python floats)."""
-        n_fwd = len(entry.ir.outputs)
-        value = pytree.unflatten(entry.out_tree, [_scalar(o) for o in outputs[:n_fwd]])
-        if self.kind == "jit":
-            return value
+        n_fwd = entry.n_values
+        if self.kind != "grad":
+            value = pytree.unflatten(entry.out_tree, [_scalar(o) for o in outputs[:n_fwd]])
+            if self.kind == "jit":
+                return value
         grads, pos = [], n_fwd
         for treedef, start, count in entry.layout:
             flat = [float(g) if isinstance(leaf, (float, int)) and not isinstance(g, Tracer)
