@@ -10,6 +10,7 @@ note.  The exit status is 1 when any system's result disagrees with the referenc
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -75,6 +76,9 @@ def run(args, command="python -m llgrad bench") -> int:
     if not systems or not chosen:
         raise SystemExit(f"nothing to run: --systems {args.systems!r} / --workloads "
                          f"{args.workloads!r} match no system or workload")
+    for system in systems:  # import peers now, so that no first call pays for it
+        if system.requires and system.installed():
+            importlib.import_module(system.requires)
     started = time.perf_counter()
     results = {"command": command, "mode": "quick" if quick else "full",
                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

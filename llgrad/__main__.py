@@ -3,6 +3,7 @@
     python -m llgrad inspect model.py:loss 'params={w:f32[784,128],b:f32[128]}' x=f32[64,784] y=f32[64,10]
     python -m llgrad inspect model.py:loss ... --stage backward    # ir | backward | kernels | llvm | opt | asm | stats | dot
     python -m llgrad bench model.py:loss ...                       # native vs the numpy interpreter
+    python -m llgrad bench [--quick] [--out bench-results]          # the benchmark suite (a checkout's benchmarks/)
 
 Arguments are given by type: ``f64[3,4]``, ``f32[]``, ``i64[10]``, or nested
 ``{name:type,...}`` / ``[type,...]`` pytrees; they are filled with random data.
@@ -16,6 +17,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -110,7 +112,30 @@ def inspect(args):
         print(stages[stage]())
 
 
+def benchmark_suite():
+    """``benchmarks/run.py`` of the source checkout this llgrad runs from, or None: the
+    suite is not part of the installed package."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "run.py").is_file():
+        return None
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("benchmarks.run")
+
+
 def bench(args):
+    if args.function is None:
+        suite = benchmark_suite()
+        if suite is None:
+            raise SystemExit(
+                "python -m llgrad bench without FILE.py:FUNCTION runs the benchmark suite, "
+                f"benchmarks/run.py of an llgrad source checkout, and there is none beside "
+                f"{Path(__file__).resolve().parent}: run it from a clone (pip install -e "
+                "'.[bench]'), or time one function: python -m llgrad bench model.py:loss x=f64[3]")
+        status = suite.run(args)
+        if status:
+            raise SystemExit(status)  # a system disagreed with the reference
+        return
     fn = load_function(args.function)
     values = _arguments(args.types, np.random.default_rng(0))
     transform = api.jit if args.jit else api.value_and_grad
@@ -140,7 +165,9 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in (("inspect", inspect), ("bench", bench)):
         p = sub.add_parser(name)
-        p.add_argument("function", help="FILE.py:FUNCTION")
+        p.add_argument("function", help="FILE.py:FUNCTION" + (
+            " (leave out to run the benchmark suite)" if name == "bench" else ""),
+            nargs="?" if name == "bench" else None)
         p.add_argument("types", nargs="*", help="one type per argument, e.g. x=f64[3,4]")
         p.add_argument("--jit", action="store_true", help="forward only (default: gradient)")
         if name == "inspect":
@@ -149,6 +176,9 @@ def main(argv=None):
                                     "stats", "dot"])
         else:
             p.add_argument("--repeats", type=int, default=50)
+            suite = benchmark_suite()
+            if suite is not None:
+                suite.add_arguments(p.add_argument_group("the suite (no FUNCTION given)"))
         p.set_defaults(run=fn)
     args = parser.parse_args(argv)
     args.run(args)

@@ -43,5 +43,6 @@ def train(workload, problem):
 
 
 SYSTEM = System("PyTensor", gradient, train, requires="pytensor",
-                note="pytensor.function of pytensor.grad, C backend, trust_input; "
+                note="pytensor.function of pytensor.grad, C backend (matrix products through "
+                     "numpy's C API when, as after pip install, no BLAS is linked), trust_input; "
                      "training: a compiled step with shared-variable updates in a Python loop")

@@ -32,11 +32,16 @@ def _leaves(torch, params):
 
 
 def _loss(torch, workload, compiled):
+    """The workload's loss over tensors; compiled afresh (Dynamo caches compiled code by
+    the Python code object, which every workload's ``loss`` shares)."""
     xp = namespace(torch)
 
     def loss(params, *data):
         return workload.loss(xp, params, *data)
-    return torch.compile(loss) if compiled else loss
+    if not compiled:
+        return loss
+    torch._dynamo.reset()
+    return torch.compile(loss)
 
 
 def gradient(compiled):
