@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import sys
@@ -247,6 +248,12 @@ def _bar_plot(plt, title, rows):
     ax.barh(names, medians, xerr=spread, color=colours)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    # bars start at a whole decade below the fastest, so their lengths compare honestly
+    ax.set_xlim(left=10 ** math.floor(math.log10(min(medians)) - 0.3),
+                right=max(r["q3_s"] for r in timed) * 4)
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    for y, row in enumerate(timed):
+        ax.text(row["q3_s"] * 1.1, y, duration(row["median_s"]), va="center", fontsize=8)
     ax.set_xlabel("seconds per " + ("training run" if any("final_loss" in r for r in timed)
                                      else "gradient") + " (median, IQR bars; log scale)")
     ax.set_title(title, fontsize=10)
