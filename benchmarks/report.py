@@ -86,7 +86,11 @@ def _by_problem(rows):
 def _ratio(row, baseline):
     if "median_s" not in row or baseline is None or "median_s" not in baseline:
         return "—"
-    return f"{row['median_s'] / baseline['median_s']:.3g}×"
+    return times(row["median_s"] / baseline["median_s"])
+
+
+def times(ratio) -> str:
+    return f"{ratio:.2f}×" if ratio < 10 else f"{ratio:,.0f}×"
 
 
 def _table(header, lines):
