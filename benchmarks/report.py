@@ -139,18 +139,26 @@ def scaling_table(rows) -> list[str]:
     return out
 
 
-def ratio_table(rows) -> list[str]:
-    """llgrad's backward/forward cost: (gradient − forward) / forward, from one run."""
-    lines = []
+def backward_forward(rows) -> list[dict]:
+    """llgrad's backward/forward cost, (gradient − forward) / forward, where both were
+    timed in the same rounds."""
+    ratios = []
     for (workload, size), group in _by_problem(rows).items():
         by_system = {r["system"]: r for r in group}
         grad, fwd = by_system.get(BASELINE, {}), by_system.get(FORWARD, {})
         if "median_s" in grad and "median_s" in fwd:
             g, f = grad["median_s"], fwd["median_s"]
-            lines.append([workload, size, duration(f), duration(g), f"{g / f:.2f}",
-                          f"{(g - f) / f:.2f}"])
+            ratios.append({"workload": workload, "size": size, "forward_s": f, "gradient_s": g,
+                           "gradient_over_forward": g / f, "backward_over_forward": (g - f) / f})
+    return ratios
+
+
+def ratio_table(ratios) -> list[str]:
     return _table(["workload", "size", "forward (jit)", "gradient (grad)", "gradient / forward",
-                   "backward / forward"], lines)
+                   "backward / forward"],
+                  [[r["workload"], r["size"], duration(r["forward_s"]), duration(r["gradient_s"]),
+                    f"{r['gradient_over_forward']:.2f}", f"{r['backward_over_forward']:.2f}"]
+                   for r in ratios])
 
 
 def all_checks_passed(results) -> bool:
@@ -174,7 +182,8 @@ def markdown(results) -> str:
         out += (scaling_table(group) if group[0]["workload"] == "scaling"
                 else workload_table(group))
         out.append("")
-    out += ["## llgrad: backward versus forward", ""] + ratio_table(rows) + [""]
+    out += (["## llgrad: backward versus forward", ""]
+            + ratio_table(results["llgrad_backward_forward"]) + [""])
     out += ["## Checks", "",
             "Every system's result is compared with the hand-written gradient in float64 "
             "(training: with float64 SGD), and that reference with central finite "
@@ -195,8 +204,7 @@ def markdown(results) -> str:
 METHOD = """\
 Each system gets the workload's inputs in its own array type before timing. The first
 call (with whatever preparation the system needs: tracing, graph building, compiling) is
-timed alone and reported as *first call*; on-disk caches (llgrad's, Inductor's,
-PyTensor's) are left as the machine has them, so a second run may report less. Then one
+timed alone and reported as *first call*; {caches}. Then one
 untimed call, then {rounds} round-robin rounds in which every system makes about
 {seconds:g} s / {rounds} of calls, each timed alone with `time.perf_counter`: *median*
 and *IQR* (interquartile range) are over those calls, and a system's ratio to llgrad
@@ -290,6 +298,7 @@ def _scaling_plot(plt, rows):
 def write(results, out_dir) -> dict:
     """report.md, results.json and the plots; the paths written."""
     os.makedirs(out_dir, exist_ok=True)
+    results["llgrad_backward_forward"] = backward_forward(results["rows"])
     results["plots"] = [os.path.basename(p) for p in plots(results, out_dir)]
     paths = {"report": os.path.join(out_dir, "report.md"),
              "json": os.path.join(out_dir, "results.json")}

@@ -10,9 +10,12 @@ note.  The exit status is 1 when any system's result disagrees with the referenc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,16 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed seconds per system and size (default 1, quick 0.05)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="round-robin rounds (default 5, quick 3)")
+    parser.add_argument("--cold", action="store_true",
+                        help="compile into fresh, empty on-disk caches (llgrad, Inductor, "
+                             "PyTensor), so first calls show compile times from scratch")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds a system may spend on one workload before its remaining "
                              "sizes are skipped (default 40, quick 20)")
 
 
-def pin_threads(n: int) -> str:
-    """Every runtime to ``n`` threads, before any peer is imported; how it was done."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int):
+    """Every runtime at ``n`` threads, set before any peer is imported; yields how it was
+    done, and restores the environment and numpy's BLAS pool afterwards."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    for var in THREAD_VARIABLES[:3]:
         os.environ[var] = str(n)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+    os.environ["XLA_FLAGS"] = ((saved["XLA_FLAGS"] or "") +
                                f" --xla_cpu_multi_thread_eigen={str(n > 1).lower()}"
                                f" intra_op_parallelism_threads={n}").strip()
     from benchmarks.systems import torch_systems
@@ -52,9 +64,51 @@ def pin_threads(n: int) -> str:
     try:
         import threadpoolctl
     except ImportError:
-        return "environment variables (numpy's BLAS obeys them only when set before numpy loads)"
-    threadpoolctl.threadpool_limits(n)
-    return "threadpoolctl and environment variables"
+        limits, how = None, "environment variables (numpy's BLAS obeys them only when set before numpy loads)"
+    else:
+        limits, how = threadpoolctl.threadpool_limits(n), "threadpoolctl and environment variables"
+    try:
+        yield how
+    finally:
+        _restore(saved)
+        if limits is not None:
+            limits.restore_original_limits()
+
+
+def _restore(saved: dict) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@contextlib.contextmanager
+def empty_caches():
+    """Every on-disk compilation cache in a fresh directory (set before any peer loads),
+    removed afterwards with the environment restored."""
+    root = tempfile.mkdtemp(prefix="llgrad-bench-caches-")
+    saved = {k: os.environ.get(k) for k in ("LLGRAD_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
+                                            "PYTENSOR_FLAGS")}
+    os.environ["LLGRAD_CACHE_DIR"] = os.path.join(root, "llgrad")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(root, "inductor")
+    os.environ["PYTENSOR_FLAGS"] = ",".join(
+        filter(None, [saved["PYTENSOR_FLAGS"], f"compiledir={root}/pytensor"]))
+    try:
+        yield f"everything compiled into empty on-disk caches ({root})"
+    finally:
+        _restore(saved)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+CACHES_AS_THEY_ARE = ("on-disk caches (llgrad's, Inductor's, PyTensor's) were left as the "
+                      "machine had them, so a run after another shows less (`--cold`: from scratch)")
+
+
+def run(args, command="python -m llgrad bench") -> int:
+    caches = empty_caches() if args.cold else contextlib.nullcontext(CACHES_AS_THEY_ARE)
+    with pinned_threads(args.threads) as pinned_by, caches as caches:
+        return _run(args, command, pinned_by, caches)
 
 
 def _chosen(items, wanted, name):
@@ -62,12 +116,11 @@ def _chosen(items, wanted, name):
     return [item for item in items if not parts or any(p in name(item).lower() for p in parts)]
 
 
-def run(args, command="python -m llgrad bench") -> int:
+def _run(args, command, pinned_by, caches) -> int:
     quick = args.quick
     options = argparse.Namespace(
         quick=quick, seconds=args.seconds or (0.05 if quick else 1.0),
         rounds=args.rounds or (3 if quick else 5), budget=args.budget or (20.0 if quick else 40.0))
-    pinned_by = pin_threads(args.threads)
     from benchmarks import measure, report, workloads
     from benchmarks.systems import registry
 
@@ -82,7 +135,7 @@ def run(args, command="python -m llgrad bench") -> int:
     started = time.perf_counter()
     results = {"command": command, "mode": "quick" if quick else "full",
                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-               "options": vars(options) | {"threads": args.threads},
+               "options": vars(options) | {"threads": args.threads, "caches": caches},
                "systems": [{"name": s.name, "note": s.note, "installed": s.installed()}
                            for s in systems],
                "rows": [], "reference_checks": [], "notes": []}

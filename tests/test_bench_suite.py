@@ -112,6 +112,14 @@ def test_micrograd_extended_with_tanh_exp_log_sin_agrees(tmp_path):
     assert row["status"] == "ok" and row["check"]["passed"]
 
 
+def test_cold_compiles_into_empty_caches_and_restores_the_environment(tmp_path):
+    before = os.environ.get("LLGRAD_CACHE_DIR")
+    results = run_cli(tmp_path, "--cold", "--systems", "llgrad native", "--workloads", "scalar")
+    assert "empty on-disk caches" in results["options"]["caches"]
+    assert "empty on-disk caches" in (tmp_path / "report.md").read_text()
+    assert os.environ.get("LLGRAD_CACHE_DIR") == before
+
+
 def test_bench_without_a_function_outside_a_checkout_is_explained(monkeypatch):
     monkeypatch.setattr(cli, "benchmark_suite", lambda: None)
     with pytest.raises(SystemExit, match="benchmark suite, benchmarks/run.py of an llgrad"):
