@@ -106,8 +106,8 @@ CACHES_AS_THEY_ARE = ("on-disk caches (llgrad's, Inductor's, PyTensor's) were le
 
 
 def run(args, command="python -m llgrad bench") -> int:
-    caches = empty_caches() if args.cold else contextlib.nullcontext(CACHES_AS_THEY_ARE)
-    with pinned_threads(args.threads) as pinned_by, caches as caches:
+    cache_setting = empty_caches() if args.cold else contextlib.nullcontext(CACHES_AS_THEY_ARE)
+    with pinned_threads(args.threads) as pinned_by, cache_setting as caches:
         return _run(args, command, pinned_by, caches)
 
 
@@ -129,16 +129,20 @@ def _run(args, command, pinned_by, caches) -> int:
     if not systems or not chosen:
         raise SystemExit(f"nothing to run: --systems {args.systems!r} / --workloads "
                          f"{args.workloads!r} match no system or workload")
+    notes = []
     for system in systems:  # import peers now, so that no first call pays for it
         if system.requires and system.installed():
-            importlib.import_module(system.requires)
+            try:
+                importlib.import_module(system.requires)
+            except Exception as error:  # its rows will say "failed" with the same error
+                notes.append(f"importing {system.requires} failed: {type(error).__name__}: {error}")
     started = time.perf_counter()
     results = {"command": command, "mode": "quick" if quick else "full",
                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                "options": vars(options) | {"threads": args.threads, "caches": caches},
                "systems": [{"name": s.name, "note": s.note, "installed": s.installed()}
                            for s in systems],
-               "rows": [], "reference_checks": [], "notes": []}
+               "rows": [], "reference_checks": [], "notes": notes}
     for workload in chosen:
         print(f"{workload.title}", flush=True)
         rows, checks = measure.run_workload(workload, systems, options, spent={},
