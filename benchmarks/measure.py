@@ -22,15 +22,19 @@ MAX_CALLS_PER_ROUND = 20_000
 
 
 def relative_error(result: dict, reference: dict) -> float:
-    """max over arrays of max |result - reference| / max |reference|."""
+    """max over arrays of max |result - reference| / max |reference|; infinite when an
+    array is missing, has the wrong shape, or holds a NaN."""
     worst = 0.0
     for name, ref in reference.items():
-        got = np.asarray(result[name], np.float64)
+        got = np.asarray(result.get(name, np.nan), np.float64)
         if got.shape != ref.shape:
             return float("inf")
         scale = max(float(np.max(np.abs(ref), initial=0.0)), 1e-300)
-        worst = max(worst, float(np.max(np.abs(got - ref), initial=0.0)) / scale)
-    return worst if np.isfinite(worst) else float("inf")
+        error = float(np.max(np.abs(got - ref), initial=0.0)) / scale
+        if not np.isfinite(error):
+            return float("inf")
+        worst = max(worst, error)
+    return worst
 
 
 def tolerance(workload, problem) -> float:

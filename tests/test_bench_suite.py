@@ -96,6 +96,14 @@ def test_a_wrong_gradient_is_reported_as_a_mismatch():
     assert "**MISMATCH**" in "\n".join(report.workload_table(rows))
 
 
+def test_nan_missing_or_misshapen_results_never_pass():
+    reference = {"w": np.ones((2, 3)), "b": np.ones(3)}
+    assert measure.relative_error({"w": np.ones((2, 3)), "b": np.ones(3)}, reference) == 0.0
+    for result in ({"w": np.full((2, 3), np.nan), "b": np.ones(3)}, {"w": np.ones((2, 3))},
+                   {"w": np.ones((3, 2)), "b": np.ones(3)}):
+        assert measure.relative_error(result, reference) == float("inf")
+
+
 def test_an_absent_peer_is_skipped_with_a_note():
     absent = System("absent peer", numpy_system.gradient, requires="no_such_module_llgrad")
     options = type("Options", (), dict(quick=True, seconds=0.01, rounds=1, budget=10.0))
