@@ -96,7 +96,7 @@ def inspect(args):
         "ir": lambda: str(trace.ir),
         "backward": lambda: str(trace.backward) if trace.backward else "(jit: no backward graph)",
         "llvm": lambda: trace.llvm_ir,
-        "opt": lambda: trace.optimized_llvm_ir,
+        "opt": lambda: trace.llvm_ir_optimized,
         "asm": lambda: trace.asm,
         "stats": lambda: "\n".join(f"{k}: {v}" for k, v in trace.stats.items()),
         "kernels": lambda: trace.kernels,
