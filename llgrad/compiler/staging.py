@@ -30,7 +30,9 @@ from .passes.rewrite import inline
 from .trace import Tracer, current, input_type, lift, trace
 
 
-PASSES = (("simplify", simplify), ("cse", cse), ("dce", dce))
+# CSE first: simplify rebuilds through a hash-consing Builder too, so it would merge
+# any duplicates silently; run first, CSE is the pass that finds (and counts) them.
+PASSES = (("cse", cse), ("simplify", simplify), ("dce", dce))
 
 
 def optimize(graph: Graph, record: list | None = None) -> Graph:
@@ -71,6 +73,19 @@ def compile_for(graph, backend: str, fastmath: bool):
         return Interpreted(graph)
     from .pipeline import compile_graph
     return compile_graph(graph, fastmath=fastmath)
+
+
+def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
+                  fastmath: bool = False, out_tree=None, times: dict | None = None) -> Trace:
+    """Optimise and compile the joint graph (the forward graph when there is none) and
+    keep every stage for inspection; also how a graph built by hand is inspected."""
+    times = {} if times is None else times
+    passes = []
+    optimized = optimize(joint if joint is not None else forward, passes)
+    t0 = time.perf_counter()
+    executable = compile_for(optimized, backend, fastmath)
+    times["compile_s"] = time.perf_counter() - t0
+    return Trace(forward, joint, passes, executable, out_tree, times)
 
 
 class Staged:
@@ -164,13 +179,9 @@ class Staged:
         return graph, joint, out_tree, [(treedefs[a], *offsets[a]) for a in argnums]
 
     def _compile(self, args, kwargs):
-        times, passes = {}, []
+        times = {}
         graph, joint, out_tree, layout = self._stage(args, kwargs, times)
-        optimized = optimize(joint if joint is not None else graph, passes)
-        t0 = time.perf_counter()
-        executable = compile_for(optimized, self.backend, self.fastmath)
-        times["compile_s"] = time.perf_counter() - t0
-        entry = Trace(graph, joint, passes, executable, out_tree, times)
+        entry = compile_trace(graph, joint, self.backend, self.fastmath, out_tree, times)
         entry.layout = layout
         return entry
 
