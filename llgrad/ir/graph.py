@@ -8,6 +8,8 @@ graphs that were built apart.
 from __future__ import annotations
 
 import itertools
+import keyword
+import re
 from types import MappingProxyType
 from typing import Iterable, Sequence
 
@@ -118,6 +120,24 @@ def forward_ids(graph: Graph, n_forward: int) -> set:
     """ids of the nodes the first ``n_forward`` outputs need: in a joint graph, the
     forward pass; every other node is backward."""
     return {id(n) for n in topological_order(graph.outputs[:n_forward])}
+
+
+def parameter_identifiers(params: Iterable[Node]) -> list[str]:
+    """Readable, distinct Python identifiers for parameters: ``params['w1']`` is
+    ``params_w1`` (sympy symbols and generated numpy source use them)."""
+    out, taken = [], set()
+    for p in params:
+        base = re.sub(r"\W+", "_", str(p.attrs["name"])).strip("_") or "arg"
+        if base[0].isdigit():
+            base = f"arg_{base}"
+        if keyword.iskeyword(base):
+            base = f"{base}_"
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def scalar_constant(node: Node):

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .errors import UnsupportedError
-from .graph import scalar_constant
+from .graph import parameter_identifiers, scalar_constant
 from .primitives import PRIMITIVES
 from .printer import format_graph
 
@@ -34,17 +34,6 @@ def _numpy_name(fn):
     """``np.<name>`` when ``fn`` is numpy's own public function of that name."""
     name = getattr(fn, "__name__", None)
     return f"np.{name}" if name and getattr(np, name, None) is fn else None
-
-
-def _identifier(text: str, taken: set) -> str:
-    name = re.sub(r"\W+", "_", text).strip("_") or "arg"
-    if name[0].isdigit() or keyword.iskeyword(name):
-        name = f"a_{name}"
-    base, k = name, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name)
-    return name
 
 
 def _scalar(value, dtype: str) -> str:
@@ -69,8 +58,7 @@ def to_python(graph) -> str:
     """Source of a module defining ``graph`` as a Python function of its inputs."""
     names: dict = {}
     format_graph(graph, names=names)
-    taken = set()
-    var = {id(p): _identifier(p.attrs["name"], taken) for p in graph.inputs}
+    var = {id(p): name for p, name in zip(graph.inputs, parameter_identifiers(graph.inputs))}
 
     def expr(node) -> str:
         if id(node) in var:
@@ -101,6 +89,8 @@ def to_python(graph) -> str:
         note = f"{node.type}  {node.source or ''}".rstrip()
         body.append(f"{line:<60}  # {note}" if len(line) < 200 else f"{line}  # {note}")
     params = ", ".join(var[id(p)] for p in graph.inputs)
+    function_name = re.sub(r"\W+", "_", graph.name).strip("_") or "f"
+    function_name += "_" if keyword.iskeyword(function_name) else ""
     arg_notes = [f"    # {var[id(p)]}: {p.attrs['name']} {p.type}" for p in graph.inputs]
     outputs = ", ".join(expr(o) for o in graph.outputs)
     return "\n".join([
@@ -110,7 +100,7 @@ def to_python(graph) -> str:
         "from llgrad.ir.pysource import ops",
         "",
         "",
-        f"def {_identifier(graph.name, set())}({params}):",
+        f"def {function_name}({params}):",
         *arg_notes,
         *body,
         f"    return {outputs}{',' if len(graph.outputs) == 1 else ''}",
