@@ -11,8 +11,8 @@ Example inputs come from a module-level ``EXAMPLE_ARGS = {"loss": (arg0, arg1, .
 in the file, from ``--shapes`` (``x`` between sizes, ``()`` for a scalar), or by type:
 ``f64[3,4]``, ``f32[]``, ``i64[10]``, or nested ``{name:type,...}`` / ``[type,...]``
 pytrees; shapes and types are filled with random data.  The gradient is taken with
-respect to every argument that is all floats; ``--jit`` inspects the forward
-function only.
+respect to every argument that is all floats (``--argnums 0``: the first only);
+``--jit`` inspects the forward function only.
 """
 from __future__ import annotations
 
@@ -143,6 +143,12 @@ def _example_inputs(args, module, name):
                      f"--shapes \"3x2,4x3\", or one type per argument (x=f64[3,2])")
 
 
+def _argnums(text: str) -> str:
+    if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", text):
+        raise argparse.ArgumentTypeError(f"write argument positions like 0 or 0,2; got {text!r}")
+    return text
+
+
 def _float_arguments(values) -> tuple:
     """Positions of the arguments that are all floats: those a gradient is taken of."""
     def floats(v):
@@ -188,6 +194,8 @@ def inspect(args):
     except ValueError:
         pass  # no signature to check (a builtin): the trace will say
     argnums = _float_arguments(values)
+    if args.argnums is not None:
+        argnums = tuple(int(a) for a in args.argnums.split(",") if a.strip())
     if not args.jit and not argnums:
         raise SystemExit(f"{name}() has no float argument to differentiate; "
                          f"use --jit to inspect the function alone")
@@ -258,6 +266,8 @@ def main(argv=None):
             p.add_argument("--stage", default="all", choices=["all", *STAGES])
             p.add_argument("--shapes", help='float64 inputs of these shapes, e.g. "3x2,4x3"')
             p.add_argument("--html", metavar="FILE", help="write every stage to one HTML page")
+            p.add_argument("--argnums", type=_argnums, help='differentiate these arguments '
+                           'only, e.g. "0" (default: every argument that is all floats)')
         else:
             p.add_argument("--repeats", type=int, default=50)
         p.set_defaults(run=fn)

@@ -78,6 +78,12 @@ def test_inspect_takes_the_example_args_of_the_file(capsys):
     assert "backward: adjoint of" in out and "mlp.py:13" in out
 
 
+def test_inspect_differentiates_the_chosen_arguments(capsys):
+    main(["inspect", f"{MLP}:loss", "--argnums", "0", "--stage", "backward"])
+    out = capsys.readouterr().out
+    assert "-> (f64[], f64[4], f64[2], f64[3,4], f64[4,2]):" in out   # params only
+
+
 def test_inspect_takes_shapes(tmp_path, capsys):
     path = tmp_path / "f.py"
     path.write_text("import numpy as np\n\ndef f(a, b, s):\n    return np.sum(a @ b) * s\n")

@@ -204,8 +204,8 @@ def test_stats_flops_and_bytes_of_a_matmul_are_counted_by_hand():
 
 def test_stats_print_as_a_table_of_every_stage(mlp_trace):
     text = str(mlp_trace.stats)
-    for row in ["trace", "autodiff", *(name for name, _ in PASSES), "codegen",
-                "CSE merges", "DCE removals", "flops", "bytes moved", "arena bytes"]:
+    for row in ["trace", "autodiff", *(name for name, _ in PASSES), "compile",
+                "fused kernels", "CSE merges", "DCE removals", "flops", "bytes moved", "arena bytes"]:
         assert re.search(rf"^{row}\s+\d", text, re.M), (row, text)
     assert mlp_trace.stats["arena_bytes"] == mlp_trace.executable.arena_bytes
     assert mlp_trace.stats["kernels"] == len(mlp_trace.kernels.splitlines())

@@ -85,7 +85,8 @@ def flops(node) -> int:
 
 class Stats(Mapping):
     """Numbers about every stage, read as a dict (``stats["cse_merges"]``) or printed
-    as a table.  ``cse_merges`` counts nodes found identical to another and merged;
+    as a table.  Node counts include parameters and the scalar literals the printer
+    writes inline.  ``cse_merges`` counts nodes found identical to another and merged;
     ``dce_removals`` the nodes that reverse mode and the passes built but no output
     reaches; ``bytes_moved`` what the kernels read and write (each value once per
     kernel that touches it), or every node's operands and result when interpreted."""
@@ -109,7 +110,7 @@ class Stats(Mapping):
         v = self._values
         rows = [(stage, v.get(nodes), v.get(time)) for stage, nodes, time in self._STAGES]
         rows += [(name, v.get(f"{name}_nodes"), v.get(f"{name}_s")) for name in self._passes]
-        rows.append(("codegen", v.get("kernels"), v.get("compile_s")))
+        rows.append(("compile", None, v.get("compile_s")))
         lines = [f"{'stage':<10} {'nodes':>7} {'time':>10}"]
         for stage, count, seconds in rows:
             if count is None and seconds is None:
@@ -117,8 +118,7 @@ class Stats(Mapping):
             count = "" if count is None else count
             shown = "" if seconds is None else f"{seconds * 1e3:.2f} ms"
             lines.append(f"{stage:<10} {count:>7} {shown:>10}")
-        lines.append("(codegen counts kernels, not nodes)")
-        for key, label in (("cse_merges", "CSE merges"), ("dce_removals", "DCE removals"),
+        for key, label in (("kernels", "fused kernels"), ("cse_merges", "CSE merges"), ("dce_removals", "DCE removals"),
                            ("flops", "flops"), ("bytes_moved", "bytes moved"),
                            ("arena_bytes", "arena bytes"), ("residual_bytes", "residual bytes")):
             if v.get(key) is not None:
