@@ -3,6 +3,7 @@
 Oracles: golden printer text (read and checked by hand once), sympy.diff, the numpy
 interpreter, native results, a DOT grammar check, and arithmetic counted by hand."""
 import html.parser
+import os
 import re
 import shutil
 import subprocess
@@ -296,6 +297,32 @@ def test_render_draws_with_dot_or_says_it_is_missing(mlp_trace, tmp_path):
         with pytest.raises(LlgradError, match="Graphviz's `dot` program"):
             mlp_trace.render(path)
         assert not path.exists()
+
+
+FAKE_DOT = """#!/bin/sh
+# stands in for Graphviz: an SVG that says which format was asked for and how many
+# DOT lines came in on stdin
+lines=$(wc -l)
+printf '<?xml version="1.0"?>\\n<!DOCTYPE svg>\\n<svg><text>%s %s</text></svg>\\n' "$1" "$lines"
+"""
+
+
+@pytest.fixture
+def fake_dot(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dot").write_text(FAKE_DOT)
+    (bin_dir / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_render_and_the_html_page_pipe_the_dot_text_through_dot(mlp_trace, tmp_path,
+                                                                 fake_dot):
+    n_lines = mlp_trace.to_dot().count("\n")
+    path = mlp_trace.render(tmp_path / "mlp.svg")
+    assert f"<text>-Tsvg {n_lines}</text>" in open(path).read()
+    page = html_report(mlp_trace, "mlp")
+    assert page.count("<svg><text>-Tsvg") == 2 and "<?xml" not in page  # inline, twice
 
 
 def test_as_python_runs_and_equals_the_native_result(mlp_trace):

@@ -118,9 +118,10 @@ class Stats(Mapping):
             count = "" if count is None else count
             shown = "" if seconds is None else f"{seconds * 1e3:.2f} ms"
             lines.append(f"{stage:<10} {count:>7} {shown:>10}")
-        for key, label in (("kernels", "fused kernels"), ("cse_merges", "CSE merges"), ("dce_removals", "DCE removals"),
-                           ("flops", "flops"), ("bytes_moved", "bytes moved"),
-                           ("arena_bytes", "arena bytes"), ("residual_bytes", "residual bytes")):
+        for key, label in (("kernels", "fused kernels"), ("cse_merges", "CSE merges"),
+                           ("dce_removals", "DCE removals"), ("flops", "flops"),
+                           ("bytes_moved", "bytes moved"), ("arena_bytes", "arena bytes"),
+                           ("residual_bytes", "residual bytes")):
             if v.get(key) is not None:
                 lines.append(f"{label:<15} {v[key]:>12,}")
         return "\n".join(lines)
@@ -144,11 +145,14 @@ class Trace:
         self._times = times
 
     @property
+    def _source(self) -> Graph:
+        """The graph the passes start from: the joint graph, or for jit the forward one."""
+        return self.ir if self.backward is None else self.backward
+
+    @property
     def _compiled(self) -> Graph:
         """The graph that runs: the last pass's output."""
-        if self.passes:
-            return self.passes[-1].graph
-        return self.backward if self.backward is not None else self.ir
+        return self.passes[-1].graph if self.passes else self._source
 
     @property
     def _plan(self):
@@ -178,8 +182,7 @@ class Trace:
     def residuals(self) -> list[Residual]:
         """The forward values the backward pass of the compiled graph reads (literals
         and the arguments themselves are not kept, so not listed)."""
-        joint = self.backward
-        if joint is None:
+        if self.backward is None:
             return []
         graph = self._compiled
         forward = forward_ids(graph, len(self.ir.outputs))
@@ -199,19 +202,19 @@ class Trace:
     @property
     def stats(self) -> Stats:
         values = {"forward_nodes": len(self.ir.nodes),
-                  "joint_nodes": len(self.backward.nodes) if self.backward else None,
+                  "joint_nodes": None if self.backward is None else len(self.backward.nodes),
                   "optimized_nodes": len(self._compiled.nodes)}
         for p in self.passes:
             values[f"{p.name}_nodes"] = len(p.graph.nodes)
         plan = self._plan
         values["kernels"] = len(plan.kernels) if plan else None
-        steps = list(zip([self.backward or self.ir] + [p.graph for p in self.passes],
-                         self.passes))
+        start = self._source
+        steps = list(zip([start] + [p.graph for p in self.passes], self.passes))
         # CSE rebuilds a dead-free graph into one node per distinct value, so the
         # nodes it saves are exactly its merges
         values["cse_merges"] = sum(removed(before, p.graph) for before, p in steps
                                    if p.name == "cse")
-        values["dce_removals"] = (self.backward.pruned if self.backward else 0) + sum(
+        values["dce_removals"] = start.pruned + sum(
             p.graph.pruned + (removed(before, p.graph) if p.name == "dce" else 0)
             for before, p in steps)
         values["flops"] = sum(flops(n) for n in self._compiled.nodes)
@@ -247,7 +250,7 @@ class Trace:
         reverse mode built it.  The graph must be elementwise
         (see ``sympy_frontend.to_sympy``)."""
         from .sympy_frontend import to_sympy
-        graph = self.backward if self.backward is not None else self.ir
+        graph = self._source
         if output is not None:
             return to_sympy(graph, output, standard=standard)
         return tuple(to_sympy(graph, i, standard=standard) for i in range(len(graph.outputs)))
@@ -256,7 +259,7 @@ class Trace:
         """Graphviz text of the joint graph (the forward graph for jit), forward and
         backward nodes coloured apart; also written to ``path`` when given."""
         from ..ir.dot import to_dot
-        text = to_dot(self.backward if self.backward is not None else self.ir)
+        text = to_dot(self._source)
         if path is not None:
             with open(path, "w") as f:
                 f.write(text)
@@ -277,7 +280,7 @@ class Trace:
         node, defining a function of the flattened arguments; ``exec`` it, or save it
         to a file, import it and step through it in pdb."""
         from ..ir.pysource import to_python
-        return to_python(self.backward if self.backward is not None else self.ir)
+        return to_python(self._source)
 
     def __repr__(self):
         return f"<llgrad.Trace of {self.ir.name}: {dict(self.stats)}>"
