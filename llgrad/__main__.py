@@ -169,9 +169,8 @@ STAGES = {
                                   for p in t.passes),
     "optimized": lambda t: str(t.optimized),
     "kernels": lambda t: t.kernels,
-    "residuals": lambda t: _joint_or_note(t, lambda: "\n".join(
-        f"{r.name}: {r.type} {r.op}, {r.nbytes} bytes  {r.source or ''}"
-        for r in t.residuals) or "(none)"),
+    "residuals": lambda t: _joint_or_note(
+        t, lambda: "\n".join(map(str, t.residuals)) or "(none)"),
     "stats": lambda t: str(t.stats),
     "python": lambda t: t.as_python(),
     "dot": lambda t: t.to_dot(),

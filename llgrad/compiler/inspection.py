@@ -39,6 +39,9 @@ class Residual(NamedTuple):
     nbytes: int
     source: str | None
 
+    def __str__(self):
+        return f"{self.name}: {self.type} {self.op}, {self.nbytes} bytes  {self.source or ''}"
+
 
 class Annotated:
     """A graph printed with one stage's remarks on its lines (``optimized``: the kernel

@@ -47,9 +47,7 @@ def _stages(trace) -> list[tuple[str, str]]:
     stages += [("optimized, with kernels", _pre(str(trace.optimized))),
                ("kernels", _pre(trace.kernels)),
                ("stats", _pre(str(trace.stats))),
-               ("residuals", _pre("\n".join(
-                   f"{r.name}: {r.type} {r.op}, {r.nbytes} bytes  {r.source or ''}"
-                   for r in trace.residuals) or "(none)")),
+               ("residuals", _pre("\n".join(map(str, trace.residuals)) or "(none)")),
                ("forward graph drawn", _graph(trace.ir))]
     if trace.backward is not None:
         stages.append(("joint graph drawn", _graph(trace.backward)))
