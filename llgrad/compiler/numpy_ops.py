@@ -267,7 +267,28 @@ def power(x, y):
             return sqrt(x)
         if e == -1:
             return reciprocal(x)
+    if result_dtype(x, y) == "int64":
+        return _integer_power(x, y)
     return _binary("pow", float_only=True)(x, y)
+
+
+def _integer_power(x, y):
+    """int ** int stays int (wrapping on overflow, as numpy), by repeated squaring of
+    a constant exponent; a negative or traced exponent is numpy's error, or ours."""
+    if isinstance(y, Tracer) or np.ndim(y) != 0:
+        raise UnsupportedError("integer ** integer needs a constant scalar exponent; "
+                               "convert the base to float (x.astype(float) ** y)")
+    e = int(y)
+    if e < 0:
+        raise DTypeError("integers to negative integer powers are not allowed (as in "
+                         "numpy); use a float base")
+    result, square_ = ones_like(x), x
+    while e:
+        if e & 1:
+            result = multiply(result, square_)
+        e >>= 1
+        square_ = multiply(square_, square_) if e else square_
+    return result
 
 
 @op("where")
@@ -796,7 +817,8 @@ def einsum(subscripts, *operands, optimize=False):
 @op("argmax")
 def argmax(a, axis=None, out=None, keepdims=False):
     """The first index of the maximum (as numpy), as int64: the smallest index whose
-    value equals the max, via iota, select and a max-reduction of negated indices."""
+    value equals the max (or is NaN), via iota, select and a max-reduction of negated
+    indices."""
     if out is not None:
         raise UnsupportedError("argmax(out=...) is not supported")
     a = _traced(a)
@@ -805,7 +827,8 @@ def argmax(a, axis=None, out=None, keepdims=False):
     (axis,) = _axes(axis, a.ndim)
     b = _b()
     index = b.iota(shape=a.shape, dtype="int64", axis=axis)
-    hit = equal(a, max(a, axis=axis, keepdims=True))
+    # a NaN is the maximum (np.max propagates it), and equals nothing: mark it itself
+    hit = logical_or(equal(a, max(a, axis=axis, keepdims=True)), not_equal(a, a))
     candidates = b.select(hit.node, index, b.full(a.shape[axis], index.type))
     first = b.neg(b.reduce_max(b.neg(candidates), axes=(axis,)))
     return _wrap(_keep(first, a.shape, (axis,), keepdims))
@@ -838,17 +861,45 @@ log10 = op("log10")(_scaled_log(10.0))
 
 @op("exp2")
 def exp2(x):
-    return exp(multiply(x, float(np.log(2.0))))
+    """pow(2, x): exp(x·ln 2) would carry ln 2's rounding error times x (4e-14 at 710)."""
+    return _binary("pow", float_only=True)(2.0, x)
+
+
+def _where_small(x, small, large, cut=1.0):
+    """``small(x)`` where |x| < cut, else ``large(x)``; each branch sees its argument
+    clamped into (a margin beyond) its own range, so the branch not taken stays finite
+    and its zero adjoint cannot turn into 0·inf = NaN in the gradient."""
+    near = clip(x, -2 * cut, 2 * cut)
+    far = maximum(absolute(x), cut / 2)
+    return where(less(absolute(x), cut), small(near), large(far))
+
+
+def _half_exp_squared(ax):
+    """exp(ax) / 2 without overflowing where exp(ax) alone would (ax up to ~710)."""
+    t = exp(multiply(ax, 0.5))
+    return multiply(multiply(t, 0.5), t)
 
 
 @op("sinh")
 def sinh(x):
-    return divide(subtract(exp(x), exp(negative(x))), 2.0)
+    """Accurate near 0 (t + t/(t+1) with t = expm1 x has no cancellation) and finite up
+    to where sinh itself overflows (e^|x|/2 - 1/(2e^|x|) for |x| >= 1), as numpy."""
+    def small(v):
+        t = expm1(v)
+        return multiply(add(t, divide(t, add(t, 1.0))), 0.5)
+
+    def large(ax):
+        h = _half_exp_squared(ax)
+        magnitude = subtract(h, divide(0.25, h))
+        return where(less(x, 0), negative(magnitude), magnitude)
+    return _where_small(x, small, large)
 
 
 @op("cosh")
 def cosh(x):
-    return divide(add(exp(x), exp(negative(x))), 2.0)
+    """e^|x|/2 + 1/(2e^|x|): finite up to where cosh itself overflows, as numpy."""
+    h = _half_exp_squared(absolute(x))
+    return add(h, divide(0.25, h))
 
 
 @op("tan")
@@ -858,7 +909,14 @@ def tan(x):
 
 @op("hypot")
 def hypot(x, y):
-    return sqrt(add(multiply(x, x), multiply(y, y)))
+    """Scaled by m = max(|x|, |y|) so squares never overflow or underflow; m cancels
+    exactly in the derivative, so ties between |x| and |y| do not matter.  An infinite
+    operand gives inf even beside a NaN, as numpy."""
+    ax, ay = absolute(x), absolute(y)
+    m = maximum(ax, ay)
+    scale = where(equal(m, 0), 1.0, m)
+    h = multiply(m, sqrt(add(square(divide(ax, scale)), square(divide(ay, scale)))))
+    return where(logical_or(equal(ax, np.inf), equal(ay, np.inf)), np.inf, h)
 
 
 # ----------------------------------------------------------------------------------
