@@ -909,14 +909,18 @@ def tan(x):
 
 @op("hypot")
 def hypot(x, y):
-    """Scaled by m = max(|x|, |y|) so squares never overflow or underflow; m cancels
-    exactly in the derivative, so ties between |x| and |y| do not matter.  An infinite
-    operand gives inf even beside a NaN, as numpy."""
-    ax, ay = absolute(x), absolute(y)
-    m = maximum(ax, ay)
-    scale = where(equal(m, 0), 1.0, m)
-    h = multiply(m, sqrt(add(square(divide(ax, scale)), square(divide(ay, scale)))))
-    return where(logical_or(equal(ax, np.inf), equal(ay, np.inf)), np.inf, h)
+    """sqrt(x² + y²) with x and y scaled by a power of two s ~ 1/max(|x|, |y|), so the
+    squares neither overflow nor underflow and the scaling is exact.  s is computed
+    through an integer exponent, so it is a constant to the derivative (differentiating
+    through a float scale overflowed at |x| ~ 1e154).  An infinite operand gives inf
+    even beside a NaN, as numpy."""
+    dtype = _float_dtype(x, y)
+    limit = 1000 if dtype == "float64" else 100   # keeps s and 1/s finite
+    exponent = astype(log2(maximum(absolute(x), absolute(y))), np.int64)
+    s = exp2(astype(negative(clip(exponent, -limit, limit)), dtype))
+    h = divide(sqrt(add(square(multiply(x, s)), square(multiply(y, s)))), s)
+    infinite = logical_or(equal(absolute(x), np.inf), equal(absolute(y), np.inf))
+    return where(infinite, np.inf, h)
 
 
 # ----------------------------------------------------------------------------------
