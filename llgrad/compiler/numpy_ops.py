@@ -897,9 +897,13 @@ def sinh(x):
 
 @op("cosh")
 def cosh(x):
-    """e^|x|/2 + 1/(2e^|x|): finite up to where cosh itself overflows, as numpy."""
-    h = _half_exp_squared(absolute(x))
-    return add(h, divide(0.25, h))
+    """1 + 2 sinh²(x/2) near 0 (so the derivative, sinh, keeps its precision) and
+    e^|x|/2 + 1/(2e^|x|) beyond: finite up to where cosh itself overflows, as numpy."""
+    def large(ax):
+        h = _half_exp_squared(ax)
+        return add(h, divide(0.25, h))
+    return _where_small(x, lambda v: add(multiply(square(sinh(multiply(v, 0.5))), 2.0), 1.0),
+                        large)
 
 
 @op("tan")
