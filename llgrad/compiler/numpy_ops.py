@@ -327,13 +327,21 @@ def relu(x):
 # ----------------------------------------------------------------------------------
 # reductions
 
+def _integer(value, what: str) -> int:
+    """A static integer (axis, index, dimension); a float such as NaN is a clear error."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise DTypeError(f"{what} must be an integer, got {value!r}") from None
+
+
 def _axes(axis, ndim) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     out = []
     for a in axes:
-        a = operator.index(a)
+        a = _integer(a, "axis")
         if not -ndim <= a < ndim:
             raise ShapeError(f"axis {a} is out of bounds for an array of dimension {ndim}")
         out.append(a % ndim if ndim else a)
@@ -462,7 +470,7 @@ def _normalize_shape(shape, size):
         if known == 0 or size % known:
             raise ShapeError(f"cannot reshape array of size {size} into shape {tuple(shape)}")
         shape[shape.index(-1)] = size // known
-    return tuple(int(d) for d in shape)
+    return tuple(_integer(d, "a dimension of the new shape") for d in shape)
 
 
 @op("reshape")
@@ -470,7 +478,7 @@ def reshape(a, *shape, order="C", **kwargs):
     shape = kwargs.pop("newshape", kwargs.pop("shape", None)) or shape
     if order != "C":
         raise UnsupportedError("reshape(order=...) other than 'C' is not supported")
-    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     a = _traced(a)
     return _wrap(_b().reshape(a.node, shape=_normalize_shape(shape, a.size)))
@@ -610,7 +618,7 @@ def getitem(x, key):
             starts.append(start), limits.append(stop), strides.append(step)
             out_shape.append(len(range(start, stop, step)))
         else:
-            i = operator.index(k)
+            i = _integer(k, "an index")
             if not -n <= i < n:
                 raise ShapeError(f"index {i} is out of bounds for axis {d} with size {n}")
             i %= n

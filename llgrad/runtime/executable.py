@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from llgrad.ir.errors import DTypeError, ShapeError
-from llgrad.ir.types import dtype_name
+from llgrad.ir.types import check_fits_int64, dtype_name
 
 _ALIGN = 64
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -102,6 +102,7 @@ class Executable:
                                                                 "same_kind")):
             raise DTypeError(f"{self.graph.name}(): argument {arg_name!r} has dtype "
                              f"{src.dtype}, expected {dtype}")
+        check_fits_int64(src, f"{self.graph.name}(): argument {arg_name!r}")
         return np.array(src, dtype=np_dtype, order="C", copy=None)  # keeps rank 0
 
     def _fresh_outputs(self) -> tuple[list[np.ndarray], list[int]]:
