@@ -29,6 +29,17 @@ def _owned_refcount() -> int:
 _OWNED = _owned_refcount()
 
 
+def _allocate(shape, dtype, function: str, what: str) -> np.ndarray:
+    """np.empty, or a MemoryError naming the function and the bytes, raised before
+    any native code runs (shapes are static, so every request is known up front)."""
+    try:
+        return np.empty(shape, dtype)
+    except MemoryError:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        raise MemoryError(f"{function}(): cannot allocate {nbytes} bytes "
+                          f"({nbytes / 2 ** 30:.1f} GiB) for {what}") from None
+
+
 def _address(array: np.ndarray) -> int:
     """The data pointer of a contiguous array; through ctypes' buffer protocol it costs
     a third of ``array.ctypes.data`` (which read-only and empty arrays still need)."""
@@ -66,7 +77,8 @@ class Executable:
         """(packed pointer array, its address) for this thread, with its own arena."""
         state = getattr(self._local, "state", None)
         if state is None:
-            arena = np.empty(self.arena_bytes + _ALIGN, np.uint8)
+            arena = _allocate(self.arena_bytes + _ALIGN, np.uint8, self.graph.name,
+                              "the scratch memory of its intermediate values")
             base = arena.ctypes.data
             packed = np.zeros(self._n, np.uintp)
             packed[-1] = base + (-base) % _ALIGN
@@ -117,7 +129,8 @@ class Executable:
         for outputs, addresses in pool:
             if max((sys.getrefcount(a) for a in outputs), default=_OWNED) <= _OWNED:
                 return list(outputs), addresses  # the caller's list is not ours
-        outputs = [np.empty(shape, dt) for shape, dt in self._outputs]
+        outputs = [_allocate(shape, dt, self.graph.name, f"an output of shape {shape}")
+                   for shape, dt in self._outputs]
         addresses = [a.ctypes.data for a in outputs]
         pool.insert(0, (outputs, addresses))
         del pool[2:]
