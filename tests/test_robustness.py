@@ -87,6 +87,39 @@ def test_compiling_from_four_threads_at_once():
     run_threads(worker)
 
 
+FRESH_PROCESS_SCRIPT = """
+import sys, threading, numpy as np, llgrad
+fns = [np.tanh, np.sin, np.expm1, np.cos, np.sqrt, np.log1p, np.exp, np.cosh]
+derivatives = [lambda v: 1 - np.tanh(v) ** 2, np.cos, np.exp, lambda v: -np.sin(v),
+               lambda v: 0.5 / np.sqrt(v), lambda v: 1 / (1 + v), np.exp, np.sinh]
+barrier, failures = threading.Barrier(len(fns)), []
+def work(k):
+    try:
+        barrier.wait()
+        x = np.linspace(0.1, 1.0, 5)
+        g = llgrad.grad(lambda v: fns[k](v).sum())(x)
+        np.testing.assert_allclose(g, derivatives[k](x), rtol=1e-13)
+    except BaseException as exc:
+        failures.append(repr(exc))
+threads = [threading.Thread(target=work, args=(k,)) for k in range(len(fns))]
+[t.start() for t in threads]
+[t.join() for t in threads]
+sys.exit("\\n".join(failures) or None)
+"""
+
+
+def test_first_compiles_in_a_fresh_process_race_safely(tmp_path):
+    """Eight threads of a new process, with an empty cache, differentiate eight
+    functions at once: derivative rules and LLVM are set up under contention."""
+    import subprocess
+    import sys
+    env = dict(os.environ, LLGRAD_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def resident_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
