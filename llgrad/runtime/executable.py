@@ -93,7 +93,8 @@ class Executable:
                              f"({', '.join(a[0] for a in self._inputs)}), got {len(args)}")
         arrays = []
         for a, (arg_name, shape, np_dtype, dtype) in zip(args, self._inputs):
-            if isinstance(a, np.ndarray) and a.dtype == np_dtype and a.flags.c_contiguous:
+            if (isinstance(a, np.ndarray) and a.dtype == np_dtype and a.flags.c_contiguous
+                    and a.flags.aligned):   # native loads assume the dtype's alignment
                 arr = a
             else:
                 arr = self._convert(a, arg_name, np_dtype, dtype)
