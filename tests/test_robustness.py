@@ -228,6 +228,19 @@ def test_a_rebuilt_entry_is_loaded_again_without_warnings(tmp_path, monkeypatch)
     assert runs == []                               # a cache hit: LLVM did not run
 
 
+def test_a_damaged_entry_that_cannot_be_replaced_is_reported_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLGRAD_CACHE_DIR", str(tmp_path))
+    compile_and_check()
+    (entry,) = tmp_path.glob("*.obj")
+    entry.write_bytes(_flip_middle(entry.read_bytes()))
+    monkeypatch.setattr(cache, "store", lambda *args: None)    # the damage stays on disk
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            compile_and_check()
+    assert len(caught) == 1 and "checksum" in str(caught[0].message)
+
+
 def test_entries_are_not_pickles_so_loading_runs_no_code(tmp_path, monkeypatch):
     import pickle
     monkeypatch.setenv("LLGRAD_CACHE_DIR", str(tmp_path))

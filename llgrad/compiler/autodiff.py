@@ -70,7 +70,8 @@ def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
         (out,) = graph.outputs if len(graph.outputs) == 1 else (None,)
         if out is None or out.shape != () or not out.type.is_float:
             got = ", ".join(str(o.type) for o in graph.outputs)
-            where = "".join(sorted({f" at {o.source}" for o in graph.outputs if o.source})[:1])
+            sources = [o.source for o in graph.outputs if o.source]
+            where = f" at {sources[0]}" if sources else ""
             raise GradientError(
                 f"grad needs {graph.name}() to return one float scalar; it returned ({got})"
                 f"{where}. Reduce it (e.g. .sum()) or use llgrad.vjp")

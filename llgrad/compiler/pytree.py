@@ -54,8 +54,8 @@ def _build(td, it):
 def has_none(treedef) -> bool:
     """Whether a None sits anywhere in the tree (it is an empty subtree, not a leaf,
     so a function given None fails in its own code: staging explains why)."""
-    return treedef[0] == "none" or (treedef[0] not in ("leaf",) and any(
-        has_none(c) for c in treedef[2]))
+    kind = treedef[0]
+    return kind == "none" or (kind != "leaf" and any(has_none(c) for c in treedef[2]))
 
 
 def check_same(expected, got, what: str) -> None:

@@ -140,7 +140,7 @@ class Tracer:
     def __getattr__(self, name):
         """An ndarray attribute llgrad lacks is a clear error, not an AttributeError."""
         if name.startswith("_") or not hasattr(np.ndarray, name):
-            raise AttributeError(name)
+            raise AttributeError(f"'Tracer' object has no attribute {name!r}")
         raise located(UnsupportedError(f"the array attribute .{name} is not supported by "
                                        f"llgrad"))
 

@@ -27,7 +27,8 @@ import warnings
 FORMAT = 3
 MAGIC = b"llgrad-object\n"
 
-_state = {"unwritable": None}      # the directory found unwritable (reads still work)
+# the directory found unwritable (reads still work); damaged entries already reported
+_state = {"unwritable": None, "reported": set()}
 _lock = threading.Lock()
 
 
@@ -91,8 +92,12 @@ def load(entry_key: str):
         return None
     entry = decode(entry_key, data)
     if isinstance(entry, str):
-        warnings.warn(f"llgrad: ignoring the cache entry {path}: {entry}; compiling again",
-                      RuntimeWarning, stacklevel=2)
+        with _lock:
+            first = (path, hash(data)) not in _state["reported"]
+            _state["reported"].add((path, hash(data)))
+        if first:
+            warnings.warn(f"llgrad: ignoring the cache entry {path}: {entry}; compiling "
+                          f"again", RuntimeWarning, stacklevel=2)
         return None
     return entry
 
