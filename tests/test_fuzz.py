@@ -4,8 +4,8 @@ A program is a random chain of numpy operations (elementwise functions of one an
 operands with broadcasting, reductions over random axes with and without keepdims,
 transposes, reshapes, slices, products, concatenation, Python-scalar constants) over
 1-3 random inputs of one float dtype.  The same Python function runs in numpy itself,
-in the numpy interpreter of its traced graph and as native code; all three agree
-within the dtype's tolerance.  Programs made only of smooth operations also have their
+in the numpy interpreter of its traced graph and as native code, fused and with one
+kernel per node; all four agree within the dtype's tolerance.  Programs made only of smooth operations also have their
 gradients checked: float64 against central finite differences of the numpy program,
 float32 against the float64 gradient.
 
@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import llgrad
+from llgrad.compiler.pipeline import compile_graph
 
 DEFAULT = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                    suppress_health_check=list(HealthCheck))
@@ -177,10 +178,14 @@ def _values_agree(program, seed):
     with np.errstate(all="ignore"):
         want = np.asarray(program(*args))
     rtol, atol = tolerances(program.dtype, want)
-    for backend in ("native", "interpret"):
-        got = np.asarray(llgrad.jit(program, backend=backend)(*args))
-        assert got.shape == want.shape and got.dtype == want.dtype, backend
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=backend)
+    native = llgrad.jit(program)
+    unfused = compile_graph(native.trace(*args).optimized, fuse_ops=False)
+    results = {"native": native(*args), "interpret": llgrad.jit(program, backend="interpret")(
+        *args), "unfused": unfused(*args)[0]}
+    for how, got in results.items():
+        got = np.asarray(got)
+        assert got.shape == want.shape and got.dtype == want.dtype, how
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=how)
 
 
 def weighted_loss(program):
