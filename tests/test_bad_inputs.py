@@ -85,6 +85,12 @@ def test_unrepresentable_dtypes_name_the_argument_and_function(value, dtype, bac
            "doubles()", "x", dtype)
 
 
+def test_masked_array_is_refused_not_unmasked(backend):
+    masked = np.ma.masked_array([1.0, 2.0], mask=[False, True])
+    raises(llgrad.DTypeError, lambda: llgrad.jit(doubles, backend=backend)(masked),
+           "doubles()", "argument x", "masked", "filled")
+
+
 def test_uint64_that_fits_is_converted(backend):
     got = llgrad.jit(doubles, backend=backend)(np.array([2 ** 62, 5], np.uint64))
     np.testing.assert_array_equal(got, np.array([2 ** 62, 5]) * 2)   # wraps as int64 does

@@ -193,6 +193,9 @@ def trace(fn, flat_types, treedef, fn_name: str, leaf_names, static=None):
 
 def input_type(value, where: str) -> TensorType:
     """The TensorType of an argument leaf; unsupported dtypes are a clear error."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise DTypeError(f"{where}: masked arrays are not supported (their mask would be "
+                         f"ignored); pass arr.filled(value) or arr.data")
     try:
         arr = np.asarray(value)
         return TensorType(arr.shape, dtype_name(arr.dtype))
