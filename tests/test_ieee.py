@@ -209,6 +209,21 @@ def test_integer_and_bool_arithmetic_as_numpy(name, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_float_to_int_saturates_where_numpy_is_platform_defined(dtype, mode):
+    """numpy's cast of NaN, inf or an out-of-range float to int64 is undefined (INT64_MIN
+    on x86, with a warning); llgrad defines it, the same in native code and interpreter:
+    NaN -> 0, values beyond int64 -> its nearest end, the rest truncated toward 0."""
+    big = np.iinfo(np.int64)
+    x = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 2.0 ** 63, -2.0 ** 63, 2.7, -2.7],
+                 dtype)
+    got = run(lambda v: v.astype(np.int64), mode, x)
+    np.testing.assert_array_equal(got, [0, big.max, big.min, big.max, big.min, big.max,
+                                        big.min, 2, -2])
+    assert got.dtype == np.int64
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fn,error,words", [
     (lambda a: a ** -1, llgrad.DTypeError, "negative integer powers"),
     (lambda a: a - a, llgrad.DTypeError, "bool"),
