@@ -70,9 +70,11 @@ def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
         (out,) = graph.outputs if len(graph.outputs) == 1 else (None,)
         if out is None or out.shape != () or not out.type.is_float:
             got = ", ".join(str(o.type) for o in graph.outputs)
+            sources = [o.source for o in graph.outputs if o.source]
+            where = f" at {sources[0]}" if sources else ""
             raise GradientError(
-                f"grad needs {graph.name}() to return one float scalar; it returned ({got}). "
-                f"Reduce it (e.g. .sum()) or use llgrad.vjp")
+                f"grad needs {graph.name}() to return one float scalar; it returned ({got})"
+                f"{where}. Reduce it (e.g. .sum()) or use llgrad.vjp")
         seeds = [b.const(1.0, out.dtype)]
 
     needed = _depends_on(graph, wrt)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..ir.errors import GradientError, LlgradError, UnsupportedError
+from ..ir.errors import DTypeError, GradientError, LlgradError, UnsupportedError
 from ..ir.graph import Graph
 from ..ir.interpret import interpret
 from ..ir.verify import verify
@@ -27,7 +27,7 @@ from .passes.cse import cse
 from .passes.dce import dce
 from .passes.simplify import simplify
 from .passes.rewrite import inline
-from .trace import Tracer, current, input_type, lift, trace
+from .trace import Tracer, current, input_type, lift, raised_at, trace
 
 
 # CSE first: simplify rebuilds through a hash-consing Builder too, so it would merge
@@ -166,8 +166,17 @@ class Staged:
             return full
 
         fn = functools.partial(self.fn, **kwargs) if kwargs else self.fn
-        graph, out_tree = trace(fn, types, ("tuple", len(dynamic), tuple(treedefs.values())),
-                                self.name, names, static=rebuild)
+        try:
+            graph, out_tree = trace(fn, types, ("tuple", len(dynamic),
+                                                tuple(treedefs.values())),
+                                    self.name, names, static=rebuild)
+        except TypeError as exc:
+            nones = [self._arg_name(i) for i in dynamic if pytree.has_none(treedefs[i])]
+            if isinstance(exc, LlgradError) or not nones:
+                raise
+            raise DTypeError(f"in {self.name}() at {raised_at(exc)}: argument {nones[0]} is "
+                             f"or holds None, which llgrad treats as an empty pytree, not an "
+                             f"array ({exc})") from None
         t1 = time.perf_counter()
         times["trace_s"] = t1 - t0
         if self.kind == "jit":
