@@ -65,6 +65,8 @@ def jvp(fn, primals, tangents, *, backend="native"):
     linear in ``u``, so the gradient of ``u ↦ <Jᵀu, t>`` is ``J t`` for any ``u``.
     Both reverse passes are ordinary IR, so the simplifier and CSE see through them."""
     primals, tangents = tuple(primals), tuple(tangents)
+    pytree.check_same(pytree.flatten(primals)[1], pytree.flatten(tangents)[1],
+                      f"the tangents given to jvp of {getattr(fn, '__name__', 'f')}()")
     n = len(primals)
     wrt = tuple(range(n))
 
@@ -98,8 +100,8 @@ def vjp(fn, *primals, backend="native"):
 
     def pullback(cotangent):
         ct_leaves, ct_tree = pytree.flatten(cotangent)
-        if ct_tree != entry.out_tree:
-            raise ValueError(f"cotangent structure does not match the output of {staged.name}()")
+        pytree.check_same(entry.out_tree, ct_tree,
+                          f"the cotangent given to the pullback of {staged.name}()")
         outputs = entry.executable(*leaves, *ct_leaves)
         return staged.package(leaves, outputs, entry)[1]
 

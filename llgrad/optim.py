@@ -116,9 +116,8 @@ def _map_unzip(fn, n_out: int, *trees):
     columns = [leaves]
     for tree in trees[1:]:
         other, other_def = pytree.flatten(tree)
-        if other_def != treedef:
-            raise ValueError("the gradients and optimizer state do not have the structure "
-                             "of the parameters")
+        pytree.check_same(treedef, other_def, "the gradients or optimizer state (which "
+                          "must have the structure of the parameters)")
         columns.append(other)
     results = [fn(*leaf) for leaf in zip(*columns)]
     return tuple(pytree.unflatten(treedef, [r[i] for r in results]) for i in range(n_out))

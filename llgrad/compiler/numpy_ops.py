@@ -267,7 +267,28 @@ def power(x, y):
             return sqrt(x)
         if e == -1:
             return reciprocal(x)
+    if result_dtype(x, y) == "int64":
+        return _integer_power(x, y)
     return _binary("pow", float_only=True)(x, y)
+
+
+def _integer_power(x, y):
+    """int ** int stays int (wrapping on overflow, as numpy), by repeated squaring of
+    a constant exponent; a negative or traced exponent is numpy's error, or ours."""
+    if isinstance(y, Tracer) or np.ndim(y) != 0:
+        raise UnsupportedError("integer ** integer needs a constant scalar exponent; "
+                               "convert the base to float (x.astype(float) ** y)")
+    e = int(y)
+    if e < 0:
+        raise DTypeError("integers to negative integer powers are not allowed (as in "
+                         "numpy); use a float base")
+    result, square_ = ones_like(x), x
+    while e:
+        if e & 1:
+            result = multiply(result, square_)
+        e >>= 1
+        square_ = multiply(square_, square_) if e else square_
+    return result
 
 
 @op("where")
@@ -306,13 +327,21 @@ def relu(x):
 # ----------------------------------------------------------------------------------
 # reductions
 
+def _integer(value, what: str) -> int:
+    """A static integer (axis, index, dimension); a float such as NaN is a clear error."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise DTypeError(f"{what} must be an integer, got {value!r}") from None
+
+
 def _axes(axis, ndim) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     out = []
     for a in axes:
-        a = operator.index(a)
+        a = _integer(a, "axis")
         if not -ndim <= a < ndim:
             raise ShapeError(f"axis {a} is out of bounds for an array of dimension {ndim}")
         out.append(a % ndim if ndim else a)
@@ -441,7 +470,7 @@ def _normalize_shape(shape, size):
         if known == 0 or size % known:
             raise ShapeError(f"cannot reshape array of size {size} into shape {tuple(shape)}")
         shape[shape.index(-1)] = size // known
-    return tuple(int(d) for d in shape)
+    return tuple(_integer(d, "a dimension of the new shape") for d in shape)
 
 
 @op("reshape")
@@ -449,7 +478,7 @@ def reshape(a, *shape, order="C", **kwargs):
     shape = kwargs.pop("newshape", kwargs.pop("shape", None)) or shape
     if order != "C":
         raise UnsupportedError("reshape(order=...) other than 'C' is not supported")
-    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     a = _traced(a)
     return _wrap(_b().reshape(a.node, shape=_normalize_shape(shape, a.size)))
@@ -589,7 +618,7 @@ def getitem(x, key):
             starts.append(start), limits.append(stop), strides.append(step)
             out_shape.append(len(range(start, stop, step)))
         else:
-            i = operator.index(k)
+            i = _integer(k, "an index")
             if not -n <= i < n:
                 raise ShapeError(f"index {i} is out of bounds for axis {d} with size {n}")
             i %= n
@@ -796,7 +825,8 @@ def einsum(subscripts, *operands, optimize=False):
 @op("argmax")
 def argmax(a, axis=None, out=None, keepdims=False):
     """The first index of the maximum (as numpy), as int64: the smallest index whose
-    value equals the max, via iota, select and a max-reduction of negated indices."""
+    value equals the max (or is NaN), via iota, select and a max-reduction of negated
+    indices."""
     if out is not None:
         raise UnsupportedError("argmax(out=...) is not supported")
     a = _traced(a)
@@ -805,7 +835,8 @@ def argmax(a, axis=None, out=None, keepdims=False):
     (axis,) = _axes(axis, a.ndim)
     b = _b()
     index = b.iota(shape=a.shape, dtype="int64", axis=axis)
-    hit = equal(a, max(a, axis=axis, keepdims=True))
+    # a NaN is the maximum (np.max propagates it), and equals nothing: mark it itself
+    hit = logical_or(equal(a, max(a, axis=axis, keepdims=True)), not_equal(a, a))
     candidates = b.select(hit.node, index, b.full(a.shape[axis], index.type))
     first = b.neg(b.reduce_max(b.neg(candidates), axes=(axis,)))
     return _wrap(_keep(first, a.shape, (axis,), keepdims))
@@ -838,17 +869,49 @@ log10 = op("log10")(_scaled_log(10.0))
 
 @op("exp2")
 def exp2(x):
-    return exp(multiply(x, float(np.log(2.0))))
+    """pow(2, x): exp(x·ln 2) would carry ln 2's rounding error times x (4e-14 at 710)."""
+    return _binary("pow", float_only=True)(2.0, x)
+
+
+def _where_small(x, small, large, cut=1.0):
+    """``small(x)`` where |x| < cut, else ``large(x)``; each branch sees its argument
+    clamped into (a margin beyond) its own range, so the branch not taken stays finite
+    and its zero adjoint cannot turn into 0·inf = NaN in the gradient."""
+    near = clip(x, -2 * cut, 2 * cut)
+    far = maximum(absolute(x), cut / 2)
+    return where(less(absolute(x), cut), small(near), large(far))
+
+
+def _half_exp_squared(ax):
+    """exp(ax) / 2 without overflowing where exp(ax) alone would (ax up to ~710)."""
+    t = exp(multiply(ax, 0.5))
+    return multiply(multiply(t, 0.5), t)
 
 
 @op("sinh")
 def sinh(x):
-    return divide(subtract(exp(x), exp(negative(x))), 2.0)
+    """Accurate near 0 (t + t/(t+1) with t = expm1 x has no cancellation) and finite up
+    to where sinh itself overflows (e^|x|/2 - 1/(2e^|x|) for |x| >= 1), as numpy."""
+    def small(v):
+        t = expm1(v)
+        return multiply(add(t, divide(t, add(t, 1.0))), 0.5)
+
+    def large(ax):
+        h = _half_exp_squared(ax)
+        magnitude = subtract(h, divide(0.25, h))
+        return where(less(x, 0), negative(magnitude), magnitude)
+    return _where_small(x, small, large)
 
 
 @op("cosh")
 def cosh(x):
-    return divide(add(exp(x), exp(negative(x))), 2.0)
+    """1 + 2 sinh²(x/2) near 0 (so the derivative, sinh, keeps its precision) and
+    e^|x|/2 + 1/(2e^|x|) beyond: finite up to where cosh itself overflows, as numpy."""
+    def large(ax):
+        h = _half_exp_squared(ax)
+        return add(h, divide(0.25, h))
+    return _where_small(x, lambda v: add(multiply(square(sinh(multiply(v, 0.5))), 2.0), 1.0),
+                        large)
 
 
 @op("tan")
@@ -858,7 +921,18 @@ def tan(x):
 
 @op("hypot")
 def hypot(x, y):
-    return sqrt(add(multiply(x, x), multiply(y, y)))
+    """sqrt(x² + y²) with x and y scaled by a power of two s ~ 1/max(|x|, |y|), so the
+    squares neither overflow nor underflow and the scaling is exact.  s is computed
+    through an integer exponent, so it is a constant to the derivative (differentiating
+    through a float scale overflowed at |x| ~ 1e154).  An infinite operand gives inf
+    even beside a NaN, as numpy."""
+    dtype = _float_dtype(x, y)
+    limit = 1000 if dtype == "float64" else 100   # keeps s and 1/s finite
+    exponent = astype(log2(maximum(absolute(x), absolute(y))), np.int64)
+    s = exp2(astype(negative(clip(exponent, -limit, limit)), dtype))
+    h = divide(sqrt(add(square(multiply(x, s)), square(multiply(y, s)))), s)
+    infinite = logical_or(equal(absolute(x), np.inf), equal(absolute(y), np.inf))
+    return where(infinite, np.inf, h)
 
 
 # ----------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ order (as in JAX), so the same dict built in another order is the same tree.
 """
 from __future__ import annotations
 
+from ..ir.errors import ShapeError
+
 LEAF = ("leaf",)
 
 #: dict keys in insertion order -> in visiting order; sorting by repr on every call
@@ -84,6 +86,20 @@ def _builder(td):
     return lambda it: container([c(it) for c in children])
 
 
+def has_none(treedef) -> bool:
+    """Whether a None sits anywhere in the tree (it is an empty subtree, not a leaf,
+    so a function given None fails in its own code: staging explains why)."""
+    kind = treedef[0]
+    return kind == "none" or (kind != "leaf" and any(has_none(c) for c in treedef[2]))
+
+
+def check_same(expected, got, what: str) -> None:
+    """A clear error (naming both structures' leaves) when two treedefs differ."""
+    if expected != got:
+        raise ShapeError(f"{what} has leaves {leaf_names(got, 'x')}, expected the "
+                         f"structure {leaf_names(expected, 'x')}")
+
+
 def leaf_names(treedef, root: str) -> list[str]:
     """Readable paths of the leaves, e.g. ``params['w1']``, for the IR and errors."""
     names = []
@@ -108,6 +124,5 @@ def map_leaves(fn, *trees):
     flat = [flatten(t) for t in trees]
     treedef = flat[0][1]
     for leaves, td in flat[1:]:
-        if td != treedef:
-            raise ValueError("pytrees have different structures")
+        check_same(treedef, td, "a pytree")
     return unflatten(treedef, [fn(*ls) for ls in zip(*(f[0] for f in flat))])

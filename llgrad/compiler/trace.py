@@ -51,16 +51,29 @@ def current() -> TraceContext:
     return stack[-1]
 
 
+def _is_user_code(filename: str) -> bool:
+    return not (filename.startswith(_LLGRAD_DIR) or filename.startswith(_NUMPY_DIR)
+                or filename.startswith("<__array_function__"))
+
+
 def user_source() -> str | None:
     """file:line of the innermost frame that belongs to neither llgrad nor numpy."""
     frame = sys._getframe(1)
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if not (filename.startswith(_LLGRAD_DIR) or filename.startswith(_NUMPY_DIR)
-                or filename.startswith("<__array_function__")):
-            return f"{os.path.basename(filename)}:{frame.f_lineno}"
+        if _is_user_code(frame.f_code.co_filename):
+            return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None
+
+
+def raised_at(exc: BaseException) -> str | None:
+    """file:line of the innermost user frame an exception passed through."""
+    where, tb = None, exc.__traceback__
+    while tb is not None:
+        if _is_user_code(tb.tb_frame.f_code.co_filename):
+            where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def located(exc: LlgradError, op: str | None = None) -> LlgradError:
@@ -110,14 +123,26 @@ class Tracer:
         return f"Tracer({self.node.type})"
 
     def __bool__(self):
-        raise UnsupportedError(
-            "the truth value of a traced array is not known at trace time (shapes are "
-            "static, values are not); use np.where(cond, a, b) instead of if/and/or")
+        raise located(UnsupportedError(
+            f"Python control flow (if/while/and/or) on a traced {self.node.type}: its "
+            "truth value is not known at trace time (shapes are static, values are "
+            "not); compute both branches and choose with np.where(cond, a, b), or pass "
+            "the deciding value as a static argument (static_argnums)"))
 
     def __float__(self):
-        raise UnsupportedError("float() of a traced array: its value is not known at trace time")
+        raise located(UnsupportedError(
+            f"float()/int() of a traced {self.node.type} (or a math-module function, or "
+            "range() on it): its value is not known at trace time; use numpy functions, "
+            "and np.where instead of branching on it"))
 
     __int__ = __index__ = __float__
+
+    def __getattr__(self, name):
+        """An ndarray attribute llgrad lacks is a clear error, not an AttributeError."""
+        if name.startswith("_") or not hasattr(np.ndarray, name):
+            raise AttributeError(f"'Tracer' object has no attribute {name!r}")
+        raise located(UnsupportedError(f"the array attribute .{name} is not supported by "
+                                       f"llgrad"))
 
     # numpy dispatch -----------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -129,10 +154,11 @@ class Tracer:
         return numpy_ops.call_function(func, args, kwargs)
 
     def __array__(self, dtype=None, copy=None):
-        raise UnsupportedError(
-            "a traced array was converted to a concrete numpy array (np.asarray, a "
-            "non-numpy library, or an unsupported numpy function); its value is not "
-            "known at trace time")
+        raise located(UnsupportedError(
+            f"a traced {self.node.type} was converted to a concrete numpy array (np.asarray, "
+            "a non-numpy library, an unsupported numpy function, or a numpy function "
+            "given a Python list of traced arrays: np.stack them first); its value is "
+            "not known at trace time"))
 
 
 def lift(value, ctx: TraceContext | None = None) -> Node:
@@ -167,6 +193,9 @@ def trace(fn, flat_types, treedef, fn_name: str, leaf_names, static=None):
 
 def input_type(value, where: str) -> TensorType:
     """The TensorType of an argument leaf; unsupported dtypes are a clear error."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise DTypeError(f"{where}: masked arrays are not supported (their mask would be "
+                         f"ignored); pass arr.filled(value) or arr.data")
     try:
         arr = np.asarray(value)
         return TensorType(arr.shape, dtype_name(arr.dtype))

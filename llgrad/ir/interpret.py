@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .primitives import PRIMITIVES
+from .types import check_fits_int64
 
 
 def _run_loop(node, *values):
@@ -33,7 +34,9 @@ def interpret(graph, *args) -> list[np.ndarray]:
         raise TypeError(f"{graph.name} takes {len(graph.inputs)} arguments, got {len(args)}")
     env = {}
     for p, a in zip(graph.inputs, args):
-        env[id(p)] = np.asarray(a, dtype=p.type.np_dtype).reshape(p.shape)
+        a = np.asarray(a)
+        check_fits_int64(a, f"{graph.name}(): argument {p.attrs.get('name')!r}")
+        env[id(p)] = a.astype(p.type.np_dtype, copy=False).reshape(p.shape)
     with np.errstate(all="ignore"):
         for node in graph.nodes:
             if id(node) in env:

@@ -144,8 +144,20 @@ def _convert_vjp(b, node, g):
     return (b.convert(g, dtype=x.dtype) if x.type.is_float else None,)
 
 
-register("convert", lambda types, dtype: types[0].with_dtype(dtype),
-         lambda x, dtype: x.astype(TensorType((), dtype).np_dtype), vjp=_convert_vjp)
+def _convert_eval(x, dtype):
+    """astype, except float -> int64 saturates (NaN -> 0, ±inf and out-of-range values
+    -> the nearest int64), as the native lowering does: numpy's own result there is
+    platform-defined (INT64_MIN on x86, with a warning)."""
+    if dtype == "int64" and x.dtype.kind == "f":
+        limit = np.float64(2.0 ** 63)   # the smallest float above INT64_MAX
+        wide = np.nan_to_num(np.asarray(x, np.float64), nan=0.0, posinf=limit, neginf=-limit)
+        return np.where(wide >= limit, np.iinfo(np.int64).max,
+                        np.maximum(wide, -limit).astype(np.int64))
+    return x.astype(TensorType((), dtype).np_dtype)
+
+
+register("convert", lambda types, dtype: types[0].with_dtype(dtype), _convert_eval,
+         vjp=_convert_vjp)
 
 
 # ----------------------------------------------------------------------------------

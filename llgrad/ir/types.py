@@ -39,6 +39,16 @@ def dtype_name(dtype) -> str:
     raise DTypeError(f"dtype {dt} is not supported by llgrad (supported: {', '.join(DTYPES)})")
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def check_fits_int64(arr: np.ndarray, where: str) -> None:
+    """uint64 values above 2**63 - 1 would wrap to negative int64s: refuse them."""
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > _INT64_MAX:
+        raise DTypeError(f"{where}: the uint64 value {arr.max()} does not fit int64, the "
+                         f"integer type llgrad computes with")
+
+
 @dataclass(frozen=True)
 class TensorType:
     shape: tuple[int, ...]

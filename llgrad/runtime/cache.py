@@ -4,19 +4,32 @@ The key is a hash of the unoptimised LLVM IR (which already encodes the graph, i
 shapes and the codegen that produced it), llgrad's and LLVM's versions, and the
 host CPU with its features.  External symbols (BLAS, libmvec) stay unresolved in the
 object code and are bound by name when it is loaded, so an entry is valid in any
-process on the same machine.  Entries are written atomically; an unreadable entry
-is treated as a miss.  ``LLGRAD_CACHE_DIR`` moves the cache (default
+process on the same machine.  ``LLGRAD_CACHE_DIR`` moves the cache (default
 ``~/.cache/llgrad``); ``LLGRAD_NO_CACHE=1`` turns it off.
+
+Object code handed to LLVM runs unchecked in this process, so an entry is loaded only
+if everything about it verifies: the magic bytes, the format number, the key it was
+stored under and a SHA-256 of its contents.  Anything else (a truncated write, a
+flipped bit, an entry of another llgrad version) is reported with one warning and
+rebuilt, never loaded.  Entries are plain bytes, never pickles, so reading a cache
+cannot run code.  Writes are atomic; a directory that cannot be written is reported
+once and the process keeps its compiled code in memory only.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import pickle
 import tempfile
+import threading
+import warnings
 
-FORMAT = 2
+FORMAT = 3
+MAGIC = b"llgrad-object\n"
+
+# the directory found unwritable (reads still work); damaged entries already reported
+_state = {"unwritable": None, "reported": set()}
+_lock = threading.Lock()
 
 
 def directory() -> str | None:
@@ -35,23 +48,62 @@ def key(llvm_ir: str, *context: str) -> str:
     return h.hexdigest()
 
 
+def encode(entry_key: str, obj: bytes, optimized_ir: str) -> bytes:
+    """MAGIC, a one-line JSON header, then the object code and the optimised IR."""
+    body = obj + optimized_ir.encode()
+    header = {"format": FORMAT, "key": entry_key, "object_bytes": len(obj),
+              "sha256": hashlib.sha256(body).hexdigest()}
+    return MAGIC + json.dumps(header).encode() + b"\n" + body
+
+
+def decode(entry_key: str, data: bytes):
+    """(object code, optimised IR), or the reason the entry must not be loaded."""
+    if not data.startswith(MAGIC):
+        return "not an llgrad object entry"
+    line, _, body = data[len(MAGIC):].partition(b"\n")
+    try:
+        header = json.loads(line)
+        n = int(header["object_bytes"])
+    except (ValueError, KeyError, TypeError):
+        return "damaged header"
+    if header.get("format") != FORMAT:
+        return f"written by another llgrad version (format {header.get('format')!r})"
+    if header.get("key") != entry_key:
+        return "stored under another key"
+    if hashlib.sha256(body).hexdigest() != header.get("sha256") or not 0 <= n <= len(body):
+        return "checksum mismatch (truncated or damaged)"
+    try:
+        return body[:n], body[n:].decode()
+    except UnicodeDecodeError:
+        return "damaged optimised IR"
+
+
 def load(entry_key: str):
-    """(object code, optimised IR) for the key, or None."""
+    """(object code, optimised IR) for the key, or None (a miss; a damaged entry
+    is also reported with a warning, and replaced when the caller stores again)."""
     root = directory()
     if root is None:
         return None
+    path = os.path.join(root, entry_key + ".obj")
     try:
-        with open(os.path.join(root, entry_key + ".obj"), "rb") as f:
-            obj, optimized, digest = pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
         return None
-    # never hand LLVM damaged object code: a truncated file must be a miss, not a crash
-    return (obj, optimized) if hashlib.sha256(obj).hexdigest() == digest else None
+    entry = decode(entry_key, data)
+    if isinstance(entry, str):
+        with _lock:
+            first = (path, hash(data)) not in _state["reported"]
+            _state["reported"].add((path, hash(data)))
+        if first:
+            warnings.warn(f"llgrad: ignoring the cache entry {path}: {entry}; compiling "
+                          f"again", RuntimeWarning, stacklevel=2)
+        return None
+    return entry
 
 
 def store(entry_key: str, obj: bytes, optimized_ir: str) -> None:
-    _write(entry_key + ".obj",
-           pickle.dumps((obj, optimized_ir, hashlib.sha256(obj).hexdigest())))
+    _write(entry_key + ".obj", encode(entry_key, obj, optimized_ir))
 
 
 def load_json(name: str):
@@ -73,13 +125,23 @@ def store_json(name: str, data) -> None:
 def _write(name: str, payload: bytes) -> None:
     """Atomically: readers see the old file or the new one, never half of one."""
     root = directory()
-    if root is None:
+    if root is None or root == _state["unwritable"]:
         return
+    tmp = None
     try:
         os.makedirs(root, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=root, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
         os.replace(tmp, os.path.join(root, name))
-    except OSError:
-        pass  # a read-only or full disk only costs the next process the work again
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        with _lock:
+            first = _state["unwritable"] != root
+            _state["unwritable"] = root
+        if first:
+            warnings.warn(f"llgrad: cannot write the cache directory {root} ({exc}); "
+                          f"compiled code is kept in memory only (set LLGRAD_CACHE_DIR "
+                          f"to a writable directory, or LLGRAD_NO_CACHE=1)",
+                          RuntimeWarning, stacklevel=3)

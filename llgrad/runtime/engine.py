@@ -66,7 +66,7 @@ class Compiled:
     """A JIT-compiled module; holding it keeps the machine code alive."""
     engine: object
     address: int
-    optimized_llvm_ir: str
+    llvm_ir_optimized: str
 
     def address_of(self, symbol: str) -> int:
         """Another function of the module (0 if it has none of that name)."""
@@ -75,7 +75,7 @@ class Compiled:
 
     def asm(self) -> str:
         with _lock:
-            mod = llvm.parse_assembly(self.optimized_llvm_ir)
+            mod = llvm.parse_assembly(self.llvm_ir_optimized)
             return _state["tm"].emit_assembly(mod)
 
 

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from llgrad.ir.errors import DTypeError, ShapeError
-from llgrad.ir.types import dtype_name
+from llgrad.ir.types import check_fits_int64, dtype_name
 
 _ALIGN = 64
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -31,6 +31,17 @@ def _owned_refcount() -> int:
 
 
 _OWNED = _owned_refcount()
+
+
+def _allocate(shape, dtype, function: str, what: str) -> np.ndarray:
+    """np.empty, or a MemoryError naming the function and the bytes, raised before
+    any native code runs (shapes are static, so every request is known up front)."""
+    try:
+        return np.empty(shape, dtype)
+    except MemoryError:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        raise MemoryError(f"{function}(): cannot allocate {nbytes} bytes "
+                          f"({nbytes / 2 ** 30:.1f} GiB) for {what}") from None
 
 
 def _address(array: np.ndarray) -> int:
@@ -61,8 +72,8 @@ class Executable:
         self._local = threading.local()
 
     @property
-    def optimized_llvm_ir(self) -> str:
-        return self._compiled.optimized_llvm_ir
+    def llvm_ir_optimized(self) -> str:
+        return self._compiled.llvm_ir_optimized
 
     @property
     def asm(self) -> str:
@@ -73,7 +84,8 @@ class Executable:
         the output addresses now in the packed array (a list, updated in place)."""
         state = getattr(self._local, "state", None)
         if state is None:
-            arena = np.empty(self.arena_bytes + _ALIGN, np.uint8)
+            arena = _allocate(self.arena_bytes + _ALIGN, np.uint8, self.graph.name,
+                              "the scratch memory of its intermediate values")
             base = arena.ctypes.data
             packed = np.zeros(self._n, np.uintp)
             packed[-1] = base + (-base) % _ALIGN
@@ -88,7 +100,8 @@ class Executable:
                              f"({', '.join(a[0] for a in self._inputs)}), got {len(args)}")
         arrays = []
         for a, (arg_name, shape, np_dtype, dtype) in zip(args, self._inputs):
-            if isinstance(a, np.ndarray) and a.dtype == np_dtype and a.flags.c_contiguous:
+            if (isinstance(a, np.ndarray) and a.dtype == np_dtype and a.flags.c_contiguous
+                    and a.flags.aligned):   # native loads assume the dtype's alignment
                 arr = a
             else:
                 arr = self._convert(a, arg_name, np_dtype, dtype)
@@ -109,6 +122,7 @@ class Executable:
                                                                 "same_kind")):
             raise DTypeError(f"{self.graph.name}(): argument {arg_name!r} has dtype "
                              f"{src.dtype}, expected {dtype}")
+        check_fits_int64(src, f"{self.graph.name}(): argument {arg_name!r}")
         return np.array(src, dtype=np_dtype, order="C", copy=None)  # keeps rank 0
 
     def _fresh_outputs(self) -> tuple[list[np.ndarray], list[int]]:
@@ -123,7 +137,8 @@ class Executable:
         for outputs, addresses in pool:
             if max((sys.getrefcount(a) for a in outputs), default=_OWNED) <= _OWNED:
                 return list(outputs), addresses  # the caller's list is not ours
-        outputs = [np.empty(shape, dt) for shape, dt in self._outputs]
+        outputs = [_allocate(shape, dt, self.graph.name, f"an output of shape {shape}")
+                   for shape, dt in self._outputs]
         addresses = [a.ctypes.data for a in outputs]
         pool.insert(0, (outputs, addresses))
         del pool[2:]

@@ -54,7 +54,7 @@ def _emit_reduce(ctx, node, out, init, combine):
     staged = id(x) not in ctx.pointers and run >= CHUNK
     if staged:
         with b.goto_entry_block():
-            chunk = b.alloca(MEMORY[x.dtype], size=CHUNK)
+            chunk = b.alloca(MEMORY[x.dtype], size=i64(CHUNK))
             chunk.align = 64
     with loop_nest(b, x.shape[:last], "r") as prefix:
         kept = [i for d, i in enumerate(prefix) if d not in axes]

@@ -97,6 +97,11 @@ def _reordered(ctx, x, perm, scratch):
 BLAS_MIN_FLOPS = 1024
 
 
+def _fits(gemm, c) -> bool:
+    """Fortran BLAS takes 32-bit sizes; beyond them the (64-bit) loop nest runs."""
+    return gemm.convention != "fortran" or max(c.M, c.N, c.K) < 2 ** 31
+
+
 def _declare(b, name, ret, args):
     return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
 
@@ -147,7 +152,7 @@ def emit_dot_general(ctx, node, out):
     l_scratch = next(scratch) if need_l else None
     r_scratch = next(scratch) if need_r else None
     gemm = getattr(b.module, "llgrad_blas", {}).get(dtype)
-    if (gemm is not None and min(c.M, c.N, c.K) >= 1
+    if (gemm is not None and min(c.M, c.N, c.K) >= 1 and _fits(gemm, c)
             and c.M * c.N * c.K >= getattr(b.module, "llgrad_blas_min_flops", BLAS_MIN_FLOPS)):
         la, lb_ = c.gemm_layouts
         A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)

@@ -73,12 +73,12 @@ def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts:
         if lo >= hi:
             continue
         with b.goto_entry_block():
-            task = b.alloca(PTR, size=len(pointers) + 2)
+            task = b.alloca(PTR, size=i64(len(pointers) + 2))
             tid = b.alloca(I64)
         values = [*pointers, b.inttoptr(i64(lo), PTR), b.inttoptr(i64(hi), PTR)]
         for j, value in enumerate(values):
             b.store(value, b.gep(task, [i64(j)], inbounds=True, source_etype=PTR))
-        rc = b.call(create, [tid, ir.Constant(PTR, None), worker, task])
+        rc = b.call(create, [tid, ir.Constant(PTR, None), worker, task], name="pthread_rc")
         started.append((b.icmp_signed("==", rc, ir.Constant(_I32, 0)), tid, lo, hi))
     b.call(kernel, [*pointers, i64(0), i64(bounds[1])])
     for ok, tid, lo, hi in started:
