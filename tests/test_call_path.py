@@ -30,7 +30,7 @@ def test_all_float_grad_takes_the_scalar_path_and_matches_the_formula(point):
     f = llgrad.grad(scalar_fn, argnums=(0, 1, 2))
     first = f(*point)        # compiles
     again = f(*point)        # the scalar path
-    assert f._scalar_calls, "an all-float signature must get a scalar call"
+    assert f._fast_calls, "an all-float signature must get a scalar call"
     want = scalar_reference(*point)[1]
     assert all(type(g) is float for g in again)
     np.testing.assert_allclose(again, want, rtol=1e-13, atol=1e-15)
@@ -55,7 +55,7 @@ def test_an_int_argument_after_floats_leaves_the_scalar_path():
     f(0.3, 0.5, 0.7)
     np.testing.assert_allclose(f(0.3, 0.5, 2), scalar_reference(0.3, 0.5, 2.0)[1][0],
                                rtol=1e-13)
-    assert len(f._scalar_calls) == 1
+    assert len(f._fast_calls) == 1
 
 
 def test_scalar_path_is_correct_from_several_threads():
@@ -166,3 +166,22 @@ def test_grad_runs_nothing_that_only_the_value_needs():
     np.testing.assert_array_equal(g(x), grad)
     np.testing.assert_allclose(value, elementwise_loss(x), rtol=1e-13)
     assert len(g.trace(x).backward.outputs) == 2   # inspection still shows the joint graph
+
+
+def dict_fn(params):
+    return scalar_fn(params["x"], params["y"], params["z"])
+
+
+def test_a_dict_of_floats_takes_the_fast_path_and_falls_back_when_it_differs():
+    g = llgrad.grad(dict_fn)
+    point = dict(zip("zyx", POINTS[1][::-1]))          # insertion order is not leaf order
+    g(point)
+    fast = g(point)
+    assert g._fast_calls and set(fast) == {"x", "y", "z"}
+    assert all(type(v) is float for v in fast.values())
+    general = g({k: np.float64(v) for k, v in point.items()})   # not floats: general path
+    assert fast == general
+    np.testing.assert_allclose([fast[k] for k in "xyz"], scalar_reference(*POINTS[1])[1],
+                               rtol=1e-13)
+    wider = g({**point, "w": 1.0})    # another key set: the general path, a new signature
+    assert wider["w"] == 0.0 and {k: wider[k] for k in "xyz"} == fast

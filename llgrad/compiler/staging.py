@@ -20,7 +20,7 @@ from ..ir.graph import Graph
 from ..ir.interpret import interpret
 from ..ir.verify import verify
 from . import numpy_ops  # noqa: F401  (installs the Python operators on Tracer)
-from . import pytree, recompiles
+from . import fastcall, pytree, recompiles
 from .autodiff import vjp
 from .inspection import Pass, Trace
 from .passes.cse import cse
@@ -109,7 +109,7 @@ class Staged:
         self.fastmath = fastmath
         self.name = getattr(fn, "__name__", "f")
         self._cache: dict = {}
-        self._scalar_calls: dict = {}   # (float, ...) -> fast call, see _scalar_call
+        self._fast_calls: dict = {}   # argument types -> call, see fastcall.py
         try:
             self._arg_names = list(inspect.signature(fn).parameters)
         except (TypeError, ValueError):
@@ -226,9 +226,11 @@ class Staged:
 
     def __call__(self, *args, **kwargs):
         if not kwargs:
-            fast = self._scalar_calls.get(tuple(map(type, args)))
+            fast = self._fast_calls.get(fastcall.signature(args))
             if fast is not None:
-                return fast(args)
+                result = fast(args)
+                if result is not fastcall.MISS:
+                    return result
         entry, leaves = self._entry(args, kwargs)
         if entry is None:  # called on Tracers: inline into the enclosing trace
             return self._nested(args, kwargs, leaves)
@@ -250,33 +252,11 @@ class Staged:
             recompiles.note(self.name, self.kind, list(self._cache), key, self._arg_name,
                             time.perf_counter() - start)
             self._cache[key] = entry
-            if not kwargs and not self.static_argnums and all(type(a) is float for a in args):
-                fast = self._scalar_call(entry)
+            if not kwargs and not self.static_argnums:
+                fast = fastcall.build(self.kind, self.argnums, entry, args)
                 if fast is not None:
-                    self._scalar_calls[tuple(map(type, args))] = fast
+                    self._fast_calls.setdefault(fastcall.signature(args), fast)
         return entry, leaves
-
-    def _scalar_call(self, entry):
-        """``call(args)`` for a signature of Python floats only whose outputs are scalars,
-        returning what ``package`` would (value as numpy float64, gradients as Python
-        floats) without flattening, checking or allocating; None for other signatures."""
-        if self.kind == "vjp":
-            return None
-        run = getattr(entry.executable, "scalar_call", lambda: None)()
-        if run is None or entry.out_tree != pytree.LEAF:
-            return None
-        if any(treedef != pytree.LEAF for treedef, _, _ in entry.layout):
-            return None
-        if self.kind == "jit":
-            return lambda args: np.float64(run(args)[0])
-        single, value_too = isinstance(self.argnums, int), self.kind == "value_and_grad"
-        n_values = entry.n_values
-
-        def call(args):
-            outputs = run(args)
-            grad = outputs[n_values] if single else tuple(outputs[n_values:])
-            return (np.float64(outputs[0]), grad) if value_too else grad
-        return call
 
     def package(self, leaves, outputs, entry):
         """Forward outputs in the function's output structure; gradients in the
