@@ -51,6 +51,7 @@ def build(kind: str, argnums, entry, args):
         pos += count
     single, value_too = isinstance(argnums, int), kind == "value_and_grad"
     all_floats = all(p is None for p in plans)
+    bare = all(treedef == pytree.LEAF for treedef, _, _ in layout)   # one float each
 
     def values_of(args):
         if all_floats:
@@ -80,7 +81,8 @@ def build(kind: str, argnums, entry, args):
         outputs = run(values)
         if kind == "jit":
             return np.float64(outputs[0])
-        grads = [pytree.unflatten(treedef, outputs[lo:hi]) for treedef, lo, hi in layout]
+        grads = outputs[n_values:] if bare else [pytree.unflatten(treedef, outputs[lo:hi])
+                                                 for treedef, lo, hi in layout]
         grad = grads[0] if single else tuple(grads)
         return (np.float64(outputs[0]), grad) if value_too else grad
     return call
