@@ -1,4 +1,5 @@
-"""The transformations users call: jit, grad, value_and_grad, vjp.
+"""The transformations users call: jit, grad, value_and_grad, vjp, jvp, hessian, hvp,
+jacfwd, jacrev.
 
 Each returns a Staged function (compiler/staging.py) that traces per signature and
 calls native code; ``.trace(*args)`` on it returns everything llgrad made.
@@ -35,57 +36,119 @@ value_and_grad = _transform("value_and_grad")
 value_and_grad.__doc__ = """Like ``grad``, but returns ``(fn(*args), gradient)`` from one native call."""
 
 
+def _named(fn, prefix, inner):
+    fn.__name__ = f"{prefix}_{getattr(inner, '__name__', 'f')}"
+    return fn
+
+
+def _basis(shape):
+    """The one-hot arrays of ``shape``, in row-major order."""
+    size = int(np.prod(shape, dtype=np.int64))
+    return [np.eye(1, size, i).reshape(shape) for i in range(size)]
+
+
+def _array_arg(args, argnums, what):
+    if not isinstance(argnums, int):
+        raise TypeError(f"{what} takes one argnums (an int), got {argnums!r}")
+    x = args[argnums]
+    if pytree.flatten(x)[1] != pytree.flatten(np.zeros(()))[1]:
+        raise TypeError(f"{what} differentiates with respect to one array; argument "
+                        f"{argnums} is a {type(x).__name__} (use hvp or grad for pytrees)")
+    return x
+
+
 def hessian(fn, argnums: int = 0, *, backend="native", fastmath=False):
     """The matrix of second derivatives of scalar ``fn`` with respect to the array
-    argument ``argnums``, shaped ``x.shape + x.shape``: one native function holding one
-    reverse pass over the gradient per element of ``x`` (reverse over reverse; the
-    forward and first backward passes are shared).  Meant for small ``x``."""
-    first = Staged(fn, "grad", argnums=argnums)
+    argument ``argnums``, shaped ``x.shape + x.shape``, as one native function: forward
+    mode over the gradient graph (one jvp per basis direction of ``x``, all sharing the
+    forward and backward passes through hash-consing).  Meant for small ``x``; for a
+    Hessian-vector product use ``hvp``."""
+    gradient = Staged(fn, "grad", argnums=argnums)
 
     def hess(*args):
-        x = args[argnums]
-        rows = []
-        for i in range(int(np.prod(np.shape(x), dtype=np.int64))):
-            basis = np.zeros(np.shape(x))
-            basis.flat[i] = 1.0
+        x = _array_arg(args, argnums, "hessian")
+        _, columns = Staged(gradient, "jvp", argnums=argnums).pushforward(
+            args, _basis(np.shape(x)))
+        return np.reshape(np.stack(columns), np.shape(x) + np.shape(x))
 
-            def directional(*a, basis=basis):
-                return (first(*a) * basis).sum()
-            rows.append(Staged(directional, "grad", argnums=argnums)(*args))
-        return np.reshape(np.stack(rows), np.shape(x) + np.shape(x))
+    return Staged(_named(hess, "hessian", fn), "jit", backend=backend, fastmath=fastmath)
 
-    hess.__name__ = f"hessian_{getattr(fn, '__name__', 'f')}"
-    return Staged(hess, "jit", backend=backend, fastmath=fastmath)
+
+def hvp(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """``hvp(loss)(params, v, *rest)``: the Hessian of scalar ``loss`` with respect to
+    argument ``argnums`` applied to ``v`` (in the structure of that argument, given
+    right after it), without forming the Hessian: one jvp of the gradient graph in
+    direction ``v`` (forward over reverse), one native call."""
+    if not isinstance(argnums, int):
+        raise TypeError(f"hvp takes one argnums (an int), got {argnums!r}")
+    gradient = Staged(fn, "grad", argnums=argnums)
+
+    def product(*args):
+        primal = args[:argnums + 1] + args[argnums + 2:]
+        _, (hv,) = Staged(gradient, "jvp", argnums=argnums).pushforward(
+            primal, [args[argnums + 1]])
+        return hv
+
+    return Staged(_named(product, "hvp", fn), "jit", backend=backend, fastmath=fastmath)
+
+
+def jacfwd(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """The Jacobian of ``fn`` with respect to the array argument ``argnums`` by forward
+    mode (one jvp per element of the input): each output leaf ``o`` gives an array of
+    shape ``o.shape + x.shape``.  Cheaper than ``jacrev`` for few inputs, many outputs."""
+    def jac(*args):
+        x = _array_arg(args, argnums, "jacfwd")
+        value, columns = Staged(fn, "jvp", argnums=argnums).pushforward(
+            args, _basis(np.shape(x)))
+        leaves, tree = pytree.flatten(value)
+        return pytree.unflatten(tree, [
+            np.reshape(np.stack([pytree.flatten(c)[0][k] for c in columns], axis=-1),
+                       np.shape(leaf) + np.shape(x)) for k, leaf in enumerate(leaves)])
+
+    return Staged(_named(jac, "jacfwd", fn), "jit", backend=backend, fastmath=fastmath)
+
+
+def jacrev(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """The Jacobian by reverse mode (one pullback per output element), in the same
+    layout as ``jacfwd``: cheaper for many inputs, few outputs."""
+    def jac(*args):
+        x = _array_arg(args, argnums, "jacrev")
+        pullback = Staged(fn, "vjp", argnums=argnums)
+        leaves, tree = pytree.flatten(fn(*args))
+        cotangents = [[basis if j == k else np.zeros(np.shape(o)) for j, o in enumerate(leaves)]
+                      for k, leaf in enumerate(leaves) for basis in _basis(np.shape(leaf))]
+        graph, _, _, results = pullback.inline_joint(args, cotangents)
+        rows = [r[len(graph.outputs)] for r in results]
+        out, start = [], 0
+        for leaf in leaves:
+            size = int(np.prod(np.shape(leaf), dtype=np.int64))
+            block = np.stack(rows[start:start + size]) if size else np.zeros((0,) + np.shape(x))
+            out.append(np.reshape(block, np.shape(leaf) + np.shape(x)))
+            start += size
+        return pytree.unflatten(tree, out)
+
+    return Staged(_named(jac, "jacrev", fn), "jit", backend=backend, fastmath=fastmath)
+
+
+jacobian = jacrev
+
+
+@functools.lru_cache(maxsize=64)
+def _pushforward(fn, n: int, backend: str):
+    """The compiled ``(primals, tangents) -> (value, tangent)`` of ``fn``, kept so that
+    repeated ``jvp`` calls reuse its per-signature cache."""
+    def pushforward(*args):
+        value, (tangent,) = Staged(fn, "jvp", argnums=tuple(range(n))).pushforward(
+            args[:n], [args[n:]])
+        return value, tangent
+    return Staged(_named(pushforward, "jvp", fn), "jit", backend=backend)
 
 
 def jvp(fn, primals, tangents, *, backend="native"):
-    """``(fn(*primals), J·tangents)``, as jax.jvp, in one native call.
-
-    Forward mode from reverse mode (the "double vjp"): the pullback ``u ↦ Jᵀu`` is
-    linear in ``u``, so the gradient of ``u ↦ <Jᵀu, t>`` is ``J t`` for any ``u``.
-    Both reverse passes are ordinary IR, so the simplifier and CSE see through them."""
+    """``(fn(*primals), J·tangents)``, as jax.jvp, in one native call compiled once per
+    signature: forward mode, a Graph → Graph rewrite (compiler/forward.py)."""
     primals, tangents = tuple(primals), tuple(tangents)
-    n = len(primals)
-    wrt = tuple(range(n))
-
-    def pushforward(*args):
-        xs, ts = args[:n], args[n:]
-        out_leaves, out_tree = pytree.flatten(fn(*xs))
-
-        def pulled_back_onto_tangents(*us):
-            def weighted(*xs_):
-                return sum(np.sum(o * u) for o, u in zip(pytree.flatten(fn(*xs_))[0], us))
-            cotangent = Staged(weighted, "grad", argnums=wrt)(*xs)
-            return sum(np.sum(g * t) for g, t in zip(pytree.flatten(cotangent)[0],
-                                                      pytree.flatten(ts)[0]))
-
-        zeros = [np.zeros_like(o) for o in out_leaves]
-        tangent_out = Staged(pulled_back_onto_tangents, "grad",
-                             argnums=tuple(range(len(zeros))))(*zeros)
-        return pytree.unflatten(out_tree, out_leaves), pytree.unflatten(out_tree, list(tangent_out))
-
-    pushforward.__name__ = f"jvp_{getattr(fn, '__name__', 'f')}"
-    return Staged(pushforward, "jit", backend=backend)(*primals, *tangents)
+    return _pushforward(fn, len(primals), backend)(*primals, *tangents)
 
 
 def vjp(fn, *primals, backend="native"):
