@@ -47,7 +47,8 @@ def from_sympy(expr, symbols: Sequence, *, backend: str = "native", name: str | 
     The result has ``.grad(*points)`` (shape ``points + (n,)``), ``.hessian(*points)``
     (``points + (n, n)``) and ``.jacobian(*points)`` (``points + (m, n)`` for a vector
     Matrix, ``points + matrix.shape + (n,)`` otherwise), each one native call over all
-    the points (the arguments broadcast together first)."""
+    the points (the arguments broadcast together first); ``f.hessian.trace(*points)``
+    shows what was compiled."""
     sp, _ = _namespace()
     matrix = isinstance(expr, sp.MatrixBase)
     entries = list(expr) if matrix else [sp.sympify(expr)]
@@ -117,7 +118,7 @@ def _derivatives(fn, n: int, matrix_shape, backend: str):
         body.__name__ = f"{what}_{fn.__name__}"
         staged = Staged(body, "jit", backend=backend)
 
-        def call(*points):
+        def arguments(points):
             if len(points) != n:
                 raise TypeError(f"{fn.__name__}.{what}() takes {n} arguments, got "
                                 f"{len(points)}")
@@ -126,9 +127,12 @@ def _derivatives(fn, n: int, matrix_shape, backend: str):
             arrays = [np.asarray(p) for p in points]
             arrays = [a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
                       for a in arrays]
-            return staged(*[np.array(a) for a in np.broadcast_arrays(*arrays)])  # own memory
+            return [np.array(a) for a in np.broadcast_arrays(*arrays)]  # own memory
+
+        def call(*points):
+            return staged(*arguments(points))
         call.__name__ = what
-        call.__doc__ = body.__doc__
+        call.trace = lambda *points: staged.trace(*arguments(points))
         return call
 
     return method(gradient, "grad"), method(hessian, "hessian"), method(jacobian, "jacobian")
