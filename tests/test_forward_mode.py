@@ -9,8 +9,8 @@ import pytest
 import sympy as sp
 from models import mlp_loss
 from test_codegen import _arguments
-from test_higher_order import small_mlp
-from test_primitive_table import FD_CASES, _central_differences, _scalarised
+from test_higher_order import assert_is_mlp_hvp, small_mlp
+from test_primitive_table import FD_CASES, _central_differences, _scalarised, looped_graph
 
 import llgrad
 from llgrad.compiler.autodiff import vjp
@@ -100,16 +100,8 @@ def test_jvp_tangent_of_the_wrong_shape_is_a_clear_error():
 
 
 def test_forward_mode_refuses_a_native_loop_loudly():
-    b = Builder()
-    i = b.parameter(index=0, type=TensorType((), "int64"), name="i")
-    c = b.parameter(index=1, type=TensorType((), "float64"), name="c")
-    body = Graph([i, c], [b.mul(c, c)], name="body")
-    outer = Builder()
-    c0 = outer.parameter(index=0, type=TensorType((), "float64"), name="c0")
-    looped = outer.loop(c0, body=body, trip_count=3, n_carried=1)
-    graph = Graph([c0], [outer.tuple_get(looped, index=0)], name="looped")
     with pytest.raises(llgrad.GradientError, match="loop.*forward"):
-        jvp(graph, [0])
+        jvp(looped_graph(), [0])
 
 
 def _quartic(v, a):
@@ -135,13 +127,7 @@ def test_hessian_matches_finite_differences_of_the_gradient(rng):
 def test_hvp_of_the_mlp_matches_finite_differences(backend):
     params, xs, ys, direction = small_mlp(7)
     hv = llgrad.hvp(mlp_loss, backend=backend)(params, direction, xs, ys)
-    grad = llgrad.grad(mlp_loss)
-    eps = 1e-6
-    plus = grad({k: p + eps * direction[k] for k, p in params.items()}, xs, ys)
-    minus = grad({k: p - eps * direction[k] for k, p in params.items()}, xs, ys)
-    for k in params:
-        np.testing.assert_allclose(hv[k], (plus[k] - minus[k]) / (2 * eps), rtol=1e-6,
-                                   atol=1e-8)
+    assert_is_mlp_hvp(hv, params, xs, ys, direction)
 
 
 def test_jacfwd_equals_jacrev_equals_finite_differences(rng, backend):

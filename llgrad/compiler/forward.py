@@ -15,6 +15,7 @@ from ..ir.errors import GradientError
 from ..ir.graph import Builder, Graph
 from ..ir.primitives import PRIMITIVES
 from . import sympy_frontend
+from .autodiff import float_inputs
 
 
 def elementwise_jvp(b, node, tangents):
@@ -52,12 +53,7 @@ def jvp(graph: Graph, wrt_indices) -> Graph:
     its inputs, returning its outputs and then d output · tangents for each output
     (an output that does not depend on the inputs, or is not float, has a zero
     tangent)."""
-    wrt = [graph.inputs[i] for i in wrt_indices]
-    for p in wrt:
-        if not p.type.is_float:
-            raise GradientError(
-                f"cannot differentiate {graph.name}() with respect to {p.attrs['name']}: "
-                f"it is {p.type}, and tangents need a float input")
+    wrt = float_inputs(graph, wrt_indices, "tangents")
     b = Builder(seed=graph)
     inputs = list(graph.inputs)
     tangent = {}
