@@ -148,6 +148,9 @@ def jvp(fn, primals, tangents, *, backend="native"):
     """``(fn(*primals), J·tangents)``, as jax.jvp, in one native call compiled once per
     signature: forward mode, a Graph → Graph rewrite (compiler/forward.py)."""
     primals, tangents = tuple(primals), tuple(tangents)
+    if len(primals) != len(tangents):
+        raise TypeError(f"jvp of {getattr(fn, '__name__', 'f')}(): {len(primals)} primals "
+                        f"but {len(tangents)} tangents")
     return _pushforward(fn, len(primals), backend)(*primals, *tangents)
 
 

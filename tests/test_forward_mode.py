@@ -97,6 +97,8 @@ def test_jvp_is_compiled_once_per_signature():
 def test_jvp_tangent_of_the_wrong_shape_is_a_clear_error():
     with pytest.raises(llgrad.ShapeError, match="tangent.*shape"):
         llgrad.jvp(lambda v: np.sin(v), (np.ones(3),), (np.ones(4),))
+    with pytest.raises(TypeError, match="1 primals but 2 tangents"):
+        llgrad.jvp(lambda v: np.sin(v), (np.ones(3),), (np.ones(3), np.ones(3)))
 
 
 def test_forward_mode_refuses_a_native_loop_loudly():
