@@ -41,37 +41,96 @@ def _named(fn, prefix, inner):
     return fn
 
 
-def _basis(shape):
-    """The one-hot arrays of ``shape``, in row-major order."""
-    size = int(np.prod(shape, dtype=np.int64))
-    return [np.eye(1, size, i).reshape(shape) for i in range(size)]
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
 
 
-def _array_arg(args, argnums, what):
+def _one_hot(x):
+    """One pytree like ``x`` per element of its leaves: 1 there, 0 everywhere else,
+    in leaf order and row-major order within a leaf."""
+    leaves, tree = pytree.flatten(x)
+    return [pytree.unflatten(tree, [np.eye(1, _size(np.shape(leaf)), i).reshape(np.shape(leaf))
+                                    if k == j else np.zeros(np.shape(leaf))
+                                    for k, leaf in enumerate(leaves)])
+            for j, leaf_j in enumerate(leaves) for i in range(_size(np.shape(leaf_j)))]
+
+
+def _blocks(parts, out_shape, x, axis):
+    """One output leaf's Jacobian in the structure of ``x``: for each leaf ``xj`` of
+    ``x`` an array of shape ``out_shape + xj.shape``, stacked (along ``axis``: -1 for
+    columns of forward mode, 0 for rows of reverse mode) from ``parts[j]``, the
+    derivatives with respect to xj's elements."""
+    leaves, tree = pytree.flatten(x)
+    return pytree.unflatten(tree, [
+        np.reshape(np.stack(part, axis=axis), out_shape + np.shape(leaf)) if part
+        else np.zeros(out_shape + np.shape(leaf))
+        for part, leaf in zip(parts, leaves)])
+
+
+def _by_leaf(items, x):
+    """``items`` (one per element of x's leaves, in ``_one_hot`` order) split per leaf."""
+    out, start = [], 0
+    for leaf in pytree.flatten(x)[0]:
+        out.append(items[start:start + _size(np.shape(leaf))])
+        start += _size(np.shape(leaf))
+    return out
+
+
+def _one_argnum(argnums, what):
     if not isinstance(argnums, int):
         raise TypeError(f"{what} takes one argnums (an int), got {argnums!r}")
-    x = args[argnums]
-    if pytree.flatten(x)[1] != pytree.flatten(np.zeros(()))[1]:
-        raise TypeError(f"{what} differentiates with respect to one array; argument "
-                        f"{argnums} is a {type(x).__name__} (use hvp or grad for pytrees)")
-    return x
+    return argnums
+
+
+def jacfwd(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """The Jacobian of ``fn`` with respect to argument ``argnums`` by forward mode (one
+    jvp per element of the argument): each output leaf ``o`` becomes, for an array
+    argument ``x``, an array of shape ``o.shape + x.shape`` (for a pytree argument, a
+    pytree of them, as jax.jacfwd).  Cheaper than ``jacrev`` for few inputs, many
+    outputs."""
+    return Staged(_named(_forward_jacobian(fn, _one_argnum(argnums, "jacfwd")), "jacfwd", fn),
+                  "jit", backend=backend, fastmath=fastmath)
+
+
+def _forward_jacobian(fn, argnums):
+    def jac(*args):
+        x = args[argnums]
+        value, columns = Staged(fn, "jvp", argnums=argnums).pushforward(args, _one_hot(x))
+        leaves, tree = pytree.flatten(value)
+        return pytree.unflatten(tree, [
+            _blocks(_by_leaf([pytree.flatten(c)[0][k] for c in columns], x),
+                    np.shape(leaf), x, axis=-1) for k, leaf in enumerate(leaves)])
+    return jac
+
+
+def jacrev(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """The Jacobian by reverse mode (one pullback per output element), in the same
+    layout as ``jacfwd``: cheaper for many inputs, few outputs."""
+    _one_argnum(argnums, "jacrev")
+
+    def jac(*args):
+        x = args[argnums]
+        leaves, tree = pytree.flatten(fn(*args))
+        graph, _, _, results = Staged(fn, "vjp", argnums=argnums).inline_joint(
+            args, [pytree.flatten(c)[0] for c in _one_hot(tuple(leaves))])
+        n_x = len(pytree.flatten(x)[0])
+        rows = _by_leaf([r[len(graph.outputs):][:n_x] for r in results], tuple(leaves))
+        return pytree.unflatten(tree, [
+            _blocks([[row[j] for row in rows[k]] for j in range(n_x)], np.shape(leaf), x,
+                    axis=0) for k, leaf in enumerate(leaves)])
+
+    return Staged(_named(jac, "jacrev", fn), "jit", backend=backend, fastmath=fastmath)
 
 
 def hessian(fn, argnums: int = 0, *, backend="native", fastmath=False):
-    """The matrix of second derivatives of scalar ``fn`` with respect to the array
-    argument ``argnums``, shaped ``x.shape + x.shape``, as one native function: forward
-    mode over the gradient graph (one jvp per basis direction of ``x``, all sharing the
-    forward and backward passes through hash-consing).  Meant for small ``x``; for a
-    Hessian-vector product use ``hvp``."""
-    gradient = Staged(fn, "grad", argnums=argnums)
-
-    def hess(*args):
-        x = _array_arg(args, argnums, "hessian")
-        _, columns = Staged(gradient, "jvp", argnums=argnums).pushforward(
-            args, _basis(np.shape(x)))
-        return np.reshape(np.stack(columns), np.shape(x) + np.shape(x))
-
-    return Staged(_named(hess, "hessian", fn), "jit", backend=backend, fastmath=fastmath)
+    """The second derivatives of scalar ``fn`` with respect to argument ``argnums``:
+    ``x.shape + x.shape`` for an array ``x`` (for a pytree, a pytree of pytrees, as
+    jax.hessian).  Forward over reverse: ``jacfwd`` of the gradient graph, one jvp per
+    element of ``x``, all sharing the forward and backward passes through
+    hash-consing.  Meant for small ``x``; for a Hessian-vector product use ``hvp``."""
+    gradient = Staged(fn, "grad", argnums=_one_argnum(argnums, "hessian"))
+    return Staged(_named(_forward_jacobian(gradient, argnums), "hessian", fn), "jit",
+                  backend=backend, fastmath=fastmath)
 
 
 def hvp(fn, argnums: int = 0, *, backend="native", fastmath=False):
@@ -79,9 +138,7 @@ def hvp(fn, argnums: int = 0, *, backend="native", fastmath=False):
     argument ``argnums`` applied to ``v`` (in the structure of that argument, given
     right after it), without forming the Hessian: one jvp of the gradient graph in
     direction ``v`` (forward over reverse), one native call."""
-    if not isinstance(argnums, int):
-        raise TypeError(f"hvp takes one argnums (an int), got {argnums!r}")
-    gradient = Staged(fn, "grad", argnums=argnums)
+    gradient = Staged(fn, "grad", argnums=_one_argnum(argnums, "hvp"))
 
     def product(*args):
         primal = args[:argnums + 1] + args[argnums + 2:]
@@ -90,44 +147,6 @@ def hvp(fn, argnums: int = 0, *, backend="native", fastmath=False):
         return hv
 
     return Staged(_named(product, "hvp", fn), "jit", backend=backend, fastmath=fastmath)
-
-
-def jacfwd(fn, argnums: int = 0, *, backend="native", fastmath=False):
-    """The Jacobian of ``fn`` with respect to the array argument ``argnums`` by forward
-    mode (one jvp per element of the input): each output leaf ``o`` gives an array of
-    shape ``o.shape + x.shape``.  Cheaper than ``jacrev`` for few inputs, many outputs."""
-    def jac(*args):
-        x = _array_arg(args, argnums, "jacfwd")
-        value, columns = Staged(fn, "jvp", argnums=argnums).pushforward(
-            args, _basis(np.shape(x)))
-        leaves, tree = pytree.flatten(value)
-        return pytree.unflatten(tree, [
-            np.reshape(np.stack([pytree.flatten(c)[0][k] for c in columns], axis=-1),
-                       np.shape(leaf) + np.shape(x)) for k, leaf in enumerate(leaves)])
-
-    return Staged(_named(jac, "jacfwd", fn), "jit", backend=backend, fastmath=fastmath)
-
-
-def jacrev(fn, argnums: int = 0, *, backend="native", fastmath=False):
-    """The Jacobian by reverse mode (one pullback per output element), in the same
-    layout as ``jacfwd``: cheaper for many inputs, few outputs."""
-    def jac(*args):
-        x = _array_arg(args, argnums, "jacrev")
-        pullback = Staged(fn, "vjp", argnums=argnums)
-        leaves, tree = pytree.flatten(fn(*args))
-        cotangents = [[basis if j == k else np.zeros(np.shape(o)) for j, o in enumerate(leaves)]
-                      for k, leaf in enumerate(leaves) for basis in _basis(np.shape(leaf))]
-        graph, _, _, results = pullback.inline_joint(args, cotangents)
-        rows = [r[len(graph.outputs)] for r in results]
-        out, start = [], 0
-        for leaf in leaves:
-            size = int(np.prod(np.shape(leaf), dtype=np.int64))
-            block = np.stack(rows[start:start + size]) if size else np.zeros((0,) + np.shape(x))
-            out.append(np.reshape(block, np.shape(leaf) + np.shape(x)))
-            start += size
-        return pytree.unflatten(tree, out)
-
-    return Staged(_named(jac, "jacrev", fn), "jit", backend=backend, fastmath=fastmath)
 
 
 jacobian = jacrev

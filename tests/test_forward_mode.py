@@ -154,6 +154,32 @@ def test_jacfwd_equals_jacrev_equals_finite_differences(rng, backend):
     assert llgrad.jacobian is llgrad.jacrev
 
 
+def test_jacobians_and_hessian_of_a_pytree_argument(rng, backend):
+    """As JAX: per output leaf, a pytree like the argument; the Hessian of a pytree is
+    a pytree of pytrees, and each block agrees with hvp along that leaf."""
+    p = {"a": rng.normal(size=3), "b": np.float64(0.4)}
+    c = rng.normal(size=3)
+
+    def f(q):
+        return np.sin(q["a"] * q["b"]) + np.arctan(q["a"]) * c
+
+    def loss(q):
+        return np.sum(f(q) ** 2)
+
+    fwd, rev = llgrad.jacfwd(f, backend=backend)(p), llgrad.jacrev(f, backend=backend)(p)
+    assert fwd["a"].shape == (3, 3) and np.shape(fwd["b"]) == (3,)
+    for k in p:
+        np.testing.assert_allclose(fwd[k], rev[k], rtol=1e-13, atol=1e-14)
+    h = llgrad.hessian(loss, backend=backend)(p)
+    assert h["a"]["a"].shape == (3, 3) and h["a"]["b"].shape == (3,) and np.shape(
+        h["b"]["b"]) == ()
+    v = {"a": rng.normal(size=3), "b": np.float64(-0.8)}
+    hv = llgrad.hvp(loss, backend=backend)(p, v)
+    np.testing.assert_allclose(hv["a"], h["a"]["a"] @ v["a"] + h["a"]["b"] * v["b"],
+                               rtol=1e-12)
+    assert hv["b"] == pytest.approx(h["b"]["a"] @ v["a"] + h["b"]["b"] * v["b"], rel=1e-12)
+
+
 def test_grad_of_grad_of_a_scalar_function():
     assert llgrad.grad(llgrad.grad(lambda t: t ** 3 * np.arctan(t)))(1.5) == pytest.approx(
         float(sp.diff(sp.Symbol("t") ** 3 * sp.atan(sp.Symbol("t")), "t", 2).subs("t", 1.5)),
