@@ -94,7 +94,10 @@ def _tables():
                   sp.sinh: sinh, sp.cosh: cosh,
                   sp.coth: lambda a: cosh(a) / sinh(a),
                   sp.sech: lambda a: 1 / cosh(a), sp.csch: lambda a: 1 / sinh(a),
-                  sp.acot: lambda a: sp.atan(1 / a)}
+                  # sympy's acot takes values in (-pi/2, pi/2]; atan(1/a) would lose
+                  # its derivative at 0
+                  sp.acot: lambda a: sp.Piecewise((sp.pi / 2 - sp.atan(a), a >= 0),
+                                                  (-sp.pi / 2 - sp.atan(a), True))}
     return functions, relations, composites
 
 
