@@ -67,13 +67,13 @@ def jvp(graph: Graph, wrt_indices) -> Graph:
             continue
         prim = PRIMITIVES[node.op]
         if not prim.differentiable:
-            if any(id(x) in tangent for x in node.inputs) and node.type.is_float:
+            # comparisons give bool: a float result here would be a silent zero
+            if node.type.is_float:
                 raise GradientError(f"{node.op} is not differentiable")
             continue
-        if isinstance(node.type, tuple) or node.type.is_float:
+        if isinstance(node.type, tuple) or node.type.is_float:  # loop: its rule refuses
             b.source = node.source
-            rule = jvp_rule(prim)
-            t = rule(b, node, [tangent.get(id(x)) for x in node.inputs])
+            t = jvp_rule(prim)(b, node, [tangent.get(id(x)) for x in node.inputs])
             if t is not None:
                 tangent[id(node)] = t
     b.source = None
