@@ -112,7 +112,8 @@ def main():
                      median_time(lambda: method(*points), most=20),
                      f"{len(trace.optimized.nodes)} IR nodes; the {args.points}-point "
                      f"signature compiled in {t_many:.1f} s (trace {s['trace_s']:.1f}, "
-                     f"passes {s['passes_s']:.1f}, LLVM {s['compile_s']:.1f})"))
+                     f"passes {sum(s[p + '_s'] for p in ('cse', 'simplify', 'dce')):.1f}, "
+                     f"LLVM {s['compile_s']:.1f})"))
     for label, cse in (("sympy lambdify", False), ("sympy lambdify+cse", True)):
         for what, (fn, t) in zip(("grad", "hessian"), sympy_callables(expr, cse)):
             results[(label, what)] = as_array(fn(*points), args.points)

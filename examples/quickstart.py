@@ -18,7 +18,7 @@ def c(x):
 
 
 print("dc/dx at x = 1:", c(1.0))
-print("\nThe backward graph llgrad built for it:")
+print("\nThe joint forward+backward graph llgrad built for it:")
 print(c.trace(1.0).backward)
 
 
@@ -44,7 +44,8 @@ print("gradient check against finite differences, max error:",
       f"{llgrad.check_grad(loss, params, x[:8], y[:8]):.2e}")
 
 trace = value_and_grad.trace(params, x, y)
-print("\nstats:", trace.stats)
+print("\nstats:")
+print(trace.stats)
 print("\nfirst lines of the LLVM IR:")
 print("\n".join(trace.llvm_ir.splitlines()[:12]))
 

@@ -1,25 +1,35 @@
 """Command line: look at every stage llgrad makes of a function, or time it.
 
-    python -m llgrad inspect model.py:loss 'params={w:f32[784,128],b:f32[128]}' x=f32[64,784] y=f32[64,10]
-    python -m llgrad inspect model.py:loss ... --stage backward    # ir | backward | kernels | llvm | opt | asm | stats | dot
+    python -m llgrad inspect examples/mlp.py:loss                  # inputs: the file's EXAMPLE_ARGS
+    python -m llgrad inspect examples/mlp.py:loss --stage backward # one stage (default: all)
+    python -m llgrad inspect model.py:f --shapes "3x2,4x3"         # float64 arrays of these shapes
+    python -m llgrad inspect model.py:loss 'params={w:f32[784,128],b:f32[128]}' x=f32[64,784]
+    python -m llgrad inspect examples/mlp.py:loss --html report.html   # every stage on one page
     python -m llgrad bench model.py:loss ...                       # native vs the numpy interpreter
 
-Arguments are given by type: ``f64[3,4]``, ``f32[]``, ``i64[10]``, or nested
-``{name:type,...}`` / ``[type,...]`` pytrees; they are filled with random data.
-``--jit`` inspects the forward function only (default: its gradient).
+Example inputs come from a module-level ``EXAMPLE_ARGS = {"loss": (arg0, arg1, ...)}``
+in the file, from ``--shapes`` (``x`` between sizes, ``()`` for a scalar), or by type:
+``f64[3,4]``, ``f32[]``, ``i64[10]``, or nested ``{name:type,...}`` / ``[type,...]``
+pytrees; shapes and types are filled with random data.  The gradient is taken with
+respect to every argument that is all floats (``--argnums 0``: the first only);
+``--jit`` inspects the forward function only.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect as pyinspect
 import os
 import re
 import sys
 import time
+import traceback
 
 import numpy as np
 
 from . import api
+from .compiler import pytree
+from .ir.errors import LlgradError
 
 _DTYPES = {"f64": np.float64, "f32": np.float32, "i64": np.int64, "bool": np.bool_}
 
@@ -63,20 +73,35 @@ def _split_items(text, keyed=True):
     return items
 
 
-def load_function(spec: str):
+def load(spec: str):
+    """(module, function) named by ``FILE.py:FUNCTION``, or a SystemExit saying why not."""
     path, _, name = spec.rpartition(":")
     if not path or not name:
         raise SystemExit(f"name the function as FILE.py:FUNCTION, got {spec!r}")
+    if not os.path.isfile(path):
+        raise SystemExit(f"no such file: {path}")
     module_spec = importlib.util.spec_from_file_location("llgrad_cli_target", path)
     if module_spec is None:
-        raise SystemExit(f"cannot load {path}")
+        raise SystemExit(f"cannot load {path}: not a Python file")
     module = importlib.util.module_from_spec(module_spec)
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-    module_spec.loader.exec_module(module)
     try:
-        return getattr(module, name)
-    except AttributeError:
-        raise SystemExit(f"{path} has no function {name!r}") from None
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        raise SystemExit(f"{path} failed to run ({os.path.basename(where.filename)}:"
+                         f"{where.lineno}): {type(e).__name__}: {e}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        found = sorted(k for k, v in vars(module).items()
+                       if callable(v) and getattr(v, "__module__", None) == module.__name__)
+        raise SystemExit(f"{path} has no function {name!r} (it defines: "
+                         f"{', '.join(found) or 'no functions'})")
+    return module, fn
+
+
+def load_function(spec: str):
+    return load(spec)[1]
 
 
 def _arguments(texts, rng):
@@ -87,27 +112,120 @@ def _arguments(texts, rng):
     return args
 
 
+def _shapes(text: str, rng):
+    """Random float64 arrays of the shapes in ``"3x2,4x3"`` (``()`` is a scalar)."""
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if item in ("()", ""):
+            values.append(float(rng.normal()))
+        elif re.fullmatch(r"\d+(x\d+)*", item):
+            values.append(rng.normal(size=tuple(int(d) for d in item.split("x"))))
+        else:
+            raise SystemExit(f"cannot read the shape {item!r} in --shapes {text!r}: write "
+                             f"sizes joined by x, e.g. --shapes \"3x2,4x3,()\"")
+    return values
+
+
+def _example_inputs(args, module, name):
+    """The function's example arguments: typed, --shapes, or the file's EXAMPLE_ARGS."""
+    rng = np.random.default_rng(0)
+    if args.types:
+        return _arguments(args.types, rng)
+    if args.shapes is not None:
+        return _shapes(args.shapes, rng)
+    examples = getattr(module, "EXAMPLE_ARGS", None)
+    if isinstance(examples, dict) and name in examples:
+        value = examples[name]
+        return list(value) if isinstance(value, (tuple, list)) else [value]
+    raise SystemExit(f"no example inputs for {name}(): add EXAMPLE_ARGS = {{{name!r}: "
+                     f"(arg0, ...)}} to {args.function.rpartition(':')[0]}, or pass "
+                     f"--shapes \"3x2,4x3\", or one type per argument (x=f64[3,2])")
+
+
+def _argnums(text: str) -> str:
+    if not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", text):
+        raise argparse.ArgumentTypeError(f"write argument positions like 0 or 0,2; got {text!r}")
+    return text
+
+
+def _float_arguments(values) -> tuple:
+    """Positions of the arguments that are all floats: those a gradient is taken of."""
+    def floats(v):
+        leaves = pytree.flatten(v)[0]
+        return leaves and all(np.issubdtype(np.asarray(x).dtype, np.floating) for x in leaves)
+    return tuple(i for i, v in enumerate(values) if floats(v))
+
+
+def _joint_or_note(trace, text):
+    return text() if trace.backward is not None else "(jit: no backward graph)"
+
+
+# Every stage ``inspect`` prints, in pipeline order.
+STAGES = {
+    "ir": lambda t: str(t.ir),
+    "backward": lambda t: _joint_or_note(t, lambda: str(t.backward)),
+    "passes": lambda t: "\n".join(f";; after {p.name} ({p.seconds * 1e3:.2f} ms)\n{p.graph}"
+                                  for p in t.passes),
+    "optimized": lambda t: str(t.optimized),
+    "kernels": lambda t: t.kernels,
+    "residuals": lambda t: _joint_or_note(
+        t, lambda: "\n".join(map(str, t.residuals)) or "(none)"),
+    "stats": lambda t: str(t.stats),
+    "python": lambda t: t.as_python(),
+    "dot": lambda t: t.to_dot(),
+    "llvm": lambda t: t.llvm_ir,
+    "opt": lambda t: t.llvm_ir_optimized,
+    "asm": lambda t: t.asm,
+}
+
+
 def inspect(args):
-    fn = load_function(args.function)
-    values = _arguments(args.types, np.random.default_rng(0))
-    transform = api.jit if args.jit else api.value_and_grad
-    trace = transform(fn, argnums=tuple(range(len(values))) if not args.jit else 0).trace(*values)
-    stages = {
-        "ir": lambda: str(trace.ir),
-        "backward": lambda: str(trace.backward) if trace.backward else "(jit: no backward graph)",
-        "llvm": lambda: trace.llvm_ir,
-        "opt": lambda: trace.optimized_llvm_ir,
-        "asm": lambda: trace.asm,
-        "stats": lambda: "\n".join(f"{k}: {v}" for k, v in trace.stats.items()),
-        "kernels": lambda: trace.kernels,
-        "dot": trace.to_dot,
-    }
-    chosen = list(stages) if args.stage == "all" else [args.stage]
-    for stage in chosen:
-        if stage in ("opt", "asm", "dot") and args.stage == "all":
-            continue  # long; ask for them by name
-        print(f";; ---- {stage} ----")
-        print(stages[stage]())
+    module, fn = load(args.function)
+    fn = getattr(fn, "__wrapped__", fn)  # an @llgrad.grad function: inspect what it wraps
+    name = args.function.rpartition(":")[2]
+    values = _example_inputs(args, module, name)
+    try:
+        pyinspect.signature(fn).bind(*values)
+    except TypeError as e:
+        raise SystemExit(f"{len(values)} example inputs do not fit {name}"
+                         f"{pyinspect.signature(fn)}: {e}") from None
+    except ValueError:
+        pass  # no signature to check (a builtin): the trace will say
+    argnums = _float_arguments(values)
+    if args.argnums is not None:
+        argnums = tuple(int(a) for a in args.argnums.split(",") if a.strip())
+    if not args.jit and not argnums:
+        raise SystemExit(f"{name}() has no float argument to differentiate; "
+                         f"use --jit to inspect the function alone")
+    try:
+        staged = api.jit(fn) if args.jit else api.value_and_grad(fn, argnums=argnums)
+        trace = staged.trace(*values)
+        chosen = list(STAGES) if args.stage == "all" else [args.stage]
+        for stage in chosen:
+            print(f";; ---- {stage} ----")
+            print(STAGES[stage](trace))
+        if args.html:
+            from .compiler.report import html_report
+            with open(args.html, "w") as f:
+                f.write(html_report(trace, f"llgrad: {args.function}"))
+            print(f";; wrote {args.html}")
+    except Exception as e:
+        if os.environ.get("LLGRAD_DEBUG") or not isinstance(e, (LlgradError, TypeError,
+                                                                ValueError)):
+            raise  # an llgrad bug, not a problem of this function or its inputs
+        path = os.path.abspath(args.function.rpartition(":")[0])
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
+        where = f" at {os.path.basename(path)}:{frames[-1].lineno}" if frames else ""
+        raise SystemExit(f"llgrad inspect {args.function}: {type(e).__name__}{where}: {e}\n"
+                         f"(inputs: {_describe(values)}; LLGRAD_DEBUG=1 shows the "
+                         f"traceback)") from None
+
+
+def _describe(values) -> str:
+    return ", ".join(
+        "(" + ", ".join(f"{np.asarray(x).dtype}{list(np.shape(x))}"
+                        for x in pytree.flatten(v)[0]) + ")" for v in values)
 
 
 def bench(args):
@@ -144,9 +262,11 @@ def main(argv=None):
         p.add_argument("types", nargs="*", help="one type per argument, e.g. x=f64[3,4]")
         p.add_argument("--jit", action="store_true", help="forward only (default: gradient)")
         if name == "inspect":
-            p.add_argument("--stage", default="all",
-                           choices=["all", "ir", "backward", "kernels", "llvm", "opt", "asm",
-                                    "stats", "dot"])
+            p.add_argument("--stage", default="all", choices=["all", *STAGES])
+            p.add_argument("--shapes", help='float64 inputs of these shapes, e.g. "3x2,4x3"')
+            p.add_argument("--html", metavar="FILE", help="write every stage to one HTML page")
+            p.add_argument("--argnums", type=_argnums, help='differentiate these arguments '
+                           'only, e.g. "0" (default: every argument that is all floats)')
         else:
             p.add_argument("--repeats", type=int, default=50)
         p.set_defaults(run=fn)

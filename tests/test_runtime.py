@@ -160,7 +160,7 @@ def test_llvm_ir_optimised_ir_and_assembly_are_inspectable():
     _, exe = _mlp()
     assert 'define void @"llgrad_mlp"(ptr' in exe.llvm_ir
     assert "noalias" in exe.llvm_ir
-    assert "llgrad_mlp" in exe.optimized_llvm_ir
+    assert "llgrad_mlp" in exe.llvm_ir_optimized
     assert "llgrad_mlp" in exe.asm and exe.graph.name == "mlp"
 
 
@@ -168,7 +168,7 @@ def test_elementwise_loop_is_vectorised():
     b = Builder()
     x, y = _params(b, ("x", (1024,), "float64"), ("y", (1024,), "float64"))
     g = Graph([x, y], [b.add(b.mul(x, y), x)], name="axpy")
-    optimized = compile_graph(g).optimized_llvm_ir
+    optimized = compile_graph(g).llvm_ir_optimized
     assert "<4 x double>" in optimized or "<8 x double>" in optimized
 
 
@@ -232,7 +232,7 @@ def test_object_cache_skips_llvm_on_a_second_compile(tmp_path, monkeypatch):
     x = np.linspace(-1, 1, 5)
     np.testing.assert_array_equal(second(x)[0], first(x)[0])
     np.testing.assert_allclose(second(x)[0], np.exp(3 * x), rtol=1e-15)
-    assert "fmul" in second.optimized_llvm_ir or "fmul" in first.optimized_llvm_ir
+    assert "fmul" in second.llvm_ir_optimized or "fmul" in first.llvm_ir_optimized
 
 
 @pytest.mark.parametrize("damage", ["garbage", "flipped byte"])

@@ -10,7 +10,7 @@ and no dead derivative is ever built.
 from __future__ import annotations
 
 from ..ir.errors import GradientError
-from ..ir.graph import Builder, Graph
+from ..ir.graph import AdjointTable, Builder, Graph
 from ..ir.primitives import PRIMITIVES
 from . import sympy_frontend
 
@@ -108,5 +108,9 @@ def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
     grads = [adjoint.get(id(p)) or b.full(0.0, p.type) for p in wrt]
     names = [f"d{graph.name}/d{p.attrs['name']}" for p in wrt]
     out_names = list(graph.output_names or [f"out[{k}]" for k in range(len(graph.outputs))])
-    return Graph(inputs, list(graph.outputs) + grads, name=f"{graph.name}_vjp",
-                 output_names=out_names + names)
+    adjoints = AdjointTable(len(graph.outputs), [
+        (node, adjoint[id(node)]) for node in graph.nodes if id(node) in adjoint])
+    joint = Graph(inputs, list(graph.outputs) + grads, name=f"{graph.name}_vjp",
+                  output_names=out_names + names, adjoints=adjoints)
+    joint.pruned = b.created - (len(joint.nodes) - len(graph.nodes))
+    return joint

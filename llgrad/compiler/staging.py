@@ -23,6 +23,7 @@ from . import numpy_ops  # noqa: F401  (installs the Python operators on Tracer)
 from . import pytree
 from .autodiff import vjp
 from .forward import jvp
+from .inspection import Pass, Trace
 from .passes.cse import cse
 from .passes.dce import dce
 from .passes.simplify import simplify
@@ -30,20 +31,26 @@ from .passes.rewrite import inline
 from .trace import Tracer, current, input_type, lift, trace
 
 
-PASSES = (("simplify", simplify), ("cse", cse), ("dce", dce))
+# CSE first: simplify rebuilds through a hash-consing Builder too, so it would merge
+# any duplicates silently; run first, CSE is the pass that finds (and counts) them.
+PASSES = (("cse", cse), ("simplify", simplify), ("dce", dce))
 
 
-def optimize(graph: Graph) -> Graph:
+def optimize(graph: Graph, record: list | None = None) -> Graph:
     """The IR passes, in order, each followed by the verifier (a broken pass is an
-    llgrad bug and must say so here, not as an LLVM error later).
+    llgrad bug and must say so here, not as an LLVM error later).  ``record`` gets a
+    ``Pass`` (name, resulting graph, seconds) per pass, for ``Trace.passes``.
 
     ``LLGRAD_DEBUG=1`` prints what each pass did to stderr; ``LLGRAD_DEBUG=2`` also
     prints every intermediate graph."""
     level = int(os.environ.get("LLGRAD_DEBUG", "0") or 0)
     for name, run in PASSES:
         before = len(graph.nodes)
+        t0 = time.perf_counter()
         graph = run(graph)
         verify(graph)
+        if record is not None:
+            record.append(Pass(name, graph, time.perf_counter() - t0))
         if level:
             print(f"llgrad: {name:<8} {graph.name}: {before} -> {len(graph.nodes)} nodes",
                   file=sys.stderr)
@@ -69,56 +76,17 @@ def compile_for(graph, backend: str, fastmath: bool):
     return compile_graph(graph, fastmath=fastmath)
 
 
-class Trace:
-    """Everything llgrad made for one signature, for inspection: ``ir`` (the traced
-    forward graph), ``backward`` (the joint forward+backward graph after the passes,
-    None for jit; ``joint_unoptimized`` is the same before simplify/CSE/DCE), ``optimized``
-    (what is compiled), ``kernels`` (the fused loop nests),
-    ``llvm_ir``, ``optimized_llvm_ir``, ``asm``, ``stats``, ``to_dot()``, ``to_sympy()``."""
-
-    def __init__(self, forward, joint, optimized, executable, out_tree, stats):
-        self.ir = forward
-        self.backward = optimized if joint is not None else None
-        self.joint_unoptimized = joint
-        self.optimized = optimized
-        self.executable = executable
-        self.out_tree = out_tree
-        self.stats = stats
-
-    @property
-    def llvm_ir(self) -> str:
-        return self.executable.llvm_ir
-
-    @property
-    def optimized_llvm_ir(self) -> str:
-        return self.executable.optimized_llvm_ir
-
-    @property
-    def asm(self) -> str:
-        return self.executable.asm
-
-    @property
-    def kernels(self) -> str:
-        """The loop nests the native code runs, one line each, with what was fused in."""
-        plan = getattr(self.executable, "plan", None)
-        return plan[0].summary() if plan else "(interpreted: no kernels)"
-
-    def to_sympy(self, output=None, *, standard: bool = True):
-        """The sympy expression of each output of the optimised graph (for grad: the
-        value, then the gradients), or of output number ``output``.  The graph must be
-        elementwise (see ``sympy_frontend.to_sympy``)."""
-        from .sympy_frontend import to_sympy
-        if output is not None:
-            return to_sympy(self.optimized, output, standard=standard)
-        return tuple(to_sympy(self.optimized, i, standard=standard)
-                     for i in range(len(self.optimized.outputs)))
-
-    def to_dot(self) -> str:
-        from ..ir.dot import to_dot
-        return to_dot(self.optimized, n_forward=len(self.ir.outputs) if self.backward else None)
-
-    def __repr__(self):
-        return f"<llgrad.Trace of {self.ir.name}: {self.stats}>"
+def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
+                  fastmath: bool = False, out_tree=None, times: dict | None = None) -> Trace:
+    """Optimise and compile the joint graph (the forward graph when there is none) and
+    keep every stage for inspection; also how a graph built by hand is inspected."""
+    times = {} if times is None else times
+    passes = []
+    optimized = optimize(joint if joint is not None else forward, passes)
+    t0 = time.perf_counter()
+    executable = compile_for(optimized, backend, fastmath)
+    times["compile_s"] = time.perf_counter() - t0
+    return Trace(forward, joint, passes, executable, out_tree, times)
 
 
 class Staged:
@@ -176,10 +144,12 @@ class Staged:
                 kinds.append((np.shape(leaf), type(leaf)))
         return (treedef, tuple(kinds), static, len(args)), leaves
 
-    def _stage(self, args, kwargs):
+    def _stage(self, args, kwargs, times: dict):
         """Trace and differentiate for the signature of ``args``: (forward graph, joint
         graph or None, output treedef, gradient layout).  Leaves may be Tracers of an
-        enclosing trace (nested differentiation): their types are their nodes' types."""
+        enclosing trace (nested differentiation): their types are their nodes' types.
+        ``times`` gets the seconds spent tracing and differentiating."""
+        t0 = time.perf_counter()
         dynamic = [i for i in range(len(args)) if i not in self.static_argnums]
         names, types, offsets, treedefs = [], [], {}, {}
         for i in dynamic:
@@ -199,29 +169,21 @@ class Staged:
         fn = functools.partial(self.fn, **kwargs) if kwargs else self.fn
         graph, out_tree = trace(fn, types, ("tuple", len(dynamic), tuple(treedefs.values())),
                                 self.name, names, static=rebuild)
+        t1 = time.perf_counter()
+        times["trace_s"] = t1 - t0
         if self.kind == "jit":
             return graph, None, out_tree, []
         argnums = self._argnums(len(args))
         wrt = [k for a in argnums for k in range(offsets[a][0], offsets[a][0] + offsets[a][1])]
         joint = (jvp(graph, wrt) if self.kind == "jvp"
                  else vjp(graph, wrt, cotangents=self.kind == "vjp"))
+        times["autodiff_s"] = time.perf_counter() - t1
         return graph, joint, out_tree, [(treedefs[a], *offsets[a]) for a in argnums]
 
     def _compile(self, args, kwargs):
-        t0 = time.perf_counter()
-        graph, joint, out_tree, layout = self._stage(args, kwargs)
-        t1 = time.perf_counter()
-        optimized = optimize(joint if joint is not None else graph)
-        t2 = time.perf_counter()
-        executable = compile_for(optimized, self.backend, self.fastmath)
-        stats = {
-            "forward_nodes": len(graph.nodes),
-            "joint_nodes": len(joint.nodes) if joint is not None else None,
-            "optimized_nodes": len(optimized.nodes),
-            "trace_s": round(t1 - t0, 4), "passes_s": round(t2 - t1, 4),
-            "compile_s": round(time.perf_counter() - t2, 4),
-        }
-        entry = Trace(graph, joint, optimized, executable, out_tree, stats)
+        times = {}
+        graph, joint, out_tree, layout = self._stage(args, kwargs, times)
+        entry = compile_trace(graph, joint, self.backend, self.fastmath, out_tree, times)
         entry.layout = layout
         return entry
 
@@ -234,10 +196,10 @@ class Staged:
         if self.kind == "vjp":
             raise UnsupportedError(f"llgrad.vjp of {self.name}() inside another llgrad "
                                    f"transformation is not supported")
-        graph, joint, out_tree, layout = self._stage(args, kwargs)
+        graph, joint, out_tree, layout = self._stage(args, kwargs, {})
         outer = current().builder
         nodes = inline(outer, joint, [lift(leaf) for leaf in leaves])
-        entry = Trace(graph, joint, joint, None, out_tree, {})
+        entry = Trace(graph, joint, [], None, out_tree, {})
         entry.layout = layout
         return self.package(leaves, [Tracer(n) for n in nodes], entry)
 
@@ -249,7 +211,7 @@ class Staged:
         copies by hash-consing, and the enclosing transformation sees ordinary IR it can
         differentiate again (forward over reverse: ``hessian``).  Returns (forward
         graph, output treedef, gradient layout, flat output Tracers per set)."""
-        graph, joint, out_tree, layout = self._stage(args, {})
+        graph, joint, out_tree, layout = self._stage(args, {}, {})
         _, leaves = self._key(args, {})
         b = current().builder
         primal = [lift(leaf) for leaf in leaves]

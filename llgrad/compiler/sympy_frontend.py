@@ -18,12 +18,11 @@ sympy is imported lazily so that ``import llgrad`` stays fast.
 from __future__ import annotations
 
 import functools
-import re
 
 import numpy as np
 
 from ..ir.errors import UnsupportedError
-from ..ir.graph import Graph, topological_order
+from ..ir.graph import Graph, parameter_identifiers, topological_order
 from ..ir.primitives import PRIMITIVES
 
 
@@ -337,19 +336,7 @@ def to_ir(b, expr, env: dict, type_):
 # IR -> sympy
 
 def _symbol_names(params) -> dict:
-    """Readable, distinct Python identifiers for the parameters: ``params['w1']`` is
-    ``params_w1``."""
-    out, taken = {}, set()
-    for p in params:
-        base = re.sub(r"\W+", "_", str(p.attrs["name"])).strip("_") or "arg"
-        if base[0].isdigit():
-            base = f"arg_{base}"
-        name, k = base, 1
-        while name in taken:
-            name, k = f"{base}_{k}", k + 1
-        taken.add(name)
-        out[p.id] = name
-    return out
+    return {p.id: name for p, name in zip(params, parameter_identifiers(params))}
 
 
 def _constant(value: np.ndarray):

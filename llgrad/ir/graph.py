@@ -8,6 +8,8 @@ graphs that were built apart.
 from __future__ import annotations
 
 import itertools
+import keyword
+import re
 from types import MappingProxyType
 from typing import Iterable, Sequence
 
@@ -64,16 +66,21 @@ class Graph:
     """A function: parameter nodes in, output nodes out; nodes in topological order.
 
     The node list is everything reachable from the outputs (plus the parameters),
-    so dead code never appears in a Graph; the DCE pass reports what was dropped.
+    so dead code never appears in a Graph.  ``pruned`` counts the nodes that the
+    rewrite which built this graph made and no output reaches (what DCE removed, for
+    ``Trace.stats``).  ``adjoints`` is set on joint graphs made by reverse mode.
     """
 
     def __init__(self, inputs: Sequence[Node], outputs: Sequence[Node], name: str = "f",
-                 output_names: Sequence[str] | None = None):
+                 output_names: Sequence[str] | None = None,
+                 adjoints: AdjointTable | None = None):
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
         self.name = name
         self.output_names = tuple(output_names) if output_names else None
+        self.adjoints = adjoints
         self.nodes = topological_order(self.outputs, self.inputs)
+        self.pruned = 0
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -86,6 +93,51 @@ class Graph:
         return format_graph(self)
 
     __repr__ = __str__
+
+
+class AdjointTable:
+    """What reverse mode knows of the joint graph it built, for printing: its first
+    ``n_forward`` outputs are the function's values (the nodes they reach are the
+    forward pass), and ``of(node)`` lists the forward values whose adjoint ``node`` is
+    (several when an ``add`` hands one adjoint to both operands)."""
+
+    def __init__(self, n_forward: int, pairs: Iterable[tuple[Node, Node]]):
+        self.n_forward = n_forward
+        self._of: dict[int, list[Node]] = {}
+        self._nodes = {}  # keeps the keyed nodes alive, so their ids stay unique
+        for forward, adjoint in pairs:
+            self._of.setdefault(id(adjoint), []).append(forward)
+            self._nodes[id(adjoint)] = adjoint
+
+    def of(self, node: Node) -> list[Node]:
+        return self._of.get(id(node), [])
+
+    def forward_ids(self, graph: Graph) -> set:
+        return forward_ids(graph, self.n_forward)
+
+
+def forward_ids(graph: Graph, n_forward: int) -> set:
+    """ids of the nodes the first ``n_forward`` outputs need: in a joint graph, the
+    forward pass; every other node is backward."""
+    return {id(n) for n in topological_order(graph.outputs[:n_forward])}
+
+
+def parameter_identifiers(params: Iterable[Node]) -> list[str]:
+    """Readable, distinct Python identifiers for parameters: ``params['w1']`` is
+    ``params_w1`` (sympy symbols and generated numpy source use them)."""
+    out, taken = [], set()
+    for p in params:
+        base = re.sub(r"\W+", "_", str(p.attrs["name"])).strip("_") or "arg"
+        if base[0].isdigit():
+            base = f"arg_{base}"
+        if keyword.iskeyword(base):
+            base = f"{base}_"
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def scalar_constant(node: Node):
@@ -132,6 +184,7 @@ class Builder:
 
     def __init__(self, seed: Graph | None = None):
         self._memo: dict = {}
+        self.created = 0  # nodes this builder made (not found by hash-consing)
         self.source: str | None = None  # user file:line stamped on new nodes
         if seed is not None:
             for node in seed.nodes:
@@ -153,6 +206,7 @@ class Builder:
             type_ = prim.type_rule([i.type for i in inputs], **attrs)
             node = Node(op, inputs, attrs, type_, self.source)
             self._memo[key] = node
+            self.created += 1
         return node
 
     def __getattr__(self, name):

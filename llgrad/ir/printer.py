@@ -7,6 +7,13 @@
 
 Scalar constants (and their broadcasts) are printed inline as literals, so that the
 IR reads like the formula it came from; everything else is one named line.
+
+A joint graph made by reverse mode (one with ``adjoints``) marks its backward lines
+and names, after the source line, the forward value each adjoint belongs to::
+
+      %5: f64[] = add %4, %4               # chain.py:5  backward: adjoint of %2, %1
+
+``notes`` adds a stage's own remark to a node's line (the fusion kernel it runs in).
 """
 from __future__ import annotations
 
@@ -31,9 +38,15 @@ def _format_attr(value):
     return str(value)
 
 
-def format_graph(graph, indent: str = "", names: dict | None = None) -> str:
+def format_graph(graph, indent: str = "", names: dict | None = None,
+                 notes: dict | None = None) -> str:
+    """The text form; ``names`` (id(node) -> "%k") is filled in as lines are written,
+    so a caller can refer to values by the names the reader sees."""
     names = {} if names is None else names
+    notes = notes or {}
     lines = []
+    adjoints = graph.adjoints
+    forward = adjoints.forward_ids(graph) if adjoints else None
 
     def name(node):
         lit = _literal(node)
@@ -57,8 +70,14 @@ def format_graph(graph, indent: str = "", names: dict | None = None) -> str:
         text = f"{indent}  {name(node)}: {type_} = {node.op} {args}"
         if attrs:
             text += f"  {attrs}"
-        if node.source:
-            text = f"{text:<72}  # {node.source}"
+        remarks = [node.source] if node.source else []
+        if forward is not None and id(node) not in forward:
+            of = ", ".join(name(n) for n in adjoints.of(node))
+            remarks.append(f"backward: adjoint of {of}" if of else "backward")
+        if id(node) in notes:
+            remarks.append(notes[id(node)])
+        if remarks:
+            text = f"{text:<72}  # {'  '.join(remarks)}"
         lines.append(text)
         if "body" in node.attrs:
             lines.append(format_graph(node.attrs["body"], indent + "    ", names))

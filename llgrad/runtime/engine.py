@@ -66,11 +66,11 @@ class Compiled:
     """A JIT-compiled module; holding it keeps the machine code alive."""
     engine: object
     address: int
-    optimized_llvm_ir: str
+    llvm_ir_optimized: str
 
     def asm(self) -> str:
         with _lock:
-            mod = llvm.parse_assembly(self.optimized_llvm_ir)
+            mod = llvm.parse_assembly(self.llvm_ir_optimized)
             return _state["tm"].emit_assembly(mod)
 
 

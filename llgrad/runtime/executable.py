@@ -55,8 +55,8 @@ class Executable:
         self._local = threading.local()
 
     @property
-    def optimized_llvm_ir(self) -> str:
-        return self._compiled.optimized_llvm_ir
+    def llvm_ir_optimized(self) -> str:
+        return self._compiled.llvm_ir_optimized
 
     @property
     def asm(self) -> str:

@@ -34,5 +34,8 @@ def inline(b: Builder, graph: Graph, args, rule=None) -> list:
 
 def rebuild(graph: Graph, rule=None) -> Graph:
     """The same function as a fresh graph (parameters keep their identity)."""
-    outputs = inline(Builder(), graph, graph.inputs, rule)
-    return Graph(graph.inputs, outputs, name=graph.name, output_names=graph.output_names)
+    b = Builder()
+    outputs = inline(b, graph, graph.inputs, rule)
+    result = Graph(graph.inputs, outputs, name=graph.name, output_names=graph.output_names)
+    result.pruned = b.created - sum(1 for n in result.nodes if n.op != "parameter")
+    return result

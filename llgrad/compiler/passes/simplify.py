@@ -160,9 +160,13 @@ def _rule(b, node, inputs):
 
 def simplify(graph, max_rounds: int = 4):
     """Apply the rules until nothing changes (rewrites can expose new ones)."""
+    pruned = 0  # what every round left dead, for Trace.stats
     for _ in range(max_rounds):
         new = rebuild(graph, _rule)
-        if len(new.nodes) == len(graph.nodes):
-            return new
+        pruned += new.pruned
+        done = len(new.nodes) == len(graph.nodes)
         graph = new
+        if done:
+            break
+    graph.pruned = pruned
     return graph
