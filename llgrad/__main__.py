@@ -6,6 +6,7 @@
     python -m llgrad inspect model.py:loss 'params={w:f32[784,128],b:f32[128]}' x=f32[64,784]
     python -m llgrad inspect examples/mlp.py:loss --html report.html   # every stage on one page
     python -m llgrad bench model.py:loss ...                       # native vs the numpy interpreter
+    python -m llgrad bench [--quick] [--out bench-results]          # the benchmark suite (a checkout's benchmarks/)
 
 Example inputs come from a module-level ``EXAMPLE_ARGS = {"loss": (arg0, arg1, ...)}``
 in the file, from ``--shapes`` (``x`` between sizes, ``()`` for a scalar), or by type:
@@ -24,6 +25,7 @@ import re
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 
@@ -228,7 +230,30 @@ def _describe(values) -> str:
                         for x in pytree.flatten(v)[0]) + ")" for v in values)
 
 
+def benchmark_suite():
+    """``benchmarks/run.py`` of the source checkout this llgrad runs from, or None: the
+    suite is not part of the installed package."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "run.py").is_file():
+        return None
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("benchmarks.run")
+
+
 def bench(args):
+    if args.function is None:
+        suite = benchmark_suite()
+        if suite is None:
+            raise SystemExit(
+                "python -m llgrad bench without FILE.py:FUNCTION runs the benchmark suite, "
+                f"benchmarks/run.py of an llgrad source checkout, and there is none beside "
+                f"{Path(__file__).resolve().parent}: run it from a clone (pip install -e "
+                "'.[bench]'), or time one function: python -m llgrad bench model.py:loss x=f64[3]")
+        status = suite.run(args)
+        if status:
+            raise SystemExit(status)  # a system disagreed with the reference
+        return
     fn = load_function(args.function)
     values = _arguments(args.types, np.random.default_rng(0))
     transform = api.jit if args.jit else api.value_and_grad
@@ -258,7 +283,9 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in (("inspect", inspect), ("bench", bench)):
         p = sub.add_parser(name)
-        p.add_argument("function", help="FILE.py:FUNCTION")
+        p.add_argument("function", help="FILE.py:FUNCTION" + (
+            " (leave out to run the benchmark suite)" if name == "bench" else ""),
+            nargs="?" if name == "bench" else None)
         p.add_argument("types", nargs="*", help="one type per argument, e.g. x=f64[3,4]")
         p.add_argument("--jit", action="store_true", help="forward only (default: gradient)")
         if name == "inspect":
@@ -269,6 +296,9 @@ def main(argv=None):
                            'only, e.g. "0" (default: every argument that is all floats)')
         else:
             p.add_argument("--repeats", type=int, default=50)
+            suite = benchmark_suite()
+            if suite is not None:
+                suite.add_arguments(p.add_argument_group("the suite (no FUNCTION given)"))
         p.set_defaults(run=fn)
     args = parser.parse_args(argv)
     args.run(args)

@@ -1,0 +1,157 @@
+"""Running one workload on every system: prepare and first call (reported as compile
+time), check against the reference, then steady-state timing.
+
+Timing is round-robin: every system ready for a problem gets a slice of calls in each
+of several rounds, so a change in machine load during the run hits all of them alike,
+and every ratio in a report comes from one run.  Each call is timed on its own with
+``time.perf_counter``; the report gives the median and the interquartile range.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+
+import numpy as np
+
+from . import workloads
+
+# the largest relative difference from the float64 reference a system may show
+TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float32 training": 1e-3}
+FINITE_DIFFERENCE_TOLERANCE = 1e-6
+MAX_CALLS_PER_ROUND = 20_000
+
+
+def relative_error(result: dict, reference: dict) -> float:
+    """max over arrays of max |result - reference| / max |reference|; infinite when an
+    array is missing, has the wrong shape, or holds a NaN."""
+    worst = 0.0
+    for name, ref in reference.items():
+        got = np.asarray(result.get(name, np.nan), np.float64)
+        if got.shape != ref.shape:
+            return float("inf")
+        scale = max(float(np.max(np.abs(ref), initial=0.0)), 1e-300)
+        error = float(np.max(np.abs(got - ref), initial=0.0)) / scale
+        if not np.isfinite(error):
+            return float("inf")
+        worst = max(worst, error)
+    return worst
+
+
+def tolerance(workload, problem) -> float:
+    dtype = np.asarray(next(iter(problem.params.values()))).dtype.name
+    return TOLERANCE[f"{dtype} training" if workload.training and dtype == "float32" else dtype]
+
+
+def reference(workload, problem) -> dict:
+    """What each system's result is checked against, and the check of the reference
+    itself by central finite differences."""
+    fd_error = workloads.finite_difference_error(workload, problem)
+    expected = {
+        "gradient": (workloads.reference_training if workload.training
+                     else workloads.reference_gradient)(workload, problem),
+        "value": {"value": np.asarray(float(workload.loss(
+            np, workloads.as_float64(problem.params),
+            *(np.asarray(d, np.float64) for d in problem.data))))},
+    }
+    return {"expected": expected, "fd_error": fd_error,
+            "fd_passed": fd_error <= FINITE_DIFFERENCE_TOLERANCE}
+
+
+def final_loss(workload, problem, params) -> float:
+    """The loss of trained parameters over all of the training data, in float64."""
+    return float(workload.loss(np, workloads.as_float64(params),
+                               *(np.asarray(d, np.float64) for d in problem.data)))
+
+
+def _failure(error: BaseException) -> str:
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    first_line = (str(error).strip().splitlines() or [""])[0][:240]
+    return f"{type(error).__name__}: {first_line} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+
+
+def prepare(system, workload, problem, ref, row) -> object:
+    """Build the system's call, run it once (compile time), check its result; the call,
+    or None when the system failed (the row says why)."""
+    factory = system.train if workload.training else system.gradient
+    t0 = time.perf_counter()
+    try:
+        call = factory(workload, problem)
+        result = call()
+    except Exception as error:  # a peer failing is a result to report, not a crash
+        row.update(status="failed", note=_failure(error))
+        return None
+    row["first_call_s"] = time.perf_counter() - t0
+    what = "value" if system.forward_only else "gradient"
+    result = {k: np.asarray(v) for k, v in result.items()}
+    error = relative_error(result, ref["expected"][what])
+    limit = tolerance(workload, problem)
+    row["check"] = {"compared": "final parameters" if workload.training else what,
+                    "relative_error": error, "tolerance": limit, "passed": error <= limit}
+    if workload.training:
+        row["final_loss"] = final_loss(workload, problem, result)
+    row["status"] = "ok" if error <= limit else "mismatch"
+    return call
+
+
+def time_round_robin(calls: dict, seconds: float, rounds: int) -> dict:
+    """{name: [seconds per call]}: ``rounds`` rounds in which every call gets about
+    ``seconds / rounds`` of calls (at least one), after one untimed warm-up call."""
+    estimate = {}
+    for name, call in calls.items():
+        t0 = time.perf_counter()
+        call()
+        estimate[name] = max(time.perf_counter() - t0, 1e-7)
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            n = int(min(max(seconds / rounds / estimate[name], 1), MAX_CALLS_PER_ROUND))
+            for _ in range(n):
+                t0 = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summarize(times) -> dict:
+    q1, median, q3 = np.percentile(times, [25, 50, 75])
+    return {"median_s": float(median), "q1_s": float(q1), "q3_s": float(q3),
+            "iqr_s": float(q3 - q1), "repeats": len(times)}
+
+
+def run_workload(workload, systems, options, spent: dict, log=print):
+    """Rows (one per system and problem) and the reference checks of one workload.
+    ``spent[system name]`` accumulates seconds per system across this workload's
+    problems; past ``options.budget`` a system's remaining problems are skipped."""
+    rows, checks = [], []
+    for problem in workload.problems(options.quick):
+        ref = reference(workload, problem)
+        checks.append({"workload": workload.key, "size": problem.size,
+                       "fd_relative_error": ref["fd_error"], "passed": ref["fd_passed"]})
+        ready, problem_rows = {}, []
+        for system in systems:
+            row = {"workload": workload.key, "title": workload.title, "size": problem.size,
+                   "scale": problem.scale, "system": system.name, "status": "skipped",
+                   "note": ""}
+            problem_rows.append(row)
+            reason = (system.skip_reason(workload, problem)
+                      or (None if system.installed() else f"not installed (pip install {system.requires})"))
+            if reason is None and spent.get(system.name, 0.0) > options.budget:
+                reason = f"over its {options.budget:g} s budget for this workload"
+            if reason:
+                row["note"] = reason
+                continue
+            log(f"  {workload.key} [{problem.size}] {system.name}: compiling and checking")
+            t0 = time.perf_counter()
+            call = prepare(system, workload, problem, ref, row)
+            spent[system.name] = spent.get(system.name, 0.0) + time.perf_counter() - t0
+            if call is not None:
+                ready[system.name] = call
+        if ready:
+            log(f"  {workload.key} [{problem.size}] timing {len(ready)} systems")
+            times = time_round_robin(ready, options.seconds, options.rounds)
+            for row in problem_rows:
+                if row["system"] in times:
+                    row.update(summarize(times[row["system"]]))
+                    spent[row["system"]] += sum(times[row["system"]])
+        rows += [r for r in problem_rows if r["note"] != "not run on this workload"]
+    return rows, checks

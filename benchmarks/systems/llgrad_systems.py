@@ -1,0 +1,51 @@
+"""llgrad compiled to native code, and the numpy interpreter running the very same
+optimised graph (what compilation alone buys)."""
+import functools
+
+import numpy as np
+
+import llgrad
+from llgrad import optim
+
+from . import System
+
+
+@functools.cache
+def traced_loss(workload):
+    """The workload's loss as plain numpy code (one object per workload, so llgrad's
+    caches see the same function every time)."""
+    def loss(params, *data):
+        return workload.loss(np, params, *data)
+    loss.__name__ = f"{workload.key}_loss"
+    return loss
+
+
+def gradient(backend):
+    def prepare(workload, problem):
+        staged = llgrad.grad(traced_loss(workload), backend=backend)
+        return lambda: staged(problem.params, *problem.data)
+    return prepare
+
+
+def forward(workload, problem):
+    staged = llgrad.jit(traced_loss(workload))
+    return lambda: {"value": staged(problem.params, *problem.data)}
+
+
+def train(backend):
+    def prepare(workload, problem):
+        sgd = optim.sgd(problem.lr)
+        return lambda: llgrad.train(traced_loss(workload), problem.params, problem.data, sgd,
+                                    batch_size=problem.batch, backend=backend).params
+    return prepare
+
+
+SYSTEMS = [
+    System("llgrad native", gradient("native"), train("native"),
+           note="llgrad.grad; training: llgrad.train, all steps in one native call"),
+    System("llgrad interpreter", gradient("interpret"), train("interpret"),
+           note='the same optimised graph run by numpy (backend="interpret")'),
+    System("llgrad native, forward only", forward, forward_only=True,
+           workloads=("mlp_step", "elementwise"),
+           note="llgrad.jit of the loss: the denominator of the backward/forward ratio"),
+]

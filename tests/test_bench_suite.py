@@ -1,0 +1,144 @@
+"""The benchmark suite (benchmarks/): its quick mode writes a report, every figure as
+JSON and the plots, with every system checked against the reference; peers that are
+absent are skipped with a note, and a wrong gradient is reported, never hidden."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import measure, report, workloads
+from benchmarks.systems import System, numpy_system
+from llgrad import __main__ as cli
+
+CORE = "llgrad,numpy"   # the systems that need no optional package
+
+
+def run_cli(out, *extra):
+    cli.main(["bench", "--quick", "--out", str(out), *extra])
+    with open(out / "results.json") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    return out, run_cli(out, "--systems", CORE)
+
+
+def test_quick_run_times_every_workload_on_llgrad_its_interpreter_and_numpy(quick):
+    _, results = quick
+    for workload in workloads.WORKLOADS:
+        for size in {p.size for p in workload.problems(True)}:
+            timed = {r["system"] for r in results["rows"]
+                     if r["workload"] == workload.key and r["size"] == size and r["status"] == "ok"}
+            assert {"llgrad native", "llgrad interpreter",
+                    "numpy, hand-written backprop"} <= timed, (workload.key, size)
+
+
+def test_quick_run_checks_every_result_and_every_check_passed(quick):
+    _, results = quick
+    checked = [r for r in results["rows"] if r["status"] != "skipped"]
+    assert checked and all(r["check"]["passed"] for r in checked)
+    assert all(r["median_s"] > 0 and r["q3_s"] >= r["median_s"] >= r["q1_s"] for r in checked)
+    assert all(c["passed"] for c in results["reference_checks"])
+    assert len(results["reference_checks"]) == sum(len(w.problems(True)) for w in workloads.WORKLOADS)
+
+
+def test_quick_run_measures_llgrad_backward_over_forward(quick):
+    out, results = quick
+    forward = {r["workload"] for r in results["rows"] if r["system"] == report.FORWARD
+               and r["status"] == "ok"}
+    assert forward == {"mlp_step", "elementwise"}
+    assert "backward / forward" in (out / "report.md").read_text()
+
+
+def test_quick_run_writes_a_readable_report(quick):
+    out, results = quick
+    text = (out / "report.md").read_text()
+    assert "All gradient checks passed." in text
+    for workload in workloads.WORKLOADS:
+        assert workload.title in text
+    assert results["environment"]["cpu"] in text and "threads:" in text
+
+
+def test_quick_run_plots_a_bar_chart_per_workload_and_the_scaling(quick):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (the test extra)")
+    out, results = quick
+    expected = {f"{w.key}.png" for w in workloads.WORKLOADS}
+    assert set(results["plots"]) == expected
+    for name in expected:
+        with open(out / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reference_gradients_agree_with_finite_differences():
+    for workload in workloads.WORKLOADS:
+        for problem in workload.problems(True):
+            assert workloads.finite_difference_error(workload, problem) < 1e-6, workload.key
+
+
+def test_a_wrong_gradient_is_reported_as_a_mismatch():
+    def off_by_one_percent(workload, problem):
+        return lambda: {k: 1.01 * np.asarray(g)
+                        for k, g in workload.backprop(problem.params, *problem.data).items()}
+
+    wrong = System("wrong", off_by_one_percent)
+    options = type("Options", (), dict(quick=True, seconds=0.01, rounds=1, budget=10.0))
+    rows, checks = measure.run_workload(workloads.WORKLOADS[1], [numpy_system.SYSTEM, wrong],
+                                        options, {}, log=lambda line: None)
+    by_system = {r["system"]: r for r in rows}
+    assert by_system["numpy, hand-written backprop"]["status"] == "ok"
+    assert by_system["wrong"]["status"] == "mismatch"
+    assert by_system["wrong"]["check"]["relative_error"] == pytest.approx(0.01)
+    results = {"rows": rows, "reference_checks": checks}
+    assert not report.all_checks_passed(results)
+    assert "**MISMATCH**" in "\n".join(report.workload_table(rows))
+
+
+def test_nan_missing_or_misshapen_results_never_pass():
+    reference = {"w": np.ones((2, 3)), "b": np.ones(3)}
+    assert measure.relative_error({"w": np.ones((2, 3)), "b": np.ones(3)}, reference) == 0.0
+    for result in ({"w": np.full((2, 3), np.nan), "b": np.ones(3)}, {"w": np.ones((2, 3))},
+                   {"w": np.ones((3, 2)), "b": np.ones(3)}):
+        assert measure.relative_error(result, reference) == float("inf")
+
+
+def test_an_absent_peer_is_skipped_with_a_note():
+    absent = System("absent peer", numpy_system.gradient, requires="no_such_module_llgrad")
+    options = type("Options", (), dict(quick=True, seconds=0.01, rounds=1, budget=10.0))
+    rows, _ = measure.run_workload(workloads.WORKLOADS[0], [absent], options, {},
+                                   log=lambda line: None)
+    assert rows[0]["status"] == "skipped"
+    assert "not installed (pip install no_such_module_llgrad)" in rows[0]["note"]
+
+
+def test_micrograd_extended_with_tanh_exp_log_sin_agrees(tmp_path):
+    pytest.importorskip("micrograd", reason="micrograd is a bench extra")
+    results = run_cli(tmp_path, "--systems", "micrograd", "--workloads", "scalar")
+    (row,) = results["rows"]
+    assert row["status"] == "ok" and row["check"]["passed"]
+
+
+def test_cold_compiles_into_empty_caches_and_restores_the_environment(tmp_path):
+    before = os.environ.get("LLGRAD_CACHE_DIR")
+    results = run_cli(tmp_path, "--cold", "--systems", "llgrad native", "--workloads", "scalar")
+    assert "empty on-disk caches" in results["options"]["caches"]
+    assert "empty on-disk caches" in (tmp_path / "report.md").read_text()
+    assert os.environ.get("LLGRAD_CACHE_DIR") == before
+
+
+def test_bench_without_a_function_outside_a_checkout_is_explained(monkeypatch):
+    monkeypatch.setattr(cli, "benchmark_suite", lambda: None)
+    with pytest.raises(SystemExit, match="benchmark suite, benchmarks/run.py of an llgrad"):
+        cli.main(["bench"])
+
+
+@pytest.mark.slow
+def test_quick_run_with_every_installed_peer(tmp_path):
+    """Opt in with `-m slow`: torch.compile and PyTensor compile for minutes."""
+    results = run_cli(tmp_path)
+    checked = [r for r in results["rows"] if r.get("check")]
+    assert all(r["check"]["passed"] for r in checked)
+    failed = [r for r in results["rows"] if r["status"] == "failed"]
+    assert not failed, failed
