@@ -1,6 +1,7 @@
 """llgrad: numpy-style Python functions compiled, with their gradients, to native code."""
 from . import numpy, optim  # noqa: F401  (llgrad.numpy, llgrad.optim)
-from .api import grad, hessian, jit, jvp, value_and_grad, vjp
+from .api import (grad, hessian, hvp, jacfwd, jacobian, jacrev, jit, jvp, value_and_grad,
+                  vjp)
 from .check import check_grad
 from .symbolic import from_sympy
 from .train import TrainResult, train
@@ -9,6 +10,7 @@ from .ir.errors import (DTypeError, GradientError, LlgradError, ShapeError,
 
 __version__ = "0.1.0"
 
-__all__ = ["jit", "grad", "value_and_grad", "vjp", "jvp", "hessian", "check_grad", "from_sympy",
+__all__ = ["jit", "grad", "value_and_grad", "vjp", "jvp", "hessian", "hvp", "jacfwd", "jacrev",
+           "jacobian", "check_grad", "from_sympy",
            "train", "TrainResult", "numpy", "optim", "LlgradError", "ShapeError", "DTypeError",
            "GradientError", "UnsupportedError", "__version__"]

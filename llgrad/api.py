@@ -1,4 +1,5 @@
-"""The transformations users call: jit, grad, value_and_grad, vjp.
+"""The transformations users call: jit, grad, value_and_grad, vjp, jvp, hessian, hvp,
+jacfwd, jacrev.
 
 Each returns a Staged function (compiler/staging.py) that traces per signature and
 calls native code; ``.trace(*args)`` on it returns everything llgrad made.
@@ -35,59 +36,140 @@ value_and_grad = _transform("value_and_grad")
 value_and_grad.__doc__ = """Like ``grad``, but returns ``(fn(*args), gradient)`` from one native call."""
 
 
-def hessian(fn, argnums: int = 0, *, backend="native", fastmath=False):
-    """The matrix of second derivatives of scalar ``fn`` with respect to the array
-    argument ``argnums``, shaped ``x.shape + x.shape``: one native function holding one
-    reverse pass over the gradient per element of ``x`` (reverse over reverse; the
-    forward and first backward passes are shared).  Meant for small ``x``."""
-    first = Staged(fn, "grad", argnums=argnums)
+def _named(fn, prefix, inner):
+    fn.__name__ = f"{prefix}_{getattr(inner, '__name__', 'f')}"
+    return fn
 
-    def hess(*args):
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _one_hot(x):
+    """One pytree like ``x`` per element of its leaves: 1 there, 0 everywhere else,
+    in leaf order and row-major order within a leaf."""
+    leaves, tree = pytree.flatten(x)
+    return [pytree.unflatten(tree, [np.eye(1, _size(np.shape(leaf)), i).reshape(np.shape(leaf))
+                                    if k == j else np.zeros(np.shape(leaf))
+                                    for k, leaf in enumerate(leaves)])
+            for j, leaf_j in enumerate(leaves) for i in range(_size(np.shape(leaf_j)))]
+
+
+def _blocks(parts, out_shape, x, axis):
+    """One output leaf's Jacobian in the structure of ``x``: for each leaf ``xj`` of
+    ``x`` an array of shape ``out_shape + xj.shape``, stacked (along ``axis``: -1 for
+    columns of forward mode, 0 for rows of reverse mode) from ``parts[j]``, the
+    derivatives with respect to xj's elements."""
+    leaves, tree = pytree.flatten(x)
+    return pytree.unflatten(tree, [
+        np.reshape(np.stack(part, axis=axis), out_shape + np.shape(leaf)) if part
+        else np.zeros(out_shape + np.shape(leaf))
+        for part, leaf in zip(parts, leaves)])
+
+
+def _by_leaf(items, x):
+    """``items`` (one per element of x's leaves, in ``_one_hot`` order) split per leaf."""
+    out, start = [], 0
+    for leaf in pytree.flatten(x)[0]:
+        out.append(items[start:start + _size(np.shape(leaf))])
+        start += _size(np.shape(leaf))
+    return out
+
+
+def _one_argnum(argnums, what):
+    if not isinstance(argnums, int):
+        raise TypeError(f"{what} takes one argnums (an int), got {argnums!r}")
+    return argnums
+
+
+def jacfwd(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """The Jacobian of ``fn`` with respect to argument ``argnums`` by forward mode (one
+    jvp per element of the argument): each output leaf ``o`` becomes, for an array
+    argument ``x``, an array of shape ``o.shape + x.shape`` (for a pytree argument, a
+    pytree of them, as jax.jacfwd).  Cheaper than ``jacrev`` for few inputs, many
+    outputs."""
+    return Staged(_named(_forward_jacobian(fn, _one_argnum(argnums, "jacfwd")), "jacfwd", fn),
+                  "jit", backend=backend, fastmath=fastmath)
+
+
+def _forward_jacobian(fn, argnums):
+    def jac(*args):
         x = args[argnums]
-        rows = []
-        for i in range(int(np.prod(np.shape(x), dtype=np.int64))):
-            basis = np.zeros(np.shape(x))
-            basis.flat[i] = 1.0
+        value, columns = Staged(fn, "jvp", argnums=argnums).pushforward(args, _one_hot(x))
+        leaves, tree = pytree.flatten(value)
+        return pytree.unflatten(tree, [
+            _blocks(_by_leaf([pytree.flatten(c)[0][k] for c in columns], x),
+                    np.shape(leaf), x, axis=-1) for k, leaf in enumerate(leaves)])
+    return jac
 
-            def directional(*a, basis=basis):
-                return (first(*a) * basis).sum()
-            rows.append(Staged(directional, "grad", argnums=argnums)(*args))
-        return np.reshape(np.stack(rows), np.shape(x) + np.shape(x))
 
-    hess.__name__ = f"hessian_{getattr(fn, '__name__', 'f')}"
-    return Staged(hess, "jit", backend=backend, fastmath=fastmath)
+def jacrev(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """The Jacobian by reverse mode (one pullback per output element), in the same
+    layout as ``jacfwd``: cheaper for many inputs, few outputs."""
+    _one_argnum(argnums, "jacrev")
+
+    def jac(*args):
+        x = args[argnums]
+        leaves, tree = pytree.flatten(fn(*args))
+        graph, _, _, results = Staged(fn, "vjp", argnums=argnums).inline_joint(
+            args, [pytree.flatten(c)[0] for c in _one_hot(tuple(leaves))])
+        n_x = len(pytree.flatten(x)[0])
+        rows = _by_leaf([r[len(graph.outputs):][:n_x] for r in results], tuple(leaves))
+        return pytree.unflatten(tree, [
+            _blocks([[row[j] for row in rows[k]] for j in range(n_x)], np.shape(leaf), x,
+                    axis=0) for k, leaf in enumerate(leaves)])
+
+    return Staged(_named(jac, "jacrev", fn), "jit", backend=backend, fastmath=fastmath)
+
+
+def hessian(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """The second derivatives of scalar ``fn`` with respect to argument ``argnums``:
+    ``x.shape + x.shape`` for an array ``x`` (for a pytree, a pytree of pytrees, as
+    jax.hessian).  Forward over reverse: ``jacfwd`` of the gradient graph, one jvp per
+    element of ``x``, all sharing the forward and backward passes through
+    hash-consing.  Meant for small ``x``; for a Hessian-vector product use ``hvp``."""
+    gradient = Staged(fn, "grad", argnums=_one_argnum(argnums, "hessian"))
+    return Staged(_named(_forward_jacobian(gradient, argnums), "hessian", fn), "jit",
+                  backend=backend, fastmath=fastmath)
+
+
+def hvp(fn, argnums: int = 0, *, backend="native", fastmath=False):
+    """``hvp(loss)(params, v, *rest)``: the Hessian of scalar ``loss`` with respect to
+    argument ``argnums`` applied to ``v`` (in the structure of that argument, given
+    right after it), without forming the Hessian: one jvp of the gradient graph in
+    direction ``v`` (forward over reverse), one native call."""
+    gradient = Staged(fn, "grad", argnums=_one_argnum(argnums, "hvp"))
+
+    def product(*args):
+        primal = args[:argnums + 1] + args[argnums + 2:]
+        _, (hv,) = Staged(gradient, "jvp", argnums=argnums).pushforward(
+            primal, [args[argnums + 1]])
+        return hv
+
+    return Staged(_named(product, "hvp", fn), "jit", backend=backend, fastmath=fastmath)
+
+
+jacobian = jacrev
+
+
+@functools.lru_cache(maxsize=64)
+def _pushforward(fn, n: int, backend: str):
+    """The compiled ``(primals, tangents) -> (value, tangent)`` of ``fn``, kept so that
+    repeated ``jvp`` calls reuse its per-signature cache."""
+    def pushforward(*args):
+        value, (tangent,) = Staged(fn, "jvp", argnums=tuple(range(n))).pushforward(
+            args[:n], [args[n:]])
+        return value, tangent
+    return Staged(_named(pushforward, "jvp", fn), "jit", backend=backend)
 
 
 def jvp(fn, primals, tangents, *, backend="native"):
-    """``(fn(*primals), J·tangents)``, as jax.jvp, in one native call.
-
-    Forward mode from reverse mode (the "double vjp"): the pullback ``u ↦ Jᵀu`` is
-    linear in ``u``, so the gradient of ``u ↦ <Jᵀu, t>`` is ``J t`` for any ``u``.
-    Both reverse passes are ordinary IR, so the simplifier and CSE see through them."""
+    """``(fn(*primals), J·tangents)``, as jax.jvp, in one native call compiled once per
+    signature: forward mode, a Graph → Graph rewrite (compiler/forward.py)."""
     primals, tangents = tuple(primals), tuple(tangents)
     pytree.check_same(pytree.flatten(primals)[1], pytree.flatten(tangents)[1],
                       f"the tangents given to jvp of {getattr(fn, '__name__', 'f')}()")
-    n = len(primals)
-    wrt = tuple(range(n))
-
-    def pushforward(*args):
-        xs, ts = args[:n], args[n:]
-        out_leaves, out_tree = pytree.flatten(fn(*xs))
-
-        def pulled_back_onto_tangents(*us):
-            def weighted(*xs_):
-                return sum(np.sum(o * u) for o, u in zip(pytree.flatten(fn(*xs_))[0], us))
-            cotangent = Staged(weighted, "grad", argnums=wrt)(*xs)
-            return sum(np.sum(g * t) for g, t in zip(pytree.flatten(cotangent)[0],
-                                                      pytree.flatten(ts)[0]))
-
-        zeros = [np.zeros_like(o) for o in out_leaves]
-        tangent_out = Staged(pulled_back_onto_tangents, "grad",
-                             argnums=tuple(range(len(zeros))))(*zeros)
-        return pytree.unflatten(out_tree, out_leaves), pytree.unflatten(out_tree, list(tangent_out))
-
-    pushforward.__name__ = f"jvp_{getattr(fn, '__name__', 'f')}"
-    return Staged(pushforward, "jit", backend=backend)(*primals, *tangents)
+    return _pushforward(fn, len(primals), backend)(*primals, *tangents)
 
 
 def vjp(fn, *primals, backend="native"):

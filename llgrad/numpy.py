@@ -5,7 +5,8 @@ numpy lacks (relu, sigmoid, softmax, log_softmax, logsumexp), all with numerical
 stable forms.  Outside a trace they compute with numpy.
 """
 from .compiler.numpy_ops import (  # noqa: F401
-    abs, absolute, add, amax, amin, argmax, argmin, astype, cosh, einsum, exp2, hypot, log2,
+    abs, absolute, add, arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, amax,
+    amin, argmax, argmin, astype, cosh, einsum, exp2, hypot, log2,
     log10, norm, sinh, tan, bitwise_and, bitwise_or, bitwise_xor, broadcast_to,
     clip, invert, logical_and, logical_not, logical_or, logical_xor, concatenate, cos, divide, dot,
     equal, exp, expand_dims, expm1, full_like, greater, greater_equal, less, less_equal, log,

@@ -20,14 +20,15 @@ def pytest_configure(config):
     os.environ.setdefault("LLGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="llgrad-test-cache-"))
 
 
-OPT_IN = {"fuzz": "long property-based runs", "large": "arrays of 10**8 elements and more",
-          "slow": "the benchmark suite with every installed peer"}
+OPT_IN = ("fuzz", "large", "slow")  # what each means: the markers in pyproject.toml
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked fuzz, large or slow run only when asked for: ``pytest -m fuzz``."""
+    """Tests marked fuzz, large or slow run only when asked for (``pytest -m fuzz``);
+    otherwise they are deselected, so the default run lists only what it ran."""
     chosen = config.getoption("-m") or ""
-    for item in items:
-        for mark, what in OPT_IN.items():
-            if mark in item.keywords and mark not in chosen:
-                item.add_marker(pytest.mark.skip(reason=f"opt-in ({what}): pytest -m {mark}"))
+    opted_out = [item for item in items
+                 if any(mark in item.keywords and mark not in chosen for mark in OPT_IN)]
+    if opted_out:
+        config.hook.pytest_deselected(items=opted_out)
+        items[:] = [item for item in items if item not in opted_out]

@@ -34,7 +34,7 @@ class Case:
     attrs: dict = field(default_factory=dict)
     numpy: Callable = None      # direct numpy oracle over the arguments
     exact: bool = True          # bit-exact (else a few ulp)
-    domain: str = "any"         # "positive", "log1p", "special" (floats with nan/inf)
+    domain: str = "any"         # "positive", "log1p", "unit", "above1", "special" (nan/inf)
     args: tuple = None          # explicit arguments instead of random ones
     terms: int = 1              # terms summed per result (scales the tolerance)
 
@@ -58,6 +58,10 @@ def _random(shape, dtype, domain):
         x = np.abs(x) + 0.05
     elif domain == "log1p":
         x = np.abs(x) - 0.9
+    elif domain == "unit":   # inside (-1, 1), away from the ends where d/dx blows up
+        x = np.tanh(x) * 0.9
+    elif domain == "above1":
+        x = np.abs(x) + 1.1
     return x.astype(np_dtype)
 
 
@@ -73,12 +77,15 @@ def _arguments(case):
 SHAPES = [(), (1,), (7,), (3, 4), (0, 3), (2, 1, 5), (37,)]
 UNARY_FLOAT = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1,
                "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "sqrt": np.sqrt,
-               "logistic": lambda x: (1 / (1 + np.exp(-x))).astype(x.dtype)}
-DOMAIN = {"log": "positive", "sqrt": "positive", "log1p": "log1p"}
+               "logistic": lambda x: (1 / (1 + np.exp(-x))).astype(x.dtype),
+               "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "asinh": np.arcsinh,
+               "acosh": np.arccosh, "atanh": np.arctanh}
+DOMAIN = {"log": "positive", "sqrt": "positive", "log1p": "log1p", "asin": "unit",
+          "acos": "unit", "atanh": "unit", "acosh": "above1"}
 UNARY_NUM = {"neg": np.negative, "abs": np.abs, "sign": np.sign}
 BINARY_NUM = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
               "min": np.minimum}
-BINARY_FLOAT = {"div": np.divide, "pow": np.power}
+BINARY_FLOAT = {"div": np.divide, "pow": np.power, "atan2": np.arctan2}
 COMPARE = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
            "eq": np.equal, "ne": np.not_equal}
 

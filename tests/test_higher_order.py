@@ -66,8 +66,14 @@ def test_mlp_hessian_vector_product_matches_finite_differences(backend):
         g = grad(p, xs, ys)
         return sum((g[k] * direction[k]).sum() for k in g)
 
-    hvp = llgrad.grad(directional, backend=backend)(params)
-    eps = 1e-5
+    assert_is_mlp_hvp(llgrad.grad(directional, backend=backend)(params), params, xs, ys,
+                      direction)
+
+
+def assert_is_mlp_hvp(hvp, params, xs, ys, direction, eps=1e-5):
+    """``hvp`` is the MLP loss's Hessian times ``direction``: central differences of
+    the gradient along it."""
+    grad = llgrad.grad(mlp_loss)
     plus = grad({k: v + eps * direction[k] for k, v in params.items()}, xs, ys)
     minus = grad({k: v - eps * direction[k] for k, v in params.items()}, xs, ys)
     for k in params:

@@ -184,3 +184,69 @@ def test_from_sympy_rejects_unsupported_functions_by_name():
 def test_from_sympy_rejects_symbols_that_are_not_arguments():
     with pytest.raises(llgrad.UnsupportedError, match="symbol y"):
         from_sympy(x + y, [x])
+
+
+MORE_FUNCTIONS = {  # sympy functions with no primitive of their own, and Heaviside
+    "sec_csc_cot": sp.sec(x) + sp.csc(y) * sp.cot(x + 3),
+    "hyperbolic": sp.sinh(x) * sp.cosh(y) + sp.coth(y) - sp.sech(x) * sp.csch(y),
+    "small_sinh": sp.sinh(x * 1e-9) * 1e9,   # no cancellation near 0
+    "acot_atan2": sp.acot(x) + sp.atan2(y, x) + sp.asin(x / 3) * sp.acos(y / 3),
+    "inverse_hyperbolic": sp.asinh(x) + sp.acosh(y ** 2 + 1) + sp.atanh(x / 3),
+    "heaviside": sp.Heaviside(x - y) * x + sp.Heaviside(x, 1) + sp.Rational(-7, 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_FUNCTIONS))
+def test_more_sympy_functions_equal_lambdify(name):
+    expr = MORE_FUNCTIONS[name]
+    a, b = _inputs("positive", np.float64, seed=3)
+    a[0, :2], b[0, :2] = (0.7, 0.0), (0.7, 0.3)   # Heaviside at 0: its second argument
+    f = from_sympy(expr, [x, y])
+    with np.errstate(divide="ignore"):  # x = 0 in sympy's own derivative formulas
+        np.testing.assert_allclose(f(a, b), _lambdified(expr)(a, b) + 0 * a, rtol=1e-13,
+                                   atol=1e-13)
+        if name != "heaviside":
+            want = np.stack([_lambdified(sp.diff(expr, s))(a, b) + 0 * a for s in (x, y)], -1)
+            np.testing.assert_allclose(f.grad(a, b), want, rtol=1e-12, atol=1e-12)
+
+
+def test_grad_and_hessian_methods_at_one_point_equal_sympy():
+    expr = sp.sin(x * y) + sp.exp(x) / (1 + y ** 2)
+    f = from_sympy(expr, [x, y])
+    point = {x: 0.3, y: 0.7}
+    grad = np.array([float(sp.diff(expr, s).subs(point)) for s in (x, y)])
+    hess = np.array(sp.hessian(expr, (x, y)).subs(point), dtype=float)
+    assert f.grad(0.3, 0.7).shape == (2,) and f.hessian(0.3, 0.7).shape == (2, 2)
+    np.testing.assert_allclose(f.grad(0.3, 0.7), grad, rtol=1e-14)
+    np.testing.assert_allclose(f.hessian(0.3, 0.7), hess, rtol=1e-13)
+    # one argument an array, the other a scalar: broadcast, one row per point
+    xs = np.array([0.3, -0.2, 1.1])
+    assert f.hessian(xs, 0.7).shape == (3, 2, 2)
+    np.testing.assert_allclose(f.hessian(xs, 0.7)[0], hess, rtol=1e-13)
+
+
+def test_matrix_outputs_and_their_jacobian_equal_sympy():
+    column = sp.Matrix([x * y, sp.sin(x), sp.Rational(1, 2)])
+    square = sp.Matrix([[x * y, sp.exp(y)], [sp.atan(x), x + y]])
+    a, b = _inputs("real", np.float64, shape=(4,), seed=5)
+    for matrix in (column, square):
+        f = from_sympy(matrix, [x, y])
+        got = f(a, b)
+        assert got.shape == (4,) + matrix.shape
+        for k in range(4):
+            point = {x: a[k], y: b[k]}
+            np.testing.assert_allclose(got[k], np.array(matrix.subs(point), dtype=float),
+                                       rtol=1e-14)
+    jac = from_sympy(column, [x, y]).jacobian(a, b)
+    assert jac.shape == (4, 3, 2)                 # a vector's Jacobian, as sympy's
+    for k in range(4):
+        want = np.array(column.jacobian([x, y]).subs({x: a[k], y: b[k]}), dtype=float)
+        np.testing.assert_allclose(jac[k], want, rtol=1e-14)
+    assert from_sympy(square, [x, y]).jacobian(0.3, 0.5).shape == (2, 2, 2)
+    with pytest.raises(TypeError, match="Matrix.*jacobian"):
+        from_sympy(column, [x, y]).grad(0.3, 0.5)
+
+
+def test_from_sympy_names_an_unsupported_function_inside_a_matrix():
+    with pytest.raises(llgrad.UnsupportedError, match="erf"):
+        from_sympy(sp.Matrix([x, sp.erf(y)]), [x, y])

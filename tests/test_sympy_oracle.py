@@ -31,6 +31,13 @@ UNARY = {
                sp.sin(sp.exp(sp.tanh(x)) * x) / (1 + x ** 2)),
     "log_sqrt_pow": (lambda a: np.log(np.sqrt(a) + a ** 1.5), sp.log(sp.sqrt(x) + x ** 1.5)),
     "reuse": (lambda a: np.sin(a) * np.sin(a) + np.sin(a), sp.sin(x) ** 2 + sp.sin(x)),
+    # inverse functions, their arguments scaled into their domains for every point
+    "arcsin": (lambda a: np.arcsin(a / 2), sp.asin(x / 2)),
+    "arccos": (lambda a: np.arccos(a / 2), sp.acos(x / 2)),
+    "arctan": (np.arctan, sp.atan(x)),
+    "arcsinh": (np.arcsinh, sp.asinh(x)),
+    "arccosh": (lambda a: np.arccosh(a + 1), sp.acosh(x + 1)),
+    "arctanh": (lambda a: np.arctanh(a / 2), sp.atanh(x / 2)),
 }
 POINTS = [0.3, 0.9, 1.7]
 
@@ -54,6 +61,7 @@ BINARY = {
     "min": (np.minimum, sp.Min(x, y)),
     "mixed": (lambda a, b: np.tanh(a * b) * np.exp(b - a) + np.log(a + b * b),
               sp.tanh(x * y) * sp.exp(y - x) + sp.log(x + y ** 2)),
+    "arctan2": (np.arctan2, sp.atan2(x, y)),
 }
 
 

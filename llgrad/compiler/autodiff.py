@@ -37,6 +37,17 @@ def vjp_rule(prim):
     return elementwise_vjp if prim.elementwise else prim.vjp
 
 
+def float_inputs(graph: Graph, wrt_indices, what: str) -> list:
+    """The inputs a derivative is taken with respect to; each must be float."""
+    wrt = [graph.inputs[i] for i in wrt_indices]
+    for p in wrt:
+        if not p.type.is_float:
+            raise GradientError(
+                f"cannot differentiate {graph.name}() with respect to {p.attrs['name']}: "
+                f"it is {p.type}, and {what} need a float input")
+    return wrt
+
+
 def _depends_on(graph: Graph, wrt) -> set:
     """ids of the nodes whose value depends on one of ``wrt``."""
     live = {id(p) for p in wrt}
@@ -53,12 +64,7 @@ def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
     1.0 (``grad``).  With ``cotangents=True`` one cotangent parameter per output is
     appended to the inputs (``vjp``).
     """
-    wrt = [graph.inputs[i] for i in wrt_indices]
-    for p in wrt:
-        if not p.type.is_float:
-            raise GradientError(
-                f"cannot differentiate {graph.name}() with respect to {p.attrs['name']}: "
-                f"it is {p.type}, and gradients need a float input")
+    wrt = float_inputs(graph, wrt_indices, "gradients")
     b = Builder(seed=graph)
     inputs = list(graph.inputs)
     if cotangents:

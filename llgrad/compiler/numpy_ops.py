@@ -181,6 +181,12 @@ sin = op("sin")(_unary_float("sin"))
 cos = op("cos")(_unary_float("cos"))
 tanh = op("tanh")(_unary_float("tanh"))
 sqrt = op("sqrt")(_unary_float("sqrt"))
+arcsin = op("arcsin")(_unary_float("asin"))
+arccos = op("arccos")(_unary_float("acos"))
+arctan = op("arctan")(_unary_float("atan"))
+arcsinh = op("arcsinh")(_unary_float("asinh"))
+arccosh = op("arccosh")(_unary_float("acosh"))
+arctanh = op("arctanh")(_unary_float("atanh"))
 negative = op("negative")(_unary_numeric("neg"))
 absolute = abs = op("absolute")(_unary_numeric("abs"))
 sign = op("sign")(_unary_numeric("sign"))
@@ -190,6 +196,7 @@ multiply = op("multiply")(_binary("mul"))
 divide = true_divide = op("divide")(_binary("div", float_only=True))
 maximum = op("maximum")(_binary("max"))
 minimum = op("minimum")(_binary("min"))
+arctan2 = op("arctan2")(_binary("atan2", float_only=True))
 less = op("less")(_compare("lt"))
 less_equal = op("less_equal")(_compare("le"))
 greater = op("greater")(_compare("gt"))
@@ -950,6 +957,8 @@ UFUNCS = {
     np.logical_not: logical_not, np.bitwise_and: bitwise_and, np.bitwise_or: bitwise_or,
     np.bitwise_xor: bitwise_xor, np.invert: invert, np.log2: log2, np.log10: log10,
     np.exp2: exp2, np.sinh: sinh, np.cosh: cosh, np.tan: tan, np.hypot: hypot,
+    np.arcsin: arcsin, np.arccos: arccos, np.arctan: arctan, np.arcsinh: arcsinh,
+    np.arccosh: arccosh, np.arctanh: arctanh, np.arctan2: arctan2,
 }
 
 FUNCTIONS = {

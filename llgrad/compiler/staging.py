@@ -15,13 +15,14 @@ import time
 
 import numpy as np
 
-from ..ir.errors import DTypeError, GradientError, LlgradError, UnsupportedError
+from ..ir.errors import DTypeError, GradientError, LlgradError, ShapeError, UnsupportedError
 from ..ir.graph import Graph
 from ..ir.interpret import interpret
 from ..ir.verify import verify
 from . import numpy_ops  # noqa: F401  (installs the Python operators on Tracer)
 from . import fastcall, pytree, recompiles
 from .autodiff import vjp
+from .forward import jvp
 from .inspection import Pass, Trace
 from .passes.cse import cse
 from .passes.dce import dce
@@ -96,7 +97,7 @@ def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
 
 class Staged:
     """A user function under a transformation: ``kind`` is "jit", "grad",
-    "value_and_grad" or "vjp"."""
+    "value_and_grad", "vjp" or "jvp" (forward mode, reached through ``pushforward``)."""
 
     def __init__(self, fn, kind: str, argnums=0, static_argnums=(), backend: str = "native",
                  fastmath: bool = False):
@@ -190,7 +191,8 @@ class Staged:
             return graph, None, out_tree, []
         argnums = self._argnums(len(args))
         wrt = [k for a in argnums for k in range(offsets[a][0], offsets[a][0] + offsets[a][1])]
-        joint = vjp(graph, wrt, cotangents=self.kind == "vjp")
+        joint = (jvp(graph, wrt) if self.kind == "jvp"
+                 else vjp(graph, wrt, cotangents=self.kind == "vjp"))
         times["autodiff_s"] = time.perf_counter() - t1
         return graph, joint, out_tree, [(treedefs[a], *offsets[a]) for a in argnums]
 
@@ -219,6 +221,52 @@ class Staged:
         entry = Trace(graph, joint, [], None, out_tree, {})
         entry.layout, entry.n_values = layout, len(graph.outputs)
         return self.package(leaves, [Tracer(n) for n in nodes], entry)
+
+    def inline_joint(self, args, extra_sets):
+        """Inside an enclosing trace: stage ``fn`` once (its joint graph for this
+        kind) and inline it once per entry of ``extra_sets``, each a flat list of values
+        for the joint graph's extra parameters (jvp: tangents of the differentiated
+        leaves; vjp: cotangents of the outputs).  Forward nodes are shared between the
+        copies by hash-consing, and the enclosing transformation sees ordinary IR it can
+        differentiate again (forward over reverse: ``hessian``).  Returns (forward
+        graph, output treedef, gradient layout, flat output Tracers per set)."""
+        graph, joint, out_tree, layout = self._stage(args, {}, {})
+        _, leaves = self._key(args, {})
+        b = current().builder
+        primal = [lift(leaf) for leaf in leaves]
+        params = joint.inputs[len(graph.inputs):]
+        results = []
+        for extra in extra_sets:
+            nodes = []
+            for value, p in zip(extra, params, strict=True):
+                node = lift(value)
+                if node.shape != p.shape:
+                    raise ShapeError(f"{self.kind} of {self.name}(): {p.attrs['name']} "
+                                     f"has shape {p.shape}, got an array of shape {node.shape}")
+                nodes.append(node if node.dtype == p.dtype else b.convert(node, dtype=p.dtype))
+            results.append([Tracer(n) for n in inline(b, joint, primal + nodes)])
+        return graph, out_tree, layout, results
+
+    def pushforward(self, args, tangent_sets):
+        """Forward mode inside a trace (kind "jvp"): ``(fn(*args), [J·t for t in
+        tangent_sets])``, outputs in the structure of fn's result; each t has one entry
+        per argnum (a bare entry for an int argnums), in that argument's structure."""
+        argnums = self._argnums(len(args))
+        flat_sets = []
+        for tangents in tangent_sets:
+            tangents = (tangents,) if isinstance(self.argnums, int) else tuple(tangents)
+            flat = []
+            for a, t in zip(argnums, tangents, strict=True):
+                t_leaves, t_tree = pytree.flatten(t)
+                if t_tree != pytree.flatten(args[a])[1]:
+                    raise ShapeError(f"jvp of {self.name}(): the tangent of argument "
+                                     f"{self._arg_name(a)} does not have its structure")
+                flat += t_leaves
+            flat_sets.append(flat)
+        graph, out_tree, _, results = self.inline_joint(args, flat_sets)
+        n = len(graph.outputs)
+        value = pytree.unflatten(out_tree, results[0][:n]) if results else self.fn(*args)
+        return value, [pytree.unflatten(out_tree, r[n:]) for r in results]
 
     def trace(self, *args, **kwargs) -> Trace:
         """Trace and compile for these arguments (cached) and return the inspection object."""

@@ -47,7 +47,9 @@ def _namespace():
     x, y = sp.symbols("x y", real=True)
     names = {"x": x, "y": y, "logistic": logistic, "log1p": log1p, "expm1": expm1,
              "exp": sp.exp, "log": sp.log, "sin": sp.sin, "cos": sp.cos, "tanh": sp.tanh,
-             "sqrt": sp.sqrt, "Abs": sp.Abs, "sign": sp.sign, "Max": sp.Max, "Min": sp.Min}
+             "sqrt": sp.sqrt, "Abs": sp.Abs, "sign": sp.sign, "Max": sp.Max, "Min": sp.Min,
+             "asin": sp.asin, "acos": sp.acos, "atan": sp.atan, "asinh": sp.asinh,
+             "acosh": sp.acosh, "atanh": sp.atanh, "atan2": sp.atan2}
     return sp, names
 
 
@@ -76,12 +78,25 @@ def _tables():
     functions = {}
     for name, prim in PRIMITIVES.items():
         if prim.elementwise:
-            expr, _ = formula(name)
-            if expr.is_Function and expr.args == (x,):
+            expr, symbols = formula(name)
+            if expr.is_Function and expr.args == tuple(symbols) and expr.func not in (
+                    sp.Max, sp.Min):  # n-ary in sympy: chained in to_ir
                 functions[expr.func] = name
     relations = {sp.StrictLessThan: "lt", sp.LessThan: "le", sp.StrictGreaterThan: "gt",
                  sp.GreaterThan: "ge", sp.Equality: "eq", sp.Unequality: "ne"}
-    composites = {sp.tan: lambda a: sp.sin(a) / sp.cos(a)}
+    expm1 = names["expm1"]
+    sinh = lambda a: (expm1(a) - expm1(-a)) / 2  # noqa: E731  (no cancellation near 0)
+    cosh = lambda a: (sp.exp(a) + sp.exp(-a)) / 2  # noqa: E731
+    composites = {sp.tan: lambda a: sp.sin(a) / sp.cos(a),
+                  sp.cot: lambda a: sp.cos(a) / sp.sin(a),
+                  sp.sec: lambda a: 1 / sp.cos(a), sp.csc: lambda a: 1 / sp.sin(a),
+                  sp.sinh: sinh, sp.cosh: cosh,
+                  sp.coth: lambda a: cosh(a) / sinh(a),
+                  sp.sech: lambda a: 1 / cosh(a), sp.csch: lambda a: 1 / sinh(a),
+                  # sympy's acot takes values in (-pi/2, pi/2]; atan(1/a) would lose
+                  # its derivative at 0
+                  sp.acot: lambda a: sp.Piecewise((sp.pi / 2 - sp.atan(a), a >= 0),
+                                                  (-sp.pi / 2 - sp.atan(a), True))}
     return functions, relations, composites
 
 
@@ -282,11 +297,13 @@ def to_ir(b, expr, env: dict, type_):
                 return b.div(const(1), build(base ** -exp))
             return b.pow(build(base), build(exp))
         if isinstance(e, sp.Heaviside):
-            # d max(x, y)/dx: 1 where x > y, 0 where x < y, ties share equally (as JAX)
+            # d max(x, y)/dx: 1 where x > y, 0 where x < y, ties share equally (as JAX);
+            # a user's Heaviside(z, h0) says what it is at 0
             z = build(e.args[0])
             zero = const(0)
+            at_zero = const(e.args[1]) if len(e.args) > 1 else const(0.5)
             return b.select(b.gt(z, zero), const(1),
-                            b.select(b.eq(z, zero), const(0.5), zero))
+                            b.select(b.eq(z, zero), at_zero, zero))
         if isinstance(e, (sp.Max, sp.Min)):
             return chain(b.max if isinstance(e, sp.Max) else b.min, [build(a) for a in e.args])
         if isinstance(e, sp.Piecewise):
@@ -303,7 +320,7 @@ def to_ir(b, expr, env: dict, type_):
         if isinstance(e, sp.Not):
             return b.eq(build(e.args[0]), b.full(False, bool_type))
         if e.func in functions:
-            return b.emit(functions[e.func], build(e.args[0]))
+            return b.emit(functions[e.func], *[build(a) for a in e.args])
         if e.func in composites:
             return build(composites[e.func](*e.args))
         if e.is_Symbol:

@@ -29,6 +29,8 @@ class Primitive:
     lowering: str               # key of the codegen table
     formula: Optional[str] = None   # sympy expression in x (and y) for elementwise ops
     vjp: Optional[Callable] = None  # hand-written reverse rule for structural ops
+    jvp: Optional[Callable] = None  # hand-written forward rule for structural ops
+    linear: bool = False        # forward rule: the same op applied to the tangents
     differentiable: bool = True
     pure: bool = True           # False: never merged by hash-consing (parameters)
 
@@ -112,6 +114,13 @@ _ELEMENTWISE = {
     "pow": ("x ** y", np.power, False),
     "max": ("Max(x, y)", np.maximum, True),
     "min": ("Min(x, y)", np.minimum, True),
+    "asin": ("asin(x)", np.arcsin, False),
+    "acos": ("acos(x)", np.arccos, False),
+    "atan": ("atan(x)", np.arctan, False),
+    "asinh": ("asinh(x)", np.arcsinh, False),
+    "acosh": ("acosh(x)", np.arccosh, False),
+    "atanh": ("atanh(x)", np.arctanh, False),
+    "atan2": ("atan2(x, y)", np.arctan2, False),
 }
 for _name, (_formula, _fn, _ints) in _ELEMENTWISE.items():
     register(_name, (numeric_elementwise if _ints else float_elementwise)(_name),
@@ -136,7 +145,7 @@ def _select_vjp(b, node, g):
     return None, b.select(cond, g, zeros), b.select(cond, zeros, g)
 
 
-register("select", _select_type, np.where, vjp=_select_vjp)
+register("select", _select_type, np.where, vjp=_select_vjp, linear=True)
 
 
 def _convert_vjp(b, node, g):
@@ -157,7 +166,7 @@ def _convert_eval(x, dtype):
 
 
 register("convert", lambda types, dtype: types[0].with_dtype(dtype), _convert_eval,
-         vjp=_convert_vjp)
+         vjp=_convert_vjp, linear=True)
 
 
 # ----------------------------------------------------------------------------------
@@ -193,10 +202,20 @@ def _reduce_max_vjp(b, node, g):
     return (b.mul(spread(b.div(g, count)), mask),)
 
 
+def _reduce_max_jvp(b, node, tangents):
+    """The mean of the tangents at the maxima (the transpose of the vjp's tie rule)."""
+    x, axes = node.inputs[0], node.attrs["axes"]
+    mask = b.convert(b.eq(x, b.broadcast_to(b.reshape(node, shape=_kept_shape(x.shape, axes)),
+                                            x.shape)), dtype=x.dtype)
+    return b.div(b.reduce_sum(b.mul(tangents[0], mask), axes=axes),
+                 b.reduce_sum(mask, axes=axes))
+
+
 register("reduce_sum", _reduce_type("reduce_sum"),
-         lambda x, axes: np.sum(x, axis=axes, dtype=x.dtype), vjp=_reduce_sum_vjp)
+         lambda x, axes: np.sum(x, axis=axes, dtype=x.dtype), vjp=_reduce_sum_vjp,
+         linear=True)
 register("reduce_max", _reduce_type("reduce_max"),
-         lambda x, axes: np.max(x, axis=axes), vjp=_reduce_max_vjp)
+         lambda x, axes: np.max(x, axis=axes), vjp=_reduce_max_vjp, jvp=_reduce_max_jvp)
 
 
 # ----------------------------------------------------------------------------------
@@ -327,18 +346,18 @@ def _iota_eval(shape, dtype, axis):
 
 
 register("broadcast_in_dim", _broadcast_in_dim_type, _broadcast_in_dim_eval,
-         vjp=_broadcast_in_dim_vjp)
+         vjp=_broadcast_in_dim_vjp, linear=True)
 register("reshape", _reshape_type, lambda x, shape: x.reshape(shape),
-         vjp=lambda b, node, g: (b.reshape(g, shape=node.inputs[0].shape),))
+         vjp=lambda b, node, g: (b.reshape(g, shape=node.inputs[0].shape),), linear=True)
 register("transpose", _transpose_type, lambda x, perm: np.transpose(x, perm).copy(),
-         vjp=_transpose_vjp)
+         vjp=_transpose_vjp, linear=True)
 register("slice", _slice_type,
          lambda x, starts, limits, strides: x[tuple(
              slice(s, l, st) for s, l, st in zip(starts, limits, strides))].copy(),
-         vjp=_slice_vjp)
-register("pad", _pad_type, _pad_eval, vjp=_pad_vjp)
+         vjp=_slice_vjp, linear=True)
+register("pad", _pad_type, _pad_eval, vjp=_pad_vjp, linear=True)
 register("concatenate", lambda types, axis: _concatenate_type(types, axis),
-         lambda *xs, axis: np.concatenate(xs, axis=axis), vjp=_concatenate_vjp)
+         lambda *xs, axis: np.concatenate(xs, axis=axis), vjp=_concatenate_vjp, linear=True)
 register("iota", lambda types, shape, dtype, axis: TensorType(shape, dtype), _iota_eval,
          differentiable=False)
 
@@ -380,11 +399,12 @@ def _dynamic_update_slice_eval(x, update, start):
 register("dynamic_slice", _dynamic_slice_type,
          lambda x, start, size: x[_clamped_start(start, size, x.shape[0]):][:size].copy(),
          vjp=lambda b, node, g: (b.dynamic_update_slice(
-             b.full(0.0, node.inputs[0].type), g, node.inputs[1]), None))
+             b.full(0.0, node.inputs[0].type), g, node.inputs[1]), None), linear=True)
 register("dynamic_update_slice", _dynamic_update_slice_type, _dynamic_update_slice_eval,
          vjp=lambda b, node, g: (
              b.dynamic_update_slice(g, b.full(0.0, node.inputs[1].type), node.inputs[2]),
-             b.dynamic_slice(g, node.inputs[2], size=node.inputs[1].shape[0]), None))
+             b.dynamic_slice(g, node.inputs[2], size=node.inputs[1].shape[0]), None),
+         linear=True)
 
 
 def _take_type(types):
@@ -417,9 +437,9 @@ def _scatter_add_eval(x, idx, updates):
 register("take", _take_type,
          lambda x, idx: x[np.clip(idx, 0, x.shape[0] - 1)],  # clamped like dynamic_slice
          vjp=lambda b, node, g: (b.scatter_add(b.full(0.0, node.inputs[0].type),
-                                               node.inputs[1], g), None))
+                                               node.inputs[1], g), None), linear=True)
 register("scatter_add", _scatter_add_type, _scatter_add_eval,
-         vjp=lambda b, node, g: (g, None, b.take(g, node.inputs[1])))
+         vjp=lambda b, node, g: (g, None, b.take(g, node.inputs[1])), linear=True)
 
 
 # ----------------------------------------------------------------------------------
@@ -491,8 +511,16 @@ def _dot_general_vjp(b, node, g):
             into_layout(d_rhs, rhs.type.ndim, rb, rc_by_lc, rf))
 
 
+def _dot_general_jvp(b, node, tangents):
+    """Bilinear: d(x·y) = dx·y + x·dy."""
+    (lhs, rhs), (t_lhs, t_rhs), dims = node.inputs, tangents, node.attrs["dims"]
+    terms = ([b.dot_general(t_lhs, rhs, dims=dims)] if t_lhs is not None else []) + (
+        [b.dot_general(lhs, t_rhs, dims=dims)] if t_rhs is not None else [])
+    return terms[0] if len(terms) == 1 else b.add(*terms)
+
+
 register("dot_general", lambda types, dims: _dot_general_type(types, dims), _dot_general_eval,
-         vjp=_dot_general_vjp)
+         vjp=_dot_general_vjp, jvp=_dot_general_jvp)
 
 
 # ----------------------------------------------------------------------------------
@@ -536,9 +564,11 @@ def _loop_type(types, body, trip_count, n_carried):
         t.with_shape((trip_count,) + t.shape) for t in body_out[n_carried:])
 
 
-def _loop_vjp(b, node, g):
+def _loop_not_differentiable(b, node, g):
+    """Both derivative rules of loop: refuse loudly rather than give a silent zero."""
     from .errors import GradientError
-    raise GradientError("loop is not differentiable (differentiate the body instead)")
+    raise GradientError(f"{node.op} (a native loop) is not differentiable, in reverse or "
+                        f"forward mode (differentiate the body instead)")
 
 
 def _structured_eval(**attrs):
@@ -546,6 +576,6 @@ def _structured_eval(**attrs):
 
 
 register("loop", lambda types, **attrs: _loop_type(types, **attrs), _structured_eval,
-         vjp=_loop_vjp)
+         vjp=_loop_not_differentiable, jvp=_loop_not_differentiable)
 register("tuple_get", lambda types, index: types[0][index],
-         lambda x, index: x[index], vjp=_loop_vjp)
+         lambda x, index: x[index], vjp=_loop_not_differentiable, jvp=_loop_not_differentiable)

@@ -21,12 +21,14 @@ _SUFFIX = {"float64": "f64", "float32": "f32"}
 #: functions with an LLVM intrinsic ``llvm.<name>.<type>``
 INTRINSICS = frozenset({"exp", "log", "sin", "cos", "sqrt", "tanh", "pow", "fabs"})
 #: functions only libm has (float32 variants carry an ``f`` suffix)
-LIBM = frozenset({"log1p", "expm1"})
+LIBM = frozenset({"log1p", "expm1", "asin", "acos", "atan", "asinh", "acosh", "atanh",
+                  "atan2"})
 
 
 #: functions glibc's libmvec provides, with their parameter count
 LIBMVEC = {"exp": 1, "log": 1, "sin": 1, "cos": 1, "tanh": 1, "expm1": 1, "log1p": 1,
-           "pow": 2}
+           "pow": 2, "asin": 1, "acos": 1, "atan": 1, "asinh": 1, "acosh": 1, "atanh": 1,
+           "atan2": 2}
 #: vector ISA letter of the x86 vector ABI -> register bits
 ISA_BITS = {"b": 128, "d": 256, "e": 512}
 
