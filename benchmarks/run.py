@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smallest configuration of every workload: seconds, for tests")
     parser.add_argument("--out", default="bench-results", help="directory of the report")
     parser.add_argument("--threads", type=int, default=1,
-                        help="threads for numpy's BLAS, torch and XLA (default 1)")
+                        help="threads for numpy's BLAS, llgrad's split kernels, torch and XLA "
+                             "(default 1)")
     parser.add_argument("--systems", default="",
                         help="comma-separated parts of system names to run (default all)")
     parser.add_argument("--workloads", default="",
@@ -46,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sizes are skipped (default 40, quick 20)")
 
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "LLGRAD_THREADS", "XLA_FLAGS")
 
 
 @contextlib.contextmanager
@@ -54,7 +56,7 @@ def pinned_threads(n: int):
     """Every runtime at ``n`` threads, set before any peer is imported; yields how it was
     done, and restores the environment and numpy's BLAS pool afterwards."""
     saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
-    for var in THREAD_VARIABLES[:3]:
+    for var in THREAD_VARIABLES[:-1]:
         os.environ[var] = str(n)
     os.environ["XLA_FLAGS"] = ((saved["XLA_FLAGS"] or "") +
                                f" --xla_cpu_multi_thread_eigen={str(n > 1).lower()}"
