@@ -12,15 +12,15 @@ from __future__ import annotations
 from ..ir.errors import GradientError
 from ..ir.graph import AdjointTable, Builder, Graph
 from ..ir.primitives import PRIMITIVES
-from . import sympy_frontend
+from . import derivative_table, sympy_frontend
 
 
 def elementwise_vjp(b, node, g):
     """Adjoints of an elementwise node: g times the partials of its sympy formula
-    (recorded once per primitive, see sympy_frontend.derivative_recipes)."""
+    (recorded once per primitive, see derivative_table.recipes)."""
     operands = dict(zip(("x", "y"), node.inputs))
     out = []
-    for recipe in sympy_frontend.derivative_recipes(node.op):
+    for recipe in derivative_table.recipes(node.op):
         constant = None if recipe is None else sympy_frontend.constant_recipe_value(recipe)
         if recipe is None:
             out.append(None)

@@ -135,53 +135,9 @@ class _Recorder:
         return lambda *inputs: self.emit(name, *inputs)
 
 
-_RECIPES_FILE = "derivatives.json"
-_recipes: dict = {}
-
-
-def derivative_recipes(prim_name: str):
-    """Per operand, None (derivative zero almost everywhere) or a recipe
-    ``{"steps": [...], "result": ref}`` that ``replay`` builds: the sympy partials of the
-    formula, translated once and kept on disk beside the object cache, so a process
-    whose derivatives are cached never imports sympy."""
-    formula_text = PRIMITIVES[prim_name].formula
-    entry = _recipes.get(prim_name)
-    if entry is None or entry["formula"] != formula_text:
-        if not _recipes:
-            _recipes.update(_load_recipes())
-            entry = _recipes.get(prim_name)
-        if entry is None or entry["formula"] != formula_text:
-            entry = _recipes[prim_name] = {"formula": formula_text,
-                                           "recipes": _record_partials(prim_name)}
-            from ..runtime import cache
-            cache.store_json(_RECIPES_FILE, {"key": _recipes_key(), "primitives": _recipes})
-    return entry["recipes"]
-
-
-def _recipes_key() -> str:
-    """Names sympy's version, read from its ``release.py`` without importing sympy
-    (``importlib.metadata`` took ~70 ms here, a third of a warm first call)."""
-    import importlib.util
-    import os
-    spec = importlib.util.find_spec("sympy")
-    try:
-        with open(os.path.join(spec.submodule_search_locations[0], "release.py")) as f:
-            sympy_version = f.read().split("=")[-1].strip().strip("\"'")
-    except (AttributeError, IndexError, OSError, TypeError):
-        sympy_version = "?"
-    return f"llgrad-recipes-1 sympy-{sympy_version}"
-
-
-def _load_recipes() -> dict:
-    from ..runtime import cache
-    data = cache.load_json(_RECIPES_FILE)
-    if not isinstance(data, dict) or data.get("key") != _recipes_key():
-        return {}
-    primitives = data.get("primitives")
-    return primitives if isinstance(primitives, dict) else {}
-
-
-def _record_partials(prim_name: str):
+def record_partials(prim_name: str):
+    """The partials of a primitive's formula as replayable Builder steps (see
+    derivative_table, which ships them)."""
     from ..ir.types import TensorType
     _, symbols = formula(prim_name)
     env = dict(zip(symbols, ["x", "y"]))

@@ -106,22 +106,6 @@ def store(entry_key: str, obj: bytes, optimized_ir: str) -> None:
     _write(entry_key + ".obj", encode(entry_key, obj, optimized_ir))
 
 
-def load_json(name: str):
-    """A small JSON document kept beside the object code (derivative recipes), or None."""
-    root = directory()
-    if root is None:
-        return None
-    try:
-        with open(os.path.join(root, name), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def store_json(name: str, data) -> None:
-    _write(name, json.dumps(data).encode())
-
-
 def _write(name: str, payload: bytes) -> None:
     """Atomically: readers see the old file or the new one, never half of one."""
     root = directory()
