@@ -1,17 +1,76 @@
 """From a Graph to native code: the ordered passes, each a plain function.
 
     graph ──fusion──▶ kernels ──memplan──▶ buffers ──codegen──▶ LLVM IR ──JIT──▶ Executable
+
+The on-disk cache is consulted first, keyed by the graph's fingerprint and the
+codegen options: on a hit none of the arrows before JIT runs (and the codegen modules
+are not even imported); the IR and the kernel plan are made again only if someone
+asks for them (``Trace.llvm_ir``, ``Trace.kernels``).
 """
 from __future__ import annotations
 
-from llgrad.compiler.codegen import parallel
-from llgrad.compiler.codegen.module import build_module
-from llgrad.compiler.passes.fusion import fuse
-from llgrad.compiler.passes.memplan import plan_memory
+import json
+from functools import cached_property
+
+from llgrad.compiler.codegen.parallel import default_parts
+from llgrad.ir.fingerprint import fingerprint
 from llgrad.ir.graph import Graph
-from llgrad.runtime import engine, pyobjects
+from llgrad.runtime import cache, engine, pyobjects
 from llgrad.runtime.blas import available as blas_symbols
 from llgrad.runtime.executable import Executable
+
+
+class Lowering:
+    """What code generation makes of ``graph`` under ``options``, each part computed
+    when first asked for: the fusion and memory plan, the LLVM IR, the metadata the
+    runtime needs (entry symbol, arena size).  Deterministic, so an executable
+    loaded from the cache shows the same IR and plan as the one that was stored."""
+
+    def __init__(self, graph: Graph, options: dict):
+        self.graph = graph
+        self.options = options
+
+    @cached_property
+    def plan(self):
+        from llgrad.compiler.passes.fusion import fuse
+        from llgrad.compiler.passes.memplan import plan_memory
+        fusion = fuse(self.graph, enabled=self.options["fuse_ops"])
+        return fusion, plan_memory(fusion)
+
+    @cached_property
+    def _module(self):
+        from llgrad.compiler.codegen.module import build_module
+        from llgrad.runtime.blas import Gemm
+        o = self.options
+        module, entry = build_module(
+            *self.plan, fastmath=o["fastmath"], vector_isas=tuple(o["vector_isas"]),
+            blas={dtype: Gemm(*gemm) for dtype, gemm in o["blas"].items()},
+            blas_min_flops=o["blas_min_flops"],
+            object_layout=tuple(o["object_layout"]) if o["object_layout"] else None,
+            threads=o["threads"])
+        return str(module), {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
+
+    @property
+    def llvm_ir(self) -> str:
+        return self._module[0]
+
+    @property
+    def meta(self) -> dict:
+        return self._module[1]
+
+
+def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool,
+                    blas_min_flops: int | None, threads: int | None) -> dict:
+    """Every choice the generated code depends on besides the graph, resolved for this
+    process (vector ISAs found, BLAS symbols found, threads) and JSON-ready: it is
+    part of the cache key."""
+    return {"fastmath": fastmath, "fuse_ops": fuse_ops,
+            "vector_isas": list(engine.vector_isas()) if libmvec else [],
+            "blas": {dtype: [g.symbol, g.convention]
+                     for dtype, g in sorted((blas_symbols() if blas else {}).items())},
+            "blas_min_flops": blas_min_flops,
+            "object_layout": list(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
+            "threads": default_parts() if threads is None else threads}
 
 
 def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True,
@@ -26,18 +85,15 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     ``threads``: pieces a large elementwise kernel is split into (default: the usable
     cores, or ``LLGRAD_THREADS``; 1: never split).
     """
-    fusion = fuse(graph, enabled=fuse_ops)
-    memory = plan_memory(fusion)
-    module, entry = build_module(fusion, memory, fastmath=fastmath,
-                                 vector_isas=engine.vector_isas() if libmvec else (),
-                                 blas=blas_symbols() if blas else None,
-                                 blas_min_flops=blas_min_flops,
-                                 object_layout=pyobjects.LAYOUT,
-                                 threads=parallel.default_parts() if threads is None
-                                 else threads)
-    llvm_ir = str(module)
-    compiled = engine.jit(llvm_ir, entry)
+    options = codegen_options(fastmath=fastmath, fuse_ops=fuse_ops, libmvec=libmvec,
+                              blas=blas, blas_min_flops=blas_min_flops, threads=threads)
+    lowering = Lowering(graph, options)
+    entry_key = cache.key(fingerprint(graph), json.dumps(options, sort_keys=True),
+                          *engine.context())
+    compiled = engine.load(entry_key)
+    if compiled is None:
+        compiled = engine.jit(lowering.llvm_ir, entry_key, lowering.meta)
+    entry = compiled.meta["entry"]
     list_address = compiled.address_of(entry + ".list") if pyobjects.LAYOUT else 0
-    return Executable(graph, compiled, arena_bytes=memory.arena_bytes, llvm_ir=llvm_ir,
-                      list_address=list_address,
-                      plan=(fusion, memory))
+    return Executable(graph, compiled, arena_bytes=compiled.meta["arena_bytes"],
+                      lowering=lowering, list_address=list_address)

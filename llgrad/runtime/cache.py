@@ -1,8 +1,12 @@
 """On-disk cache of compiled object code, so a second process skips LLVM entirely.
 
-The key is a hash of the unoptimised LLVM IR (which already encodes the graph, its
-shapes and the codegen that produced it), llgrad's and LLVM's versions, and the
-host CPU with its features.  External symbols (BLAS, libmvec) stay unresolved in the
+The key is a hash of the optimised graph (``ir.fingerprint``), the code generation
+options, llgrad's version and source, LLVM's version, and the host CPU with its
+features: all of it known before any code is generated, so a hit skips code
+generation too.  An entry holds the object code, the optimised LLVM IR (for
+``Trace.llvm_ir_optimized`` and ``asm``) and the metadata code generation computes
+besides the IR (entry symbol, arena size), so the Executable is rebuilt from the
+entry alone.  External symbols (BLAS, libmvec) stay unresolved in the
 object code and are bound by name when it is loaded, so an entry is valid in any
 process on the same machine.  ``LLGRAD_CACHE_DIR`` moves the cache (default
 ``~/.cache/llgrad``); ``LLGRAD_NO_CACHE=1`` turns it off.
@@ -24,7 +28,7 @@ import tempfile
 import threading
 import warnings
 
-FORMAT = 3
+FORMAT = 4
 MAGIC = b"llgrad-object\n"
 
 # the directory found unwritable (reads still work); damaged entries already reported
@@ -40,46 +44,68 @@ def directory() -> str | None:
     return root
 
 
-def key(llvm_ir: str, *context: str) -> str:
+def source_digest() -> str:
+    """SHA-256 of llgrad's own source (its .py and .json files): an edited code
+    generator must not load object code its old version made under the same version
+    number (about 1 ms, once per process)."""
+    if "source" not in _state:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        h = hashlib.sha256()
+        for folder, subfolders, files in os.walk(root):
+            subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+            for name in sorted(f for f in files if f.endswith((".py", ".json"))):
+                path = os.path.join(folder, name)
+                with open(path, "rb") as f:
+                    h.update(b"%s\0%s\0" % (os.path.relpath(path, root).encode(), f.read()))
+        _state["source"] = h.hexdigest()
+    return _state["source"]
+
+
+def key(*parts: str) -> str:
     h = hashlib.sha256()
-    for part in (str(FORMAT), *context, llvm_ir):
+    for part in (str(FORMAT), *parts):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
 
 
-def encode(entry_key: str, obj: bytes, optimized_ir: str) -> bytes:
-    """MAGIC, a one-line JSON header, then the object code and the optimised IR."""
-    body = obj + optimized_ir.encode()
-    header = {"format": FORMAT, "key": entry_key, "object_bytes": len(obj),
-              "sha256": hashlib.sha256(body).hexdigest()}
+def encode(entry_key: str, obj: bytes, optimized_ir: str, meta: dict) -> bytes:
+    """MAGIC, a one-line JSON header, then the metadata (JSON), the object code and
+    the optimised IR; the checksum covers all three."""
+    meta_bytes = json.dumps(meta, sort_keys=True).encode()
+    body = meta_bytes + obj + optimized_ir.encode()
+    header = {"format": FORMAT, "key": entry_key, "meta_bytes": len(meta_bytes),
+              "object_bytes": len(obj), "sha256": hashlib.sha256(body).hexdigest()}
     return MAGIC + json.dumps(header).encode() + b"\n" + body
 
 
 def decode(entry_key: str, data: bytes):
-    """(object code, optimised IR), or the reason the entry must not be loaded."""
+    """(object code, optimised IR, metadata), or the reason the entry must not be
+    loaded."""
     if not data.startswith(MAGIC):
         return "not an llgrad object entry"
     line, _, body = data[len(MAGIC):].partition(b"\n")
     try:
         header = json.loads(line)
-        n = int(header["object_bytes"])
+        m, n = int(header["meta_bytes"]), int(header["object_bytes"])
     except (ValueError, KeyError, TypeError):
         return "damaged header"
     if header.get("format") != FORMAT:
         return f"written by another llgrad version (format {header.get('format')!r})"
     if header.get("key") != entry_key:
         return "stored under another key"
-    if hashlib.sha256(body).hexdigest() != header.get("sha256") or not 0 <= n <= len(body):
+    if (hashlib.sha256(body).hexdigest() != header.get("sha256")
+            or not (0 <= m and 0 <= n and m + n <= len(body))):
         return "checksum mismatch (truncated or damaged)"
     try:
-        return body[:n], body[n:].decode()
-    except UnicodeDecodeError:
-        return "damaged optimised IR"
+        meta = json.loads(body[:m])
+        return body[m:m + n], body[m + n:].decode(), meta
+    except (ValueError, UnicodeDecodeError):
+        return "damaged metadata or optimised IR"
 
 
 def load(entry_key: str):
-    """(object code, optimised IR) for the key, or None (a miss; a damaged entry
+    """(object code, optimised IR, metadata) for the key, or None (a miss; a damaged entry
     is also reported with a warning, and replaced when the caller stores again)."""
     root = directory()
     if root is None:
@@ -102,8 +128,8 @@ def load(entry_key: str):
     return entry
 
 
-def store(entry_key: str, obj: bytes, optimized_ir: str) -> None:
-    _write(entry_key + ".obj", encode(entry_key, obj, optimized_ir))
+def store(entry_key: str, obj: bytes, optimized_ir: str, meta: dict) -> None:
+    _write(entry_key + ".obj", encode(entry_key, obj, optimized_ir, meta))
 
 
 def _write(name: str, payload: bytes) -> None:

@@ -3,7 +3,9 @@
 One long-lived target machine optimises modules and prints assembly; every JIT
 engine gets a target machine of its own, because MCJIT takes ownership of the one
 it is given (sharing one between engines crashed, see LLVMLITE-NOTES).  All LLVM
-work happens under one lock, so compiling from several threads is safe.
+work happens under one lock, so compiling from several threads is safe.  A process
+that only loads cached object code never creates the shared target machine and
+asks LLVM for the host CPU once.
 """
 from __future__ import annotations
 
@@ -23,14 +25,23 @@ def _initialise():
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         llvm.initialize_native_asmparser()
-        _state["tm"] = new_target_machine()
+        _state["cpu"] = llvm.get_host_cpu_name()
+        _state["features"] = llvm.get_host_cpu_features()
         _state["libmvec"] = _load_libmvec()
 
 
+def _shared_target_machine():
+    """The target machine that optimises and prints assembly (not handed to engines)."""
+    if "tm" not in _state:
+        _state["tm"] = new_target_machine()
+    return _state["tm"]
+
+
 def new_target_machine():
+    _initialise()
     target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                        features=llvm.get_host_cpu_features().flatten(),
+    return target.create_target_machine(cpu=_state["cpu"],
+                                        features=_state["features"].flatten(),
                                         opt=3, codemodel="jitdefault")
 
 
@@ -48,25 +59,29 @@ def vector_isas() -> tuple[str, ...]:
         _initialise()
         if not _state["libmvec"]:
             return ()
-        features = llvm.get_host_cpu_features()
+        features = _state["features"]
         needs = {"b": "sse4.1", "d": "avx2", "e": "avx512f"}
         return tuple(isa for isa, feature in needs.items() if features.get(feature))
 
 
-def host_cpu() -> str:
-    return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
-
-
-def llvm_version() -> str:
-    return ".".join(map(str, llvm.llvm_version_info))
+def context() -> tuple[str, ...]:
+    """What object code depends on besides the graph and the codegen options: llgrad
+    (version and source), LLVM's version, the host CPU and its features."""
+    from llgrad import __version__
+    with _lock:
+        _initialise()
+        return (__version__, cache.source_digest(), ".".join(map(str, llvm.llvm_version_info)),
+                _state["cpu"], _state["features"].flatten())
 
 
 @dataclass
 class Compiled:
-    """A JIT-compiled module; holding it keeps the machine code alive."""
+    """A JIT-compiled module; holding it keeps the machine code alive.  ``meta`` is
+    what code generation computed besides the IR (stored with the object code)."""
     engine: object
     address: int
     llvm_ir_optimized: str
+    meta: dict
 
     def address_of(self, symbol: str) -> int:
         """Another function of the module (0 if it has none of that name)."""
@@ -76,13 +91,12 @@ class Compiled:
     def asm(self) -> str:
         with _lock:
             mod = llvm.parse_assembly(self.llvm_ir_optimized)
-            return _state["tm"].emit_assembly(mod)
+            return _shared_target_machine().emit_assembly(mod)
 
 
 def optimize(llvm_ir: str, *, speed_level: int = 3) -> "llvm.ModuleRef":
     with _lock:
-        _initialise()
-        tm = _state["tm"]
+        tm = _shared_target_machine()
         mod = llvm.parse_assembly(llvm_ir)
         mod.triple = tm.triple
         mod.data_layout = str(tm.target_data)
@@ -99,26 +113,31 @@ def optimize(llvm_ir: str, *, speed_level: int = 3) -> "llvm.ModuleRef":
         return mod
 
 
-def jit(llvm_ir: str, entry: str) -> Compiled:
-    """Optimise ``llvm_ir`` and compile it (or load its object code from the on-disk
-    cache); returns the address of ``entry``."""
+def load(entry_key: str) -> Compiled | None:
+    """The module cached under ``entry_key``, loaded without generating or optimising
+    any code; None on a miss (or an entry that fails to verify: see ``cache``)."""
     with _lock:
         _initialise()
-        from llgrad import __version__
-        entry_key = cache.key(llvm_ir, __version__, llvm_version(), host_cpu())
         hit = cache.load(entry_key)
-        if hit is not None:
-            obj, optimized = hit
-            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
-            engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        else:
-            mod = optimize(llvm_ir)
-            optimized = str(mod)
-            engine = llvm.create_mcjit_compiler(mod, new_target_machine())
-            emitted = []
-            engine.set_object_cache(notify_func=lambda module, buffer: emitted.append(buffer))
+        if hit is None:
+            return None
+        obj, optimized, meta = hit
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
-        address = engine.get_function_address(entry)
-        if hit is None and emitted:
-            cache.store(entry_key, bytes(emitted[0]), optimized)
-        return Compiled(engine, address, optimized)
+        return Compiled(engine, engine.get_function_address(meta["entry"]), optimized, meta)
+
+
+def jit(llvm_ir: str, entry_key: str, meta: dict) -> Compiled:
+    """Optimise ``llvm_ir``, compile it and store its object code with ``meta`` under
+    ``entry_key``; the address is that of the symbol ``meta["entry"]``."""
+    with _lock:
+        mod = optimize(llvm_ir)
+        optimized = str(mod)
+        engine = llvm.create_mcjit_compiler(mod, new_target_machine())
+        emitted = []
+        engine.set_object_cache(notify_func=lambda module, buffer: emitted.append(buffer))
+        engine.finalize_object()
+        if emitted:
+            cache.store(entry_key, bytes(emitted[0]), optimized, meta)
+        return Compiled(engine, engine.get_function_address(meta["entry"]), optimized, meta)

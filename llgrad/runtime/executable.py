@@ -56,11 +56,10 @@ def _address(array: np.ndarray) -> int:
 class Executable:
     """A compiled Graph: ``exe(*arrays) -> list of fresh numpy arrays``."""
 
-    def __init__(self, graph, compiled, *, arena_bytes: int, llvm_ir: str, plan=None,
+    def __init__(self, graph, compiled, *, arena_bytes: int, lowering,
                  list_address: int = 0):
         self.graph = graph
-        self.llvm_ir = llvm_ir
-        self.plan = plan
+        self._lowering = lowering   # IR and plan; made again on demand after a cache hit
         self.arena_bytes = arena_bytes
         self._compiled = compiled   # keeps the JIT engine (and so the code) alive
         self._entry = _ENTRY(compiled.address)
@@ -70,6 +69,15 @@ class Executable:
         self._outputs = [(o.shape, o.type.np_dtype) for o in graph.outputs]
         self._n = len(self._inputs) + len(self._outputs) + 1
         self._local = threading.local()
+
+    @property
+    def llvm_ir(self) -> str:
+        return self._lowering.llvm_ir
+
+    @property
+    def plan(self):
+        """(fusion, memory plan) of the graph, as ``compiler.passes`` made them."""
+        return self._lowering.plan
 
     @property
     def llvm_ir_optimized(self) -> str:
