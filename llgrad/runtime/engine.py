@@ -117,7 +117,6 @@ def load(entry_key: str) -> Compiled | None:
     """The module cached under ``entry_key``, loaded without generating or optimising
     any code; None on a miss (or an entry that fails to verify: see ``cache``)."""
     with _lock:
-        _initialise()
         hit = cache.load(entry_key)
         if hit is None:
             return None
