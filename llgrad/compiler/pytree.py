@@ -30,7 +30,7 @@ def _walk(node, leaves):
         leaves.append(node)
         return LEAF
     if isinstance(node, dict):
-        keys = _sorted_keys(node)
+        keys = sorted_keys(node)
         return ("dict", keys, tuple([_walk(node[k], leaves) for k in keys]))
     if isinstance(node, (list, tuple)):
         if hasattr(node, "_fields"):  # namedtuple
@@ -43,7 +43,8 @@ def _walk(node, leaves):
     return LEAF
 
 
-def _sorted_keys(d: dict) -> tuple:
+def sorted_keys(d: dict) -> tuple:
+    """The keys of ``d`` in the order its leaves are visited."""
     keys = tuple(d)
     order = _ORDER.get(keys)
     if order is None:
@@ -54,12 +55,18 @@ def _sorted_keys(d: dict) -> tuple:
 
 
 def unflatten(treedef, leaves):
+    return builder(treedef)(iter(leaves))
+
+
+def builder(treedef):
+    """The function of a leaf iterator that rebuilds ``treedef`` (cached): callers that
+    rebuild one structure on every call keep it instead of hashing the treedef again."""
     build = _BUILDERS.get(treedef)
     if build is None:
         if len(_BUILDERS) > 4096:
             _BUILDERS.clear()
         build = _BUILDERS[treedef] = _builder(treedef)
-    return build(iter(leaves))
+    return build
 
 
 #: treedef -> function of a leaf iterator that rebuilds it; building a parameter dict

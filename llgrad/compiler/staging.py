@@ -111,6 +111,7 @@ class Staged:
         self.name = getattr(fn, "__name__", "f")
         self._cache: dict = {}
         self._fast_calls: dict = {}   # argument types -> call, see fastcall.py
+        self._last_fast = fastcall.miss   # the fast call that answered last
         try:
             self._arg_names = list(inspect.signature(fn).parameters)
         except (TypeError, ValueError):
@@ -204,6 +205,8 @@ class Staged:
                               values=values)
         entry.layout = layout
         entry.n_values = len(graph.outputs) if values else 0   # outputs before gradients
+        entry.package = fastcall.packager(self.kind, self.argnums, entry,
+                                          self._key(args, kwargs)[1])
         return entry
 
     def _nested(self, args, kwargs, leaves):
@@ -220,7 +223,8 @@ class Staged:
         nodes = inline(outer, joint, [lift(leaf) for leaf in leaves])
         entry = Trace(graph, joint, [], None, out_tree, {})
         entry.layout, entry.n_values = layout, len(graph.outputs)
-        return self.package(leaves, [Tracer(n) for n in nodes], entry)
+        package = fastcall.packager(self.kind, self.argnums, entry, leaves, tracing=True)
+        return package([Tracer(n) for n in nodes])
 
     def inline_joint(self, args, extra_sets):
         """Inside an enclosing trace: stage ``fn`` once (its joint graph for this
@@ -274,15 +278,19 @@ class Staged:
 
     def __call__(self, *args, **kwargs):
         if not kwargs:
+            result = self._last_fast(args)   # no signature to build when a loop repeats
+            if result is not fastcall.MISS:
+                return result
             fast = self._fast_calls.get(fastcall.signature(args))
             if fast is not None:
                 result = fast(args)
                 if result is not fastcall.MISS:
+                    self._last_fast = fast
                     return result
         entry, leaves = self._entry(args, kwargs)
         if entry is None:  # called on Tracers: inline into the enclosing trace
             return self._nested(args, kwargs, leaves)
-        return self.package(leaves, entry.executable(*leaves), entry)
+        return entry.package(entry.executable(*leaves))
 
     def _entry(self, args, kwargs=None):
         kwargs = kwargs or {}
@@ -301,29 +309,7 @@ class Staged:
                             time.perf_counter() - start)
             self._cache[key] = entry
             if not kwargs and not self.static_argnums:
-                fast = fastcall.build(self.kind, self.argnums, entry, args)
+                fast = fastcall.build(self.kind, self.argnums, entry, args, leaves)
                 if fast is not None:
                     self._fast_calls.setdefault(fastcall.signature(args), fast)
         return entry, leaves
-
-    def package(self, leaves, outputs, entry):
-        """Forward outputs in the function's output structure; gradients in the
-        structure of the differentiated arguments (Python scalars get Python floats)."""
-        n_fwd = entry.n_values
-        if self.kind != "grad":
-            value = pytree.unflatten(entry.out_tree, [_scalar(o) for o in outputs[:n_fwd]])
-            if self.kind == "jit":
-                return value
-        grads, pos = [], n_fwd
-        for treedef, start, count in entry.layout:
-            flat = [float(g) if isinstance(leaf, (float, int)) and not isinstance(g, Tracer)
-                    else _scalar(g)
-                    for g, leaf in zip(outputs[pos:pos + count], leaves[start:start + count])]
-            pos += count
-            grads.append(pytree.unflatten(treedef, flat))
-        grad = grads[0] if isinstance(self.argnums, int) else tuple(grads)
-        return grad if self.kind == "grad" else (value, grad)
-
-
-def _scalar(x):
-    return x[()] if isinstance(x, np.ndarray) and x.ndim == 0 else x

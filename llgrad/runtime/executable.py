@@ -176,7 +176,11 @@ class Executable:
         return call
 
     def __call__(self, *args) -> list[np.ndarray]:
-        arrays = self.check(args)
+        return self.run(self.check(args))
+
+    def run(self, arrays: list) -> list[np.ndarray]:
+        """Run on arrays that ``check`` would return unchanged (C-contiguous, aligned,
+        of the compiled shapes and dtypes), in a list no other code holds."""
         outputs, output_addresses = self._fresh_outputs()
         packed, address, _, packed_outputs = self._thread_state()
         n = len(arrays)
