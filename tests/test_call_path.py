@@ -185,3 +185,123 @@ def test_a_dict_of_floats_takes_the_fast_path_and_falls_back_when_it_differs():
                                rtol=1e-13)
     wider = g({**point, "w": 1.0})    # another key set: the general path, a new signature
     assert wider["w"] == 0.0 and {k: wider[k] for k in "xyz"} == fast
+
+
+def mlp_loss(params, x, y):
+    h = np.tanh(x @ params["w"] + params["b"])
+    return np.mean((h @ params["v"] - y) ** 2)
+
+
+def _mlp_args(seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    params = {"w": rng.normal(size=(2, 4)), "b": rng.normal(size=4), "v": rng.normal(size=(4, 1))}
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    return params, rng.normal(size=(6, 2)).astype(dtype), rng.normal(size=(6, 1)).astype(dtype)
+
+
+def _mlp_reference(params, x, y):
+    """The gradient by hand, the oracle."""
+    h = np.tanh(x @ params["w"] + params["b"])
+    d = 2 * (h @ params["v"] - y) / y.size
+    dh = (d @ params["v"].T) * (1 - h * h)
+    return {"w": x.T @ dh, "b": dh.sum(0), "v": h.T @ d}
+
+
+def test_a_dict_of_arrays_takes_the_fast_path_and_equals_the_general_path():
+    g = llgrad.grad(mlp_loss)
+    args = _mlp_args()
+    g(*args)
+    calls = []
+    fast = g._fast_calls[tuple(map(type, args))]
+    g._fast_calls[tuple(map(type, args))] = lambda a: calls.append(1) or fast(a)
+    got = g(*args)
+    assert calls == [1], "the fast path must answer this call"
+    entry, leaves = g._entry(args)
+    general = entry.package(entry.executable(*leaves))
+    assert set(got) == {"w", "b", "v"}
+    for k, want in _mlp_reference(*args).items():
+        np.testing.assert_array_equal(got[k], general[k])
+        np.testing.assert_allclose(got[k], want, rtol=1e-12, atol=1e-14)
+
+
+def _variants():
+    """Calls that differ from the compiled signature in one way each, and what the
+    general path makes of them (an answer or an error)."""
+    params, x, y = _mlp_args()
+    fortran = np.asfortranarray(np.random.default_rng(3).normal(size=(6, 2)))
+    unaligned = np.frombuffer(b"\0" + np.random.default_rng(4).normal(size=12).tobytes(),
+                              np.float64, count=12, offset=1).reshape(6, 2)
+    swapped = x.astype(x.dtype.newbyteorder())
+    return {
+        "strided x": (params, np.repeat(x, 2, axis=0)[::2], y),
+        "fortran x": (params, fortran, y),
+        "unaligned x": (params, unaligned, y),
+        "byte-swapped x": (params, swapped, y),
+        "list x": (params, x.tolist(), y),
+        "dict subclass": (type("D", (dict,), {})(params), x, y),
+        "keys reordered": (dict(reversed(list(params.items()))), x, y),
+        "float32 x": (params, x.astype(np.float32), y),
+        "missing key": ({k: params[k] for k in ("w", "b")}, x, y),
+        "other key": ({**{k: params[k] for k in ("w", "b")}, "u": params["v"]}, x, y),
+        "wrong shape": (params, x[:3], y),
+        "extra argument": (params, x, y, y),
+    }
+
+
+@pytest.mark.parametrize("variant", sorted(_variants()))
+def test_every_mismatch_behaves_as_on_the_general_path(variant):
+    """A fresh function (general path only) and one whose fast path is armed must agree
+    on each variant: the same gradient, or the same error."""
+    args = _variants()[variant]
+    armed = llgrad.grad(mlp_loss)
+    armed(*_mlp_args())
+    assert armed._fast_calls
+    cold = llgrad.grad(mlp_loss)
+
+    def outcome(f):
+        try:
+            return f(*args)
+        except Exception as exc:   # noqa: BLE001 - the error is the behaviour compared
+            return (type(exc), str(exc))
+
+    got, want = outcome(armed), outcome(cold)
+    if isinstance(want, tuple):
+        assert got == want
+    else:
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_the_array_fast_path_is_correct_from_several_threads():
+    g = llgrad.grad(mlp_loss)
+    g(*_mlp_args())
+    sets = [_mlp_args(seed) for seed in range(40)]
+    results = {}
+
+    def work(k):
+        results[k] = [g(*a) for a in sets[k::4]]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        for a, got in zip(sets[k::4], results[k]):
+            for name, want in _mlp_reference(*a).items():
+                np.testing.assert_allclose(got[name], want, rtol=1e-12, atol=1e-14)
+
+
+def test_value_and_grad_and_jit_of_arrays_on_the_fast_path_match_the_oracle():
+    args = _mlp_args(1)
+    vg, jit = llgrad.value_and_grad(mlp_loss), llgrad.jit(mlp_loss)
+    for f in (vg, jit):
+        f(*args)
+        assert f._fast_calls
+    value, grad = vg(*args)
+    params, x, y = args
+    want = np.mean((np.tanh(x @ params["w"] + params["b"]) @ params["v"] - y) ** 2)
+    assert type(value) is np.float64 and type(jit(*args)) is np.float64
+    np.testing.assert_allclose([value, jit(*args)], want, rtol=1e-13)
+    for k, g in _mlp_reference(*args).items():
+        np.testing.assert_allclose(grad[k], g, rtol=1e-12, atol=1e-14)
