@@ -27,7 +27,7 @@ _LIST_ENTRY = ctypes.CFUNCTYPE(None, ctypes.py_object, ctypes.c_void_p)
 def _owned_refcount() -> int:
     """What sys.getrefcount reports, in the check below, for an array only we hold."""
     probe = [np.empty(0)]
-    return max(sys.getrefcount(a) for a in probe)
+    return max(map(sys.getrefcount, probe))
 
 
 _OWNED = _owned_refcount()
@@ -135,7 +135,7 @@ class Executable:
         if pool is None:
             pool = self._local.pool = []
         for outputs, addresses in pool:
-            if max((sys.getrefcount(a) for a in outputs), default=_OWNED) <= _OWNED:
+            if max(map(sys.getrefcount, outputs), default=_OWNED) <= _OWNED:
                 return list(outputs), addresses  # the caller's list is not ours
         outputs = [_allocate(shape, dt, self.graph.name, f"an output of shape {shape}")
                    for shape, dt in self._outputs]
