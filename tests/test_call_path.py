@@ -63,19 +63,24 @@ def test_scalar_path_is_correct_from_several_threads():
     f(*POINTS[0])
     rng = np.random.default_rng(0)
     points = [tuple(map(float, rng.normal(size=3))) for _ in range(400)]
-    results = {}
+    for p, got in zip(points, from_four_threads(f, points)):
+        np.testing.assert_allclose(got, scalar_reference(*p)[1], rtol=1e-12, atol=1e-14)
+
+
+def from_four_threads(f, arg_sets):
+    """``[f(*args) for args in arg_sets]``, computed by four threads at once."""
+    results = [None] * len(arg_sets)
 
     def work(k):
-        results[k] = [f(*p) for p in points[k::4]]
+        for i in range(k, len(arg_sets), 4):
+            results[i] = f(*arg_sets[i])
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    for k in range(4):
-        for p, got in zip(points[k::4], results[k]):
-            np.testing.assert_allclose(got, scalar_reference(*p)[1], rtol=1e-12, atol=1e-14)
+    return results
 
 
 def elementwise_loss(x):
@@ -276,20 +281,9 @@ def test_the_array_fast_path_is_correct_from_several_threads():
     g = llgrad.grad(mlp_loss)
     g(*_mlp_args())
     sets = [_mlp_args(seed) for seed in range(40)]
-    results = {}
-
-    def work(k):
-        results[k] = [g(*a) for a in sets[k::4]]
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for k in range(4):
-        for a, got in zip(sets[k::4], results[k]):
-            for name, want in _mlp_reference(*a).items():
-                np.testing.assert_allclose(got[name], want, rtol=1e-12, atol=1e-14)
+    for a, got in zip(sets, from_four_threads(g, sets)):
+        for name, want in _mlp_reference(*a).items():
+            np.testing.assert_allclose(got[name], want, rtol=1e-12, atol=1e-14)
 
 
 def test_value_and_grad_and_jit_of_arrays_on_the_fast_path_match_the_oracle():
@@ -305,3 +299,30 @@ def test_value_and_grad_and_jit_of_arrays_on_the_fast_path_match_the_oracle():
     np.testing.assert_allclose([value, jit(*args)], want, rtol=1e-13)
     for k, g in _mlp_reference(*args).items():
         np.testing.assert_allclose(grad[k], g, rtol=1e-12, atol=1e-14)
+
+
+def test_a_list_of_arrays_takes_the_fast_path_and_keeps_its_structure():
+    g = llgrad.grad(lambda p, x, y: mlp_loss(dict(zip("wbv", p)), x, y))
+    params, x, y = _mlp_args(2)
+    as_list = [params[k] for k in "wbv"]
+    g(as_list, x, y)
+    assert g._fast_calls
+    got = g(as_list, x, y)
+    assert type(got) is list
+    for k, g_k in zip("wbv", got):
+        np.testing.assert_allclose(g_k, _mlp_reference(params, x, y)[k], rtol=1e-12, atol=1e-14)
+    assert type(g(tuple(as_list), x, y)) is tuple   # another container: another signature
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float16, np.dtype(">f8")])
+def test_arguments_that_are_converted_never_take_the_fast_path(dtype):
+    """int32, float16 and byte-swapped arrays are converted to what was compiled on
+    every call, so their signature gets no fast path: passing them unconverted to
+    native code would be a silent wrong answer."""
+    f = llgrad.grad(lambda w, x: np.sum(np.tanh(x * w)))
+    w, x = np.linspace(-1, 1, 5), np.arange(5).astype(dtype)
+    f(w, x)
+    assert not f._fast_calls
+    got = f(w, x)
+    xf = x.astype(np.float64)
+    np.testing.assert_allclose(got, xf * (1 - np.tanh(xf * w) ** 2), rtol=1e-12)

@@ -45,6 +45,11 @@ def build(kind: str, argnums, entry, args, leaves):
         run, floats = getattr(entry.executable, "scalar_call", lambda: None)(), True
     elif all(type(v) is np.ndarray for v in leaves):
         run, floats = getattr(entry.executable, "run", None), False
+        compiled = getattr(entry.executable, "input_types", None)
+        # the leaves were converted unless they are what was compiled (int32, float16
+        # and byte-swapped arrays are not): then every call would be converted too
+        if [(v.shape, v.dtype) for v in leaves] != compiled:
+            return None
     else:
         return None
     if run is None or not all(_flat(a) for a in args):
@@ -72,13 +77,14 @@ def build(kind: str, argnums, entry, args, leaves):
         else:
             source.line(f"{', '.join(f'l{j}' for j in range(k, k + count))}, = {name}")
             k += count
-    for j, leaf in enumerate(leaves):
+    for j in range(len(leaves)):
         if floats:
             source.line(f"if type(l{j}) is not float:", "    return MISS")
         else:
+            shape, dtype = compiled[j]   # numpy's own dtype objects: compared by identity
             source.line(f"if (type(l{j}) is not ndarray or l{j}.shape != "
-                        f"{source.const(leaf.shape)} or l{j}.dtype is not "
-                        f"{source.const(leaf.dtype)}):", "    return MISS",
+                        f"{source.const(shape)} or l{j}.dtype is not "
+                        f"{source.const(dtype)}):", "    return MISS",
                         f"flags = l{j}.flags",
                         "if not (flags.c_contiguous and flags.aligned):", "    return MISS")
     source.line(f"o = run([{', '.join(f'l{j}' for j in range(len(leaves)))}])",

@@ -72,6 +72,11 @@ class Executable:
         self._local = threading.local()
 
     @property
+    def input_types(self) -> list[tuple[tuple, np.dtype]]:
+        """(shape, numpy dtype) of each input: what ``run`` takes without a ``check``."""
+        return [(shape, np_dtype) for _, shape, np_dtype, _ in self._inputs]
+
+    @property
     def llvm_ir_optimized(self) -> str:
         return self._compiled.llvm_ir_optimized
 
