@@ -326,3 +326,36 @@ def test_arguments_that_are_converted_never_take_the_fast_path(dtype):
     got = f(w, x)
     xf = x.astype(np.float64)
     np.testing.assert_allclose(got, xf * (1 - np.tanh(xf * w) ** 2), rtol=1e-12)
+
+
+def structured(p, x):
+    h = np.tanh(x * p[0] + p[1])
+    return {"sum": np.sum(h), "parts": (h, h * h), "first": [h[0]]}
+
+
+def test_jit_outputs_keep_their_structure_on_the_fast_path():
+    f = llgrad.jit(structured)
+    p, x = [np.full(3, 0.5), np.linspace(0, 1, 3)], np.arange(3.0)
+    first, again = f(p, x), f(p, x)
+    assert f._fast_calls
+    want = structured(p, x)
+    for got in (first, again):
+        assert set(got) == {"sum", "parts", "first"} and type(got["parts"]) is tuple
+        assert type(got["sum"]) is np.float64 and type(got["first"]) is list
+        np.testing.assert_allclose(got["sum"], want["sum"], rtol=1e-13)
+        for g, w in zip(got["parts"] + tuple(got["first"]), want["parts"] + tuple(want["first"])):
+            np.testing.assert_allclose(g, w, rtol=1e-13)
+
+
+def test_value_and_grad_of_several_arguments_on_the_fast_path():
+    def loss(a, b, c):
+        return np.sum(a["u"] * b[0] * np.sin(c))
+
+    f = llgrad.value_and_grad(loss, argnums=(0, 2))
+    a, b, c = {"u": np.arange(1.0, 4.0)}, (np.full(3, 2.0),), np.linspace(0, 1, 3)
+    f(a, b, c)
+    value, (ga, gc) = f(a, b, c)
+    assert f._fast_calls and set(ga) == {"u"}
+    np.testing.assert_allclose(value, np.sum(a["u"] * 2 * np.sin(c)), rtol=1e-13)
+    np.testing.assert_allclose(ga["u"], 2 * np.sin(c), rtol=1e-13)
+    np.testing.assert_allclose(gc, a["u"] * 2 * np.cos(c), rtol=1e-13)

@@ -55,18 +55,12 @@ def sorted_keys(d: dict) -> tuple:
 
 
 def unflatten(treedef, leaves):
-    return builder(treedef)(iter(leaves))
-
-
-def builder(treedef):
-    """The function of a leaf iterator that rebuilds ``treedef`` (cached): callers that
-    rebuild one structure on every call keep it instead of hashing the treedef again."""
     build = _BUILDERS.get(treedef)
     if build is None:
         if len(_BUILDERS) > 4096:
             _BUILDERS.clear()
         build = _BUILDERS[treedef] = _builder(treedef)
-    return build
+    return build(iter(leaves))
 
 
 #: treedef -> function of a leaf iterator that rebuilds it; building a parameter dict
