@@ -359,3 +359,24 @@ def test_value_and_grad_of_several_arguments_on_the_fast_path():
     np.testing.assert_allclose(value, np.sum(a["u"] * 2 * np.sin(c)), rtol=1e-13)
     np.testing.assert_allclose(ga["u"], 2 * np.sin(c), rtol=1e-13)
     np.testing.assert_allclose(gc, a["u"] * 2 * np.cos(c), rtol=1e-13)
+
+
+def test_deeply_nested_arguments_keep_their_structure():
+    """Result structures are built by generated expressions down to a depth, by
+    pytree.unflatten below it."""
+    def nest(leaf, depth):
+        return leaf if depth == 0 else [nest(leaf, depth - 1)]
+
+    def loss(tree, x):
+        while isinstance(tree, list):
+            tree = tree[0]
+        return np.sum(np.sin(tree * x))
+
+    x = np.linspace(0, 1, 4)
+    value, grad = llgrad.value_and_grad(loss)(nest(np.full(4, 0.5), 300), x)
+    inner = grad
+    for _ in range(300):
+        assert type(inner) is list and len(inner) == 1
+        inner = inner[0]
+    np.testing.assert_allclose(value, np.sum(np.sin(0.5 * x)), rtol=1e-13)
+    np.testing.assert_allclose(inner, x * np.cos(0.5 * x), rtol=1e-13)

@@ -136,14 +136,22 @@ def _result(source, kind, argnums, entry, leaves, *, floats, tracing=False) -> s
     return grad if kind == "grad" else f"({value}, {grad})"
 
 
-def _tree(source, treedef, items) -> str:
+#: containers nested deeper than this are rebuilt by ``pytree.unflatten`` (Python's
+#: parser refuses an expression nested 200 deep)
+_MAX_DEPTH = 16
+
+
+def _tree(source, treedef, items, depth=0) -> str:
     """The expression that builds ``treedef`` from the leaf expressions ``items``."""
     kind = treedef[0]
     if kind == "leaf":
         return next(items)
     if kind == "none":
         return "None"
-    children = [_tree(source, child, items) for child in treedef[2]]
+    if depth == _MAX_DEPTH:
+        flat = [next(items) for _ in pytree.leaf_names(treedef, "")]
+        return f"{source.const(pytree.unflatten)}({source.const(treedef)}, [{', '.join(flat)}])"
+    children = [_tree(source, child, items, depth + 1) for child in treedef[2]]
     if kind == "dict":
         return "{" + ", ".join(f"{source.const(k)}: {c}" for k, c in
                                zip(treedef[1], children)) + "}"
