@@ -36,10 +36,15 @@ def signature(args):
     return tuple(map(type, args))
 
 
+#: generating and compiling the checks costs ~0.2 ms a leaf, the price of a few hundred
+#: calls; a call with more leaves than this is no microsecond call anyway
+_MAX_LEAVES = 256
+
+
 def build(kind: str, argnums, entry, args, leaves):
     """``call(args) -> result or MISS`` for ``entry`` compiled from ``args`` (whose
     flattened ``leaves`` it was compiled for), or None when this path does not apply."""
-    if kind not in ("jit", "grad", "value_and_grad"):
+    if kind not in ("jit", "grad", "value_and_grad") or len(leaves) > _MAX_LEAVES:
         return None
     if all(type(v) is float for v in leaves):
         run, floats = getattr(entry.executable, "scalar_call", lambda: None)(), True
