@@ -198,7 +198,7 @@ class Staged:
         times["autodiff_s"] = time.perf_counter() - t1
         return graph, joint, out_tree, [(treedefs[a], *offsets[a]) for a in argnums]
 
-    def _compile(self, args, kwargs):
+    def _compile(self, args, kwargs, leaves):
         times = {}
         graph, joint, out_tree, layout = self._stage(args, kwargs, times)
         values = self.kind != "grad"   # grad never returns the value: what only it needs never runs
@@ -206,8 +206,7 @@ class Staged:
                               values=values)
         entry.layout = layout
         entry.n_values = len(graph.outputs) if values else 0   # outputs before gradients
-        entry.package = fastcall.packager(self.kind, self.argnums, entry,
-                                          self._key(args, kwargs)[1])
+        entry.package = fastcall.packager(self.kind, self.argnums, entry, leaves)
         return entry
 
     def _nested(self, args, kwargs, leaves):
@@ -305,7 +304,7 @@ class Staged:
                               f"hashable (pass arrays positionally)") from None
         if entry is None:
             start = time.perf_counter()
-            entry = self._compile(args, kwargs)
+            entry = self._compile(args, kwargs, leaves)
             recompiles.note(self.name, self.kind, list(self._cache), key, self._arg_name,
                             time.perf_counter() - start)
             self._cache[key] = entry
