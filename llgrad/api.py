@@ -178,14 +178,14 @@ def vjp(fn, *primals, backend="native"):
     staged = Staged(fn, "vjp", argnums=tuple(range(len(primals))), backend=backend)
     entry, leaves = staged._entry(primals, {})
     first = entry.executable(*leaves, *_zeros_like(entry.ir.outputs))
-    value = staged.package(leaves, first, entry)[0]
+    value = entry.package(first)[0]
 
     def pullback(cotangent):
         ct_leaves, ct_tree = pytree.flatten(cotangent)
         pytree.check_same(entry.out_tree, ct_tree,
                           f"the cotangent given to the pullback of {staged.name}()")
         outputs = entry.executable(*leaves, *ct_leaves)
-        return staged.package(leaves, outputs, entry)[1]
+        return entry.package(outputs)[1]
 
     return value, pullback
 

@@ -30,7 +30,7 @@ def _walk(node, leaves):
         leaves.append(node)
         return LEAF
     if isinstance(node, dict):
-        keys = _sorted_keys(node)
+        keys = sorted_keys(node)
         return ("dict", keys, tuple([_walk(node[k], leaves) for k in keys]))
     if isinstance(node, (list, tuple)):
         if hasattr(node, "_fields"):  # namedtuple
@@ -43,7 +43,8 @@ def _walk(node, leaves):
     return LEAF
 
 
-def _sorted_keys(d: dict) -> tuple:
+def sorted_keys(d: dict) -> tuple:
+    """The keys of ``d`` in the order its leaves are visited."""
     keys = tuple(d)
     order = _ORDER.get(keys)
     if order is None:

@@ -3,7 +3,8 @@
 A Staged function is what ``jit``/``grad``/``value_and_grad`` return.  Each call
 flattens its arguments, looks up the compiled function for their signature
 (pytree structure, shapes, dtypes, static values) and traces + compiles on a miss:
-a new shape retraces, as in JAX.
+a new shape retraces, as in JAX.  A call of a signature already compiled is first
+offered to the function ``fastcall`` generated for it, which answers it or says MISS.
 """
 from __future__ import annotations
 
@@ -111,6 +112,7 @@ class Staged:
         self.name = getattr(fn, "__name__", "f")
         self._cache: dict = {}
         self._fast_calls: dict = {}   # argument types -> call, see fastcall.py
+        self._last_fast = fastcall.miss   # the fast call that answered last
         try:
             self._arg_names = list(inspect.signature(fn).parameters)
         except (TypeError, ValueError):
@@ -196,7 +198,7 @@ class Staged:
         times["autodiff_s"] = time.perf_counter() - t1
         return graph, joint, out_tree, [(treedefs[a], *offsets[a]) for a in argnums]
 
-    def _compile(self, args, kwargs):
+    def _compile(self, args, kwargs, leaves):
         times = {}
         graph, joint, out_tree, layout = self._stage(args, kwargs, times)
         values = self.kind != "grad"   # grad never returns the value: what only it needs never runs
@@ -204,6 +206,7 @@ class Staged:
                               values=values)
         entry.layout = layout
         entry.n_values = len(graph.outputs) if values else 0   # outputs before gradients
+        entry.package = fastcall.packager(self.kind, self.argnums, entry, leaves)
         return entry
 
     def _nested(self, args, kwargs, leaves):
@@ -220,7 +223,8 @@ class Staged:
         nodes = inline(outer, joint, [lift(leaf) for leaf in leaves])
         entry = Trace(graph, joint, [], None, out_tree, {})
         entry.layout, entry.n_values = layout, len(graph.outputs)
-        return self.package(leaves, [Tracer(n) for n in nodes], entry)
+        package = fastcall.packager(self.kind, self.argnums, entry, leaves, tracing=True)
+        return package([Tracer(n) for n in nodes])
 
     def inline_joint(self, args, extra_sets):
         """Inside an enclosing trace: stage ``fn`` once (its joint graph for this
@@ -274,15 +278,19 @@ class Staged:
 
     def __call__(self, *args, **kwargs):
         if not kwargs:
+            result = self._last_fast(args)   # no signature to build when a loop repeats
+            if result is not fastcall.MISS:
+                return result
             fast = self._fast_calls.get(fastcall.signature(args))
             if fast is not None:
                 result = fast(args)
                 if result is not fastcall.MISS:
+                    self._last_fast = fast
                     return result
         entry, leaves = self._entry(args, kwargs)
         if entry is None:  # called on Tracers: inline into the enclosing trace
             return self._nested(args, kwargs, leaves)
-        return self.package(leaves, entry.executable(*leaves), entry)
+        return entry.package(entry.executable(*leaves))
 
     def _entry(self, args, kwargs=None):
         kwargs = kwargs or {}
@@ -296,34 +304,12 @@ class Staged:
                               f"hashable (pass arrays positionally)") from None
         if entry is None:
             start = time.perf_counter()
-            entry = self._compile(args, kwargs)
+            entry = self._compile(args, kwargs, leaves)
             recompiles.note(self.name, self.kind, list(self._cache), key, self._arg_name,
                             time.perf_counter() - start)
             self._cache[key] = entry
             if not kwargs and not self.static_argnums:
-                fast = fastcall.build(self.kind, self.argnums, entry, args)
+                fast = fastcall.build(self.kind, self.argnums, entry, args, leaves)
                 if fast is not None:
                     self._fast_calls.setdefault(fastcall.signature(args), fast)
         return entry, leaves
-
-    def package(self, leaves, outputs, entry):
-        """Forward outputs in the function's output structure; gradients in the
-        structure of the differentiated arguments (Python scalars get Python floats)."""
-        n_fwd = entry.n_values
-        if self.kind != "grad":
-            value = pytree.unflatten(entry.out_tree, [_scalar(o) for o in outputs[:n_fwd]])
-            if self.kind == "jit":
-                return value
-        grads, pos = [], n_fwd
-        for treedef, start, count in entry.layout:
-            flat = [float(g) if isinstance(leaf, (float, int)) and not isinstance(g, Tracer)
-                    else _scalar(g)
-                    for g, leaf in zip(outputs[pos:pos + count], leaves[start:start + count])]
-            pos += count
-            grads.append(pytree.unflatten(treedef, flat))
-        grad = grads[0] if isinstance(self.argnums, int) else tuple(grads)
-        return grad if self.kind == "grad" else (value, grad)
-
-
-def _scalar(x):
-    return x[()] if isinstance(x, np.ndarray) and x.ndim == 0 else x

@@ -27,7 +27,7 @@ _LIST_ENTRY = ctypes.CFUNCTYPE(None, ctypes.py_object, ctypes.c_void_p)
 def _owned_refcount() -> int:
     """What sys.getrefcount reports, in the check below, for an array only we hold."""
     probe = [np.empty(0)]
-    return max(sys.getrefcount(a) for a in probe)
+    return max(map(sys.getrefcount, probe))
 
 
 _OWNED = _owned_refcount()
@@ -78,6 +78,11 @@ class Executable:
     def plan(self):
         """(fusion, memory plan) of the graph, as ``compiler.passes`` made them."""
         return self._lowering.plan
+
+    @property
+    def input_types(self) -> list[tuple[tuple, np.dtype]]:
+        """(shape, numpy dtype) of each input: what ``run`` takes without a ``check``."""
+        return [(shape, np_dtype) for _, shape, np_dtype, _ in self._inputs]
 
     @property
     def llvm_ir_optimized(self) -> str:
@@ -143,7 +148,7 @@ class Executable:
         if pool is None:
             pool = self._local.pool = []
         for outputs, addresses in pool:
-            if max((sys.getrefcount(a) for a in outputs), default=_OWNED) <= _OWNED:
+            if max(map(sys.getrefcount, outputs), default=_OWNED) <= _OWNED:
                 return list(outputs), addresses  # the caller's list is not ours
         outputs = [_allocate(shape, dt, self.graph.name, f"an output of shape {shape}")
                    for shape, dt in self._outputs]
@@ -184,7 +189,11 @@ class Executable:
         return call
 
     def __call__(self, *args) -> list[np.ndarray]:
-        arrays = self.check(args)
+        return self.run(self.check(args))
+
+    def run(self, arrays: list) -> list[np.ndarray]:
+        """Run on arrays that ``check`` would return unchanged (C-contiguous, aligned,
+        of the compiled shapes and dtypes), in a list no other code holds."""
         outputs, output_addresses = self._fresh_outputs()
         packed, address, _, packed_outputs = self._thread_state()
         n = len(arrays)
