@@ -49,16 +49,6 @@ class TrainResult:
         return self.seconds / max(self.epochs, 1)
 
 
-def _sum_all(b, x):
-    """The sum of every element of ``x``, leading axes first: that reduction keeps the
-    last axis, so it walks memory in order with independent vector accumulators,
-    where one reduction over all axes is a chain of dependent adds per row (a third
-    of a step's time beyond the gradient on a 784x128 weight)."""
-    if x.type.ndim > 1:
-        x = b.reduce_sum(x, axes=tuple(range(x.type.ndim - 1)))
-    return b.reduce_sum(x, axes=tuple(range(x.type.ndim)))
-
-
 def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n_state,
                n_data, batch_size):
     """The loop body: (i, params..., state..., data..., order) -> (params'..., state'...,
@@ -75,7 +65,8 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
         rows = b.dynamic_slice(order, start, size=batch_size)
         batch = [b.take(x, rows) for x in data]
         value, *grads = inline(b, loss_joint, params + batch)
-        norms = [b.reshape(b.sqrt(_sum_all(b, b.mul(g, g))), shape=(1,)) for g in grads]
+        norms = [b.reshape(b.sqrt(b.reduce_sum(b.mul(g, g), axes=tuple(range(g.type.ndim)))),
+                           shape=(1,)) for g in grads]
         new_params, new_state = optimizer.update(
             pytree.unflatten(param_tree, [Tracer(g) for g in grads]),
             pytree.unflatten(state_tree, [Tracer(s) for s in state]),
