@@ -51,6 +51,27 @@ def test_fifty_native_steps_equal_a_python_loop(make_opt, backend):
     assert steps >= 50
 
 
+def test_grad_norms_of_parameters_of_every_rank_match_numpy(backend):
+    """Norms sum the leading axes first (a different order from one flat sum): checked
+    against numpy on a scalar, a vector, a matrix and a rank-3 parameter."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(24, 3))
+    params = {"s": np.array(0.7), "v": rng.normal(size=3), "m": rng.normal(size=(3, 5)),
+              "t": rng.normal(size=(2, 5, 4))}
+
+    def loss(p, xb):
+        h = np.tanh(p["s"] * xb + p["v"]) @ p["m"]
+        return np.sum(np.tanh(h @ p["t"][0]) * (h @ p["t"][1]))
+
+    result = llgrad.train(loss, params, (x,), optim.sgd(1e-3), batch_size=8, backend=backend)
+    grad, p = llgrad.grad(loss, backend=backend), params
+    for step in range(3):
+        g = grad(p, x[8 * step:8 * step + 8])
+        for k in params:
+            assert result.grad_norms[k][step] == pytest.approx(np.linalg.norm(g[k]), rel=1e-12)
+        p = {k: p[k] - 1e-3 * g[k] for k in p}
+
+
 def test_loss_decreases_on_a_separable_problem(backend):
     params, x, y = problem(n=192)
     result = llgrad.train(mlp_loss, params, (x, y), optim.adam(3e-2), batch_size=32, epochs=30,
