@@ -139,9 +139,10 @@ class Trace:
     ``backward`` is None for ``jit`` (there is no reverse pass)."""
 
     def __init__(self, forward: Graph, joint: Graph | None, passes: list, executable,
-                 out_tree, times: dict):
+                 out_tree, times: dict, first_output: int = 0):
         self.ir = forward
         self.backward = joint
+        self._first_output = first_output  # grad returns the joint graph's outputs from here
         self.passes = passes
         self.executable = executable
         self.out_tree = out_tree
@@ -248,15 +249,16 @@ class Trace:
         return getattr(self.executable, what)
 
     def to_sympy(self, output=None, *, standard: bool = True):
-        """The sympy expression of each output (for grad: the value, then the
-        gradients), or of output number ``output``, read from the joint graph as
-        reverse mode built it.  The graph must be elementwise
-        (see ``sympy_frontend.to_sympy``)."""
+        """The sympy expressions of what the function returns (for grad: the gradients;
+        for value_and_grad: the value, then the gradients), or of output number ``output``
+        of the joint graph (the values first), read from the joint graph as reverse mode
+        built it.  The graph must be elementwise (see ``sympy_frontend.to_sympy``)."""
         from .sympy_frontend import to_sympy
         graph = self._source
         if output is not None:
             return to_sympy(graph, output, standard=standard)
-        return tuple(to_sympy(graph, i, standard=standard) for i in range(len(graph.outputs)))
+        return tuple(to_sympy(graph, i, standard=standard)
+                     for i in range(self._first_output, len(graph.outputs)))
 
     def to_dot(self, path=None) -> str:
         """Graphviz text of the joint graph (the forward graph for jit), forward and

@@ -93,7 +93,8 @@ def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
     t0 = time.perf_counter()
     executable = compile_for(runs, backend, fastmath)
     times["compile_s"] = time.perf_counter() - t0
-    return Trace(forward, joint, passes, executable, out_tree, times)
+    first_output = len(forward.outputs) if joint is not None and not values else 0
+    return Trace(forward, joint, passes, executable, out_tree, times, first_output)
 
 
 class Staged:
