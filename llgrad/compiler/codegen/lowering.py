@@ -226,7 +226,7 @@ LOWERINGS = {
     "expm1": _math("expm1"),
     "sin": _math("sin"),
     "cos": _math("cos"),
-    "tanh": _math("tanh"),
+    "tanh": _float_only(math.tanh),
     "logistic": _float_only(_logistic),
     "sqrt": _math("sqrt"),
     "abs": _by_kind(lambda b, x, dtype, flags: math.call(b, "fabs", [x], dtype),

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .scalar import REGISTER
+from .scalar import REGISTER, const
 
 _SUFFIX = {"float64": "f64", "float32": "f32"}
 
 #: functions with an LLVM intrinsic ``llvm.<name>.<type>``
-INTRINSICS = frozenset({"exp", "log", "sin", "cos", "sqrt", "tanh", "pow", "fabs"})
+INTRINSICS = frozenset({"exp", "log", "sin", "cos", "sqrt", "tanh", "pow", "fabs",
+                        "copysign"})
 #: functions only libm has (float32 variants carry an ``f`` suffix)
 LIBM = frozenset({"log1p", "expm1", "asin", "acos", "atan", "asinh", "acosh", "atanh",
                   "atan2"})
@@ -96,3 +97,22 @@ def declare(module: ir.Module, name: str, dtype: str, arity: int = 1) -> ir.Func
 def call(b: ir.IRBuilder, name: str, args, dtype: str, fastmath=()):
     fn = declare(b.module, name, dtype, len(args))
     return b.call(fn, list(args), fastmath=fastmath)
+
+
+def tanh(b: ir.IRBuilder, x, dtype: str, flags=()):
+    """tanh(x) = copysign(-t / (t + 2), x) with t = expm1(-2|x|) where libmvec is loaded.
+
+    For float64, libmvec's vector expm1 plus a division cost ~0.6 of its vector tanh
+    (measured 1.6x faster per element); for float32 the form was slower than tanhf, and
+    without libmvec there is nothing to gain, so those keep tanh.  The argument -2|x|
+    keeps t in [-1, 0]: nothing overflows, so no saturation branch is needed (t = -1
+    gives 1), small |x| loses no accuracy (t is accurate to an ulp and t + 2 has no
+    cancellation), and copysign keeps -0.0 and NaN.
+    """
+    if dtype != "float64" or not getattr(b.module, "llgrad_vector_isas", ()):
+        return call(b, "tanh", [x], dtype, flags)
+    minus_2abs = b.fmul(call(b, "fabs", [x], dtype), const(dtype, -2.0), flags=flags)
+    t = call(b, "expm1", [minus_2abs], dtype, flags)
+    magnitude = b.fdiv(b.fneg(t, flags=flags), b.fadd(t, const(dtype, 2.0), flags=flags),
+                       flags=flags)
+    return call(b, "copysign", [magnitude, x], dtype)
