@@ -165,6 +165,18 @@ def replay(b, recipe, operands: dict, type_):
     return operands[ref] if isinstance(ref, str) else values[ref]
 
 
+def times_partial(b, recipe, operands: dict, type_, factor):
+    """``factor`` times the recorded partial: the chain-rule step both modes take (an
+    adjoint in reverse mode, a tangent in forward mode); a partial of 1 or -1 builds
+    no multiplication."""
+    constant = constant_recipe_value(recipe)
+    if constant == 1:
+        return factor
+    if constant == -1:
+        return b.neg(factor)
+    return b.mul(factor, replay(b, recipe, operands, type_))
+
+
 def constant_recipe_value(recipe):
     """The value of a recipe that is just a constant (d(x+y)/dx = 1), else None."""
     steps, ref = recipe["steps"], recipe["result"]
