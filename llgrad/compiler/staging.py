@@ -86,14 +86,12 @@ def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
     times = {} if times is None else times
     passes = []
     optimized = optimize(joint if joint is not None else forward, passes)
-    runs = optimized
-    if not values and joint is not None:
-        runs = Graph(optimized.inputs, optimized.outputs[len(forward.outputs):],
-                     name=optimized.name)
+    first_output = len(forward.outputs) if joint is not None and not values else 0
+    runs = optimized if not first_output else Graph(
+        optimized.inputs, optimized.outputs[first_output:], name=optimized.name)
     t0 = time.perf_counter()
     executable = compile_for(runs, backend, fastmath)
     times["compile_s"] = time.perf_counter() - t0
-    first_output = len(forward.outputs) if joint is not None and not values else 0
     return Trace(forward, joint, passes, executable, out_tree, times, first_output)
 
 
