@@ -204,7 +204,6 @@ class Staged:
         entry = compile_trace(graph, joint, self.backend, self.fastmath, out_tree, times,
                               values=values)
         entry.layout = layout
-        entry.n_values = len(graph.outputs) if values else 0   # outputs before gradients
         entry.package = fastcall.packager(self.kind, self.argnums, entry, leaves)
         return entry
 
@@ -221,7 +220,7 @@ class Staged:
         outer = current().builder
         nodes = inline(outer, joint, [lift(leaf) for leaf in leaves])
         entry = Trace(graph, joint, [], None, out_tree, {})
-        entry.layout, entry.n_values = layout, len(graph.outputs)
+        entry.layout = layout
         package = fastcall.packager(self.kind, self.argnums, entry, leaves, tracing=True)
         return package([Tracer(n) for n in nodes])
 
