@@ -102,10 +102,6 @@ def load(spec: str):
     return module, fn
 
 
-def load_function(spec: str):
-    return load(spec)[1]
-
-
 def _arguments(texts, rng):
     args = []
     for text in texts:
@@ -254,7 +250,7 @@ def bench(args):
         if status:
             raise SystemExit(status)  # a system disagreed with the reference
         return
-    fn = load_function(args.function)
+    _, fn = load(args.function)
     values = _arguments(args.types, np.random.default_rng(0))
     transform = api.jit if args.jit else api.value_and_grad
     argnums = 0 if args.jit else tuple(range(len(values)))

@@ -19,18 +19,9 @@ def elementwise_vjp(b, node, g):
     """Adjoints of an elementwise node: g times the partials of its sympy formula
     (recorded once per primitive, see derivative_table.recipes)."""
     operands = dict(zip(("x", "y"), node.inputs))
-    out = []
-    for recipe in derivative_table.recipes(node.op):
-        constant = None if recipe is None else sympy_frontend.constant_recipe_value(recipe)
-        if recipe is None:
-            out.append(None)
-        elif constant == 1:
-            out.append(g)
-        elif constant == -1:
-            out.append(b.neg(g))
-        else:
-            out.append(b.mul(g, sympy_frontend.replay(b, recipe, operands, node.type)))
-    return out
+    return [None if recipe is None else
+            sympy_frontend.times_partial(b, recipe, operands, node.type, g)
+            for recipe in derivative_table.recipes(node.op)]
 
 
 def vjp_rule(prim):

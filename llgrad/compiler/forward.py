@@ -25,9 +25,7 @@ def elementwise_jvp(b, node, tangents):
     for recipe, t in zip(derivative_table.recipes(node.op), tangents):
         if recipe is None or t is None:
             continue
-        constant = sympy_frontend.constant_recipe_value(recipe)
-        term = (t if constant == 1 else b.neg(t) if constant == -1
-                else b.mul(sympy_frontend.replay(b, recipe, operands, node.type), t))
+        term = sympy_frontend.times_partial(b, recipe, operands, node.type, t)
         out = term if out is None else b.add(out, term)
     return out
 

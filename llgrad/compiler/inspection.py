@@ -149,6 +149,12 @@ class Trace:
         self._times = times
 
     @property
+    def n_values(self) -> int:
+        """How many of the executable's outputs are the function's values (they come
+        before the gradients; grad compiles none of them)."""
+        return 0 if self._first_output else len(self.ir.outputs)
+
+    @property
     def _source(self) -> Graph:
         """The graph the passes start from: the joint graph, or for jit the forward one."""
         return self.ir if self.backward is None else self.backward

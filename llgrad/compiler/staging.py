@@ -86,14 +86,12 @@ def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
     times = {} if times is None else times
     passes = []
     optimized = optimize(joint if joint is not None else forward, passes)
-    runs = optimized
-    if not values and joint is not None:
-        runs = Graph(optimized.inputs, optimized.outputs[len(forward.outputs):],
-                     name=optimized.name)
+    first_output = len(forward.outputs) if joint is not None and not values else 0
+    runs = optimized if not first_output else Graph(
+        optimized.inputs, optimized.outputs[first_output:], name=optimized.name)
     t0 = time.perf_counter()
     executable = compile_for(runs, backend, fastmath)
     times["compile_s"] = time.perf_counter() - t0
-    first_output = len(forward.outputs) if joint is not None and not values else 0
     return Trace(forward, joint, passes, executable, out_tree, times, first_output)
 
 
@@ -206,7 +204,6 @@ class Staged:
         entry = compile_trace(graph, joint, self.backend, self.fastmath, out_tree, times,
                               values=values)
         entry.layout = layout
-        entry.n_values = len(graph.outputs) if values else 0   # outputs before gradients
         entry.package = fastcall.packager(self.kind, self.argnums, entry, leaves)
         return entry
 
@@ -223,7 +220,7 @@ class Staged:
         outer = current().builder
         nodes = inline(outer, joint, [lift(leaf) for leaf in leaves])
         entry = Trace(graph, joint, [], None, out_tree, {})
-        entry.layout, entry.n_values = layout, len(graph.outputs)
+        entry.layout = layout
         package = fastcall.packager(self.kind, self.argnums, entry, leaves, tracing=True)
         return package([Tracer(n) for n in nodes])
 

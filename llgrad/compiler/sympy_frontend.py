@@ -1,9 +1,10 @@
 """sympy ⇄ IR: where elementwise derivatives come from, and the sympy bridge.
 
 Each elementwise primitive states its meaning as a sympy formula in ``x`` (and ``y``);
-``partials`` differentiates it once, on the primitive's first differentiation, and
-``to_ir`` turns the derivative back into Builder calls.  Because the Builder
-hash-conses, ``1 - tanh(x)**2`` finds the forward ``tanh`` node instead of
+``partials`` differentiates it and ``record_partials`` turns the derivative into
+replayable Builder steps, once, when ``derivative_table`` is written (or in memory for
+a formula edited since); ``replay`` builds them at every differentiation.  Because the
+Builder hash-conses, ``1 - tanh(x)**2`` finds the forward ``tanh`` node instead of
 recomputing it: the backward graph reuses forward values with no special cases.
 
 The same two directions serve users: ``to_sympy`` reads an elementwise Graph back
@@ -163,6 +164,18 @@ def replay(b, recipe, operands: dict, type_):
                                             for r in step[2]]))
     ref = recipe["result"]
     return operands[ref] if isinstance(ref, str) else values[ref]
+
+
+def times_partial(b, recipe, operands: dict, type_, factor):
+    """``factor`` times the recorded partial: the chain-rule step both modes take (an
+    adjoint in reverse mode, a tangent in forward mode); a partial of 1 or -1 builds
+    no multiplication."""
+    constant = constant_recipe_value(recipe)
+    if constant == 1:
+        return factor
+    if constant == -1:
+        return b.neg(factor)
+    return b.mul(factor, replay(b, recipe, operands, type_))
 
 
 def constant_recipe_value(recipe):

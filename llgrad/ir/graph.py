@@ -112,9 +112,6 @@ class AdjointTable:
     def of(self, node: Node) -> list[Node]:
         return self._of.get(id(node), [])
 
-    def forward_ids(self, graph: Graph) -> set:
-        return forward_ids(graph, self.n_forward)
-
 
 def forward_ids(graph: Graph, n_forward: int) -> set:
     """ids of the nodes the first ``n_forward`` outputs need: in a joint graph, the

@@ -186,27 +186,33 @@ def _kept_shape(x_shape, axes):
     return tuple(1 if d in axes else n for d, n in enumerate(x_shape))
 
 
-def _reduce_sum_vjp(b, node, g):
+def _spread(b, v, node):
+    """``v``, shaped like reduction ``node``'s result, broadcast back over its operand."""
     x = node.inputs[0]
-    return (b.broadcast_to(b.reshape(g, shape=_kept_shape(x.shape, node.attrs["axes"])),
-                           x.shape),)
+    return b.broadcast_to(b.reshape(v, shape=_kept_shape(x.shape, node.attrs["axes"])),
+                          x.shape)
+
+
+def _reduce_sum_vjp(b, node, g):
+    return (_spread(b, g, node),)
+
+
+def _maxima(b, node):
+    """1 where the operand of reduce_max ``node`` equals its maximum, else 0."""
+    x = node.inputs[0]
+    return b.convert(b.eq(x, _spread(b, node, node)), dtype=x.dtype)
 
 
 def _reduce_max_vjp(b, node, g):
     """Ties share the adjoint equally (as in JAX), so the rule is exact for ties too."""
-    x = node.inputs[0]
-    kept = _kept_shape(x.shape, node.attrs["axes"])
-    spread = lambda v: b.broadcast_to(b.reshape(v, shape=kept), x.shape)
-    mask = b.convert(b.eq(x, spread(node)), dtype=x.dtype)
+    mask = _maxima(b, node)
     count = b.reduce_sum(mask, axes=node.attrs["axes"])
-    return (b.mul(spread(b.div(g, count)), mask),)
+    return (b.mul(_spread(b, b.div(g, count), node), mask),)
 
 
 def _reduce_max_jvp(b, node, tangents):
     """The mean of the tangents at the maxima (the transpose of the vjp's tie rule)."""
-    x, axes = node.inputs[0], node.attrs["axes"]
-    mask = b.convert(b.eq(x, b.broadcast_to(b.reshape(node, shape=_kept_shape(x.shape, axes)),
-                                            x.shape)), dtype=x.dtype)
+    mask, axes = _maxima(b, node), node.attrs["axes"]
     return b.div(b.reduce_sum(b.mul(tangents[0], mask), axes=axes),
                  b.reduce_sum(mask, axes=axes))
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import scalar_constant
+from .graph import forward_ids, scalar_constant
 
 def _literal(node):
     v = scalar_constant(node)
@@ -46,7 +46,7 @@ def format_graph(graph, indent: str = "", names: dict | None = None,
     notes = notes or {}
     lines = []
     adjoints = graph.adjoints
-    forward = adjoints.forward_ids(graph) if adjoints else None
+    forward = forward_ids(graph, adjoints.n_forward) if adjoints else None
 
     def name(node):
         lit = _literal(node)

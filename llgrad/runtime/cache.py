@@ -31,7 +31,8 @@ import warnings
 FORMAT = 4
 MAGIC = b"llgrad-object\n"
 
-# the directory found unwritable (reads still work); damaged entries already reported
+# the directory found unwritable (reads still work); what was already warned about;
+# llgrad's source digest ("source", computed once)
 _state = {"unwritable": None, "reported": set()}
 _lock = threading.Lock()
 
@@ -118,12 +119,8 @@ def load(entry_key: str):
         return None
     entry = decode(entry_key, data)
     if isinstance(entry, str):
-        with _lock:
-            first = (path, hash(data)) not in _state["reported"]
-            _state["reported"].add((path, hash(data)))
-        if first:
-            warnings.warn(f"llgrad: ignoring the cache entry {path}: {entry}; compiling "
-                          f"again", RuntimeWarning, stacklevel=2)
+        _warn_once((path, hash(data)), f"llgrad: ignoring the cache entry {path}: {entry}; "
+                   f"compiling again", stacklevel=3)
         return None
     return entry
 
@@ -147,11 +144,16 @@ def _write(name: str, payload: bytes) -> None:
     except OSError as exc:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        with _lock:
-            first = _state["unwritable"] != root
-            _state["unwritable"] = root
-        if first:
-            warnings.warn(f"llgrad: cannot write the cache directory {root} ({exc}); "
-                          f"compiled code is kept in memory only (set LLGRAD_CACHE_DIR "
-                          f"to a writable directory, or LLGRAD_NO_CACHE=1)",
-                          RuntimeWarning, stacklevel=3)
+        _state["unwritable"] = root
+        _warn_once(("unwritable", root), f"llgrad: cannot write the cache directory {root} "
+                   f"({exc}); compiled code is kept in memory only (set LLGRAD_CACHE_DIR "
+                   f"to a writable directory, or LLGRAD_NO_CACHE=1)", stacklevel=4)
+
+
+def _warn_once(what, message: str, stacklevel: int) -> None:
+    """One RuntimeWarning per ``what`` and process, however many threads meet it."""
+    with _lock:
+        first = what not in _state["reported"]
+        _state["reported"].add(what)
+    if first:
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)

@@ -15,7 +15,8 @@ from llvmlite import ir
 
 from .indexing import Index
 from .loops import counted_loop, loop_nest
-from .scalar import I64, ITEMSIZE, PTR, REGISTER, const, i64, linearise, load, store
+from .scalar import (I64, ITEMSIZE, PTR, REGISTER, const, declare, i64, linearise, load,
+                     store)
 
 # Multiply-add may contract to FMA (as BLAS does); it never reorders the sum.
 _CONTRACT = ("contract",)
@@ -102,10 +103,6 @@ def _fits(gemm, c) -> bool:
     return gemm.convention != "fortran" or max(c.M, c.N, c.K) < 2 ** 31
 
 
-def _declare(b, name, ret, args):
-    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
-
-
 def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
     """Row-major C = op(A) op(B), one gemm per batch; an operand stored transposed is
     read in place with 'T' and the other leading dimension."""
@@ -120,8 +117,8 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
         if gemm.convention == "cblas64":
             # cblas_?gemm(RowMajor=101, transA, transB, M, N, K, 1, A, lda, B, ldb, 0, C, N)
             i32 = ir.IntType(32)
-            fn = _declare(b, gemm.symbol, ir.VoidType(), [i32] * 3 + [I64] * 3 + [t, PTR, I64,
-                                                                                  PTR, I64, t, PTR, I64])
+            fn = declare(b.module, gemm.symbol, ir.VoidType(),
+                         [i32] * 3 + [I64] * 3 + [t, PTR, I64, PTR, I64, t, PTR, I64])
             trans = {"N": ir.Constant(i32, 111), "T": ir.Constant(i32, 112)}
             b.call(fn, [ir.Constant(i32, 101), trans[layouts[0]], trans[layouts[1]],
                         i64(c.M), i64(c.N), i64(c.K), ir.Constant(t, 1.0), a, i64(lda),
@@ -130,7 +127,7 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
             # Fortran, column-major: the column-major view of a row-major matrix is its
             # transpose, so C^T = op(B)^T op(A)^T: gemm(tb, ta, N, M, K, 1, B, ldb, A, lda, 0, C, N)
             i32, i8 = ir.IntType(32), ir.IntType(8)
-            fn = _declare(b, gemm.symbol, ir.VoidType(), [PTR] * 13)
+            fn = declare(b.module, gemm.symbol, ir.VoidType(), [PTR] * 13)
             with b.goto_entry_block():
                 cells = [b.alloca(typ) for typ in (i8, i8, i32, i32, i32, t, i32, i32, t, i32)]
             values = [ir.Constant(i8, ord(layouts[1])), ir.Constant(i8, ord(layouts[0])),

@@ -9,8 +9,9 @@ function costs LLVM far more than linear time (a 100-layer network took 65 s to
 compile with the kernels inlined into the entry point), while a call per kernel costs
 nanoseconds; only loop-free (scalar) kernels may be inlined, as their code is smaller
 than the call.  ``<name>.list`` is a second entry for calls from Python (``list_entry``)
-and large elementwise kernels may run split across threads (``parallel``).  Kernels whose code is identical (the same layer repeated in a deep
-network, forward or backward) are emitted once and called with other buffers.
+and large elementwise kernels may run split across threads (``parallel``).  Kernels
+whose code is identical (the same layer repeated in a deep network, forward or
+backward) are emitted once and called with other buffers.
 """
 from __future__ import annotations
 
@@ -190,10 +191,10 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
                 read_bufs.append(buf)
         params = [out_buf] + read_bufs + list(memory.scratch[t])
         r = row(node)
-        flat = (kernel.copy or not isinstance(r, Kernel)) and (
-            kernel.copy or not needs_axes(node, fusion.inlined))
-        split = getattr(module, "llgrad_threads", 1) > 1 and flat and \
-            node.type.size >= parallel.MIN_ELEMENTS
+        # a flat elementwise loop (what _emit_elementwise_kernel runs over a range)
+        flat = kernel.copy or not (isinstance(r, Kernel) or needs_axes(node, fusion.inlined))
+        split = (getattr(module, "llgrad_threads", 1) > 1 and flat
+                 and node.type.size >= parallel.MIN_ELEMENTS)
         ranged = [I64, I64] if split else []   # the element range [lo, hi) it computes
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params) + ranged),
                          f"{name}.k{t}_{'copy' if kernel.copy else node.op}")

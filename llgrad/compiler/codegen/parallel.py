@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from llvmlite import ir
 
 from .loops import counted_loop
-from .scalar import I64, PTR, i64
+from .scalar import I64, PTR, declare, i64
 
 MIN_ELEMENTS = 1 << 17
 _I32 = ir.IntType(32)
@@ -35,11 +35,6 @@ def default_parts() -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return max(1, min(cores, 8))
-
-
-def _declare(module, name, ret, args):
-    fn = module.globals.get(name)
-    return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name)
 
 
 def _trampoline(module, kernel: ir.Function, n_ptrs: int) -> ir.Function:
@@ -63,8 +58,8 @@ def _trampoline(module, kernel: ir.Function, n_ptrs: int) -> ir.Function:
 def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts: int):
     """Run ``kernel(*pointers, lo, hi)`` over ``[0, size)`` in ``parts`` threads."""
     module = b.module
-    create = _declare(module, "pthread_create", _I32, [PTR, PTR, PTR, PTR])
-    join = _declare(module, "pthread_join", _I32, [I64, PTR])
+    create = declare(module, "pthread_create", _I32, [PTR, PTR, PTR, PTR])
+    join = declare(module, "pthread_join", _I32, [I64, PTR])
     worker = _trampoline(module, kernel, len(pointers))
     bounds = [min(size, (size * k // parts + 63) // 64 * 64) for k in range(parts)] + [size]
     started = []

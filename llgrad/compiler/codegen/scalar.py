@@ -38,6 +38,13 @@ def i64(value: int) -> ir.Constant:
     return ir.Constant(I64, int(value))
 
 
+def declare(module: ir.Module, name: str, ret, args) -> ir.Function:
+    """The external function ``name`` (BLAS, pthreads), declared once per module and
+    resolved by name when the code is loaded."""
+    fn = module.globals.get(name)
+    return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name)
+
+
 def load(b: ir.IRBuilder, ptr, linear, dtype: str):
     """Element ``linear`` of a buffer of ``dtype``, in register form."""
     addr = b.gep(ptr, [linear], inbounds=True, source_etype=MEMORY[dtype])

@@ -6,8 +6,8 @@ it inline (so ``c = a*b + d`` is one loop, and a trailing ``reduce_sum`` swallow
 chain it sums), or a cheap index map (broadcast_in_dim, iota, scalar constants) with
 any number of readers, or one cheap arithmetic operation (``RECOMPUTED``) over values
 that have buffers, with any number of elementwise readers: repeating one add per reader
-costs less than writing and re-reading an array.  Broadcasting never pulls a costly producer into its loop,
-since that would recompute the producer once per broadcast copy.
+costs less than writing and re-reading an array.  Broadcasting never pulls a costly
+producer into its loop, since that would recompute the producer once per broadcast copy.
 
 Everything else is *materialised* by one ``Kernel`` in topological order.  reshape
 is a view of its operand's buffer.  Graph outputs are written straight into the
