@@ -23,7 +23,7 @@ from llvmlite import ir
 
 from . import control, kernels, math, matmul
 from .indexing import Index
-from .scalar import I64, REGISTER, const, i64, is_float
+from .scalar import I64, REGISTER, const, declare, i64, is_float
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,7 @@ def _convert(b, args, dtype, flags, attrs):
     # saturating: NaN and out-of-range floats give defined integers (plain fptosi gives
     # poison, which a later clamp of an index could not tame)
     name = f"llvm.fptosi.sat.i64.{'f64' if dtype == 'float64' else 'f32'}"
-    module = b.module
-    fn = module.globals.get(name) or ir.Function(module, ir.FunctionType(target, [x.type]), name)
-    return b.call(fn, [x])
+    return b.call(declare(b.module, name, target, [x.type]), [x])
 
 
 # ----------------------------------------------------------------------------------

@@ -39,8 +39,8 @@ def i64(value: int) -> ir.Constant:
 
 
 def declare(module: ir.Module, name: str, ret, args) -> ir.Function:
-    """The external function ``name`` (BLAS, pthreads), declared once per module and
-    resolved by name when the code is loaded."""
+    """The external function or intrinsic ``name`` (BLAS, pthreads, llvm.*), declared
+    once per module; external symbols are resolved by name when the code is loaded."""
     fn = module.globals.get(name)
     return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name)
 
