@@ -13,7 +13,7 @@ def loss(x):
 
 def _graph(n):
     x = np.random.default_rng(n).normal(size=n)
-    return llgrad.grad(loss).trace(x).optimized, x
+    return llgrad.value_and_grad(loss).trace(x).optimized, x
 
 
 @pytest.mark.parametrize("parts", [2, 3])

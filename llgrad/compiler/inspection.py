@@ -160,9 +160,19 @@ class Trace:
         return self.ir if self.backward is None else self.backward
 
     @property
-    def _compiled(self) -> Graph:
-        """The graph that runs: the last pass's output."""
+    def _optimized_joint(self) -> Graph:
+        """The last pass's output, values and gradients."""
         return self.passes[-1].graph if self.passes else self._source
+
+    @property
+    def _compiled(self) -> Graph:
+        """The graph that runs: the last pass's output, without the values for grad
+        (what only the value needs is never compiled)."""
+        graph = self._optimized_joint
+        if not self._first_output:
+            return graph
+        return Graph(graph.inputs, graph.outputs[self._first_output:], name=graph.name,
+                     output_names=(graph.output_names or ())[self._first_output:] or None)
 
     @property
     def _plan(self):
@@ -195,7 +205,7 @@ class Trace:
         if self.backward is None:
             return []
         graph = self._compiled
-        forward = forward_ids(graph, len(self.ir.outputs))
+        forward = forward_ids(self._optimized_joint, len(self.ir.outputs))
         names: dict = {}
         format_graph(graph, names=names)
         kept = {}
