@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Mapping
+from functools import cached_property
 from typing import NamedTuple
 
 from ..ir.errors import LlgradError
@@ -164,7 +165,7 @@ class Trace:
         """The last pass's output, values and gradients."""
         return self.passes[-1].graph if self.passes else self._source
 
-    @property
+    @cached_property
     def _compiled(self) -> Graph:
         """The graph that runs: the last pass's output, without the values for grad
         (what only the value needs is never compiled)."""

@@ -3,8 +3,9 @@
     graph ──fusion──▶ kernels ──memplan──▶ buffers ──codegen──▶ LLVM IR ──JIT──▶ Executable
 
 The on-disk cache is consulted first, keyed by the graph's fingerprint and the
-codegen options: on a hit none of the arrows before JIT runs (and the codegen modules
-are not even imported); the IR and the kernel plan are made again only if someone
+codegen options: on a hit none of the arrows before JIT runs (fusion, the memory plan
+and the code generator proper are not even imported; only codegen/parallel.py is, for
+the thread count in the key); the IR and the kernel plan are made again only if someone
 asks for them (``Trace.llvm_ir``, ``Trace.kernels``).
 """
 from __future__ import annotations
