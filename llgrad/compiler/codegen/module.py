@@ -35,6 +35,7 @@ class KernelContext:
         self.pointers = pointers      # id(node) -> pointer value, for materialised nodes
         self.scratch = scratch        # pointers to this kernel's scratch buffers
         self.flags = flags            # fast-math flags for float arithmetic
+        self._computed = {}           # (id(node), id(index)) -> (index, value)
 
     def pointer(self, node):
         return self.pointers[id(node)]
@@ -47,10 +48,18 @@ class KernelContext:
         return self.compute(node, index)
 
     def compute(self, node, index: Index):
+        """The value of an inlined ``node`` at ``index``.  An elementwise value read by
+        several nodes of one loop at the same ``Index`` is computed once: the first
+        computation dominates the later reads, as a loop body is emitted in order."""
         r = row(node)
         if isinstance(r, Elementwise):
+            known = self._computed.get((id(node), id(index)))
+            if known is not None:
+                return known[1]
             args = [self.read(x, index) for x in node.inputs]
-            return r.scalar(self.b, args, node.inputs[-1].dtype, self.flags, node.attrs)
+            value = r.scalar(self.b, args, node.inputs[-1].dtype, self.flags, node.attrs)
+            self._computed[id(node), id(index)] = (index, value)
+            return value
         if isinstance(r, (IndexMap, View)):
             return r.read(self, node, index)
         if isinstance(r, Leaf) and node.op == "constant" and node.type.ndim == 0:
