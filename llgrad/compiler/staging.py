@@ -290,6 +290,10 @@ class Staged:
             return self._nested(args, kwargs, leaves)
         return entry.package(entry.executable(*leaves))
 
+    def _install(self, signature, fast):
+        """Make ``fast`` (a native entry) the fast call of ``signature``."""
+        self._fast_calls[signature] = self._last_fast = fast
+
     def _entry(self, args, kwargs=None):
         kwargs = kwargs or {}
         key, leaves = self._key(args, kwargs)
@@ -307,7 +311,9 @@ class Staged:
                             time.perf_counter() - start)
             self._cache[key] = entry
             if not kwargs and not self.static_argnums:
-                fast = fastcall.build(self.kind, self.argnums, entry, args, leaves)
+                signature = fastcall.signature(args)
+                fast = fastcall.build(self.kind, self.argnums, entry, args, leaves,
+                                      functools.partial(self._install, signature))
                 if fast is not None:
-                    self._fast_calls.setdefault(fastcall.signature(args), fast)
+                    self._fast_calls.setdefault(signature, fast)
         return entry, leaves

@@ -85,6 +85,16 @@ class Executable:
         return [(shape, np_dtype) for _, shape, np_dtype, _ in self._inputs]
 
     @property
+    def output_types(self) -> list[tuple[tuple, np.dtype]]:
+        """(shape, numpy dtype) of each output."""
+        return list(self._outputs)
+
+    @property
+    def entry_address(self) -> int:
+        """The address of ``void entry(void **packed)`` (see the module docstring)."""
+        return self._compiled.address
+
+    @property
     def llvm_ir_optimized(self) -> str:
         return self._compiled.llvm_ir_optimized
 
