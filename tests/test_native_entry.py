@@ -348,8 +348,9 @@ def test_a_signature_gets_its_native_entry_once_hot(monkeypatch):
         assert_identical(r, results[0])
 
 
-def test_a_large_executable_keeps_the_ctypes_call(rng, monkeypatch):
-    monkeypatch.setattr(fastcall, "NATIVE_MAX_FLOPS", 10)
+@pytest.mark.parametrize("limit", ["NATIVE_MAX_FLOPS", "NATIVE_MAX_BYTES"])
+def test_a_large_executable_keeps_the_ctypes_call(limit, rng, monkeypatch):
+    monkeypatch.setattr(fastcall, limit, 10)
     f = llgrad.grad(mlp)
     args = mlp_args(rng)
     f(*args)

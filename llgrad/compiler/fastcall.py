@@ -59,12 +59,14 @@ def signature(args):
 _MAX_LEAVES = 256
 
 
-#: calls a signature's Python fast path answers before its native entry is compiled
-#: (~15 ms; ~2 ms from the disk cache): a signature called a few times never pays it
-NATIVE_AFTER = 16
-#: a call of an executable of more flops than this may take longer than ~50 µs:
-#: it keeps the ctypes call, which releases the GIL while native code runs
-NATIVE_MAX_FLOPS = 1_000_000
+#: calls a signature's Python fast path answers before its native entry is compiled:
+#: ~20 ms (~2 ms from the disk cache) against 0.5-3 µs saved per call, so a signature
+#: called a few times never pays it and a loop has spent a few ms more by then
+NATIVE_AFTER = 1000
+#: a call of an executable of more flops, or touching more bytes (arguments, results
+#: and scratch), than this may take longer than ~50 µs: it keeps the ctypes call,
+#: which releases the GIL while native code runs
+NATIVE_MAX_FLOPS, NATIVE_MAX_BYTES = 1_000_000, 1 << 20
 
 
 def build(kind: str, argnums, entry, args, leaves, install=None):
@@ -153,7 +155,12 @@ def _native(kind, argnums, entry, args, leaves, floats):
     """``make() -> builtin or None`` for the native entry of this signature, or None
     where it does not apply (see the module docstring)."""
     executable = entry.executable
-    if (os.environ.get("LLGRAD_NO_NATIVE_ENTRY") == "1" or pyobjects.OBJECTS is None
+    if os.environ.get("LLGRAD_NO_NATIVE_ENTRY") == "1" or pyobjects.OBJECTS is None:
+        return None
+    touched = executable.arena_bytes + sum(
+        int(np.prod(shape)) * dtype.itemsize
+        for shape, dtype in executable.input_types + executable.output_types)
+    if (touched > NATIVE_MAX_BYTES
             or sum(map(flops, executable.graph.nodes)) > NATIVE_MAX_FLOPS):
         return None
     planned = native_plan(kind, argnums, entry, args, leaves, floats)
