@@ -5,7 +5,6 @@ never hands out an output array the caller still holds, leaks no reference or
 memory, and stays right from several threads."""
 import gc
 import sys
-import threading
 import tracemalloc
 
 import numpy as np
@@ -15,6 +14,7 @@ import llgrad
 from benchmarks import workloads
 from llgrad.compiler import fastcall
 from llgrad.runtime import engine, pyobjects
+from test_robustness import run_threads
 
 pytestmark = pytest.mark.skipif(pyobjects.OBJECTS is None, reason="the object layout of "
                                 "this interpreter is not verified: it has no native entry")
@@ -315,23 +315,13 @@ def test_several_threads(rng, monkeypatch):
     inputs = [(mlp_args(np.random.default_rng(k)), {"x": 0.1 * k, "y": 0.5, "z": -0.2 * k})
               for k in range(4)]
     wants = [(python_arrays(*a), python_scalars(s)) for a, s in inputs]
-    barrier, errors = threading.Barrier(4), []
 
     def body(k):
-        try:
-            barrier.wait()
-            args, floats = inputs[k]
-            for _ in range(300):
-                assert_identical(arrays(*args), wants[k][0])
-                assert_identical(scalars(floats), wants[k][1])
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(exc)
-    threads = [threading.Thread(target=body, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+        args, floats = inputs[k]
+        for _ in range(300):
+            assert_identical(arrays(*args), wants[k][0])
+            assert_identical(scalars(floats), wants[k][1])
+    run_threads(body)
 
 
 # -- when there is a native entry -------------------------------------------------------

@@ -231,25 +231,14 @@ def native_plan(kind, argnums, entry, args, leaves, floats):
 def _result_spec(kind, argnums, entry, leaves, floats, outputs, ref):
     """``_result`` as a tree of ``["leaf", output, how]`` (see ``pyentry``), ``["none"]``,
     ``["tuple" or "list", children]`` and ``["dict", key indices, children]``."""
-    n = entry.n_values
+    def value(i):
+        return ["leaf", i, "float64" if floats else "scalar" if outputs[i][0] == () else "array"]
 
-    def value_leaf(i):
-        how = "float64" if floats else "scalar" if outputs[i][0] == () else "array"
-        return ["leaf", i, how]
-    value = None if kind == "grad" else _tree_spec(entry.out_tree,
-                                                     iter(map(value_leaf, range(n))), ref)
-    if kind == "jit":
-        return value
-    grads, pos = [], n
-    for treedef, start, count in entry.layout:
-        items = []
-        for leaf in leaves[start:start + count]:
-            items.append(["leaf", pos, "float" if floats else
-                          "array" if leaf.ndim > 0 else "scalar"])
-            pos += 1
-        grads.append(_tree_spec(treedef, iter(items), ref))
-    grad = grads[0] if isinstance(argnums, int) else ["tuple", grads]
-    return grad if kind == "grad" else ["tuple", [value, grad]]
+    def grad(pos, leaf):
+        return ["leaf", pos, "float" if floats else "array" if leaf.ndim > 0 else "scalar"]
+    return _assemble(kind, argnums, entry, leaves, value, grad,
+                     lambda treedef, items: _tree_spec(treedef, items, ref),
+                     lambda parts: ["tuple", parts])
 
 
 def _tree_spec(treedef, items, ref):
@@ -291,23 +280,35 @@ def _flat(arg) -> bool:
 
 def _result(source, kind, argnums, entry, leaves, *, floats, tracing=False) -> str:
     """The expression of the user's result in the outputs ``o``."""
-    n = entry.n_values
     wrap = "" if tracing else "np.float64" if floats else "_scalar"
-    value = "" if kind == "grad" else _tree(source, entry.out_tree,
-                                            iter(f"{wrap}(o[{i}])" for i in range(n)))
+
+    def value(i):
+        return f"{wrap}(o[{i}])"
+
+    def grad(pos, leaf):
+        convert = None if tracing or floats else _converter(leaf)
+        return f"o[{pos}]" if convert is None else f"{source.const(convert)}(o[{pos}])"
+    return _assemble(kind, argnums, entry, leaves, value, grad,
+                     lambda treedef, items: _tree(source, treedef, items),
+                     lambda exprs: f"({''.join(e + ', ' for e in exprs)})")
+
+
+def _assemble(kind, argnums, entry, leaves, value, grad, tree, tuple_of):
+    """The user's result from the executable's outputs, in any representation: ``value(i)``
+    is output ``i`` as a value, ``grad(pos, leaf)`` output ``pos`` as the gradient of
+    ``leaf``, ``tree(treedef, items)`` builds a pytree, ``tuple_of(parts)`` a tuple.
+    The values come first (none for grad), then each differentiated argument's leaves."""
+    n = entry.n_values
+    result = None if kind == "grad" else tree(entry.out_tree, iter(map(value, range(n))))
     if kind == "jit":
-        return value
-    exprs, pos = [], n
+        return result
+    grads, pos = [], n
     for treedef, start, count in entry.layout:
-        items = []
-        for leaf in leaves[start:start + count]:
-            convert = None if tracing or floats else _converter(leaf)
-            items.append(f"o[{pos}]" if convert is None else
-                         f"{source.const(convert)}(o[{pos}])")
-            pos += 1
-        exprs.append(_tree(source, treedef, iter(items)))
-    grad = exprs[0] if isinstance(argnums, int) else f"({''.join(e + ', ' for e in exprs)})"
-    return grad if kind == "grad" else f"({value}, {grad})"
+        grads.append(tree(treedef, iter([grad(pos + k, leaf) for k, leaf in
+                                         enumerate(leaves[start:start + count])])))
+        pos += count
+    gradient = grads[0] if isinstance(argnums, int) else tuple_of(grads)
+    return gradient if kind == "grad" else tuple_of([result, gradient])
 
 
 #: containers nested deeper than this are rebuilt by ``pytree.unflatten`` (Python's
