@@ -16,6 +16,7 @@ time runs the code, and the code touches them only where no other thread can run
 from __future__ import annotations
 
 import ctypes
+import itertools
 
 import numpy as np
 
@@ -72,32 +73,34 @@ def builtin(name: str, compiled, executable, header: tuple, objects: list, *, mi
     in ``header`` (``pyentry.HEADER``), then the addresses of ``objects`` (the
     signature's dict keys, dtype objects...), where ``GENERATIONS`` pools of output
     arrays go at ``pool_at``."""
-    words = [0] * len(header) + [id(obj) for obj in objects]
     n_in, n_out = len(executable.input_types), len(executable.output_types)
+    table = np.array([0] * len(header) + [id(obj) for obj in objects], np.uint64)
     arena = np.zeros(executable.arena_bytes + 64, np.uint8)
     packed = np.zeros(n_in + n_out + 1, np.uintp)
     packed[-1] = arena.ctypes.data + (-arena.ctypes.data) % 64
     values, results = np.zeros(n_in), np.zeros(n_out)
-    pool = []
     if floats:
         packed[:n_in] = values.ctypes.data + 8 * np.arange(n_in)
         packed[n_in:-1] = results.ctypes.data + 8 * np.arange(n_out)
-    else:
-        pool = [[np.empty(shape, dtype) for shape, dtype in executable.output_types]
-                for _ in range(GENERATIONS)]
-        for g, arrays in enumerate(pool):
-            words[pool_at + g * n_out:pool_at + (g + 1) * n_out] = map(id, arrays)
-    scratch = np.zeros(())
-    empty = ()
-    fill = {"miss": id(miss), "tuple": id(tuple), "list": id(list), "dict": id(dict), "float": id(float),
-            "ndarray": id(np.ndarray), "none": id(None), "empty_tuple": id(empty),
-            "run": executable.entry_address, "packed": packed.ctypes.data,
-            "values": values.ctypes.data, "results": results.ctypes.data,
-            "scratch": id(scratch)}
-    for k, field in enumerate(header):
-        words[k] = fill[field]
-    table = np.array(words, np.uint64)
+    pool = [[] for _ in range(0 if floats else GENERATIONS)]
+    turn = itertools.cycle(range(len(pool)))
+
+    def refill():
+        """New arrays for the next generation in turn (the caller holds every one)."""
+        g = next(turn)
+        pool[g] = [executable.allocate_output(k) for k in range(n_out)]
+        table[pool_at + g * n_out:pool_at + (g + 1) * n_out] = list(map(id, pool[g]))
+    for _ in pool:
+        refill()
+    scratch, empty = np.zeros(()), ()
+    fill = {"miss": id(miss), "tuple": id(tuple), "list": id(list), "dict": id(dict),
+            "float": id(float), "ndarray": id(np.ndarray), "none": id(None),
+            "empty_tuple": id(empty), "run": executable.entry_address,
+            "packed": packed.ctypes.data, "values": values.ctypes.data,
+            "results": results.ctypes.data, "scratch": id(scratch), "refill": id(refill)}
+    table[:len(header)] = [fill[field] for field in header]
     definition = _MethodDef(name.encode(), compiled.address, METH_O, None)
     _METHOD_DEFS.append(definition)
-    keep = (compiled, executable, miss, objects, arena, packed, values, results, pool, scratch, empty)
+    keep = (compiled, executable, miss, objects, arena, packed, values, results, pool,
+            scratch, empty, refill)
     return _new_function(ctypes.byref(definition), (table, keep), None)

@@ -37,7 +37,7 @@ SYMBOL = "llgrad_pyentry"
 
 #: the table's first words, in this order
 HEADER = ("miss", "tuple", "list", "dict", "float", "ndarray", "none", "empty_tuple",
-          "run", "packed", "values", "results", "scratch")
+          "run", "packed", "values", "results", "scratch", "refill")
 _AT = {name: k for k, name in enumerate(HEADER)}
 
 #: C-API functions the entry calls: name -> (return type, argument types)
@@ -45,7 +45,8 @@ CAPI = {"Py_IncRef": (ir.VoidType(), [PTR]), "Py_DecRef": (ir.VoidType(), [PTR])
         "PyErr_Occurred": (PTR, []), "PyDict_GetItemWithError": (PTR, [PTR, PTR]),
         "PyFloat_FromDouble": (PTR, [F64]), "PyTuple_New": (PTR, [I64]),
         "PyList_New": (PTR, [I64]), "PyDict_New": (PTR, []),
-        "PyDict_SetItem": (I32, [PTR, PTR, PTR]), "PyObject_GetItem": (PTR, [PTR, PTR])}
+        "PyDict_SetItem": (I32, [PTR, PTR, PTR]), "PyObject_GetItem": (PTR, [PTR, PTR]),
+        "PyObject_CallNoArgs": (PTR, [PTR])}
 
 
 def build(plan: dict, offsets) -> str:
@@ -199,13 +200,30 @@ class _Entry:
 
     def free_generation(self):
         """The table index of the first pool generation only the pool holds (every array
-        with reference count 1), or MISS when the caller holds one of each."""
-        b, plan = self.b, self.plan
-        n_out, pool = plan["n_out"], plan["pool"]
+        with reference count 1).  When the caller holds one of each, the pool's
+        ``refill()`` replaces one with new arrays and the pool is searched again (another
+        thread may have run meanwhile: then MISS)."""
+        b = self.b
         chosen = self.fn.append_basic_block("chosen")
-        starts = []
+        starts = self.search(chosen)
+        refilled = self.call("PyObject_CallNoArgs", self.word(_AT["refill"]))
+        self.require(b.icmp_unsigned("!=", refilled, ir.Constant(PTR, None)), self.error)
+        self.call("Py_DecRef", refilled)
+        starts += self.search(chosen)
+        b.branch(self.miss)
+        b.position_at_end(chosen)
+        base = b.phi(I64)
+        for start, block in starts:
+            base.add_incoming(start, block)
+        self.base = base
+        return base
+
+    def search(self, chosen) -> list:
+        """Branch to ``chosen`` from the first free generation; (its index, block) pairs."""
+        b, plan = self.b, self.plan
+        n_out, starts = plan["n_out"], []
         for g in range(plan["generations"]):
-            start = pool + g * n_out
+            start = plan["pool"] + g * n_out
             free = ir.Constant(ir.IntType(1), 1)
             for k in range(n_out):
                 count = self.field(self.word(start + k), self.o.refcnt, I64)
@@ -214,13 +232,7 @@ class _Entry:
             nxt = self.fn.append_basic_block()
             b.cbranch(free, chosen, nxt)
             b.position_at_end(nxt)
-        b.branch(self.miss)
-        b.position_at_end(chosen)
-        base = b.phi(I64)
-        for start, block in starts:
-            base.add_incoming(start, block)
-        self.base = base
-        return base
+        return starts
 
     # -- the result --------------------------------------------------------------------
 
