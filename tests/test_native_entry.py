@@ -28,7 +28,7 @@ def native_at_once(monkeypatch):
 
 
 def is_native(f) -> bool:
-    return type(f._last_fast).__name__ == "builtin_function_or_method"
+    return type(f.func).__name__ == "builtin_function_or_method"
 
 
 def pair(transform, fn, args, monkeypatch, **options):
@@ -36,7 +36,7 @@ def pair(transform, fn, args, monkeypatch, **options):
     native = transform(fn, **options)
     native(*args)
     native(*args)
-    assert is_native(native), "the signature did not get a native entry"
+    assert is_native(native), f"the signature did not get a native entry: {native.func}"
     with monkeypatch.context() as m:
         m.setenv("LLGRAD_NO_NATIVE_ENTRY", "1")
         python = transform(fn, **options)
@@ -401,3 +401,37 @@ def test_benchmark_workloads_against_numpy_and_finite_differences(key):
         assert type(got[name]) is type(want[name] if key == "tiny_mlp" else 0.0)
         np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(got[name], fd[name], rtol=1e-6, atol=1e-8)
+
+
+def test_keywords_take_the_python_path(monkeypatch):
+    native, python = pair(llgrad.jit, one, (0.3,), monkeypatch)
+    assert_identical(native(x=0.25), python(x=0.25))
+    assert_identical(native(0.25), python(0.25))
+
+
+def weighted(p):
+    return sum(np.tanh(v) * (k + 1) for k, v in enumerate(p))
+
+
+def test_hot_signatures_chain_their_native_entries(monkeypatch):
+    f = llgrad.value_and_grad(weighted)
+    calls = [(make([0.1 * k for k in range(n)]),) for make in (list, tuple) for n in (2, 3, 4)]
+    for args in calls * 2:
+        f(*args)
+    from llgrad.compiler.staging import _MAX_NATIVE
+    assert f._natives == _MAX_NATIVE < len(calls)
+    with monkeypatch.context() as m:
+        m.setenv("LLGRAD_NO_NATIVE_ENTRY", "1")
+        python = llgrad.value_and_grad(weighted)
+        for args in calls * 2:
+            python(*args)
+    for args in calls[::-1] + calls:
+        assert_identical(f(*args), python(*args))
+
+
+def test_a_staged_function_still_looks_like_one():
+    f = llgrad.grad(three)
+    assert f.__name__ == "three" and f.__wrapped__ is three
+    assert "three" in repr(f) and "grad" in repr(f)
+    import inspect
+    assert list(inspect.signature(f).parameters) == ["p"]

@@ -69,10 +69,12 @@ NATIVE_AFTER = 1000
 NATIVE_MAX_FLOPS, NATIVE_MAX_BYTES = 1_000_000, 1 << 20
 
 
-def build(kind: str, argnums, entry, args, leaves, install=None):
+def build(kind: str, argnums, entry, args, leaves, promote=None):
     """``call(args) -> result or MISS`` for ``entry`` compiled from ``args`` (whose
     flattened ``leaves`` it was compiled for), or None when this path does not apply.
-    ``install(call)`` (None: never) gets the signature's native entry when it is hot."""
+    When the signature is hot, ``promote(make)`` (None: never) gets ``make(fallback)``,
+    which returns its native entry (a builtin that passes the calls it does not answer
+    on to ``fallback``) or None."""
     if kind not in ("jit", "grad", "value_and_grad") or len(leaves) > _MAX_LEAVES:
         return None
     if all(type(v) is float for v in leaves):
@@ -121,23 +123,20 @@ def build(kind: str, argnums, entry, args, leaves, install=None):
                         f"{source.const(dtype)}):", "    return MISS",
                         f"flags = l{j}.flags",
                         "if not (flags.c_contiguous and flags.aligned):", "    return MISS")
-    native = None if install is None else _native(kind, argnums, entry, args, leaves, floats)
-    if native is not None:
-        if NATIVE_AFTER <= 0:
-            call = native()
-            if call is not None:
-                return call
-        else:
-            source.namespace.update(countdown=itertools.repeat(False, NATIVE_AFTER),
-                                    hot=_once(native, install))
-            source.line("if next(countdown, True):", "    hot()")
+    native = None if promote is None else _native(kind, argnums, entry, args, leaves, floats)
+    if native is not None and NATIVE_AFTER <= 0:
+        promote(native)
+    elif native is not None:
+        source.namespace.update(countdown=itertools.repeat(False, NATIVE_AFTER),
+                                hot=_once(promote, native))
+        source.line("if next(countdown, True):", "    hot()")
     source.line(f"o = run([{', '.join(f'l{j}' for j in range(len(leaves)))}])",
                 f"return {_result(source, kind, argnums, entry, leaves, floats=floats)}")
     return source.function("args")
 
 
-def _once(native, install):
-    """``hot()``: compiles the native entry and installs it, the first time only."""
+def _once(promote, native):
+    """``hot()``: promotes the native entry, the first time only."""
     lock, done = threading.Lock(), []
 
     def hot():
@@ -145,15 +144,13 @@ def _once(native, install):
             if done:
                 return
             done.append(True)
-        call = native()
-        if call is not None:
-            install(call)
+        promote(native)
     return hot
 
 
 def _native(kind, argnums, entry, args, leaves, floats):
-    """``make() -> builtin or None`` for the native entry of this signature, or None
-    where it does not apply (see the module docstring)."""
+    """``make(fallback) -> builtin or None`` for the native entry of this signature, or
+    None where it does not apply (see the module docstring)."""
     executable = entry.executable
     if os.environ.get("LLGRAD_NO_NATIVE_ENTRY") == "1" or pyobjects.OBJECTS is None:
         return None
@@ -168,7 +165,7 @@ def _native(kind, argnums, entry, args, leaves, floats):
         return None
     plan, objects = planned
 
-    def make():
+    def make(fallback):
         from llgrad.runtime import pycall
 
         from .codegen import pyentry
@@ -183,7 +180,8 @@ def _native(kind, argnums, entry, args, leaves, floats):
                           RuntimeWarning, stacklevel=4)
             return None
         return pycall.builtin(executable.graph.name, compiled, executable, pyentry.HEADER,
-                              objects, miss=MISS, floats=floats, pool_at=plan.get("pool", 0))
+                              objects, fallback=fallback, floats=floats,
+                              pool_at=plan.get("pool", 0))
     return make
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import engine
 
-METH_O = 0x0008
+METH_VARARGS, METH_KEYWORDS = 0x0001, 0x0002
 #: output pool generations: ``g = grad(...)`` in a loop still holds the previous
 #: result while the next call runs (as ``Executable._fresh_outputs``)
 GENERATIONS = 2
@@ -67,9 +67,10 @@ def load(llvm_ir, entry_key: str, symbol: str, capi):
     return compiled
 
 
-def builtin(name: str, compiled, executable, header: tuple, objects: list, *, miss,
+def builtin(name: str, compiled, executable, header: tuple, objects: list, *, fallback,
             floats: bool, pool_at: int):
-    """The builtin running ``compiled`` for ``executable``.  Its table: the words named
+    """The builtin running ``compiled`` for ``executable``, calling ``fallback`` for
+    the calls it does not answer.  Its table: the words named
     in ``header`` (``pyentry.HEADER``), then the addresses of ``objects`` (the
     signature's dict keys, dtype objects...), where ``GENERATIONS`` pools of output
     arrays go at ``pool_at``."""
@@ -93,14 +94,15 @@ def builtin(name: str, compiled, executable, header: tuple, objects: list, *, mi
     for _ in pool:
         refill()
     scratch, empty = np.zeros(()), ()
-    fill = {"miss": id(miss), "tuple": id(tuple), "list": id(list), "dict": id(dict),
+    fill = {"fallback": id(fallback), "tuple": id(tuple), "list": id(list), "dict": id(dict),
             "float": id(float), "ndarray": id(np.ndarray), "none": id(None),
             "empty_tuple": id(empty), "run": executable.entry_address,
             "packed": packed.ctypes.data, "values": values.ctypes.data,
             "results": results.ctypes.data, "scratch": id(scratch), "refill": id(refill)}
     table[:len(header)] = [fill[field] for field in header]
-    definition = _MethodDef(name.encode(), compiled.address, METH_O, None)
+    definition = _MethodDef(name.encode(), compiled.address, METH_VARARGS | METH_KEYWORDS,
+                            None)
     _METHOD_DEFS.append(definition)
-    keep = (compiled, executable, miss, objects, arena, packed, values, results, pool,
+    keep = (compiled, executable, fallback, objects, arena, packed, values, results, pool,
             scratch, empty, refill)
     return _new_function(ctypes.byref(definition), (table, keep), None)

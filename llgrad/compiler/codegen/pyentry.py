@@ -1,17 +1,20 @@
-"""The native Python entry of one call signature: a ``METH_O`` C function in LLVM IR.
+"""The native Python entry of one call signature: a C function in LLVM IR.
 
-``PyObject *entry(PyObject *self, PyObject *args)`` does what the generated Python
+``PyObject *entry(PyObject *self, PyObject *args, PyObject *kwargs)`` (a
+``METH_VARARGS | METH_KEYWORDS`` builtin) does what the generated Python
 of ``compiler.fastcall`` does, by reading object memory instead of running bytecode:
 it checks that ``args`` has the compiled structure (exact container types, sizes,
 dict keys, float leaves or arrays of the compiled shape, dtype object and flags),
 puts the leaves' values or data pointers into the executable's packed argument
 array, calls the executable's entry and builds the user's result with the C API.
-Anything that differs answers the ``MISS`` object (a new reference) and the Python
-paths decide; NULL is returned only with an exception set by a failing C-API call.
+Any other call (keywords, another structure, anything that differs) is passed on to
+the table's ``fallback`` callable, whose answer or error is the call's (the Python
+paths decide, or the native entry of another signature, which falls back in turn);
+NULL is otherwise returned only with an exception set by a failing C-API call.
 
 The code is a pure function of the *plan* (a JSON-able structure description), so
 its object code can be cached on disk under a key naming the plan alone: every
-address of the process (type objects, dict keys, dtype objects, MISS, the buffers,
+address of the process (type objects, dict keys, dtype objects, the fallback, buffers,
 the pooled output arrays, the executable's entry) is read at run time from a table
 of words, a numpy array that is item 0 of the tuple ``self``.  The first words of
 the table are ``HEADER``; the plan names the index of every other word it reads.
@@ -36,7 +39,7 @@ F64 = ir.DoubleType()
 SYMBOL = "llgrad_pyentry"
 
 #: the table's first words, in this order
-HEADER = ("miss", "tuple", "list", "dict", "float", "ndarray", "none", "empty_tuple",
+HEADER = ("fallback", "tuple", "list", "dict", "float", "ndarray", "none", "empty_tuple",
           "run", "packed", "values", "results", "scratch", "refill")
 _AT = {name: k for k, name in enumerate(HEADER)}
 
@@ -46,14 +49,14 @@ CAPI = {"Py_IncRef": (ir.VoidType(), [PTR]), "Py_DecRef": (ir.VoidType(), [PTR])
         "PyFloat_FromDouble": (PTR, [F64]), "PyTuple_New": (PTR, [I64]),
         "PyList_New": (PTR, [I64]), "PyDict_New": (PTR, []),
         "PyDict_SetItem": (I32, [PTR, PTR, PTR]), "PyObject_GetItem": (PTR, [PTR, PTR]),
-        "PyObject_CallNoArgs": (PTR, [PTR])}
+        "PyObject_CallNoArgs": (PTR, [PTR]), "PyObject_Call": (PTR, [PTR, PTR, PTR])}
 
 
 def build(plan: dict, offsets) -> str:
     """The LLVM IR of the entry for ``plan`` (see ``compiler.fastcall.native_plan``);
     ``offsets``: ``runtime.pyobjects.Objects``."""
     module = ir.Module(name="pyentry")
-    fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR]), SYMBOL)
+    fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, PTR]), SYMBOL)
     _Entry(module, fn, plan, offsets).emit()
     return str(module)
 
@@ -64,7 +67,7 @@ class _Entry:
         self.fn = fn
         self.capi = {name: declare(module, name, *sig) for name, sig in CAPI.items()}
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.miss = fn.append_basic_block("miss")
+        self.miss = fn.append_basic_block("miss")     # not answered here: the fallback
         self.error = fn.append_basic_block("error")   # a C-API call failed
         self.fail = fn.append_basic_block("fail")     # building the result failed
 
@@ -84,7 +87,8 @@ class _Entry:
         return self.b.call(self.capi[name], list(args))
 
     def require(self, condition, otherwise=None):
-        """Go on only where ``condition`` (i1) holds; else to ``otherwise`` (MISS)."""
+        """Go on only where ``condition`` (i1) holds; else to ``otherwise`` (the
+        fallback)."""
         ok = self.fn.append_basic_block()
         self.b.cbranch(condition, ok, otherwise or self.miss)
         self.b.position_at_end(ok)
@@ -104,7 +108,12 @@ class _Entry:
         self.done = b.alloca(I64)   # array outputs handed over (the rest are released on failure)
         b.store(i64(0), self.done)
         self.words = self.field(self.field(self.fn.args[0], o.tuple_items), o.array_data)
-        args = self.fn.args[1]
+        args, kwargs = self.fn.args[1:]
+        no_keywords = self.fn.append_basic_block()
+        self.require(b.icmp_unsigned("!=", kwargs, ir.Constant(PTR, None)), no_keywords)
+        self.require(self.same(self.field(kwargs, o.dict_used, I64), i64(0)))
+        b.branch(no_keywords)
+        b.position_at_end(no_keywords)
         self.require(self.is_type(args, "tuple"))
         self.require(self.same(self.field(args, o.size, I64), i64(len(plan["args"]))))
         leaves = []
@@ -202,7 +211,7 @@ class _Entry:
         """The table index of the first pool generation only the pool holds (every array
         with reference count 1).  When the caller holds one of each, the pool's
         ``refill()`` replaces one with new arrays and the pool is searched again (another
-        thread may have run meanwhile: then MISS)."""
+        thread may have run meanwhile: then the fallback)."""
         b = self.b
         chosen = self.fn.append_basic_block("chosen")
         starts = self.search(chosen)
@@ -297,9 +306,7 @@ class _Entry:
     def emit_exits(self):
         b = self.b
         b.position_at_end(self.miss)
-        miss = self.word(_AT["miss"])
-        self.call("Py_IncRef", miss)
-        b.ret(miss)
+        b.ret(self.call("PyObject_Call", self.word(_AT["fallback"]), *self.fn.args[1:]))
         b.position_at_end(self.error)
         b.ret(ir.Constant(PTR, None))
         b.position_at_end(self.fail)
