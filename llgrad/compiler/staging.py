@@ -4,7 +4,8 @@ A Staged function is what ``jit``/``grad``/``value_and_grad`` return.  Each call
 flattens its arguments, looks up the compiled function for their signature
 (pytree structure, shapes, dtypes, static values) and traces + compiles on a miss:
 a new shape retraces, as in JAX.  A call of a signature already compiled is first
-offered to the function ``fastcall`` generated for it, which answers it or says MISS.
+offered to the function ``fastcall`` generated for it, which answers it or says MISS;
+a hot signature's native entry answers before any Python runs (``Staged``).
 """
 from __future__ import annotations
 
