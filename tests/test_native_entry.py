@@ -435,3 +435,8 @@ def test_a_staged_function_still_looks_like_one():
     assert "three" in repr(f) and "grad" in repr(f)
     import inspect
     assert list(inspect.signature(f).parameters) == ["p"]
+
+    class Model:
+        loss_grad = f
+    assert_identical(Model().loss_grad({"x": 0.3, "y": 0.5, "z": 0.7}),
+                     f({"x": 0.3, "y": 0.5, "z": 0.7}))

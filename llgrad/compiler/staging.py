@@ -296,6 +296,10 @@ class Staged(functools.partial):
     def __repr__(self):
         return f"<llgrad {self.kind} of {self.name}>"
 
+    def __get__(self, obj, objtype=None):
+        """Not a method when stored on a class (newer Pythons make partials bind)."""
+        return self
+
     def _front(self, entry):
         functools.partial.__setstate__(self, (entry, (), None, self.__dict__))
 

@@ -40,29 +40,19 @@ _new_function.argtypes = [ctypes.POINTER(_MethodDef), ctypes.py_object, ctypes.c
 #: every PyMethodDef handed to CPython, for the life of the process: a builtin's
 #: deallocation still reads its method definition, after it has released ``self``
 _METHOD_DEFS: list = []
-_registered: set = set()
-
-
-def _register(names) -> None:
-    """Make the C-API functions resolvable by name for the JIT (the interpreter may
-    not export them to the dynamic linker)."""
-    import llvmlite.binding as llvm
-    for name in names:
-        if name not in _registered:
-            address = ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value
-            llvm.add_symbol(name, address)
-            _registered.add(name)
 
 
 def load(llvm_ir, entry_key: str, symbol: str, capi):
     """The compiled entry cached under ``entry_key``, or ``llvm_ir()`` compiled and
-    stored there; ``capi``: the C-API functions it calls."""
-    with engine._lock:
-        _register(capi)
+    stored there; ``capi``: the C-API functions it calls, made resolvable by name here
+    (the interpreter need not export them to the dynamic linker)."""
+    import llvmlite.binding as llvm
+    for name in capi:
+        llvm.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value)
     compiled = engine.load(entry_key)
     if compiled is None:
-        # straight-line code with few loads to share: O3 took 40 ms of a 16-leaf
-        # entry's 45 ms and made no call measurably faster
+        # straight-line code, nothing for the optimiser to find: O3 took 40 ms of a
+        # 16-leaf entry's 45 ms and made no call measurably faster
         compiled = engine.jit(llvm_ir(), entry_key, {"entry": symbol}, speed_level=0)
     return compiled
 
