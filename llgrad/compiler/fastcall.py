@@ -192,13 +192,12 @@ class _Unsupported(Exception):
 def native_plan(kind, argnums, entry, args, leaves, floats):
     """(plan, table objects) of the native entry: the plan is the JSON-able structure
     ``codegen.pyentry.build`` generates code from, naming every object the code needs
-    by its index in the table (after ``pyentry.HEADER``), where ``objects`` go."""
-    from .codegen.pyentry import HEADER
+    by its index in ``objects`` (the table after ``pyentry.HEADER``)."""
     objects: list = []
 
     def ref(obj) -> int:
         objects.append(obj)
-        return len(HEADER) + len(objects) - 1
+        return len(objects) - 1
     specs = []
     for arg in args:
         if type(arg) in (float, np.ndarray):
@@ -221,7 +220,7 @@ def native_plan(kind, argnums, entry, args, leaves, floats):
     if not floats:
         from llgrad.runtime.pycall import GENERATIONS
         plan["generations"] = GENERATIONS
-        plan["pool"] = len(HEADER) + len(objects)
+        plan["pool"] = len(objects)
         objects += [None] * (GENERATIONS * len(outputs))
     return plan, objects
 

@@ -63,7 +63,7 @@ def builtin(name: str, compiled, executable, header: tuple, objects: list, *, fa
     the calls it does not answer.  Its table: the words named
     in ``header`` (``pyentry.HEADER``), then the addresses of ``objects`` (the
     signature's dict keys, dtype objects...), where ``GENERATIONS`` pools of output
-    arrays go at ``pool_at``."""
+    arrays go from ``objects[pool_at]`` on."""
     n_in, n_out = len(executable.input_types), len(executable.output_types)
     table = np.array([0] * len(header) + [id(obj) for obj in objects], np.uint64)
     arena = np.zeros(executable.arena_bytes + 64, np.uint8)
@@ -80,7 +80,8 @@ def builtin(name: str, compiled, executable, header: tuple, objects: list, *, fa
         """New arrays for the next generation in turn (the caller holds every one)."""
         g = next(turn)
         pool[g] = [executable.allocate_output(k) for k in range(n_out)]
-        table[pool_at + g * n_out:pool_at + (g + 1) * n_out] = list(map(id, pool[g]))
+        start = len(header) + pool_at + g * n_out
+        table[start:start + n_out] = list(map(id, pool[g]))
     for _ in pool:
         refill()
     scratch, empty = np.zeros(()), ()

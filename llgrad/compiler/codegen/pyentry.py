@@ -17,7 +17,8 @@ its object code can be cached on disk under a key naming the plan alone: every
 address of the process (type objects, dict keys, dtype objects, the fallback, buffers,
 the pooled output arrays, the executable's entry) is read at run time from a table
 of words, a numpy array that is item 0 of the tuple ``self``.  The first words of
-the table are ``HEADER``; the plan names the index of every other word it reads.
+the table are ``HEADER``; the plan names every other word it reads by its index
+after them.
 
 Every value read from the arguments is held in registers until the last C-API call
 that might run Python code (a dict lookup comparing keys, the garbage collector
@@ -42,6 +43,7 @@ SYMBOL = "llgrad_pyentry"
 HEADER = ("fallback", "tuple", "list", "dict", "float", "ndarray", "none", "empty_tuple",
           "run", "packed", "values", "results", "scratch", "refill")
 _AT = {name: k for k, name in enumerate(HEADER)}
+_BASE = len(HEADER)   # where the plan's own words start
 
 #: C-API functions the entry calls: name -> (return type, argument types)
 CAPI = {"Py_IncRef": (ir.VoidType(), [PTR]), "Py_DecRef": (ir.VoidType(), [PTR]),
@@ -148,7 +150,7 @@ class _Entry:
 
     def lookup(self, mapping, key: int):
         b = self.b
-        value = self.call("PyDict_GetItemWithError", mapping, self.word(key))
+        value = self.call("PyDict_GetItemWithError", mapping, self.word(_BASE + key))
         found = self.fn.append_basic_block()
         absent = self.fn.append_basic_block()
         b.cbranch(b.icmp_unsigned("!=", value, ir.Constant(PTR, None)), found, absent)
@@ -166,7 +168,7 @@ class _Entry:
         b, o = self.b, self.o
         self.require(self.is_type(leaf, "ndarray"))
         ok = self.same(self.field(leaf, o.array_nd, I32), ir.Constant(I32, len(shape)))
-        ok = b.and_(ok, self.same(self.field(leaf, o.array_descr), self.word(descr)))
+        ok = b.and_(ok, self.same(self.field(leaf, o.array_descr), self.word(_BASE + descr)))
         flags = b.and_(self.field(leaf, o.array_flags, I32), ir.Constant(I32, o.required_flags))
         ok = b.and_(ok, self.same(flags, ir.Constant(I32, o.required_flags)))
         self.require(ok)
@@ -232,7 +234,7 @@ class _Entry:
         b, plan = self.b, self.plan
         n_out, starts = plan["n_out"], []
         for g in range(plan["generations"]):
-            start = plan["pool"] + g * n_out
+            start = _BASE + plan["pool"] + g * n_out
             free = ir.Constant(ir.IntType(1), 1)
             for k in range(n_out):
                 count = self.field(self.word(start + k), self.o.refcnt, I64)
@@ -281,7 +283,7 @@ class _Entry:
                 self.build(child, outputs, lambda item, key=key: self.set_item(obj, key, item))
 
     def set_item(self, mapping, key: int, item):
-        status = self.call("PyDict_SetItem", mapping, self.word(key), item)
+        status = self.call("PyDict_SetItem", mapping, self.word(_BASE + key), item)
         self.call("Py_DecRef", item)
         self.require(self.same(status, ir.Constant(I32, 0)), self.fail)
 
