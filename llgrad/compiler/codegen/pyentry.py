@@ -109,6 +109,8 @@ class _Entry:
         b.store(ir.Constant(PTR, None), self.root)
         self.done = b.alloca(I64)   # array outputs handed over (the rest are released on failure)
         b.store(i64(0), self.done)
+        # the arrays claimed (a refill by another thread may change the table meanwhile)
+        self.claimed = b.alloca(PTR, max(plan["n_out"], 1))
         self.words = self.field(self.field(self.fn.args[0], o.tuple_items), o.array_data)
         args, kwargs = self.fn.args[1:]
         no_keywords = self.fn.append_basic_block()
@@ -203,6 +205,7 @@ class _Entry:
         for k in range(n_out):
             array = self.word(b.add(base, i64(k)))
             self.call("Py_IncRef", array)
+            b.store(array, b.gep(self.claimed, [i64(k)], inbounds=True, source_etype=PTR))
             b.store(self.field(array, self.o.array_data),
                     b.gep(packed, [i64(n_in + k)], inbounds=True, source_etype=PTR))
             arrays.append(array)
@@ -226,7 +229,6 @@ class _Entry:
         base = b.phi(I64)
         for start, block in starts:
             base.add_incoming(start, block)
-        self.base = base
         return base
 
     def search(self, chosen) -> list:
@@ -323,7 +325,8 @@ class _Entry:
             k.add_incoming(first, start)
             b.cbranch(b.icmp_unsigned("<", k, i64(self.plan["n_out"])), body, end)
             b.position_at_end(body)
-            self.call("Py_DecRef", self.word(b.add(self.base, k)))
+            self.call("Py_DecRef", b.load(b.gep(self.claimed, [k], inbounds=True,
+                                                source_etype=PTR), typ=PTR))
             nxt = b.add(k, i64(1))
             k.add_incoming(nxt, body)
             b.branch(head)
