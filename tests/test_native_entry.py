@@ -256,6 +256,22 @@ def test_a_held_result_is_never_overwritten(rng, monkeypatch):
     assert len({id(g["w1"]) for g in held}) == len(held)
 
 
+def test_no_memory_for_new_outputs_is_a_memory_error(rng, monkeypatch):
+    native, python = pair(llgrad.grad, mlp, mlp_args(rng), monkeypatch)
+    executable = next(iter(native._cache.values())).executable
+    args = mlp_args(rng)
+    held = [native(*args), native(*args)]   # both pool generations
+
+    def no_memory(k):
+        raise MemoryError("no memory for an output")
+    with monkeypatch.context() as m:
+        m.setattr(executable, "allocate_output", no_memory)
+        with pytest.raises(MemoryError, match="no memory for an output"):
+            native(*args)
+    for got in held + [native(*args)]:
+        assert_identical(got, python(*args))
+
+
 def test_a_dropped_result_gives_its_arrays_back(rng, monkeypatch):
     native, _ = pair(llgrad.grad, mlp, mlp_args(rng), monkeypatch)
     args = mlp_args(rng)
