@@ -456,3 +456,21 @@ def test_a_staged_function_still_looks_like_one():
         loss_grad = f
     assert_identical(Model().loss_grad({"x": 0.3, "y": 0.5, "z": 0.7}),
                      f({"x": 0.3, "y": 0.5, "z": 0.7}))
+
+
+@pytest.mark.parametrize("after", [0, 1000])
+def test_a_dropped_staged_function_is_freed_at_once(after, monkeypatch):
+    import weakref
+    monkeypatch.setattr(fastcall, "NATIVE_AFTER", after)
+    f = llgrad.grad(mlp)
+    args = mlp_args(np.random.default_rng(0))
+    f(*args)
+    f(*args)
+    assert is_native(f) == (after == 0)
+    alive = weakref.ref(f)
+    gc.disable()
+    try:
+        del f
+        assert alive() is None, "a reference cycle keeps it (and its code) alive"
+    finally:
+        gc.enable()

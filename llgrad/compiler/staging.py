@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -117,7 +118,10 @@ class Staged(functools.partial):
 
     def __init__(self, fn, kind: str, argnums=0, static_argnums=(), backend: str = "native",
                  fastmath: bool = False):
-        self._front(self._call)
+        # the entries in front and the fast calls refer back to this object only
+        # weakly: no reference cycle, so a dropped Staged frees its code at once
+        self._weak = weakref.proxy(self)
+        self._front(functools.partial(Staged._call, self._weak))
         self._natives = 0
         self._promoting = threading.Lock()
         self.fn = fn
@@ -346,7 +350,7 @@ class Staged(functools.partial):
             self._cache[key] = entry
             if not kwargs and not self.static_argnums:
                 fast = fastcall.build(self.kind, self.argnums, entry, args, leaves,
-                                      self._promote)
+                                      functools.partial(Staged._promote, self._weak))
                 if fast is not None:
                     self._fast_calls.setdefault(fastcall.signature(args), fast)
         return entry, leaves
