@@ -127,11 +127,11 @@ def load(entry_key: str) -> Compiled | None:
         return Compiled(engine, engine.get_function_address(meta["entry"]), optimized, meta)
 
 
-def jit(llvm_ir: str, entry_key: str, meta: dict) -> Compiled:
+def jit(llvm_ir: str, entry_key: str, meta: dict, *, speed_level: int = 3) -> Compiled:
     """Optimise ``llvm_ir``, compile it and store its object code with ``meta`` under
     ``entry_key``; the address is that of the symbol ``meta["entry"]``."""
     with _lock:
-        mod = optimize(llvm_ir)
+        mod = optimize(llvm_ir, speed_level=speed_level)
         optimized = str(mod)
         engine = llvm.create_mcjit_compiler(mod, new_target_machine())
         emitted = []
