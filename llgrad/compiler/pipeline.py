@@ -46,7 +46,7 @@ class Lowering:
         module, entry = build_module(
             *self.plan, fastmath=o["fastmath"], vector_isas=tuple(o["vector_isas"]),
             blas={dtype: Gemm(*gemm) for dtype, gemm in o["blas"].items()},
-            blas_min_flops=o["blas_min_flops"],
+            blas_min_flops=o["blas_min_flops"], vector_bits=o["vector_bits"],
             object_layout=tuple(o["object_layout"]) if o["object_layout"] else None,
             threads=o["threads"])
         return str(module), {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
@@ -70,6 +70,7 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
             "blas": {dtype: [g.symbol, g.convention]
                      for dtype, g in sorted((blas_symbols() if blas else {}).items())},
             "blas_min_flops": blas_min_flops,
+            "vector_bits": engine.vector_bits(),
             "object_layout": list(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
             "threads": default_parts() if threads is None else threads}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from . import tiles
 from .indexing import Index
 from .loops import counted_loop, loop_nest
 from .scalar import (I64, ITEMSIZE, PTR, REGISTER, const, declare, i64, linearise, load,
@@ -37,9 +38,12 @@ class Canonical:
 
     @property
     def copies(self):
-        """Which operands need a reordered copy for the loop nest: (lhs?, rhs?)."""
-        return (self.lhs_perm != tuple(range(len(self.lhs_perm))),
-                self.rhs_perm != tuple(range(len(self.rhs_perm))))
+        """Which operands need a copy in (batch, row, column) order: (lhs?, rhs?).
+        Both BLAS and the tiles read a transposed lhs in place; the tiles need rows of
+        the rhs contiguous, BLAS does not (its copy of the rhs is then never made)."""
+        la, lb = self.gemm_layouts
+        return (la is None,
+                lb is None or not tiles.contiguous_rows(_strides(lb, self.K, self.N), self.N))
 
     @property
     def gemm_layouts(self):
@@ -57,6 +61,12 @@ def _layout(perm, nb, n_first):
         return "N"
     batch, first, second = perm[:nb], perm[nb:nb + n_first], perm[nb + n_first:]
     return "T" if batch + second + first == identity else None
+
+
+def _strides(layout, rows, cols):
+    """Element strides (batch, row, column) of a batch of rows x cols matrices stored
+    in ``layout`` ('N': row-major; 'T': each matrix transposed; None: copied to 'N')."""
+    return (rows * cols, 1, rows) if layout == "T" else (rows * cols, cols, 1)
 
 
 def _free(ndim, contracting, batch):
@@ -95,7 +105,8 @@ def _reordered(ctx, x, perm, scratch):
 #: Measured on a 2-16-16-1 MLP's gradient (products of 1.6k-26k multiply-adds, several
 #: read transposed, which BLAS does in place and the loop nest by copying): 11.9 us
 #: with 32**3, 9.5 us with 1024; below ~1k the call into BLAS costs more than it saves.
-BLAS_MIN_FLOPS = 1024
+BLAS_MIN_FLOPS = 2 ** 18
+SCALAR_BLAS_MIN_FLOPS = 1024
 
 
 def _fits(gemm, c) -> bool:
@@ -140,6 +151,16 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
             b.call(fn, [tb, ta, n, m, k, one, bm, pldb, a, plda, zero, cm, ldc])
 
 
+def _use_blas(module, gemm, c: Canonical, vectorised: bool) -> bool:
+    if gemm is None or min(c.M, c.N, c.K) < 1 or not _fits(gemm, c):
+        return False
+    flops = c.M * c.N * c.K
+    forced = getattr(module, "llgrad_blas_min_flops", None)
+    if forced is not None:
+        return flops >= forced
+    return flops >= (BLAS_MIN_FLOPS if vectorised else SCALAR_BLAS_MIN_FLOPS)
+
+
 def emit_dot_general(ctx, node, out):
     b, dtype = ctx.b, node.dtype
     lhs, rhs = node.inputs
@@ -148,30 +169,17 @@ def emit_dot_general(ctx, node, out):
     need_l, need_r = c.copies
     l_scratch = next(scratch) if need_l else None
     r_scratch = next(scratch) if need_r else None
+    la, lb = c.gemm_layouts
+    A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
+    a_strides = _strides(la, c.M, c.K)
     gemm = getattr(b.module, "llgrad_blas", {}).get(dtype)
-    if (gemm is not None and min(c.M, c.N, c.K) >= 1 and _fits(gemm, c)
-            and c.M * c.N * c.K >= getattr(b.module, "llgrad_blas_min_flops", BLAS_MIN_FLOPS)):
-        la, lb_ = c.gemm_layouts
-        A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
-        Bm = ctx.pointer(rhs) if lb_ else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
-        _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb_ or "N"))
+    if _use_blas(b.module, gemm, c, tiles.vectorised(c.M, c.N, a_strides)):
+        Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
+        _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
         return
-    A = _reordered(ctx, lhs, c.lhs_perm, l_scratch) if need_l else ctx.pointer(lhs)
     Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)
-    flags = tuple(ctx.flags) or _CONTRACT
-    nsw = ["nuw", "nsw"]
-    with counted_loop(b, c.B * c.M, "bi") as bi:       # batch and row together
-        batch = b.udiv(bi, i64(c.M)) if c.B > 1 else i64(0)
-        crow = b.mul(bi, i64(c.N), flags=nsw)
-        with counted_loop(b, c.N, "j0") as j:
-            store(b, const(dtype, 0), out, b.add(crow, j, flags=nsw), dtype)
-        arow = b.mul(bi, i64(c.K), flags=nsw)
-        bbase = b.mul(batch, i64(c.K * c.N), flags=nsw)
-        with counted_loop(b, c.K, "k") as k:
-            a = load(b, A, b.add(arow, k, flags=nsw), dtype)
-            brow = b.add(bbase, b.mul(k, i64(c.N), flags=nsw), flags=nsw)
-            with counted_loop(b, c.N, "j") as j:
-                where = b.add(crow, j, flags=nsw)
-                prod = b.fmul(a, load(b, Bm, b.add(brow, j, flags=nsw), dtype), flags=flags)
-                store(b, b.fadd(load(b, out, where, dtype), prod, flags=flags), out, where,
-                      dtype)
+    tiles.emit_product(b, (c.B, c.M, c.K, c.N), tiles.Matrix(A, a_strides),
+                       tiles.Matrix(Bm, _strides(None if need_r else lb, c.K, c.N)),
+                       tiles.Matrix(out, _strides("N", c.M, c.N)),
+                       dtype, tuple(ctx.flags) or _CONTRACT,
+                       getattr(b.module, "llgrad_vector_bits", 256))
