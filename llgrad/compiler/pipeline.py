@@ -83,7 +83,7 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
     ``fuse_ops=False`` gives every node its own loop (for testing and debugging);
     ``libmvec=False`` keeps transcendental functions scalar; ``blas=False`` (or no
-    BLAS found, or LLGRAD_NO_BLAS=1) keeps every dot_general a generated loop nest;
+    BLAS found, or LLGRAD_NO_BLAS=1) runs every dot_general as generated register tiles;
     ``threads``: pieces a large elementwise kernel is split into (default: the usable
     cores, or ``LLGRAD_THREADS``; 1: never split).
     """

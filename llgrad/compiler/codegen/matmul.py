@@ -1,10 +1,10 @@
-"""dot_general as a loop nest: canonical (B, M, K) x (B, K, N) -> (B, M, N).
+"""dot_general as canonical (B, M, K) x (B, K, N) -> (B, M, N) matrix products.
 
-Operands whose axes are not already in batch/free/contracting order are first copied
-into arena scratch in that order, so the product itself is one simple i-k-j nest whose
-innermost loop runs along contiguous rows of the right operand and the output (LLVM
-vectorises it; every output element still sums over k in order).  Large products
-call BLAS gemm instead when the module was configured with BLAS symbols.
+Small and medium products run as generated register tiles (``tiles``); large ones,
+and those the tiles could only do with scalars, call BLAS gemm when the module was
+configured with BLAS symbols.  Both read an operand stored transposed per batch in
+place; operands in any other axis order (and, for the tiles, a right operand whose
+rows are not contiguous) are first copied into arena scratch in batch/row/column order.
 """
 from __future__ import annotations
 
@@ -102,15 +102,23 @@ def _reordered(ctx, x, perm, scratch):
 
 
 #: products with at least this many multiply-adds go to BLAS when it is available.
-#: Measured on a 2-16-16-1 MLP's gradient (products of 1.6k-26k multiply-adds, several
-#: read transposed, which BLAS does in place and the loop nest by copying): 11.9 us
-#: with 32**3, 9.5 us with 1024; below ~1k the call into BLAS costs more than it saves.
+#: Measured here (AVX-512, one OpenBLAS thread, us per product, tiles / BLAS): float64
+#: 100x16 @ 16x16 0.77 / 0.89, the same with the right operand transposed 0.82 / 1.61,
+#: 100x2 @ 2x16 0.28 / 0.35, 16x100 (transposed) @ 100x16 0.79 / 0.83, 32**3 1.04 /
+#: 0.95, 64**3 6.9 / 7.2, 128**3 49 / 69; float32 64x128 @ 128x10 1.95 / 2.50.  Both
+#: run at about the FMA units' peak from ~32**3 on; past 64**3 BLAS's cache blocking
+#: and threads are what count, so it takes over there.  A 2-16-16-1 MLP's gradient
+#: (8 products of 1.6k-26k multiply-adds) took 8.3 us with BLAS from 1024, ~7.0 with
+#: the tiles below 2**18.
 BLAS_MIN_FLOPS = 2 ** 18
+#: products the tiles can only do with scalars (N = 1 with A's columns strided, see
+#: ``tiles.vectorised``) go to BLAS from this size: 100x16 @ 16x1 took 0.52 us as
+#: tiles, 0.39 us in BLAS (whose gemv reorders the sum); below ~1k the call costs more.
 SCALAR_BLAS_MIN_FLOPS = 1024
 
 
 def _fits(gemm, c) -> bool:
-    """Fortran BLAS takes 32-bit sizes; beyond them the (64-bit) loop nest runs."""
+    """Fortran BLAS takes 32-bit sizes; beyond them the (64-bit) tiles run."""
     return gemm.convention != "fortran" or max(c.M, c.N, c.K) < 2 ** 31
 
 
@@ -152,6 +160,8 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
 
 
 def _use_blas(module, gemm, c: Canonical, vectorised: bool) -> bool:
+    """BLAS per the thresholds above, or from ``blas_min_flops`` multiply-adds on
+    whatever the tiles could do, when the module was built with that option."""
     if gemm is None or min(c.M, c.N, c.K) < 1 or not _fits(gemm, c):
         return False
     flops = c.M * c.N * c.K

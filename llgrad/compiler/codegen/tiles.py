@@ -1,15 +1,21 @@
-"""Matrix products as register tiles: C = A B with every output element summed over k in order.
+"""Matrix products as register tiles: C = A B, every output element summed over k in order.
 
-A tile is ``mr`` rows by a few vectors of C held in registers while k runs: each step
-loads one row segment of B as vectors, broadcasts one element of A per tile row and
-multiply-adds (FMA when contraction is allowed).  Shapes are static, so the tile is
-written out in the IR (no loop LLVM would have to unroll) and its size is chosen so
-that accumulators, B's vectors and one broadcast fit the vector registers.  A is only
-ever read an element at a time, so it is read in place whatever its strides (a
-transposed A is even contiguous across a tile's rows); B and C must be contiguous
-along the vector axis.  Many independent accumulators keep the FMA units busy even
-though each element's own sum is a serial chain; that in-order chain is what keeps
-results reproducible (exact mode), as in the i-k-j loop nest this replaced.
+A tile is ``rows`` rows by a few vectors of C held in registers while k runs: each
+step loads a row segment of B as vectors, broadcasts one element of A per tile row
+and multiply-adds (FMA where contraction is allowed).  The tile is written out in
+the IR (the pipeline unrolls nothing) and sized so that accumulators, B's vectors
+and the broadcasts fit the vector registers.  A is read an element at a time, so in
+place whatever its strides (a transposed A is even contiguous across a tile's rows);
+B and C must be contiguous along the vector axis.  Many independent accumulators
+keep both FMA units busy although each element's sum is a serial chain: that chain,
+in k order, is what keeps results reproducible, as the i-k-j loop nest these tiles
+replaced did.  One tile function per tile shape serves every product of the module
+(strides and sizes are its arguments): tiles are long straight-line code, and LLVM's
+compile time grows with every instruction.
+
+Measured on this machine (AVX-512, float64, 2-16-16-1 MLP products): 10x16 tiles run
+the 100x16 @ 16x16 products at ~2 FMAs per cycle, where OpenBLAS spends 1.3-2x as
+long (its small-matrix kernels plus a call, locks and copies per product).
 """
 from __future__ import annotations
 
@@ -18,9 +24,9 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .loops import counted_loop
-from .scalar import ITEMSIZE, MEMORY, REGISTER, const, i64
+from .scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, const, i64
 
-#: cap on a tile's rows: more accumulators than FMA latency x ports buy nothing
+#: cap on a tile's rows: 12 single-vector rows already cover FMA latency x 2 ports
 MAX_ROWS = 12
 #: cap on a tile's vectors per row (wider C rows become several tiles)
 MAX_VECTORS = 3
@@ -65,49 +71,55 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
         return
     lanes = vector_bits // (8 * ITEMSIZE[dtype])
     registers = 32 if vector_bits >= 512 else 16
-    full = [lanes] * min(MAX_VECTORS, N // lanes) or [N]
+    col_blocks = _column_blocks(N, lanes)
     # accumulators, B's vectors and (worst case, when not folded into the FMA) one
     # broadcast per row must fit the registers, or LLVM spills inside the k loop
-    rows = max(1, min(MAX_ROWS, M, (registers - len(full)) // (len(full) + 1)))
-    row_blocks = [(M // rows, rows, 0)] + ([(1, M % rows, M - M % rows)] if M % rows else [])
-    nr = sum(full)
-    col_blocks = [(N // nr, full, 0)]
-    if N % nr:
-        rest = N % nr
-        col_blocks.append((1, [lanes] * (rest // lanes) + [rest % lanes] * (rest % lanes > 0),
-                           N - rest))
-    tiles = [(rb, cb) for cb in col_blocks for rb in row_blocks]
+    most = (registers - len(col_blocks[0][1])) // (len(col_blocks[0][1]) + 1)
+    panels = -(-M // min(MAX_ROWS, most))
+    rows = -(-M // panels)                 # balanced: 16 rows are 2 x 8, not 10 + 6
+    strides = [i64(x) for x in (K, a.strides[1], a.strides[2], bm.strides[1], c.strides[1])]
 
-    def per_batch(batch):
-        for (ni, mr, i0), (nj, widths, j0) in tiles:
-            def row_tile(ti, mr=mr, i0=i0, nj=nj, widths=widths, j0=j0):
-                i = b.add(b.mul(ti, i64(mr)), i64(i0))
-                _repeat(b, nj, "nt", lambda tj: _tile(
-                    b, K, batch, i, b.add(b.mul(tj, i64(sum(widths))), i64(j0)), mr, widths,
-                    a, bm, c, dtype, flags))
-            _repeat(b, ni, "mt", row_tile)
+    def at(m: Matrix, batch, row: int, col):
+        offset = b.add(b.mul(batch, i64(m.strides[0])),
+                       b.add(i64(row * m.strides[1]), b.mul(col, i64(m.strides[2]))))
+        return _element(b, m.ptr, offset, dtype)
 
-    _repeat(b, nb, "batch", per_batch)
+    def panel(fn, batch, j):
+        """Columns j.. of one batch: M // rows tiles, then, when rows do not divide M,
+        one more ending at row M, overlapping its neighbour (which it overwrites with
+        the same values): one tile function instead of a second for the rest."""
+        for first, count in [(0, M // rows)] + ([(M - rows, 1)] if M % rows else []):
+            b.call(fn, [at(a, batch, first, i64(0)), at(bm, batch, 0, j), at(c, batch, first, j),
+                        i64(count)] + strides)
+
+    def product(batch):
+        for count, widths, j0 in col_blocks:
+            fn = _tile_function(b.module, dtype, rows, widths, flags)
+            _repeat(b, count, "nt", lambda t, fn=fn, width=sum(widths), j0=j0:
+                    panel(fn, batch, b.add(b.mul(t, i64(width)), i64(j0))))
+
+    _repeat(b, nb, "batch", product)
 
 
-def _repeat(b, count, name, body, unroll=1):
-    """``body(i)`` for each i in range(count): a counted loop, or written out when
-    ``count <= unroll`` (the pipeline runs no loop unroller, see runtime.engine)."""
-    if count <= unroll:
-        for i in range(count):
-            body(i64(i))
+def _column_blocks(N, lanes):
+    """[(count, vector widths, first column)]: C's columns as blocks of MAX_VECTORS
+    vectors, then one block of the rest, whose last vector may be partial."""
+    full, rest = divmod(N, MAX_VECTORS * lanes)
+    blocks = [(full, [lanes] * MAX_VECTORS, 0)] if full else []
+    if rest:
+        blocks.append((1, [lanes] * (rest // lanes) + [rest % lanes] * (rest % lanes > 0),
+                       N - rest))
+    return blocks
+
+
+def _repeat(b, count: int, name, body):
+    """``body(i)`` for each i in range(count): a counted loop, or the body once when
+    count is 1 (the pipeline runs no loop unroller, see runtime.engine)."""
+    if count == 1:
+        body(i64(0))
         return
     with counted_loop(b, count, name) as i:
         body(i)
-
-
-def _offset(b, m: Matrix, batch, row, col):
-    """Element offset of (batch, row, col); ``row``/``col`` are i64 values or ints."""
-    total = b.mul(batch, i64(m.strides[0]))
-    for index, stride in ((row, m.strides[1]), (col, m.strides[2])):
-        index = i64(index) if isinstance(index, int) else index
-        total = b.add(total, b.mul(index, i64(stride)))
-    return total
 
 
 def _vector_type(dtype, width):
@@ -132,32 +144,48 @@ def _broadcast(b, x, width):
                                               [0] * width))
 
 
-def _tile(b, K, batch, i, j, rows, widths, a, bm, c, dtype, flags):
-    """C[i:i+rows, j:j+sum(widths)] of one batch, accumulated in registers over k."""
+def _tile_function(module, dtype, rows, widths, flags) -> ir.Function:
+    """``void tile(A, B, C, count, K, a_row, a_k, b_k, c_row)``: ``count`` tiles of
+    ``rows`` x ``sum(widths)`` one below the other (strides in elements).  One
+    function per shape of tile, shared by every product of the module: a tile is
+    hundreds of instructions, and LLVM's time grows with each one compiled."""
+    name = f"llgrad.tile.{dtype}.{rows}x{'+'.join(map(str, widths))}.{'.'.join(flags)}"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * 3 + [I64] * 6), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    for arg in fn.args[:3]:
+        arg.add_attribute("noalias")
+        arg.add_attribute("captures(none)")
+    A, B, C, count, K, a_row, a_k, b_k, c_row = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
     starts = [sum(widths[:v]) for v in range(len(widths))]
-    with b.goto_entry_block():
-        cells = [[b.alloca(_vector_type(dtype, w)) for w in widths] for _ in range(rows)]
-    for row in cells:
-        for cell, w in zip(row, widths):
-            b.store(_zero(dtype, w), cell)
-    a_rows = [_offset(b, a, batch, b.add(i, i64(r)), 0) for r in range(rows)]
-    b_row = _offset(b, bm, batch, 0, j)
-    def step(k):
-        b_k = b.add(b_row, b.mul(k, i64(bm.strides[1])))
-        vectors = [_load(b, bm.ptr, b.add(b_k, i64(s)), dtype, w)
-                   for s, w in zip(starts, widths)]
-        a_k = b.mul(k, i64(a.strides[2]))
+    with counted_loop(b, count, "tile") as t:
+        first = b.mul(t, i64(rows))
+        a_rows = [b.mul(b.add(first, i64(r)), a_row) for r in range(rows)]
+        with b.goto_entry_block():
+            cells = [[b.alloca(_vector_type(dtype, w)) for w in widths] for _ in range(rows)]
+        for row in cells:
+            for cell, w in zip(row, widths):
+                b.store(_zero(dtype, w), cell)
+        with counted_loop(b, K, "k") as k:
+            b_k_row = b.mul(k, b_k)
+            vectors = [_load(b, B, b.add(b_k_row, i64(s)), dtype, w)
+                       for s, w in zip(starts, widths)]
+            a_col = b.mul(k, a_k)
+            for a_r, row in zip(a_rows, cells):
+                x = _load(b, A, b.add(a_r, a_col), dtype, 1)
+                for cell, vec, w in zip(row, vectors, widths):
+                    prod = b.fmul(_broadcast(b, x, w), vec, flags=flags)
+                    b.store(b.fadd(b.load(cell), prod, flags=flags), cell)
         for r, row in enumerate(cells):
-            x = _load(b, a.ptr, b.add(a_rows[r], a_k), dtype, 1)
-            for cell, vec, w in zip(row, vectors, widths):
-                prod = b.fmul(_broadcast(b, x, w), vec, flags=flags)
-                b.store(b.fadd(b.load(cell), prod, flags=flags), cell)
-    _repeat(b, K, "k", step)
-    for r, row in enumerate(cells):
-        c_row = _offset(b, c, batch, b.add(i, i64(r)), j)
-        for cell, s, w in zip(row, starts, widths):
-            b.store(b.load(cell), _element(b, c.ptr, b.add(c_row, i64(s)), dtype),
-                    align=ITEMSIZE[dtype])
+            c_r = b.mul(b.add(first, i64(r)), c_row)
+            for cell, s, w in zip(row, starts, widths):
+                b.store(b.load(cell), _element(b, C, b.add(c_r, i64(s)), dtype),
+                        align=ITEMSIZE[dtype])
+    b.ret_void()
+    return fn
 
 
 def _zero(dtype, width):
