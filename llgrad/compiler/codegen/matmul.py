@@ -106,11 +106,13 @@ def _reordered(ctx, x, perm, scratch):
 #: 100x16 @ 16x16 0.77 / 0.89, the same with the right operand transposed 0.82 / 1.61,
 #: 100x2 @ 2x16 0.28 / 0.35, 16x100 (transposed) @ 100x16 0.79 / 0.83, 32**3 1.04 /
 #: 0.95, 64**3 6.9 / 7.2, 128**3 49 / 69; float32 64x128 @ 128x10 1.95 / 2.50.  Both
-#: run at about the FMA units' peak from ~32**3 on; past 64**3 BLAS's cache blocking
-#: and threads are what count, so it takes over there.  A 2-16-16-1 MLP's gradient
-#: (8 products of 1.6k-26k multiply-adds) took 8.3 us with BLAS from 1024, ~7.0 with
-#: the tiles below 2**18.
-BLAS_MIN_FLOPS = 2 ** 18
+#: run at about the FMA units' peak from ~32**3 on, so what the tiles save is BLAS's
+#: per-call cost, while each shape of tile costs ~4-12 ms of compile time (LLVM's time
+#: per instruction): with tiles up to 2**18, workload 3's gradient (three float32
+#: products of 82k) ran ~1.3 us faster out of ~210 and compiled in 140 ms instead of
+#: 86.  A 2-16-16-1 MLP's gradient (8 products of 1.6k-26k) took ~6.7 us of native
+#: code with the tiles, ~7.8-8.3 with BLAS from 1024, and compiled in 85 ms, not 50.
+BLAS_MIN_FLOPS = 2 ** 16
 #: products the tiles can only do with scalars (N = 1 with A's columns strided, see
 #: ``tiles.vectorised``) go to BLAS from this size: 100x16 @ 16x1 took 0.52 us as
 #: tiles, 0.39 us in BLAS (whose gemv reorders the sum); below ~1k the call costs more.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .loops import counted_loop
+from .loops import carried_loop, counted_loop
 from .scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, const, i64
 
 #: cap on a tile's rows: 12 single-vector rows already cover FMA latency x 2 ports
@@ -164,25 +164,22 @@ def _tile_function(module, dtype, rows, widths, flags) -> ir.Function:
     with counted_loop(b, count, "tile") as t:
         first = b.mul(t, i64(rows))
         a_rows = [b.mul(b.add(first, i64(r)), a_row) for r in range(rows)]
-        with b.goto_entry_block():
-            cells = [[b.alloca(_vector_type(dtype, w)) for w in widths] for _ in range(rows)]
-        for row in cells:
-            for cell, w in zip(row, widths):
-                b.store(_zero(dtype, w), cell)
-        with counted_loop(b, K, "k") as k:
+        zeros = [_zero(dtype, w) for _ in range(rows) for w in widths]
+        with carried_loop(b, K, zeros, "k") as (k, accs):
             b_k_row = b.mul(k, b_k)
             vectors = [_load(b, B, b.add(b_k_row, i64(s)), dtype, w)
                        for s, w in zip(starts, widths)]
             a_col = b.mul(k, a_k)
-            for a_r, row in zip(a_rows, cells):
+            for r, a_r in enumerate(a_rows):
                 x = _load(b, A, b.add(a_r, a_col), dtype, 1)
-                for cell, vec, w in zip(row, vectors, widths):
+                for v, (vec, w) in enumerate(zip(vectors, widths)):
                     prod = b.fmul(_broadcast(b, x, w), vec, flags=flags)
-                    b.store(b.fadd(b.load(cell), prod, flags=flags), cell)
-        for r, row in enumerate(cells):
+                    at = r * len(widths) + v
+                    accs[at] = b.fadd(accs[at], prod, flags=flags)
+        for r in range(rows):
             c_r = b.mul(b.add(first, i64(r)), c_row)
-            for cell, s, w in zip(row, starts, widths):
-                b.store(b.load(cell), _element(b, C, b.add(c_r, i64(s)), dtype),
+            for v, (s, w) in enumerate(zip(starts, widths)):
+                b.store(accs[r * len(widths) + v], _element(b, C, b.add(c_r, i64(s)), dtype),
                         align=ITEMSIZE[dtype])
     b.ret_void()
     return fn
