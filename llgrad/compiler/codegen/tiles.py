@@ -102,10 +102,13 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
 
 
 def _column_blocks(N, lanes):
-    """[(count, vector widths, first column)]: C's columns as blocks of MAX_VECTORS
-    vectors, then one block of the rest, whose last vector may be partial."""
-    full, rest = divmod(N, MAX_VECTORS * lanes)
-    blocks = [(full, [lanes] * MAX_VECTORS, 0)] if full else []
+    """[(count, vector widths, first column)]: C's columns as equal blocks of at most
+    MAX_VECTORS vectors (16 columns of 4 lanes are 2 x 2 vectors, not 3 + 1), then
+    one block of the rest, whose last vector may be partial."""
+    vectors = -(-N // lanes)
+    per_block = -(-vectors // -(-vectors // MAX_VECTORS))
+    full, rest = divmod(N, per_block * lanes)
+    blocks = [(full, [lanes] * per_block, 0)] if full else []
     if rest:
         blocks.append((1, [lanes] * (rest // lanes) + [rest % lanes] * (rest % lanes > 0),
                        N - rest))
