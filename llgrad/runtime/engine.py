@@ -64,6 +64,14 @@ def vector_isas() -> tuple[str, ...]:
         return tuple(isa for isa, feature in needs.items() if features.get(feature))
 
 
+def vector_bits() -> int:
+    """Width of the host's vector registers: 512 (AVX-512), 256 (AVX), else 128."""
+    with _lock:
+        _initialise()
+        features = _state["features"]
+        return 512 if features.get("avx512f") else 256 if features.get("avx") else 128
+
+
 def context() -> tuple[str, ...]:
     """What object code depends on besides the graph and the codegen options: llgrad
     (version and source), LLVM's version, the host CPU and its features."""

@@ -116,13 +116,14 @@ def _constant_global(module, node, name):
 
 
 def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=None,
-                 blas_min_flops=None, object_layout=None,
+                 blas_min_flops=None, vector_bits: int = 256, object_layout=None,
                  threads: int = 1) -> tuple[ir.Module, str]:
     """Lower a fused, memory-planned graph; returns the module and its entry symbol.
 
     ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
     ``blas``: dtype -> runtime.blas.Gemm the JIT resolves, used for products
-    of at least ``blas_min_flops`` multiply-adds; ``object_layout``: see
+    of at least ``blas_min_flops`` multiply-adds; ``vector_bits``: the target's vector
+    register width (sizes matmul tiles); ``object_layout``: see
     ``list_entry`` (None: no such entry); ``threads``: how many threads a large
     elementwise kernel is split into (see ``parallel``).
     """
@@ -130,6 +131,7 @@ def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas
     math.configure(module, vector_isas)
     module.llgrad_blas = dict(blas or {})
     module.llgrad_threads = threads
+    module.llgrad_vector_bits = vector_bits
     if blas_min_flops is not None:
         module.llgrad_blas_min_flops = blas_min_flops
     entry_name = _symbol(fusion.graph.name)
