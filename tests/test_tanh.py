@@ -141,3 +141,24 @@ def test_tiny_mlp_gradient_equals_the_hand_written_backprop():
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-15,
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_loop_free_code_calls_one_shared_tanh(dtype):
+    """Optimising the same code inlined at each of 50 scalar tanh cost more than it saved."""
+    f = llgrad.jit(lambda a, c: np.tanh(a) * np.tanh(c) + np.tanh(a + c))
+    ir_text = f.trace(np.ones((), dtype), np.ones((), dtype)).llvm_ir
+    assert len(re.findall(rf'define internal .*@"llgrad.tanh.{dtype}"', ir_text)) == 1
+    assert len(re.findall(rf'call .*@"llgrad.tanh.{dtype}"', ir_text)) == 3
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_scalar_tanh_is_within_the_ulp_bound_of_numpy(dtype):
+    f = llgrad.jit(np.tanh)
+    x = _sweep(dtype)[::97]
+    got = np.array([f(v) for v in x], dtype)
+    assert "llgrad.tanh" in f.trace(x[0]).llvm_ir   # the shared copy ran, not a loop
+    want = np.tanh(x)
+    assert _ulps(got, want).max() <= MAX_ULP
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    assert np.array_equal(np.isnan(got), np.isnan(x))
