@@ -71,23 +71,21 @@ def emit(module, name: str, kernels, memory, globals_, last_read: dict, flags):
         if key(buf) not in stores:
             set.add(a.attributes, "readonly")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    written, last = {}, {}
+    written = {}    # key -> (value, dtype) last computed for that buffer
     for t, kernel in kernels:
         node, values, pointers = kernel.node, {}, {}
         for n in kernel.reads:
             buf = memory.buffers[id(n)]
             if key(buf) in written:
-                values[id(n)] = written[key(buf)]
+                values[id(n)] = written[key(buf)][0]
             else:
                 pointers[id(n)] = (globals_[buf.index] if buf.kind == "constant"
                                    else arg[key(buf)])
         ctx = KernelContext(b, pointers, (), flags, values)
         index = Index(tuple(i64(0) for _ in node.shape), i64(0))
         value = (ctx.read if kernel.copy else ctx.compute)(node, index)
-        out = key(memory.outputs[t])
-        written[out] = value
-        last[out] = (value, node.dtype)
-    for out, (value, dtype) in last.items():
+        written[key(memory.outputs[t])] = (value, node.dtype)
+    for out, (value, dtype) in written.items():
         if out in stores:
             store(b, value, arg[out], i64(0), dtype)
     if getattr(module, "llgrad_batch_calls", True):

@@ -57,25 +57,23 @@ def batch_calls(block: ir.Block) -> int:
             stores.append(instr)
         else:
             waves[d][id(instr) in batchable].append(instr)
-    groups = [group for d in sorted(waves) for group in _by_function(waves[d][1])]
-    if not any(len(g) > 1 for g in groups):
+    waves = [(plain, _by_function(calls)) for _, (plain, calls) in sorted(waves.items())]
+    if all(len(group) == 1 for _, groups in waves for group in groups):
         return 0
 
     block.instructions = []
     b = ir.IRBuilder(block)
     replaced = {}
-    for d in sorted(waves):
-        plain, calls = waves[d]
+    for plain, groups in waves:
         block.instructions.extend(plain)
-        for group in _by_function(calls):
+        for group in groups:
             b.position_at_end(block)
             replaced.update(_vector_calls(b, group, variants[id(group[0])]))
     block.instructions.extend(stores)
     for instr in block.instructions:
-        if any(id(op) in replaced for op in instr.operands):
-            instr.operands = type(instr.operands)(replaced.get(id(op), op)
-                                                  for op in instr.operands)
-            instr._clear_string_cache()
+        for op in instr.operands:
+            if id(op) in replaced:
+                instr.replace_usage(op, replaced[id(op)])
     return len(replaced)
 
 
