@@ -16,6 +16,7 @@ backward) are emitted once and called with other buffers.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -157,6 +158,29 @@ def list_entry(module, entry: ir.Function, n_inputs: int, layout) -> ir.Function
     return fn
 
 
+def buffer_addresses(b: ir.IRBuilder, packed, *, n_in: int, n_out: int, globals_):
+    """``buf -> its address``, each derived once (with ``b``) from the packed argument
+    array ``packed`` of a graph with ``n_in`` inputs and ``n_out`` outputs."""
+    slot = lambda i: b.load(b.gep(packed, [i64(i)], inbounds=True,  # noqa: E731
+                                  source_etype=PTR), typ=PTR)
+    arena = slot(n_in + n_out)
+    addresses = {}
+
+    def address(buf):
+        if id(buf) not in addresses:
+            if buf.kind == "input":
+                addresses[id(buf)] = slot(buf.index)
+            elif buf.kind == "output":
+                addresses[id(buf)] = slot(n_in + buf.index)
+            elif buf.kind == "arena":
+                addresses[id(buf)] = b.gep(arena, [i64(buf.index)], inbounds=True,
+                                           source_etype=I8)
+            else:
+                addresses[id(buf)] = globals_[buf.index]
+        return addresses[id(buf)]
+    return address
+
+
 def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> ir.Function:
     """``void name(ptr args)``: runs every kernel of one graph on a packed argument array.
 
@@ -169,24 +193,9 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
     if internal:
         entry.linkage = "internal"
     eb = ir.IRBuilder(entry.append_basic_block("entry"))
-    n_in, n_out = len(graph.inputs), len(graph.outputs)
-    slot = lambda i: eb.load(eb.gep(entry.args[0], [i64(i)], inbounds=True,  # noqa: E731
-                                    source_etype=PTR), typ=PTR)
-    arena = slot(n_in + n_out)
-    addresses = {}
-
-    def address(buf):
-        if id(buf) not in addresses:
-            if buf.kind == "input":
-                addresses[id(buf)] = slot(buf.index)
-            elif buf.kind == "output":
-                addresses[id(buf)] = slot(n_in + buf.index)
-            elif buf.kind == "arena":
-                addresses[id(buf)] = eb.gep(arena, [i64(buf.index)], inbounds=True,
-                                            source_etype=I8)
-            else:
-                addresses[id(buf)] = globals_[buf.index]
-        return addresses[id(buf)]
+    address_in = functools.partial(buffer_addresses, n_in=len(graph.inputs),
+                                   n_out=len(graph.outputs), globals_=globals_)
+    address = address_in(eb, entry.args[0])
 
     kernels, last_read = fusion.kernels, {}
     for t, kernel in enumerate(kernels):
@@ -198,10 +207,9 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
         while stop < len(kernels) and region.loop_free(kernels[stop]):
             stop += 1
         if stop > t:
-            fn, params = region.emit(module, f"{name}.k{t}_scalars",
-                                     list(enumerate(kernels))[t:stop], memory, globals_,
-                                     last_read, flags)
-            eb.call(_shared(module, fn), [address(buf) for buf in params])
+            fn = region.emit(module, f"{name}.k{t}_scalars", list(enumerate(kernels))[t:stop],
+                             memory, address_in, last_read, flags)
+            eb.call(_shared(module, fn), [entry.args[0]])
             t = stop
             continue
         _emit_kernel(module, name, eb, address, t, kernels[t], fusion, memory, globals_, flags)

@@ -10,8 +10,9 @@ so each such group runs as vector calls (``insertelement`` the arguments, call t
 libmvec variant, ``extractelement`` the results), 8 doubles per AVX-512 call.
 A group's last partial vector takes the narrowest variant that holds it, its
 unused lanes repeating lane 0's arguments (so they meet no special case lane 0
-does not); a lone call stays scalar.  Loads move to the front and stores to the
-end, so the block must read no memory it writes (``region`` emits it so).
+does not); a lone call stays scalar.  Every load has depth 0 and so moves ahead
+of any store of a later depth: no load may read what a store of the block wrote
+(``region`` emits blocks so).
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from llvmlite import ir
 from .math import vector_variants
 from .scalar import i64
 
-#: instructions a batched block may hold: all of them may move (loads only before
-#: every store), none has operands outside ``operands``
+#: instructions a batched block may hold: all of them may move, none has operands
+#: outside ``operands``
 _MOVABLE = (ir.CallInstr, ir.SelectInstr, ir.CompareInstr, ir.CastInstr, ir.LoadInstr,
             ir.StoreInstr, ir.GEPInstr)
 _ARITHMETIC = frozenset({"fadd", "fsub", "fmul", "fdiv", "frem", "fneg", "add", "sub",
@@ -48,15 +49,12 @@ def batch_calls(block: ir.Block) -> int:
     variants = {id(i): vector_variants(block.function.module, i.callee)
                 for i in instructions if isinstance(i, ir.CallInstr)}
     batchable = {key for key, v in variants.items() if v}
-    depth, waves, stores = {}, defaultdict(lambda: ([], [])), []
+    depth, waves = {}, defaultdict(lambda: ([], []))
     for instr in instructions:
         d = max((depth[id(op)] + (id(op) in batchable) for op in instr.operands
                  if id(op) in depth), default=0)
         depth[id(instr)] = d
-        if isinstance(instr, ir.StoreInstr):
-            stores.append(instr)
-        else:
-            waves[d][id(instr) in batchable].append(instr)
+        waves[d][id(instr) in batchable].append(instr)
     waves = [(plain, _by_function(calls)) for _, (plain, calls) in sorted(waves.items())]
     if all(len(group) == 1 for _, groups in waves for group in groups):
         return 0
@@ -69,7 +67,6 @@ def batch_calls(block: ir.Block) -> int:
         for group in groups:
             b.position_at_end(block)
             replaced.update(_vector_calls(b, group, variants[id(group[0])]))
-    block.instructions.extend(stores)
     for instr in block.instructions:
         for op in instr.operands:
             if id(op) in replaced:
