@@ -61,7 +61,7 @@ def _with_variants(module, fn, name, dtype, arity):
         lanes = ISA_BITS[isa] // bits
         vname = f"_ZGV{isa}N{lanes}{'v' * arity}_{scalar}"
         vt = ir.VectorType(t, lanes)
-        vfn = _pure(ir.Function(module, ir.FunctionType(vt, [vt] * arity), vname))
+        vfn = ir.Function(module, ir.FunctionType(vt, [vt] * arity), vname)
         module.llgrad_vector_fns.append(vfn)
         module.llgrad_vector_variants.setdefault(scalar, {})[lanes] = vfn
         variants.append(f"{vname}({vname})")
