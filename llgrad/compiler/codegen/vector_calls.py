@@ -1,9 +1,9 @@
 """Independent scalar libm calls of straight-line code, batched into libmvec calls.
 
 Loop-free code (the gradient of an expression of a few scalars) has no loop for
-LLVM's loop vectoriser, and its SLP vectoriser does not group calls to libm: fifty
-``exp`` of fifty terms stay fifty scalar calls, which were most of the native time
-of such a gradient.  ``batch_calls`` schedules a straight-line block by *call
+LLVM's loop vectoriser, and its SLP vectoriser groups calls to libm only now and
+then, in pairs: fifty ``exp`` of fifty terms stayed fifty scalar calls, most of the
+native time of such a gradient.  ``batch_calls`` schedules a straight-line block by *call
 depth* (the number of batchable calls on the longest chain of operands leading to
 an instruction): calls to one function at one depth cannot depend on each other,
 so each such group runs as vector calls (``insertelement`` the arguments, call the
