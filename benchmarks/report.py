@@ -154,11 +154,17 @@ def backward_forward(rows) -> list[dict]:
 
 
 def ratio_table(ratios) -> list[str]:
-    return _table(["workload", "size", "forward (jit)", "gradient (grad)", "gradient / forward",
-                   "backward / forward"],
-                  [[r["workload"], r["size"], duration(r["forward_s"]), duration(r["gradient_s"]),
-                    f"{r['gradient_over_forward']:.2f}", f"{r['backward_over_forward']:.2f}"]
-                   for r in ratios])
+    table = _table(["workload", "size", "forward (jit)", "gradient (grad)",
+                    "gradient / forward", "backward / forward"],
+                   [[r["workload"], r["size"], duration(r["forward_s"]),
+                     duration(r["gradient_s"]), f"{r['gradient_over_forward']:.2f}",
+                     f"{r['backward_over_forward']:.2f}" if r["backward_over_forward"] >= 0
+                     else "below 0 *"] for r in ratios])
+    if any(r["backward_over_forward"] < 0 for r in ratios):
+        table += ["", "\\* the gradient took less time than the forward pass alone: `grad` "
+                  "does not compute the value, and the forward values the gradient needs are "
+                  "computed inside its own loop."]
+    return table
 
 
 def all_checks_passed(results) -> bool:

@@ -46,7 +46,7 @@ class Lowering:
         module, entry = build_module(
             *self.plan, fastmath=o["fastmath"], vector_isas=tuple(o["vector_isas"]),
             blas={dtype: Gemm(*gemm) for dtype, gemm in o["blas"].items()},
-            blas_min_flops=o["blas_min_flops"],
+            blas_min_flops=o["blas_min_flops"], vector_bits=o["vector_bits"],
             object_layout=tuple(o["object_layout"]) if o["object_layout"] else None,
             threads=o["threads"], batch_calls=o["batch_calls"])
         return str(module), {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
@@ -71,6 +71,7 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
             "blas": {dtype: [g.symbol, g.convention]
                      for dtype, g in sorted((blas_symbols() if blas else {}).items())},
             "blas_min_flops": blas_min_flops,
+            "vector_bits": engine.vector_bits(),
             "object_layout": list(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
             "threads": default_parts() if threads is None else threads,
             "batch_calls": batch_calls}
@@ -85,7 +86,7 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
     ``fuse_ops=False`` gives every node its own loop (for testing and debugging);
     ``libmvec=False`` keeps transcendental functions scalar; ``blas=False`` (or no
-    BLAS found, or LLGRAD_NO_BLAS=1) keeps every dot_general a generated loop nest;
+    BLAS found, or LLGRAD_NO_BLAS=1) runs every dot_general as generated register tiles;
     ``threads``: pieces a large elementwise kernel is split into (default: the usable
     cores, or ``LLGRAD_THREADS``; 1: never split); ``batch_calls=False`` keeps the
     math calls of loop-free code one scalar libm call each (see codegen/vector_calls.py).

@@ -5,7 +5,7 @@ called through its row-major CBLAS entry point.  It is already loaded with numpy
 llgrad needs nothing more, and it shares numpy's thread pool: two OpenBLAS copies with
 two pools of spinning threads made timings erratic (see LLVMLITE-NOTES).  Fallback:
 scipy's ``cython_blas`` (Fortran convention, every argument by pointer).  Without
-either, products run as generated loop nests.  Addresses are registered with
+either, products run as generated register tiles.  Addresses are registered with
 ``llvm.add_symbol`` at load time, never baked into the IR.  ``LLGRAD_NO_BLAS=1``
 turns BLAS off.
 """

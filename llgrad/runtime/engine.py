@@ -64,6 +64,14 @@ def vector_isas() -> tuple[str, ...]:
         return tuple(isa for isa, feature in needs.items() if features.get(feature))
 
 
+def vector_bits() -> int:
+    """Width of the host's vector registers: 512 (AVX-512), 256 (AVX), else 128."""
+    with _lock:
+        _initialise()
+        features = _state["features"]
+        return 512 if features.get("avx512f") else 256 if features.get("avx") else 128
+
+
 def context() -> tuple[str, ...]:
     """What object code depends on besides the graph and the codegen options: llgrad
     (version and source), LLVM's version, the host CPU and its features."""
@@ -127,11 +135,11 @@ def load(entry_key: str) -> Compiled | None:
         return Compiled(engine, engine.get_function_address(meta["entry"]), optimized, meta)
 
 
-def jit(llvm_ir: str, entry_key: str, meta: dict) -> Compiled:
+def jit(llvm_ir: str, entry_key: str, meta: dict, *, speed_level: int = 3) -> Compiled:
     """Optimise ``llvm_ir``, compile it and store its object code with ``meta`` under
     ``entry_key``; the address is that of the symbol ``meta["entry"]``."""
     with _lock:
-        mod = optimize(llvm_ir)
+        mod = optimize(llvm_ir, speed_level=speed_level)
         optimized = str(mod)
         engine = llvm.create_mcjit_compiler(mod, new_target_machine())
         emitted = []

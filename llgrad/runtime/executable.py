@@ -85,6 +85,16 @@ class Executable:
         return [(shape, np_dtype) for _, shape, np_dtype, _ in self._inputs]
 
     @property
+    def output_types(self) -> list[tuple[tuple, np.dtype]]:
+        """(shape, numpy dtype) of each output."""
+        return list(self._outputs)
+
+    @property
+    def entry_address(self) -> int:
+        """The address of ``void entry(void **packed)`` (see the module docstring)."""
+        return self._compiled.address
+
+    @property
     def llvm_ir_optimized(self) -> str:
         return self._compiled.llvm_ir_optimized
 
@@ -150,12 +160,16 @@ class Executable:
         for outputs, addresses in pool:
             if max(map(sys.getrefcount, outputs), default=_OWNED) <= _OWNED:
                 return list(outputs), addresses  # the caller's list is not ours
-        outputs = [_allocate(shape, dt, self.graph.name, f"an output of shape {shape}")
-                   for shape, dt in self._outputs]
+        outputs = [self.allocate_output(k) for k in range(len(self._outputs))]
         addresses = [a.ctypes.data for a in outputs]
         pool.insert(0, (outputs, addresses))
         del pool[2:]
         return list(outputs), addresses
+
+    def allocate_output(self, k: int) -> np.ndarray:
+        """A new array for output ``k`` (a MemoryError naming the function if none)."""
+        shape, dtype = self._outputs[k]
+        return _allocate(shape, dtype, self.graph.name, f"an output of shape {shape}")
 
     def scalar_call(self):
         """For a graph whose inputs and outputs are all float64 scalars, ``call(values)

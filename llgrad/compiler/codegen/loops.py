@@ -15,6 +15,16 @@ from .scalar import I64, i64
 @contextmanager
 def counted_loop(b: ir.IRBuilder, count, name: str = "i"):
     """``with counted_loop(b, n) as i:`` emits the body once per ``i`` in ``range(n)``."""
+    with carried_loop(b, count, [], name) as (index, _):
+        yield index
+
+
+@contextmanager
+def carried_loop(b: ir.IRBuilder, count, initial, name: str = "i"):
+    """A counted loop whose body updates values in registers (phis), not memory:
+    ``with carried_loop(b, n, [x0]) as (i, values):`` gives the current values in the
+    list ``values``; the body puts the next ones there.  After the loop the list holds
+    the final values (for n = 0, the initial ones)."""
     count = i64(count) if isinstance(count, int) else count
     pre = b.block
     header = b.append_basic_block(f"{name}.head")
@@ -24,13 +34,20 @@ def counted_loop(b: ir.IRBuilder, count, name: str = "i"):
     b.position_at_end(header)
     index = b.phi(I64, name=name)
     index.add_incoming(i64(0), pre)
+    phis = [b.phi(v.type) for v in initial]
+    for phi, value in zip(phis, initial):
+        phi.add_incoming(value, pre)
     b.cbranch(b.icmp_signed("<", index, count), body, exit_)
     b.position_at_end(body)
-    yield index
+    values = list(phis)
+    yield index, values
     nxt = b.add(index, i64(1), flags=["nuw", "nsw"])
     index.add_incoming(nxt, b.block)
+    for phi, value in zip(phis, values):
+        phi.add_incoming(value, b.block)
     b.branch(header)
     b.position_at_end(exit_)
+    values[:] = phis
 
 
 @contextmanager

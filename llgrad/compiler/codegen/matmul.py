@@ -1,10 +1,10 @@
-"""dot_general as a loop nest: canonical (B, M, K) x (B, K, N) -> (B, M, N).
+"""dot_general as canonical (B, M, K) x (B, K, N) -> (B, M, N) matrix products.
 
-Operands whose axes are not already in batch/free/contracting order are first copied
-into arena scratch in that order, so the product itself is one simple i-k-j nest whose
-innermost loop runs along contiguous rows of the right operand and the output (LLVM
-vectorises it; every output element still sums over k in order).  Large products
-call BLAS gemm instead when the module was configured with BLAS symbols.
+Small and medium products run as generated register tiles (``tiles``); large ones,
+and those the tiles could only do with scalars, call BLAS gemm when the module was
+configured with BLAS symbols.  Both read an operand stored transposed per batch in
+place; operands in any other axis order (and, for the tiles, a right operand whose
+rows are not contiguous) are first copied into arena scratch in batch/row/column order.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from . import tiles
 from .indexing import Index
 from .loops import counted_loop, loop_nest
 from .scalar import (I64, ITEMSIZE, PTR, REGISTER, const, declare, i64, linearise, load,
@@ -37,9 +38,12 @@ class Canonical:
 
     @property
     def copies(self):
-        """Which operands need a reordered copy for the loop nest: (lhs?, rhs?)."""
-        return (self.lhs_perm != tuple(range(len(self.lhs_perm))),
-                self.rhs_perm != tuple(range(len(self.rhs_perm))))
+        """Which operands need a copy in (batch, row, column) order: (lhs?, rhs?).
+        Both BLAS and the tiles read a transposed lhs in place; the tiles need rows of
+        the rhs contiguous, BLAS does not (its copy of the rhs is then never made)."""
+        la, lb = self.gemm_layouts
+        return (la is None,
+                lb is None or not tiles.contiguous_rows(_strides(lb, self.K, self.N), self.N))
 
     @property
     def gemm_layouts(self):
@@ -57,6 +61,12 @@ def _layout(perm, nb, n_first):
         return "N"
     batch, first, second = perm[:nb], perm[nb:nb + n_first], perm[nb + n_first:]
     return "T" if batch + second + first == identity else None
+
+
+def _strides(layout, rows, cols):
+    """Element strides (batch, row, column) of a batch of rows x cols matrices stored
+    in ``layout`` ('N': row-major; 'T': each matrix transposed; None: copied to 'N')."""
+    return (rows * cols, 1, rows) if layout == "T" else (rows * cols, cols, 1)
 
 
 def _free(ndim, contracting, batch):
@@ -92,14 +102,25 @@ def _reordered(ctx, x, perm, scratch):
 
 
 #: products with at least this many multiply-adds go to BLAS when it is available.
-#: Measured on a 2-16-16-1 MLP's gradient (products of 1.6k-26k multiply-adds, several
-#: read transposed, which BLAS does in place and the loop nest by copying): 11.9 us
-#: with 32**3, 9.5 us with 1024; below ~1k the call into BLAS costs more than it saves.
-BLAS_MIN_FLOPS = 1024
+#: Measured here (AVX-512, one OpenBLAS thread, us per product, tiles / BLAS): float64
+#: 100x16 @ 16x16 0.77 / 0.89, the same with the right operand transposed 0.82 / 1.61,
+#: 100x2 @ 2x16 0.28 / 0.35, 16x100 (transposed) @ 100x16 0.79 / 0.83, 32**3 1.04 /
+#: 0.95, 64**3 6.9 / 7.2, 128**3 49 / 69; float32 64x128 @ 128x10 1.95 / 2.50.  Both
+#: run at about the FMA units' peak from ~32**3 on, so what the tiles save is BLAS's
+#: per-call cost, while each shape of tile costs ~4-12 ms of compile time (LLVM's time
+#: per instruction): with tiles up to 2**18, workload 3's gradient (three float32
+#: products of 82k) ran ~1.3 us faster out of ~210 and compiled in 140 ms instead of
+#: 86.  A 2-16-16-1 MLP's gradient (8 products of 1.6k-26k) took ~6.7 us of native
+#: code with the tiles, ~7.8-8.3 with BLAS from 1024, and compiled in 85 ms, not 50.
+BLAS_MIN_FLOPS = 2 ** 16
+#: products the tiles can only do with scalars (N = 1 with A's columns strided, see
+#: ``tiles.vectorised``) go to BLAS from this size: 100x16 @ 16x1 took 0.52 us as
+#: tiles, 0.39 us in BLAS (whose gemv reorders the sum); below ~1k the call costs more.
+SCALAR_BLAS_MIN_FLOPS = 1024
 
 
 def _fits(gemm, c) -> bool:
-    """Fortran BLAS takes 32-bit sizes; beyond them the (64-bit) loop nest runs."""
+    """Fortran BLAS takes 32-bit sizes; beyond them the (64-bit) tiles run."""
     return gemm.convention != "fortran" or max(c.M, c.N, c.K) < 2 ** 31
 
 
@@ -140,6 +161,18 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
             b.call(fn, [tb, ta, n, m, k, one, bm, pldb, a, plda, zero, cm, ldc])
 
 
+def _use_blas(module, gemm, c: Canonical, vectorised: bool) -> bool:
+    """BLAS per the thresholds above, or from ``blas_min_flops`` multiply-adds on
+    whatever the tiles could do, when the module was built with that option."""
+    if gemm is None or min(c.M, c.N, c.K) < 1 or not _fits(gemm, c):
+        return False
+    flops = c.M * c.N * c.K
+    forced = getattr(module, "llgrad_blas_min_flops", None)
+    if forced is not None:
+        return flops >= forced
+    return flops >= (BLAS_MIN_FLOPS if vectorised else SCALAR_BLAS_MIN_FLOPS)
+
+
 def emit_dot_general(ctx, node, out):
     b, dtype = ctx.b, node.dtype
     lhs, rhs = node.inputs
@@ -148,30 +181,17 @@ def emit_dot_general(ctx, node, out):
     need_l, need_r = c.copies
     l_scratch = next(scratch) if need_l else None
     r_scratch = next(scratch) if need_r else None
+    la, lb = c.gemm_layouts
+    A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
+    a_strides = _strides(la, c.M, c.K)
     gemm = getattr(b.module, "llgrad_blas", {}).get(dtype)
-    if (gemm is not None and min(c.M, c.N, c.K) >= 1 and _fits(gemm, c)
-            and c.M * c.N * c.K >= getattr(b.module, "llgrad_blas_min_flops", BLAS_MIN_FLOPS)):
-        la, lb_ = c.gemm_layouts
-        A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
-        Bm = ctx.pointer(rhs) if lb_ else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
-        _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb_ or "N"))
+    if _use_blas(b.module, gemm, c, tiles.vectorised(c.M, c.N, a_strides)):
+        Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
+        _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
         return
-    A = _reordered(ctx, lhs, c.lhs_perm, l_scratch) if need_l else ctx.pointer(lhs)
     Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)
-    flags = tuple(ctx.flags) or _CONTRACT
-    nsw = ["nuw", "nsw"]
-    with counted_loop(b, c.B * c.M, "bi") as bi:       # batch and row together
-        batch = b.udiv(bi, i64(c.M)) if c.B > 1 else i64(0)
-        crow = b.mul(bi, i64(c.N), flags=nsw)
-        with counted_loop(b, c.N, "j0") as j:
-            store(b, const(dtype, 0), out, b.add(crow, j, flags=nsw), dtype)
-        arow = b.mul(bi, i64(c.K), flags=nsw)
-        bbase = b.mul(batch, i64(c.K * c.N), flags=nsw)
-        with counted_loop(b, c.K, "k") as k:
-            a = load(b, A, b.add(arow, k, flags=nsw), dtype)
-            brow = b.add(bbase, b.mul(k, i64(c.N), flags=nsw), flags=nsw)
-            with counted_loop(b, c.N, "j") as j:
-                where = b.add(crow, j, flags=nsw)
-                prod = b.fmul(a, load(b, Bm, b.add(brow, j, flags=nsw), dtype), flags=flags)
-                store(b, b.fadd(load(b, out, where, dtype), prod, flags=flags), out, where,
-                      dtype)
+    tiles.emit_product(b, (c.B, c.M, c.K, c.N), tiles.Matrix(A, a_strides),
+                       tiles.Matrix(Bm, _strides(None if need_r else lb, c.K, c.N)),
+                       tiles.Matrix(out, _strides("N", c.M, c.N)),
+                       dtype, tuple(ctx.flags) or _CONTRACT,
+                       getattr(b.module, "llgrad_vector_bits", 256))

@@ -38,6 +38,7 @@ class KernelContext:
         self.scratch = scratch        # pointers to this kernel's scratch buffers
         self.flags = flags            # fast-math flags for float arithmetic
         self.values = values or {}    # id(node) -> a scalar already in a register
+        self._computed = {}           # (id(node), id(index)) -> (index, value)
 
     def pointer(self, node):
         return self.pointers[id(node)]
@@ -52,10 +53,18 @@ class KernelContext:
         return self.compute(node, index)
 
     def compute(self, node, index: Index):
+        """The value of an inlined ``node`` at ``index``.  An elementwise value read by
+        several nodes of one loop at the same ``Index`` is computed once: the first
+        computation dominates the later reads, as a loop body is emitted in order."""
         r = row(node)
         if isinstance(r, Elementwise):
+            known = self._computed.get((id(node), id(index)))
+            if known is not None:
+                return known[1]
             args = [self.read(x, index) for x in node.inputs]
-            return r.scalar(self.b, args, node.inputs[-1].dtype, self.flags, node.attrs)
+            value = r.scalar(self.b, args, node.inputs[-1].dtype, self.flags, node.attrs)
+            self._computed[id(node), id(index)] = (index, value)
+            return value
         if isinstance(r, (IndexMap, View)):
             return r.read(self, node, index)
         if isinstance(r, Leaf) and node.op == "constant" and node.type.ndim == 0:
@@ -112,13 +121,14 @@ def _constant_global(module, node, name):
 
 
 def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=None,
-                 blas_min_flops=None, object_layout=None, threads: int = 1,
-                 batch_calls: bool = True) -> tuple[ir.Module, str]:
+                 blas_min_flops=None, vector_bits: int = 256, object_layout=None,
+                 threads: int = 1, batch_calls: bool = True) -> tuple[ir.Module, str]:
     """Lower a fused, memory-planned graph; returns the module and its entry symbol.
 
     ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
     ``blas``: dtype -> runtime.blas.Gemm the JIT resolves, used for products
-    of at least ``blas_min_flops`` multiply-adds; ``object_layout``: see
+    of at least ``blas_min_flops`` multiply-adds; ``vector_bits``: the target's vector
+    register width (sizes matmul tiles); ``object_layout``: see
     ``list_entry`` (None: no such entry); ``threads``: how many threads a large
     elementwise kernel is split into (see ``parallel``); ``batch_calls``: whether
     loop-free code runs independent calls of one math function as libmvec vector
@@ -128,6 +138,7 @@ def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas
     math.configure(module, vector_isas)
     module.llgrad_blas = dict(blas or {})
     module.llgrad_threads = threads
+    module.llgrad_vector_bits = vector_bits
     module.llgrad_batch_calls = batch_calls
     if blas_min_flops is not None:
         module.llgrad_blas_min_flops = blas_min_flops

@@ -8,6 +8,9 @@ any number of readers, or one cheap arithmetic operation (``RECOMPUTED``) over v
 that have buffers, with any number of elementwise readers: repeating one add per reader
 costs less than writing and re-reading an array.  Broadcasting never pulls a costly
 producer into its loop, since that would recompute the producer once per broadcast copy.
+A costly value with several readers is inlined too when all of them compute into one
+loop at its own index: that loop computes it once per element and every reader uses the
+register (``_share_within_loops``).
 
 Everything else is *materialised* by one ``Kernel`` in topological order.  reshape
 is a view of its operand's buffer.  Graph outputs are written straight into the
@@ -106,6 +109,8 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
     for n in graph.nodes:   # topological: a node's operands are decided before it
         if inline(n) or recompute(n):
             inlined.add(id(n))
+    if enabled:
+        _share_within_loops(graph, uses, inlined, outputs)
     views: dict[int, Node] = {}
     offsets: dict[int, int] = {}
     kernels: list[Kernel] = []
@@ -136,6 +141,51 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
     for k in kernels:
         _collect(k, inlined)
     return FusionPlan(graph, kernels, inlined, views, offsets)
+
+
+#: kernels whose loop reads an inlined operand at the index of its own iteration, as an
+#: elementwise loop does (a sum reads its operand's elements in its own loop)
+_SAME_INDEX_KERNELS = frozenset({"reduce_sum", "reduce_max"})
+
+
+def _share_within_loops(graph: Graph, uses: dict, inlined: set, outputs: set) -> None:
+    """Inline a costly elementwise value with several readers when every reader computes
+    into one and the same loop at the same index (``sin(x)`` read by the forward and the
+    backward formula of one gradient): code generation computes it once per element and
+    hands the register to every reader (``KernelContext.compute`` remembers it), so the
+    value costs neither a second evaluation nor an array written and read back.  Without
+    this, each such value was a loop of its own over a buffer of its own: workload 5 of
+    the benchmark suite ran seven loops over 8 MB arrays instead of one.
+
+    Consumers are decided before their operands (reverse topological order), so
+    ``home`` holds, for every decided node, the materialised node whose loop computes it
+    at its own index, or None when that is not one loop (several kernels, or a reader that
+    reads it at another index: a broadcast, a transpose, a product)."""
+    home: dict[int, Optional[Node]] = {}
+
+    def one_loop(n: Node) -> Optional[Node]:
+        roots = {}
+        for reader in uses.get(id(n), []):
+            r = row(reader)
+            same_index = isinstance(r, Elementwise) or (
+                reader.op in _SAME_INDEX_KERNELS and id(reader) not in inlined)
+            root = home.get(id(reader)) if same_index else None
+            if root is None:
+                return None
+            roots[id(root)] = root
+        return next(iter(roots.values())) if len(roots) == 1 else None
+
+    for n in reversed(graph.nodes):
+        if id(n) in inlined:
+            home[id(n)] = one_loop(n) if isinstance(row(n), Elementwise) else None
+            continue
+        if isinstance(row(n), Elementwise) and id(n) not in outputs and n.op != "constant":
+            root = one_loop(n)
+            if root is not None:
+                inlined.add(id(n))
+                home[id(n)] = root
+                continue
+        home[id(n)] = n
 
 
 def _collect(kernel: Kernel, inlined: set) -> None:

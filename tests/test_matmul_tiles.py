@@ -1,0 +1,215 @@
+"""Matrix products as generated register tiles (``codegen/tiles.py``) against numpy.
+
+Shapes from 1 to 70 on every axis, none a multiple of the tile, every operand layout
+dot_general can describe, batches, float32 and float64, three vector widths; results
+within the error bound of a k-ordered sum, bit-equal to that sum where it can be
+computed exactly; NaN and infinities as numpy's matmul; gradients against central
+differences; and which products go to BLAS.
+"""
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import llgrad
+from llgrad.compiler import pipeline
+from llgrad.compiler.codegen import matmul
+from llgrad.compiler.pipeline import compile_graph
+from llgrad.ir import Builder, Graph, TensorType
+from llgrad.runtime import blas
+
+RNG = np.random.default_rng(11)
+
+# (M, K, N): none of 70, 47, 33, 25, 17... is a multiple of a tile's rows or vectors;
+# N = 1 takes the transposed (vectorised along M) or the scalar path; K = 0 sums nothing
+SHAPES = [(1, 1, 1), (1, 70, 9), (3, 2, 1), (5, 1, 8), (7, 3, 16), (9, 17, 24), (13, 6, 25),
+          (16, 70, 16), (17, 4, 33), (24, 9, 47), (33, 1, 2), (47, 31, 5), (64, 2, 17),
+          (70, 70, 70), (70, 13, 1), (1, 33, 70), (2, 64, 3), (11, 0, 4), (0, 3, 5), (4, 3, 0)]
+# lhs contracting axis, rhs contracting axis: A or A^T stored, B or B^T stored
+LAYOUTS = {"NN": (1, 0), "TN": (0, 0), "NT": (1, 1), "TT": (0, 1)}
+
+
+def _operands(M, K, N, layout, dtype):
+    lc, rc = LAYOUTS[layout]
+    a = RNG.standard_normal((K, M) if lc == 0 else (M, K)).astype(dtype)
+    b = RNG.standard_normal((N, K) if rc == 1 else (K, N)).astype(dtype)
+    return a, b, (((lc,), (rc,)), ((), ()))
+
+
+def _compile(specs, dtype, **options):
+    """One executable computing every product of ``specs`` [(a, b, dims)]."""
+    builder, params, outs = Builder(), [], []
+    for a, b, dims in specs:
+        x, y = (builder.parameter(index=len(params) + i, type=TensorType(v.shape, dtype),
+                                  name=f"v{len(params) + i}") for i, v in enumerate((a, b)))
+        params += [x, y]
+        outs.append(builder.dot_general(x, y, dims=dims))
+    return compile_graph(Graph(params, outs), **options)
+
+
+def _reference(a, b, dims):
+    """numpy's product in long double, and the bound on an in-order sum's error."""
+    (lc, rc), (lb, rb) = dims
+    letters = "abcdefgh"
+    la, lb_ = list(letters[:a.ndim]), list(letters[a.ndim:a.ndim + b.ndim])
+    for x, y in zip(lc + lb, rc + rb):
+        lb_[y] = la[x]
+    out = [la[d] for d in lb] + [c for d, c in enumerate(la) if d not in lc + lb] + \
+          [c for d, c in enumerate(lb_) if d not in rc + rb]
+    spec = f"{''.join(la)},{''.join(lb_)}->{''.join(out)}"
+    ref = np.einsum(spec, a.astype(np.longdouble), b.astype(np.longdouble))
+    terms = int(np.prod([a.shape[d] for d in lc]))
+    scale = np.einsum(spec, np.abs(a).astype(np.float64), np.abs(b).astype(np.float64))
+    return ref, terms * np.finfo(a.dtype).eps * scale
+
+
+def _assert_close(got, a, b, dims):
+    ref, bound = _reference(a, b, dims)
+    assert got.shape == ref.shape
+    err = np.abs(got.astype(np.longdouble) - ref)
+    assert np.all(err <= bound + np.finfo(a.dtype).tiny), float(np.max(err - bound))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_products_of_every_layout_and_awkward_size_match_numpy(dtype):
+    specs = [_operands(M, K, N, layout, dtype)
+             for (M, K, N), layout in itertools.product(SHAPES, LAYOUTS)]
+    exe = _compile(specs, dtype, blas=False)
+    for got, (a, b, dims) in zip(exe(*[v for s in specs for v in s[:2]]), specs):
+        _assert_close(got, a, b, dims)
+
+
+@pytest.mark.parametrize("bits", [256, 128])
+def test_narrower_vector_registers_give_the_same_products(bits, monkeypatch):
+    """AVX2 and SSE tiles (16 registers, 4 or 2 doubles a vector) on this machine."""
+    monkeypatch.setattr(pipeline.engine, "vector_bits", lambda: bits)
+    for dtype in ("float64", "float32"):
+        specs = [_operands(M, K, N, layout, dtype) for (M, K, N), layout in
+                 [((13, 6, 25), "NN"), ((17, 4, 33), "TN"), ((70, 13, 1), "TN"),
+                  ((9, 17, 24), "NT"), ((2, 64, 3), "TT")]]
+        exe = _compile(specs, dtype, blas=False)
+        lanes = bits // (8 * np.dtype(dtype).itemsize)
+        assert f"x{lanes}+{lanes}+{lanes}." in exe.llvm_ir      # tiles of that width ran
+        for got, (a, b, dims) in zip(exe(*[v for s in specs for v in s[:2]]), specs):
+            _assert_close(got, a, b, dims)
+
+
+def test_batched_products_with_batch_axes_anywhere_match_numpy():
+    x3, y3 = RNG.standard_normal((3, 5, 4)), RNG.standard_normal((3, 4, 6))
+    specs = [(x3, y3, (((2,), (1,)), ((0,), (0,)))),                    # matmul
+             (x3, RNG.standard_normal((3, 6, 4)), (((2,), (2,)), ((0,), (0,)))),  # B^T
+             (RNG.standard_normal((4, 3, 5)), y3, (((0,), (1,)), ((1,), (0,)))),  # A^T, batch 2nd
+             (RNG.standard_normal((5, 4, 2)), RNG.standard_normal((4, 9, 2)),  # batch last
+              (((1,), (0,)), ((2,), (2,)))),
+             (RNG.standard_normal((2, 3, 7)), RNG.standard_normal((2, 7)),    # matrix-vector
+              (((2,), (1,)), ((0,), (0,))))]
+    exe = _compile(specs, "float64", blas=False)
+    for got, (a, b, dims) in zip(exe(*[v for s in specs for v in s[:2]]), specs):
+        _assert_close(got, a, b, dims)
+
+
+def _ordered_sums(a, b):
+    """Each C[i, j] summed over k in order from 0, once with every multiply-add
+    rounded once (FMA) and once rounding the product too, computed exactly."""
+    fused = np.zeros((a.shape[0], b.shape[1]))
+    plain = np.zeros_like(fused)
+    for i, j in np.ndindex(fused.shape):
+        f = p = 0.0
+        for k in range(a.shape[1]):
+            f = float(Fraction(a[i, k]) * Fraction(b[k, j]) + Fraction(f))
+            p = p + a[i, k] * b[k, j]
+        fused[i, j], plain[i, j] = f, p
+    return fused, plain
+
+
+def test_exact_mode_sums_over_k_in_order():
+    """Without fastmath each element is the k-ordered sum bit for bit (the rounding
+    of a reassociated or blocked sum would differ somewhere in these products)."""
+    specs = [_operands(M, K, N, layout, "float64") for (M, K, N), layout in
+             [((13, 40, 25), "NN"), ((17, 33, 9), "TN"), ((11, 29, 1), "TN"),
+              ((12, 35, 10), "NT"), ((5, 50, 1), "NN")]]
+    exe = _compile(specs, "float64", blas=False)
+    for got, (a, b, dims) in zip(exe(*[v for s in specs for v in s[:2]]), specs):
+        (lc, rc), _ = dims
+        fused, plain = _ordered_sums(a if lc == (1,) else a.T, b if rc == (0,) else b.T)
+        assert np.all((got == fused) | (got == plain))
+
+
+def test_fastmath_products_match_numpy():
+    specs = [_operands(M, K, N, layout, dtype) for (M, K, N), layout, dtype in
+             [((13, 40, 25), "NN", "float64"), ((17, 33, 9), "TN", "float32"),
+              ((70, 13, 1), "TN", "float64"), ((12, 35, 10), "NT", "float32")]]
+    for (a, b, dims) in specs:
+        exe = _compile([(a, b, dims)], str(a.dtype), blas=False, fastmath=True)
+        _assert_close(exe(a, b)[0], a, b, dims)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_nan_and_infinity_propagate_as_in_numpy_matmul(layout):
+    """An infinity times a zero is NaN (no term is skipped), NaN spreads along its row
+    and column, an infinity alone stays infinite."""
+    a, b, dims = _operands(9, 6, 17, layout, "float64")
+    a_mat = a if LAYOUTS[layout][0] == 1 else a.T      # views: writes reach a and b
+    b_mat = b if LAYOUTS[layout][1] == 0 else b.T
+    a_mat[1, 2] = np.inf
+    b_mat[2, 5] = 0.0
+    a_mat[4, 0] = np.nan
+    b_mat[3, 7] = -np.inf
+    a_mat[6, 3] = 0.0
+    for vector in (False, True):      # N = 1 (vectorised along M when A is transposed)
+        bb = b[:, 5:6] if vector and LAYOUTS[layout][1] == 0 else b
+        bb = b[5:6, :] if vector and LAYOUTS[layout][1] == 1 else bb
+        got = _compile([(a, bb, dims)], "float64", blas=False)(a, bb)[0]
+        with np.errstate(invalid="ignore"):
+            want = a_mat @ (bb if LAYOUTS[layout][1] == 0 else bb.T)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
+        assert np.isnan(got[1, 0 if vector else 5])          # inf * 0
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_mlp_gradient_through_tiled_products_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    params = {"w1": rng.normal(size=(3, 17)), "b1": rng.normal(size=17) * 0.1,
+              "w2": rng.normal(size=(17, 9)), "w3": rng.normal(size=(9, 1))}
+    x, y = rng.normal(size=(13, 3)), rng.normal(size=(13, 1))
+
+    def loss(p, x, y):
+        h = np.tanh(x @ p["w1"] + p["b1"])
+        h = np.tanh(h @ p["w2"])
+        return np.mean((h @ p["w3"] - y) ** 2)
+
+    llgrad.check_grad(loss, params, x, y)
+    exact = llgrad.grad(loss)(params, x, y)
+    fast = llgrad.grad(loss, fastmath=True)(params, x, y)
+    for k in params:
+        np.testing.assert_allclose(fast[k], exact[k], rtol=1e-10, atol=1e-12)
+
+
+def _uses_gemm(M, K, N, layout, dtype="float64"):
+    found = blas.available()
+    if dtype not in found:
+        pytest.skip("no BLAS here")
+    a, b, dims = _operands(M, K, N, layout, dtype)
+    exe = _compile([(a, b, dims)], dtype)
+    _assert_close(exe(a, b)[0], a, b, dims)
+    return found[dtype].symbol in exe.llvm_ir
+
+
+def test_products_below_the_threshold_are_tiles_and_larger_ones_blas():
+    assert 100 * 16 * 16 < matmul.BLAS_MIN_FLOPS <= 70 * 70 * 70 * 2
+    assert not _uses_gemm(100, 16, 16, "NT")
+    assert not _uses_gemm(16, 100, 16, "TN", "float32")
+    assert _uses_gemm(140, 70, 70, "NN")
+
+
+def test_scalar_only_products_go_to_blas_and_vectorisable_ones_stay_tiles():
+    """N = 1 with A's columns strided is a chain of scalar FMAs as tiles (BLAS's gemv
+    reorders the sum and is faster); with A transposed it is vectorised along M."""
+    assert _uses_gemm(100, 16, 1, "NN")
+    assert not _uses_gemm(16, 100, 1, "TN")
+    assert not _uses_gemm(30, 30, 1, "NN")             # below SCALAR_BLAS_MIN_FLOPS
