@@ -48,7 +48,7 @@ class Lowering:
             blas={dtype: Gemm(*gemm) for dtype, gemm in o["blas"].items()},
             blas_min_flops=o["blas_min_flops"], vector_bits=o["vector_bits"],
             object_layout=tuple(o["object_layout"]) if o["object_layout"] else None,
-            threads=o["threads"])
+            threads=o["threads"], batch_calls=o["batch_calls"])
         return str(module), {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
 
     @property
@@ -61,7 +61,8 @@ class Lowering:
 
 
 def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool,
-                    blas_min_flops: int | None, threads: int | None) -> dict:
+                    blas_min_flops: int | None, threads: int | None,
+                    batch_calls: bool = True) -> dict:
     """Every choice the generated code depends on besides the graph, resolved for this
     process (vector ISAs found, BLAS symbols found, threads) and JSON-ready: it is
     part of the cache key."""
@@ -72,12 +73,14 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
             "blas_min_flops": blas_min_flops,
             "vector_bits": engine.vector_bits(),
             "object_layout": list(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
-            "threads": default_parts() if threads is None else threads}
+            "threads": default_parts() if threads is None else threads,
+            "batch_calls": batch_calls}
 
 
 def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True,
                   libmvec: bool = True, blas: bool = True,
-                  blas_min_flops: int | None = None, threads: int | None = None) -> Executable:
+                  blas_min_flops: int | None = None, threads: int | None = None,
+                  batch_calls: bool = True) -> Executable:
     """Compile ``graph`` for the host CPU.
 
     ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
@@ -85,10 +88,12 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     ``libmvec=False`` keeps transcendental functions scalar; ``blas=False`` (or no
     BLAS found, or LLGRAD_NO_BLAS=1) runs every dot_general as generated register tiles;
     ``threads``: pieces a large elementwise kernel is split into (default: the usable
-    cores, or ``LLGRAD_THREADS``; 1: never split).
+    cores, or ``LLGRAD_THREADS``; 1: never split); ``batch_calls=False`` keeps the
+    math calls of loop-free code one scalar libm call each (see codegen/vector_calls.py).
     """
     options = codegen_options(fastmath=fastmath, fuse_ops=fuse_ops, libmvec=libmvec,
-                              blas=blas, blas_min_flops=blas_min_flops, threads=threads)
+                              blas=blas, blas_min_flops=blas_min_flops, threads=threads,
+                              batch_calls=batch_calls)
     lowering = Lowering(graph, options)
     entry_key = cache.key(fingerprint(graph), json.dumps(options, sort_keys=True),
                           *engine.context())

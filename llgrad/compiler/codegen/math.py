@@ -41,6 +41,7 @@ def configure(module: ir.Module, isas=()) -> None:
     """Use libmvec variants for the given ISA letters (empty: scalar libm/intrinsics)."""
     module.llgrad_vector_isas = tuple(isas)
     module.llgrad_vector_fns = []
+    module.llgrad_vector_variants = {}   # scalar symbol -> {lanes: vector function}
 
 
 def finish(module: ir.Module) -> None:
@@ -63,12 +64,19 @@ def _with_variants(module, fn, name, dtype, arity):
         lanes = ISA_BITS[isa] // bits
         vname = f"_ZGV{isa}N{lanes}{'v' * arity}_{scalar}"
         vt = ir.VectorType(t, lanes)
-        module.llgrad_vector_fns.append(ir.Function(module, ir.FunctionType(vt, [vt] * arity),
-                                                    vname))
+        vfn = ir.Function(module, ir.FunctionType(vt, [vt] * arity), vname)
+        module.llgrad_vector_fns.append(vfn)
+        module.llgrad_vector_variants.setdefault(scalar, {})[lanes] = vfn
         variants.append(f"{vname}({vname})")
     if variants:
         set.add(fn.attributes, f'"vector-function-abi-variant"="{",".join(variants)}"')
     return fn
+
+
+def vector_variants(module: ir.Module, fn) -> dict:
+    """lanes -> the libmvec function computing scalar libm function ``fn`` lane-wise
+    (empty when ``fn`` has none in this module: an intrinsic, or no vector ISA)."""
+    return getattr(module, "llgrad_vector_variants", {}).get(getattr(fn, "name", None), {})
 
 
 def _pure(fn: ir.Function) -> ir.Function:

@@ -7,20 +7,22 @@ arguments are ``noalias`` (the memory plan guarantees it), so LLVM vectorises it
 loops without runtime overlap checks.  Kernels are ``noinline``: optimising one huge
 function costs LLVM far more than linear time (a 100-layer network took 65 s to
 compile with the kernels inlined into the entry point), while a call per kernel costs
-nanoseconds; only loop-free (scalar) kernels may be inlined, as their code is smaller
-than the call.  ``<name>.list`` is a second entry for calls from Python (``list_entry``)
+nanoseconds.  A run of loop-free (scalar) kernels is one function instead, inlined
+since its code is smaller than the call (``region``: values pass in registers and
+independent math calls run as vector calls).  ``<name>.list`` is a second entry for calls from Python (``list_entry``)
 and large elementwise kernels may run split across threads (``parallel``).  Kernels
 whose code is identical (the same layer repeated in a deep network, forward or
 backward) are emitted once and called with other buffers.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
 from llvmlite import ir
 
-from . import math, parallel
+from . import math, parallel, region
 from .indexing import Index
 from .loops import counted_loop, loop_nest
 from .lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
@@ -30,11 +32,12 @@ from .scalar import I8, I64, PTR, const, i64, linearise, load, store
 class KernelContext:
     """What a lowering rule sees while it emits one kernel."""
 
-    def __init__(self, b: ir.IRBuilder, pointers: dict, scratch, flags):
+    def __init__(self, b: ir.IRBuilder, pointers: dict, scratch, flags, values=None):
         self.b = b
         self.pointers = pointers      # id(node) -> pointer value, for materialised nodes
         self.scratch = scratch        # pointers to this kernel's scratch buffers
         self.flags = flags            # fast-math flags for float arithmetic
+        self.values = values or {}    # id(node) -> a scalar already in a register
         self._computed = {}           # (id(node), id(index)) -> (index, value)
 
     def pointer(self, node):
@@ -42,6 +45,8 @@ class KernelContext:
 
     def read(self, node, index: Index):
         """The value of ``node`` at ``index``: loaded if it has a buffer, else computed."""
+        if id(node) in self.values:
+            return self.values[id(node)]
         ptr = self.pointers.get(id(node))
         if ptr is not None:
             return load(self.b, ptr, index.linear(self.b, node.shape), node.dtype)
@@ -117,7 +122,7 @@ def _constant_global(module, node, name):
 
 def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=None,
                  blas_min_flops=None, vector_bits: int = 256, object_layout=None,
-                 threads: int = 1) -> tuple[ir.Module, str]:
+                 threads: int = 1, batch_calls: bool = True) -> tuple[ir.Module, str]:
     """Lower a fused, memory-planned graph; returns the module and its entry symbol.
 
     ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
@@ -125,13 +130,16 @@ def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas
     of at least ``blas_min_flops`` multiply-adds; ``vector_bits``: the target's vector
     register width (sizes matmul tiles); ``object_layout``: see
     ``list_entry`` (None: no such entry); ``threads``: how many threads a large
-    elementwise kernel is split into (see ``parallel``).
+    elementwise kernel is split into (see ``parallel``); ``batch_calls``: whether
+    loop-free code runs independent calls of one math function as libmvec vector
+    calls (see ``vector_calls``; only where ``vector_isas`` has some).
     """
     module = ir.Module(name=fusion.graph.name)
     math.configure(module, vector_isas)
     module.llgrad_blas = dict(blas or {})
     module.llgrad_threads = threads
     module.llgrad_vector_bits = vector_bits
+    module.llgrad_batch_calls = batch_calls
     if blas_min_flops is not None:
         module.llgrad_blas_min_flops = blas_min_flops
     entry_name = _symbol(fusion.graph.name)
@@ -161,6 +169,29 @@ def list_entry(module, entry: ir.Function, n_inputs: int, layout) -> ir.Function
     return fn
 
 
+def buffer_addresses(b: ir.IRBuilder, packed, *, n_in: int, n_out: int, globals_):
+    """``buf -> its address``, each derived once (with ``b``) from the packed argument
+    array ``packed`` of a graph with ``n_in`` inputs and ``n_out`` outputs."""
+    slot = lambda i: b.load(b.gep(packed, [i64(i)], inbounds=True,  # noqa: E731
+                                  source_etype=PTR), typ=PTR)
+    arena = slot(n_in + n_out)
+    addresses = {}
+
+    def address(buf):
+        if id(buf) not in addresses:
+            if buf.kind == "input":
+                addresses[id(buf)] = slot(buf.index)
+            elif buf.kind == "output":
+                addresses[id(buf)] = slot(n_in + buf.index)
+            elif buf.kind == "arena":
+                addresses[id(buf)] = b.gep(arena, [i64(buf.index)], inbounds=True,
+                                           source_etype=I8)
+            else:
+                addresses[id(buf)] = globals_[buf.index]
+        return addresses[id(buf)]
+    return address
+
+
 def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> ir.Function:
     """``void name(ptr args)``: runs every kernel of one graph on a packed argument array.
 
@@ -173,79 +204,80 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
     if internal:
         entry.linkage = "internal"
     eb = ir.IRBuilder(entry.append_basic_block("entry"))
-    n_in, n_out = len(graph.inputs), len(graph.outputs)
-    slot = lambda i: eb.load(eb.gep(entry.args[0], [i64(i)], inbounds=True,  # noqa: E731
-                                    source_etype=PTR), typ=PTR)
-    arena = slot(n_in + n_out)
-    addresses = {}
+    address_in = functools.partial(buffer_addresses, n_in=len(graph.inputs),
+                                   n_out=len(graph.outputs), globals_=globals_)
+    address = address_in(eb, entry.args[0])
 
-    def address(buf):
-        if id(buf) not in addresses:
-            if buf.kind == "input":
-                addresses[id(buf)] = slot(buf.index)
-            elif buf.kind == "output":
-                addresses[id(buf)] = slot(n_in + buf.index)
-            elif buf.kind == "arena":
-                addresses[id(buf)] = eb.gep(arena, [i64(buf.index)], inbounds=True,
-                                            source_etype=I8)
-            else:
-                addresses[id(buf)] = globals_[buf.index]
-        return addresses[id(buf)]
-
-    for t, kernel in enumerate(fusion.kernels):
-        node = kernel.node
-        out_buf = memory.outputs[t]
-        read_bufs = []
+    kernels, last_read = fusion.kernels, {}
+    for t, kernel in enumerate(kernels):
         for n in kernel.reads:
-            buf = memory.buffers[id(n)]
-            if buf.kind != "constant" and all(buf is not r for r in read_bufs):
-                read_bufs.append(buf)
-        params = [out_buf] + read_bufs + list(memory.scratch[t])
-        r = row(node)
-        # a flat elementwise loop (what _emit_elementwise_kernel runs over a range)
-        flat = kernel.copy or not (isinstance(r, Kernel) or needs_axes(node, fusion.inlined))
-        split = (getattr(module, "llgrad_threads", 1) > 1 and flat
-                 and node.type.size >= parallel.MIN_ELEMENTS)
-        ranged = [I64, I64] if split else []   # the element range [lo, hi) it computes
-        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params) + ranged),
-                         f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
-        fn.linkage = "internal"
-        if not all(_scalar(n) for n in (node, *kernel.reads)):
-            fn.attributes.add("noinline")  # a loop; a scalar kernel is cheaper inlined
-        # LLVM defaults to 256-bit vectors even with AVX-512; full-width libmvec
-        # variants (8 doubles) were 1.2x-1.5x faster on transcendental-heavy kernels
-        set.add(fn.attributes, '"prefer-vector-width"="512"')
-        for i, arg in enumerate(fn.args[:len(params)]):
-            arg.add_attribute("noalias")
-            arg.add_attribute("captures(none)")
-            if 0 < i <= len(read_bufs):
-                set.add(arg.attributes, "readonly")
-        arg_of = {id(buf): arg for buf, arg in zip(params, fn.args)}
-        pointers = {}
-        for n in kernel.reads:
-            buf = memory.buffers[id(n)]
-            pointers[id(n)] = globals_[buf.index] if buf.kind == "constant" else arg_of[id(buf)]
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        ctx = KernelContext(b, pointers, fn.args[1 + len(read_bufs):], flags)
-        if isinstance(r, Kernel) and not kernel.copy:
-            r.emit(ctx, node, fn.args[0])
-        elif split:
-            _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy,
-                                     fn.args[len(params):])
-        else:
-            _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy)
-        b.ret_void()
-        if split:
-            parallel.call_split(eb, _shared(module, fn), [address(buf) for buf in params],
-                                node.type.size, module.llgrad_threads)
-        else:
-            eb.call(_shared(module, fn), [address(buf) for buf in params])
+            last_read[region.key(memory.buffers[id(n)])] = t
+    t = 0
+    while t < len(kernels):
+        stop = t
+        while stop < len(kernels) and region.loop_free(kernels[stop]):
+            stop += 1
+        if stop > t:
+            fn = region.emit(module, f"{name}.k{t}_scalars", list(enumerate(kernels))[t:stop],
+                             memory, address_in, last_read, flags)
+            eb.call(_shared(module, fn), [entry.args[0]])
+            t = stop
+            continue
+        _emit_kernel(module, name, eb, address, t, kernels[t], fusion, memory, globals_, flags)
+        t += 1
     eb.ret_void()
     return entry
 
 
-def _scalar(node) -> bool:
-    return getattr(node.type, "size", None) == 1   # a loop's type is a tuple of types
+def _emit_kernel(module, name, eb, address, t, kernel, fusion, memory, globals_, flags):
+    """Kernel ``t`` as its own function, and its call from the entry builder ``eb``."""
+    node = kernel.node
+    out_buf = memory.outputs[t]
+    read_bufs = []
+    for n in kernel.reads:
+        buf = memory.buffers[id(n)]
+        if buf.kind != "constant" and all(buf is not r for r in read_bufs):
+            read_bufs.append(buf)
+    params = [out_buf] + read_bufs + list(memory.scratch[t])
+    r = row(node)
+    # a flat elementwise loop (what _emit_elementwise_kernel runs over a range)
+    flat = kernel.copy or not (isinstance(r, Kernel) or needs_axes(node, fusion.inlined))
+    split = (getattr(module, "llgrad_threads", 1) > 1 and flat
+             and node.type.size >= parallel.MIN_ELEMENTS)
+    ranged = [I64, I64] if split else []   # the element range [lo, hi) it computes
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params) + ranged),
+                     f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
+    fn.linkage = "internal"
+    if not all(region.is_scalar(n) for n in (node, *kernel.reads)):
+        fn.attributes.add("noinline")  # a loop; a scalar kernel is cheaper inlined
+    # LLVM defaults to 256-bit vectors even with AVX-512; full-width libmvec
+    # variants (8 doubles) were 1.2x-1.5x faster on transcendental-heavy kernels
+    set.add(fn.attributes, '"prefer-vector-width"="512"')
+    for i, arg in enumerate(fn.args[:len(params)]):
+        arg.add_attribute("noalias")
+        arg.add_attribute("captures(none)")
+        if 0 < i <= len(read_bufs):
+            set.add(arg.attributes, "readonly")
+    arg_of = {id(buf): arg for buf, arg in zip(params, fn.args)}
+    pointers = {}
+    for n in kernel.reads:
+        buf = memory.buffers[id(n)]
+        pointers[id(n)] = globals_[buf.index] if buf.kind == "constant" else arg_of[id(buf)]
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ctx = KernelContext(b, pointers, fn.args[1 + len(read_bufs):], flags)
+    if isinstance(r, Kernel) and not kernel.copy:
+        r.emit(ctx, node, fn.args[0])
+    elif split:
+        _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy,
+                                 fn.args[len(params):])
+    else:
+        _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy)
+    b.ret_void()
+    if split:
+        parallel.call_split(eb, _shared(module, fn), [address(buf) for buf in params],
+                            node.type.size, module.llgrad_threads)
+    else:
+        eb.call(_shared(module, fn), [address(buf) for buf in params])
 
 
 def _shared(module, fn: ir.Function) -> ir.Function:
