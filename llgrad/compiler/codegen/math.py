@@ -22,15 +22,15 @@ from .scalar import I64, REGISTER, const
 _SUFFIX = {"float64": "f64", "float32": "f32"}
 
 #: functions with an LLVM intrinsic ``llvm.<name>.<type>``
-INTRINSICS = frozenset({"exp", "log", "sin", "cos", "sqrt", "pow", "fabs", "copysign",
-                        "fmuladd"})
+INTRINSICS = frozenset({"exp", "log", "sin", "cos", "sqrt", "tanh", "pow", "fabs",
+                        "copysign", "fmuladd"})
 #: functions only libm has (float32 variants carry an ``f`` suffix)
 LIBM = frozenset({"log1p", "expm1", "asin", "acos", "atan", "asinh", "acosh", "atanh",
                   "atan2"})
 
 
 #: functions glibc's libmvec provides, with their parameter count
-LIBMVEC = {"exp": 1, "log": 1, "sin": 1, "cos": 1, "expm1": 1, "log1p": 1,
+LIBMVEC = {"exp": 1, "log": 1, "sin": 1, "cos": 1, "tanh": 1, "expm1": 1, "log1p": 1,
            "pow": 2, "asin": 1, "acos": 1, "atan": 1, "asinh": 1, "acosh": 1, "atanh": 1,
            "atan2": 2}
 #: vector ISA letter of the x86 vector ABI -> register bits
@@ -145,30 +145,16 @@ _TANH = {
 
 
 def tanh(b: ir.IRBuilder, x, dtype: str, flags=()):
-    """tanh without calls in loop kernels, so the loop vectoriser keeps them in registers.
-
-    Loop kernels are the ``noinline`` functions (codegen/module.py); loop-free code
-    calls one copy per module instead, as the same code inlined 50 times in workload 1
-    cost ~80 ms more optimisation on its first call for ~25 ns less per run.  The
-    fast-math ``flags`` are not applied: reassociation would undo the shifter and the
-    hi/lo split of ``_tanh_inline``.
+    """tanh in loop kernels (the ``noinline`` functions of codegen/module.py) without
+    calls, so that the loop vectoriser keeps the whole loop in registers; elsewhere
+    libm's, which loop-free regions batch into libmvec calls (``vector_calls``), as
+    inlining the same code at each of workload 1's 50 scalar tanh cost ~80 ms more
+    optimisation on its first call.  The fast-math ``flags`` are not applied to the
+    inline form: reassociation would undo its shifter and its hi/lo split.
     """
     if "noinline" in b.function.attributes:
         return _tanh_inline(b, x, dtype)
-    return b.call(_tanh_function(b.module, dtype), [x])
-
-
-def _tanh_function(module: ir.Module, dtype: str) -> ir.Function:
-    name = f"llgrad.tanh.{dtype}"
-    fn = module.globals.get(name)
-    if fn is None:
-        t = REGISTER[dtype]
-        fn = _pure(ir.Function(module, ir.FunctionType(t, [t]), name))
-        fn.linkage = "internal"
-        fn.attributes.add("noinline")
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        b.ret(_tanh_inline(b, fn.args[0], dtype))
-    return fn
+    return call(b, "tanh", [x], dtype, flags)
 
 
 def _tanh_inline(b: ir.IRBuilder, x, dtype: str):
