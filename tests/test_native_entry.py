@@ -458,6 +458,24 @@ def test_a_staged_function_still_looks_like_one():
                      f({"x": 0.3, "y": 0.5, "z": 0.7}))
 
 
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_a_copied_staged_function_is_the_same_transformation(how):
+    """A copy is a Staged of the same function and options with caches of its own (it
+    was a shallow copy before Staged became a partial, and then a TypeError)."""
+    import copy
+    import pickle
+    f = llgrad.value_and_grad(three, fastmath=True)
+    p = {"x": 0.3, "y": 0.5, "z": 0.7}
+    want = f(p)
+    g = {"copy": copy.copy, "deepcopy": copy.deepcopy,
+         "pickle": lambda f: pickle.loads(pickle.dumps(f))}[how](f)
+    assert type(g) is type(f) and g is not f and g.fn is three
+    assert (g.kind, g.argnums, g.fastmath) == ("value_and_grad", 0, True)
+    assert_identical(g(p), want)
+    del f
+    assert_identical(g(p), want)
+
+
 @pytest.mark.parametrize("after", [0, 1000])
 def test_a_dropped_staged_function_is_freed_at_once(after, monkeypatch):
     import weakref

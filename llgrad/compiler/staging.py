@@ -304,6 +304,12 @@ class Staged(functools.partial):
         """Not a method when stored on a class (newer Pythons make partials bind)."""
         return self
 
+    def __reduce__(self):
+        """Copies and pickles are the same transformation, compiled anew: partial's own
+        reduction would rebuild this object from its front entry alone."""
+        return Staged, (self.fn, self.kind, self.argnums, self.static_argnums,
+                        self.backend, self.fastmath)
+
     def _front(self, entry):
         functools.partial.__setstate__(self, (entry, (), None, self.__dict__))
 
