@@ -16,8 +16,7 @@ from llvmlite import ir
 from . import tiles
 from .indexing import Index
 from .loops import counted_loop, loop_nest
-from .scalar import (I64, ITEMSIZE, PTR, REGISTER, const, declare, i64, linearise, load,
-                     store)
+from .scalar import I64, ITEMSIZE, PTR, REGISTER, declare, i64, linearise, store
 
 # Multiply-add may contract to FMA (as BLAS does); it never reorders the sum.
 _CONTRACT = ("contract",)

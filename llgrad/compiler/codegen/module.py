@@ -9,8 +9,9 @@ function costs LLVM far more than linear time (a 100-layer network took 65 s to
 compile with the kernels inlined into the entry point), while a call per kernel costs
 nanoseconds.  A run of loop-free (scalar) kernels is one function instead, inlined
 since its code is smaller than the call (``region``: values pass in registers and
-independent math calls run as vector calls).  ``<name>.list`` is a second entry for calls from Python (``list_entry``)
-and large elementwise kernels may run split across threads (``parallel``).  Kernels
+independent math calls run as vector calls).  ``<name>.list`` is a second entry for
+calls from Python (``list_entry``) and large elementwise kernels may run split across
+threads (``parallel``).  Kernels
 whose code is identical (the same layer repeated in a deep network, forward or
 backward) are emitted once and called with other buffers.
 """
