@@ -357,6 +357,21 @@ def test_a_signature_gets_its_native_entry_once_hot(monkeypatch):
         assert_identical(r, results[0])
 
 
+def test_a_failed_promotion_is_tried_once(monkeypatch):
+    """When the native entry cannot be made, the Python path answers every later call
+    without trying again."""
+    from llgrad.compiler import staging
+    monkeypatch.setattr(fastcall, "NATIVE_AFTER", 2)
+    tries = []
+    monkeypatch.setattr(staging.Staged, "_promote", lambda self, make: tries.append(make))
+    f = llgrad.grad(three)
+    point = {"x": 0.3, "y": 0.5, "z": 0.7}
+    results = [f(point) for _ in range(20)]
+    assert len(tries) == 1 and not is_native(f)
+    for r in results[1:]:
+        assert_identical(r, results[0])
+
+
 @pytest.mark.parametrize("limit", ["NATIVE_MAX_FLOPS", "NATIVE_MAX_BYTES"])
 def test_a_large_executable_keeps_the_ctypes_call(limit, rng, monkeypatch):
     monkeypatch.setattr(fastcall, limit, 10)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import threading
 import warnings
 from dataclasses import asdict
 
@@ -127,25 +126,14 @@ def build(kind: str, argnums, entry, args, leaves, promote=None):
     if native is not None and NATIVE_AFTER <= 0:
         promote(native)
     elif native is not None:
-        source.namespace.update(countdown=itertools.repeat(False, NATIVE_AFTER),
-                                hot=_once(promote, native))
-        source.line("if next(countdown, True):", "    hot()")
+        # true at one call only: next() on it is atomic, so one thread promotes however
+        # many call at once, and a failed promotion costs later calls nothing
+        hot = itertools.chain(itertools.repeat(False, NATIVE_AFTER), (True,))
+        source.namespace.update(hot=hot, promote=promote, native=native)
+        source.line("if next(hot, False):", "    promote(native)")
     source.line(f"o = run([{', '.join(f'l{j}' for j in range(len(leaves)))}])",
                 f"return {_result(source, kind, argnums, entry, leaves, floats=floats)}")
     return source.function("args")
-
-
-def _once(promote, native):
-    """``hot()``: promotes the native entry, the first time only."""
-    lock, done = threading.Lock(), []
-
-    def hot():
-        with lock:
-            if done:
-                return
-            done.append(True)
-        promote(native)
-    return hot
 
 
 def _native(kind, argnums, entry, args, leaves, floats):
