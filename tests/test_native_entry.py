@@ -343,6 +343,30 @@ def test_several_threads(rng, monkeypatch):
     run_threads(body)
 
 
+def test_threads_that_hold_their_results_never_see_them_overwritten(monkeypatch):
+    """Six threads each holding their last results keep the two pooled generations
+    taken, so nearly every call refills the pool while other threads' entries run
+    (forced to switch often): a held result must still be its own call's."""
+    f = llgrad.grad(lambda w, x: np.sum(np.tanh(x @ w)))
+    rng = np.random.default_rng(0)
+    w, xs = rng.normal(size=(4, 3)), [rng.normal(size=(5, 4)) for _ in range(6)]
+    wants = [f(w, x).copy() for x in xs]
+    assert is_native(f)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def body(k):
+        held = []
+        for _ in range(400):
+            held = held[-3:] + [f(w, xs[k])]
+            for result in held:
+                np.testing.assert_array_equal(result, wants[k])
+    try:
+        run_threads(body, n=6)
+    finally:
+        sys.setswitchinterval(interval)
+
+
 # -- when there is a native entry -------------------------------------------------------
 
 def test_a_signature_gets_its_native_entry_once_hot(monkeypatch):

@@ -10,13 +10,15 @@ engine holding the code, alive as long as the builtin.
 
 The GIL stays held for the whole call (ctypes released it): right for calls of a few
 microseconds, which is why only small executables get a native entry.  It also makes
-the entry's single packed array and pool safe under threads: only one thread at a
-time runs the code, and the code touches them only where no other thread can run.
+the entry's single packed array safe under threads: only one thread at a time runs
+the code, and the code touches it only where no other thread can run.  The pool's
+``refill`` runs Python, so other threads' entries may run while it does (see there).
 """
 from __future__ import annotations
 
 import ctypes
 import itertools
+import threading
 
 import numpy as np
 
@@ -75,13 +77,25 @@ def builtin(name: str, compiled, executable, header: tuple, objects: list, *, fa
         packed[n_in:-1] = results.ctypes.data + 8 * np.arange(n_out)
     pool = [[] for _ in range(0 if floats else GENERATIONS)]
     turn = itertools.cycle(range(len(pool)))
+    swapping = threading.Lock()
 
     def refill():
-        """New arrays for the next generation in turn (the caller holds every one)."""
-        g = next(turn)
-        pool[g] = [executable.allocate_output(k) for k in range(n_out)]
-        start = len(header) + pool_at + g * n_out
-        table[start:start + n_out] = list(map(id, pool[g]))
+        """New arrays for the next generation in turn (the caller holds every one).
+
+        The entry of another thread may run between any two lines here, and takes an
+        array the table names whose reference count is 1 as free: so every array the
+        table names keeps a reference here until the table names others (else one the
+        pool just let go of, held by a caller alone, would be written into), and the
+        lock keeps two refills from pairing the table of one with the pool of the
+        other."""
+        arrays = [executable.allocate_output(k) for k in range(n_out)]
+        ids = np.array(list(map(id, arrays)), np.uint64)
+        with swapping:
+            g = next(turn)
+            start = len(header) + pool_at + g * n_out
+            replaced, pool[g] = pool[g], arrays
+            table[start:start + n_out] = ids
+        del replaced
     for _ in pool:
         refill()
     scratch, empty = np.zeros(()), ()
