@@ -107,13 +107,19 @@ class Executable:
         the output addresses now in the packed array (a list, updated in place)."""
         state = getattr(self._local, "state", None)
         if state is None:
-            arena = _allocate(self.arena_bytes + _ALIGN, np.uint8, self.graph.name,
-                              "the scratch memory of its intermediate values")
-            base = arena.ctypes.data
-            packed = np.zeros(self._n, np.uintp)
-            packed[-1] = base + (-base) % _ALIGN
+            packed, arena = self.new_packed()
             state = self._local.state = (packed, packed.ctypes.data, arena, [None])
         return state
+
+    def new_packed(self) -> tuple[np.ndarray, np.ndarray]:
+        """(packed argument array, arena): a caller's own slots, the last one pointing
+        at a fresh arena aligned to 64 bytes; both must outlive any native call on them."""
+        arena = _allocate(self.arena_bytes + _ALIGN, np.uint8, self.graph.name,
+                          "the scratch memory of its intermediate values")
+        base = arena.ctypes.data
+        packed = np.zeros(self._n, np.uintp)
+        packed[-1] = base + (-base) % _ALIGN
+        return packed, arena
 
     def check(self, args) -> list[np.ndarray]:
         """The arguments as contiguous arrays of the compiled types, or a clear error."""

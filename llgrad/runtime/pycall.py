@@ -68,9 +68,7 @@ def builtin(name: str, compiled, executable, header: tuple, objects: list, *, fa
     arrays go from ``objects[pool_at]`` on."""
     n_in, n_out = len(executable.input_types), len(executable.output_types)
     table = np.array([0] * len(header) + [id(obj) for obj in objects], np.uint64)
-    arena = np.zeros(executable.arena_bytes + 64, np.uint8)
-    packed = np.zeros(n_in + n_out + 1, np.uintp)
-    packed[-1] = arena.ctypes.data + (-arena.ctypes.data) % 64
+    packed, arena = executable.new_packed()
     values, results = np.zeros(n_in), np.zeros(n_out)
     if floats:
         packed[:n_in] = values.ctypes.data + 8 * np.arange(n_in)
