@@ -20,9 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: PyListObject.ob_item and PyArrayObject_fields.data on 64-bit CPython builds
-_LIST_ITEMS, _ARRAY_DATA = 24, 16
-
 
 @dataclass(frozen=True)
 class Objects:
@@ -58,17 +55,18 @@ def _plain_cpython() -> bool:
         sys, "gettotalrefcount")
 
 
-def _measure():
+def _measure(o: Objects):
+    """(list items, array data) offsets of ``o`` where they hold here, else None."""
     if not _plain_cpython():
         return None
     probes = [np.arange(3.0), np.zeros((2, 2), np.float32), np.empty(0)]
-    items = _word(id(probes) + _LIST_ITEMS)
+    items = _word(id(probes) + o.list_items)
     for k, probe in enumerate(probes):
         if items == 0 or _word(items + 8 * k) != id(probe):
             return None
-        if _word(id(probe) + _ARRAY_DATA) != probe.ctypes.data:
+        if _word(id(probe) + o.array_data) != probe.ctypes.data:
             return None
-    return _LIST_ITEMS, _ARRAY_DATA
+    return o.list_items, o.array_data
 
 
 def _agrees(o: Objects) -> bool:
@@ -110,7 +108,7 @@ def _agrees(o: Objects) -> bool:
 
 
 #: (offset of a list's item vector, offset of an array's data pointer), or None
-LAYOUT = _measure()
+LAYOUT = _measure(Objects())
 
 #: the offsets of ``Objects`` where this interpreter and numpy agree with them, else None
 OBJECTS = Objects() if LAYOUT is not None and _agrees(Objects()) else None
