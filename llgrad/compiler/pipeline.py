@@ -16,7 +16,7 @@ from functools import cached_property
 from llgrad.compiler.codegen.parallel import default_parts
 from llgrad.ir.fingerprint import fingerprint
 from llgrad.ir.graph import Graph
-from llgrad.runtime import cache, engine, pyobjects
+from llgrad.runtime import cache, engine, pool, pyobjects
 from llgrad.runtime.blas import available as blas_symbols
 from llgrad.runtime.executable import Executable
 
@@ -66,6 +66,9 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
     """Every choice the generated code depends on besides the graph, resolved for this
     process (vector ISAs found, BLAS symbols found, threads) and JSON-ready: it is
     part of the cache key."""
+    threads = default_parts() if threads is None else threads
+    if threads > 1:
+        pool.install()       # before any code that calls it is loaded
     return {"fastmath": fastmath, "fuse_ops": fuse_ops,
             "vector_isas": list(engine.vector_isas()) if libmvec else [],
             "blas": {dtype: [g.symbol, g.convention]
@@ -73,7 +76,7 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
             "blas_min_flops": blas_min_flops,
             "vector_bits": engine.vector_bits(),
             "object_layout": list(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
-            "threads": default_parts() if threads is None else threads,
+            "threads": threads,
             "batch_calls": batch_calls}
 
 

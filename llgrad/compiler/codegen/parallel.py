@@ -1,14 +1,12 @@
-"""Large elementwise kernels split across threads, from the generated code itself.
+"""Work split across threads by the generated code itself, on the pool of ``runtime.pool``.
 
-A flat elementwise kernel takes an extra element range ``[lo, hi)``.  When its output
-has at least ``MIN_ELEMENTS`` elements, the entry point cuts the range into ``parts``
-pieces (on 64-element boundaries), starts a POSIX thread for every piece but the first
-through a small trampoline, runs the first piece itself and joins the others.  Each
-element is computed exactly as in one thread (no reduction is split), so the results
-are identical bit for bit; a thread that cannot be started leaves its piece to the
-calling thread.  Small kernels never pay for a thread: starting one costs tens of
-microseconds, so only outputs of 128 Ki elements and more are split.
-``pthread_create``/``pthread_join`` are resolved by name when the code is loaded.
+``run_parts`` outlines code that computes one part of a result and has the pool run
+every part; ``call_split`` cuts a flat elementwise kernel's element range ``[lo, hi)``
+into pieces on 64-element boundaries.  Each element is computed exactly as in one
+thread (no reduction is split), so the results are identical bit for bit whatever
+the number of threads, and a part the pool cannot take runs on the calling thread.
+Small kernels are not split: see ``MIN_ELEMENTS``.  The pool is resolved by name
+when the code is loaded, like BLAS.
 """
 from __future__ import annotations
 
@@ -18,10 +16,11 @@ from contextlib import contextmanager
 from llvmlite import ir
 
 from .loops import counted_loop
+from llgrad.runtime.pool import SYMBOL as POOL_SYMBOL
+
 from .scalar import I64, PTR, declare, i64
 
 MIN_ELEMENTS = 1 << 17
-_I32 = ir.IntType(32)
 
 
 def default_parts() -> int:
@@ -37,51 +36,48 @@ def default_parts() -> int:
     return max(1, min(cores, 8))
 
 
-def _trampoline(module, kernel: ir.Function, n_ptrs: int) -> ir.Function:
-    """``ptr <kernel>.worker(ptr task)``: task is ``[pointers..., lo, hi]``, all as ``ptr``."""
-    name = kernel.name + ".worker"
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
-    fn = ir.Function(module, ir.FunctionType(PTR, [PTR]), name)
+def run_parts(b: ir.IRBuilder, name: str, parts: int, pointers, emit_part) -> None:
+    """Run the code ``emit_part(builder, pointers, part)`` emits once for each ``part``
+    (an ``i64`` value) in ``[0, parts)``, on the pool's threads (``runtime.pool``).
+
+    The code is outlined into ``void name(ptr ctx, i64 part)``, where ``ctx`` holds
+    ``pointers``; the pool runs part 0 on the calling thread."""
+    module = b.module
+    task_type = ir.FunctionType(ir.VoidType(), [PTR, I64])
+    fn = ir.Function(module, task_type, name)
     fn.linkage = "internal"
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    slot = lambda k: b.load(b.gep(fn.args[0], [i64(k)], inbounds=True,  # noqa: E731
-                                  source_etype=PTR), typ=PTR)
-    args = [slot(k) for k in range(n_ptrs)] + [b.ptrtoint(slot(n_ptrs + k), I64)
-                                               for k in (0, 1)]
-    b.call(kernel, args)
-    b.ret(ir.Constant(PTR, None))
-    return fn
+    pb = ir.IRBuilder(fn.append_basic_block("entry"))
+    ctx, part = fn.args
+    inner = [pb.load(pb.gep(ctx, [i64(k)], inbounds=True, source_etype=PTR), typ=PTR)
+             for k in range(len(pointers))]
+    emit_part(pb, inner, part)
+    pb.ret_void()
+    run = declare(module, POOL_SYMBOL, ir.VoidType(), [task_type.as_pointer(), PTR, I64])
+    with b.goto_entry_block():
+        cells = b.alloca(PTR, size=i64(max(1, len(pointers))))
+    for k, pointer in enumerate(pointers):
+        b.store(pointer, b.gep(cells, [i64(k)], inbounds=True, source_etype=PTR))
+    b.call(run, [fn, cells, i64(parts)])
+
+
+def piece(b: ir.IRBuilder, size: int, parts: int, part):
+    """``[lo, hi)`` of ``part`` when ``size`` elements are cut into ``parts`` pieces on
+    64-element boundaries (a cache line of bytes, so no two threads write one line)."""
+    def bound(k):
+        cut = b.udiv(b.mul(k, i64(size)), i64(parts))
+        return b.select(b.icmp_unsigned("<", k, i64(parts)),
+                        b.mul(b.udiv(b.add(cut, i64(63)), i64(64)), i64(64)), i64(size))
+    lo, hi = bound(part), bound(b.add(part, i64(1)))
+    clamp = lambda v: b.select(b.icmp_unsigned("<", v, i64(size)), v, i64(size))  # noqa: E731
+    return clamp(lo), clamp(hi)
 
 
 def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts: int):
-    """Run ``kernel(*pointers, lo, hi)`` over ``[0, size)`` in ``parts`` threads."""
-    module = b.module
-    create = declare(module, "pthread_create", _I32, [PTR, PTR, PTR, PTR])
-    join = declare(module, "pthread_join", _I32, [I64, PTR])
-    worker = _trampoline(module, kernel, len(pointers))
-    bounds = [min(size, (size * k // parts + 63) // 64 * 64) for k in range(parts)] + [size]
-    started = []
-    for k in range(1, parts):
-        lo, hi = bounds[k], bounds[k + 1]
-        if lo >= hi:
-            continue
-        with b.goto_entry_block():
-            task = b.alloca(PTR, size=i64(len(pointers) + 2))
-            tid = b.alloca(I64)
-        values = [*pointers, b.inttoptr(i64(lo), PTR), b.inttoptr(i64(hi), PTR)]
-        for j, value in enumerate(values):
-            b.store(value, b.gep(task, [i64(j)], inbounds=True, source_etype=PTR))
-        rc = b.call(create, [tid, ir.Constant(PTR, None), worker, task], name="pthread_rc")
-        started.append((b.icmp_signed("==", rc, ir.Constant(_I32, 0)), tid, lo, hi))
-    b.call(kernel, [*pointers, i64(0), i64(bounds[1])])
-    for ok, tid, lo, hi in started:
-        with b.if_else(ok) as (joined, failed):
-            with joined:
-                b.call(join, [b.load(tid, typ=I64), ir.Constant(PTR, None)])
-            with failed:   # no thread: this piece runs here
-                b.call(kernel, [*pointers, i64(lo), i64(hi)])
+    """Run ``kernel(*pointers, lo, hi)`` over ``[0, size)`` in ``parts`` pieces."""
+    def emit_part(pb, inner, part):
+        lo, hi = piece(pb, size, parts, part)
+        pb.call(kernel, [*inner, lo, hi])
+    run_parts(b, kernel.name + ".part", parts, pointers, emit_part)
 
 
 @contextmanager

@@ -1,0 +1,282 @@
+"""A process-wide pool of worker threads for generated code: ``llgrad_parallel``.
+
+Generated code that splits work calls ``llgrad_parallel(fn, ctx, parts)``, which runs
+``fn(ctx, part)`` exactly once for every ``part`` in ``[0, parts)`` and returns when all
+have run: part 0 on the calling thread, the others on workers that outlive the call.
+Starting a POSIX thread per call (what split kernels did before) cost tens of
+microseconds, as much as half of a 64-row float32 product; a worker that is already
+running answers in well under a microsecond.
+
+Why workers spin, then sleep: between the products of one training step there are
+microseconds, so a worker that has just finished polls its slot for ``SPIN`` pause
+rounds (about a tenth of a millisecond) before it parks on a futex; parked workers
+use no CPU, and the caller wakes only the ones that parked.  Why every part still
+runs when the pool cannot help: a thread that cannot be started, or a second caller
+while the pool is busy (another Python thread, or a part that splits work again),
+runs its parts on the calling thread, one after the other.  Each part computes
+the same thing wherever it runs, so results never depend on the pool.
+
+The pool is LLVM IR like every kernel: compiled once per process (or loaded from
+the on-disk cache) and registered with ``llvm.add_symbol``, so generated object code
+names it and is bound to it when loaded, never to an address.  After ``os.fork``
+the child has no workers; an at-fork hook makes it start its own.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import threading
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from llgrad.compiler.codegen.loops import counted_loop
+
+from . import cache, engine
+
+SYMBOL = "llgrad_parallel"
+#: workers at most (the caller is the 9th thread): split kernels use at most 8 parts
+MAX_WORKERS = 7
+#: pause rounds a worker polls before it sleeps (~0.1 ms on the machines measured)
+SPIN = 1 << 12
+#: pause rounds the caller polls for a worker before it yields its core
+YIELD_AFTER = 1 << 16
+
+_I32, _I64, _PTR = ir.IntType(32), ir.IntType(64), ir.PointerType()
+# one slot per worker, 128 bytes (two cache lines): what the caller writes (the
+# generation number, then the task) on the first line, what the worker writes on
+# the second, so polling one never steals the other's line
+_SLOT = 16
+_GEN, _FN, _CTX, _PART = 0, 1, 2, 3
+_DONE, _SLEEPING = 8, 9
+_FUTEX_WAIT, _FUTEX_WAKE = 128, 129          # the _PRIVATE variants
+_SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
+
+_state: dict = {}
+_lock = threading.Lock()
+
+
+def _c(value, typ=_I64):
+    return ir.Constant(typ, value)
+
+
+def _store_atomic(b, value, ptr, ordering, align):
+    """``IRBuilder.store_atomic`` of llvmlite 0.50 reads the pointee type of its
+    pointer, which opaque pointers no longer have; the instruction itself is fine."""
+    b._insert(ir.instructions.StoreAtomicInstr(b.block, value, ptr, ordering, align))
+
+
+class _Emitter:
+    """The pool's IR: globals, the worker loop, the caller, the fork reset."""
+
+    def __init__(self):
+        self.module = m = ir.Module("llgrad.pool")
+        self.lock = self._global("llgrad.pool.lock", _I32)
+        self.started = self._global("llgrad.pool.started", _I64)
+        self.slots = self._global("llgrad.pool.slots",
+                                  ir.ArrayType(_I64, MAX_WORKERS * _SLOT), align=128)
+        task = ir.FunctionType(ir.VoidType(), [_PTR, _I64])
+        self.task_type = task
+        self.syscall = ir.Function(m, ir.FunctionType(_I64, [_I64], var_arg=True), "syscall")
+        self.sched_yield = ir.Function(m, ir.FunctionType(_I32, []), "sched_yield")
+        self.create = ir.Function(m, ir.FunctionType(_I32, [_PTR, _PTR, _PTR, _PTR]),
+                                  "pthread_create")
+        self.detach = ir.Function(m, ir.FunctionType(_I32, [_I64]), "pthread_detach")
+        machine = platform.machine().lower()
+        self.futex = _SYS_FUTEX.get(machine)
+        self.pause = (ir.Function(m, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+                      if machine in ("x86_64", "amd64") else None)
+        self.worker = self._worker()
+        self._caller()
+        self._reset()
+
+    def _global(self, name, typ, align=8):
+        g = ir.GlobalVariable(self.module, typ, name)
+        g.initializer = ir.Constant(typ, None)
+        g.linkage = "internal"
+        g.align = align
+        return g
+
+    # -- small pieces -------------------------------------------------------------------
+    def field(self, b, slot, index):
+        return b.gep(slot, [_c(index)], inbounds=True, source_etype=_I64)
+
+    def slot(self, b, k):
+        return b.gep(self.slots, [_c(0), b.mul(k, _c(_SLOT))], inbounds=True)
+
+    def relax(self, b):
+        if self.pause is not None:
+            b.call(self.pause, [])
+
+    def futex_call(self, b, slot, op, value):
+        if self.futex is None:        # no futex here: parked workers poll, yielding
+            b.call(self.sched_yield, [])
+            return
+        b.call(self.syscall, [_c(self.futex), self.field(b, slot, _GEN), _c(op), value,
+                              _c(None, _PTR), _c(None, _PTR), _c(0)])
+
+    def runs(self, b, fn, ctx, lo, hi):
+        """fn(ctx, part) for part in [lo, hi), here."""
+        with counted_loop(b, b.sub(hi, lo), "here") as k:
+            b.call(fn, [ctx, b.add(lo, k)])
+
+    # -- the worker ---------------------------------------------------------------------
+    def _worker(self):
+        """Poll the slot's generation; a new one means a task: run it, publish DONE."""
+        fn = ir.Function(self.module, ir.FunctionType(_PTR, [_PTR]), "llgrad.pool.worker")
+        fn.linkage = "internal"
+        slot = fn.args[0]
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        first_seen = b.load_atomic(self.field(b, slot, _DONE), "acquire", 8, typ=_I64)
+        entry = b.block
+        poll, idle, sleep, wait, woke, run = (fn.append_basic_block(n) for n in (
+            "poll", "idle", "sleep", "wait", "woke", "run"))
+        b.branch(poll)
+
+        b.position_at_end(poll)
+        seen, spins = b.phi(_I64, "seen"), b.phi(_I64, "spins")
+        seen.add_incoming(first_seen, entry)
+        spins.add_incoming(_c(0), entry)
+        gen = b.load_atomic(self.field(b, slot, _GEN), "acquire", 8, typ=_I64)
+        b.cbranch(b.icmp_unsigned("!=", gen, seen), run, idle)
+
+        b.position_at_end(idle)
+        self.relax(b)
+        more = b.add(spins, _c(1))
+        seen.add_incoming(seen, idle)
+        spins.add_incoming(more, idle)
+        b.cbranch(b.icmp_unsigned("<", more, _c(SPIN)), poll, sleep)
+
+        # park: announce it, then look once more (the caller looks at SLEEPING after
+        # publishing, both seq_cst, so one of the two sees the other), then wait
+        # while the generation's low word is still the one seen
+        b.position_at_end(sleep)
+        _store_atomic(b, _c(1), self.field(b, slot, _SLEEPING), "seq_cst", 8)
+        again = b.load_atomic(self.field(b, slot, _GEN), "seq_cst", 8, typ=_I64)
+        b.cbranch(b.icmp_unsigned("==", again, seen), wait, woke)
+        b.position_at_end(wait)
+        self.futex_call(b, slot, _FUTEX_WAIT, b.zext(b.trunc(seen, _I32), _I64))
+        b.branch(woke)
+        b.position_at_end(woke)
+        _store_atomic(b, _c(0), self.field(b, slot, _SLEEPING), "seq_cst", 8)
+        seen.add_incoming(seen, woke)
+        spins.add_incoming(_c(0), woke)
+        b.branch(poll)
+
+        b.position_at_end(run)
+        # typed as a pointer to the task's function type, so llvmlite emits an
+        # indirect call (it prints as a plain ``ptr``)
+        task = b.load(self.field(b, slot, _FN), typ=ir.PointerType(self.task_type))
+        b.call(task, [b.load(self.field(b, slot, _CTX), typ=_PTR),
+                      b.load(self.field(b, slot, _PART), typ=_I64)])
+        _store_atomic(b, gen, self.field(b, slot, _DONE), "release", 8)
+        seen.add_incoming(gen, run)
+        spins.add_incoming(_c(0), run)
+        b.branch(poll)
+        return fn
+
+    # -- the caller ---------------------------------------------------------------------
+    def _caller(self):
+        fn = ir.Function(self.module, ir.FunctionType(
+            ir.VoidType(), [ir.PointerType(self.task_type), _PTR, _I64]), SYMBOL)
+        task, ctx, parts = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        tid = b.alloca(_I64)
+        serial, lock, locked = (fn.append_basic_block(n) for n in ("alone", "lock", "locked"))
+        b.cbranch(b.icmp_signed(">", parts, _c(1)), lock, serial)
+        b.position_at_end(lock)
+        taken = b.cmpxchg(self.lock, _c(0, _I32), _c(1, _I32), "acquire", "monotonic")
+        b.cbranch(b.extract_value(taken, 1), locked, serial)
+
+        b.position_at_end(serial)
+        self.runs(b, task, ctx, _c(0), parts)
+        b.ret_void()
+
+        # start the workers this call wants and the pool lacks (under the lock)
+        b.position_at_end(locked)
+        want = b.select(b.icmp_signed("<", parts, _c(MAX_WORKERS + 1)),
+                        b.sub(parts, _c(1)), _c(MAX_WORKERS))
+        start_head, start, started_one, go = (fn.append_basic_block(n) for n in (
+            "start.head", "start", "start.ok", "go"))
+        b.branch(start_head)
+        b.position_at_end(start_head)
+        have = b.load(self.started, typ=_I64)
+        b.cbranch(b.icmp_signed("<", have, want), start, go)
+        b.position_at_end(start)
+        slot = self.slot(b, have)
+        # the new worker takes DONE as the generation it has seen
+        _store_atomic(b, b.load(self.field(b, slot, _GEN), typ=_I64),
+                       self.field(b, slot, _DONE), "release", 8)
+        rc = b.call(self.create, [tid, _c(None, _PTR), self.worker, slot])
+        b.cbranch(b.icmp_signed("==", rc, _c(0, _I32)), started_one, go)
+        b.position_at_end(started_one)
+        b.call(self.detach, [b.load(tid, typ=_I64)])
+        b.store(b.add(have, _c(1)), self.started)
+        b.branch(start_head)
+
+        b.position_at_end(go)
+        have = b.load(self.started, typ=_I64)
+        workers = b.select(b.icmp_signed("<", have, want), have, want)
+        with counted_loop(b, workers, "publish") as k:
+            slot = self.slot(b, k)
+            b.store(b.ptrtoint(task, _I64), self.field(b, slot, _FN))
+            b.store(b.ptrtoint(ctx, _I64), self.field(b, slot, _CTX))
+            b.store(b.add(k, _c(1)), self.field(b, slot, _PART))
+            gen = b.add(b.load(self.field(b, slot, _GEN), typ=_I64), _c(1))
+            _store_atomic(b, gen, self.field(b, slot, _GEN), "seq_cst", 8)
+            parked = b.load_atomic(self.field(b, slot, _SLEEPING), "seq_cst", 8, typ=_I64)
+            with b.if_then(b.icmp_unsigned("!=", parked, _c(0)), likely=False):
+                self.futex_call(b, slot, _FUTEX_WAKE, _c(1))
+        self.runs(b, task, ctx, b.add(workers, _c(1)), parts)   # parts no worker took
+        b.call(task, [ctx, _c(0)])
+        with counted_loop(b, workers, "join") as k:
+            self._join(b, fn, self.slot(b, k))
+        _store_atomic(b, _c(0, _I32), self.lock, "release", 4)
+        b.ret_void()
+
+    def _join(self, b, fn, slot):
+        """Poll until the worker of ``slot`` has published DONE; after YIELD_AFTER
+        rounds (it lost its core), yield this one each round."""
+        pre = b.block
+        head, wait, done = (fn.append_basic_block(n) for n in ("join.head", "join.wait",
+                                                                "join.done"))
+        gen = b.load(self.field(b, slot, _GEN), typ=_I64)
+        b.branch(head)
+        b.position_at_end(head)
+        rounds = b.phi(_I64)
+        rounds.add_incoming(_c(0), pre)
+        finished = b.load_atomic(self.field(b, slot, _DONE), "acquire", 8, typ=_I64)
+        b.cbranch(b.icmp_unsigned("==", finished, gen), done, wait)
+        b.position_at_end(wait)
+        self.relax(b)
+        with b.if_then(b.icmp_unsigned(">", rounds, _c(YIELD_AFTER)), likely=False):
+            b.call(self.sched_yield, [])
+        rounds.add_incoming(b.add(rounds, _c(1)), b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def _reset(self):
+        """What a forked child runs: its parent's workers do not exist in it."""
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "llgrad_pool_reset")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.store(_c(0), self.started)
+        b.store(_c(0, _I32), self.lock)
+        b.ret_void()
+
+
+def install() -> None:
+    """Compile (or load) the pool once per process and register ``llgrad_parallel``."""
+    if "compiled" in _state:
+        return
+    with _lock:
+        if "compiled" in _state:
+            return
+        emitter = _Emitter()
+        text = str(emitter.module)
+        key = cache.key("llgrad.pool", text, *engine.context())
+        compiled = engine.load(key) or engine.jit(text, key, {"entry": SYMBOL})
+        llvm.add_symbol(SYMBOL, compiled.address)
+        reset = ctypes.CFUNCTYPE(None)(compiled.address_of("llgrad_pool_reset"))
+        os.register_at_fork(after_in_child=reset)
+        _state["compiled"], _state["reset"] = compiled, reset

@@ -1,0 +1,123 @@
+"""The worker pool behind split work runs every part exactly once, from any caller."""
+import ctypes
+import os
+import threading
+
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from llgrad.compiler.codegen import parallel
+from llgrad.compiler.codegen.scalar import I64, PTR, i64
+from llgrad.runtime import cache, engine, pool
+
+CELLS = 16
+
+
+def _counting_entry(parts: int):
+    """``void entry(i64* counts)``: every part adds 1 to counts[part], atomically (a
+    part run twice, or on two threads at once, shows up as a count)."""
+    module = ir.Module(f"pool_test_{parts}")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "entry")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def emit_part(pb, pointers, part):
+        cell = pb.gep(pointers[0], [pb.urem(part, i64(CELLS))], inbounds=True,
+                      source_etype=I64)
+        pb.atomic_rmw("add", cell, i64(1), "monotonic")
+
+    parallel.run_parts(b, "entry.part", parts, [fn.args[0]], emit_part)
+    b.ret_void()
+    pool.install()
+    text = str(module)
+    compiled = engine.jit(text, cache.key("pool-test", text, *engine.context()),
+                          {"entry": "entry"})
+    call = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(compiled.address)
+    return compiled, call
+
+
+def _expected(parts, calls):
+    want = np.zeros(CELLS, np.int64)
+    for part in range(parts):
+        want[part % CELLS] += calls
+    return want
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, pool.MAX_WORKERS + 1, 12])
+def test_every_part_runs_exactly_once(parts):
+    compiled, call = _counting_entry(parts)
+    counts = np.zeros(CELLS, np.int64)
+    for _ in range(500):
+        call(counts.ctypes.data)
+    np.testing.assert_array_equal(counts, _expected(parts, 500))
+
+
+def test_callers_on_several_threads_each_get_all_their_parts():
+    """A second caller while the pool is busy runs its parts itself; none is lost."""
+    compiled, call = _counting_entry(3)
+    counts = [np.zeros(CELLS, np.int64) for _ in range(4)]
+
+    def work(k):
+        for _ in range(300):
+            call(counts[k].ctypes.data)    # ctypes releases the GIL: calls overlap
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in counts:
+        np.testing.assert_array_equal(c, _expected(3, 300))
+
+
+def test_workers_that_parked_are_woken():
+    """Long enough between calls for every worker to give up polling and sleep."""
+    compiled, call = _counting_entry(2)
+    counts = np.zeros(CELLS, np.int64)
+    for _ in range(5):
+        call(counts.ctypes.data)
+        threading.Event().wait(0.02)
+    np.testing.assert_array_equal(counts, _expected(2, 5))
+
+
+def test_parts_run_on_worker_threads():
+    """Parts 1.. run on threads other than the caller's, each on its own (after a
+    one-part call, which must not keep the pool to itself)."""
+    module = ir.Module("pool_threads")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "entry")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    self_id = ir.Function(module, ir.FunctionType(I64, []), "pthread_self")
+
+    def emit_part(pb, pointers, part):
+        pb.store(pb.call(self_id, []), pb.gep(pointers[0], [part], source_etype=I64))
+
+    parallel.run_parts(b, "entry.part", 3, [fn.args[0]], emit_part)
+    b.ret_void()
+    _, one = _counting_entry(1)
+    one(np.zeros(CELLS, np.int64).ctypes.data)
+    text = str(module)
+    compiled = engine.jit(text, cache.key("pool-test", text, *engine.context()),
+                          {"entry": "entry"})
+    ids = np.zeros(3, np.int64)
+    ctypes.CFUNCTYPE(None, ctypes.c_void_p)(compiled.address)(ids.ctypes.data)
+    assert ids[0] == threading.get_ident()     # CPython's ident is pthread_self()
+    assert len(set(ids.tolist())) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_workers():
+    compiled, call = _counting_entry(2)
+    counts = np.zeros(CELLS, np.int64)
+    call(counts.ctypes.data)                  # the parent's workers exist now
+    pid = os.fork()
+    if pid == 0:                              # the child: none of them does
+        ok = False
+        try:
+            child = np.zeros(CELLS, np.int64)
+            for _ in range(100):
+                call(child.ctypes.data)
+            ok = bool((child == _expected(2, 100)).all())
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
