@@ -207,6 +207,17 @@ def test_products_below_the_threshold_are_tiles_and_larger_ones_blas():
     assert _uses_gemm(140, 70, 70, "NN")
 
 
+def test_large_products_are_tiles_while_their_right_operand_fits_half_the_l2_cache():
+    """Above LARGE_TILES_MIN_FLOPS the tiles come back as long as the right operand
+    (re-read by every row of tiles) fits ``tile_panel_bytes``; larger ones go to BLAS."""
+    from llgrad.runtime import engine
+    panel = engine.l2_bytes() // 2
+    assert matmul.LARGE_TILES_MIN_FLOPS <= 64 * 784 * 128
+    fits = panel // (8 * 64)                     # columns of a float64 K = 64 operand
+    assert not _uses_gemm(matmul.LARGE_TILES_MIN_FLOPS // (64 * fits) + 1, 64, fits, "TN")
+    assert _uses_gemm(64, 64, fits + 8, "TN")
+
+
 def test_scalar_only_products_go_to_blas_and_vectorisable_ones_stay_tiles():
     """N = 1 with A's columns strided is a chain of scalar FMAs as tiles (BLAS's gemv
     reorders the sum and is faster); with A transposed it is vectorised along M."""

@@ -42,3 +42,43 @@ def test_llgrad_threads_sets_the_default(monkeypatch):
     assert parallel.default_parts() == 1
     monkeypatch.setenv("LLGRAD_THREADS", "3")
     assert parallel.default_parts() == 3
+
+
+def _product_graph(a_shape, b_shape, dims, dtype):
+    from llgrad.ir import Builder, Graph, TensorType
+    b = Builder()
+    x = b.parameter(index=0, type=TensorType(a_shape, dtype), name="a")
+    y = b.parameter(index=1, type=TensorType(b_shape, dtype), name="b")
+    return Graph([x, y], [b.dot_general(x, y, dims=dims)], name="product")
+
+
+# (a shape, b shape, dims, the product for numpy): C = A B, A^T B (workload 4's weight
+# gradient), A B^T, a batch; widths that are and are not a multiple of the bands
+PRODUCTS = [((64, 784), (784, 128), (((1,), (0,)), ((), ())), "mk,kn->mn"),
+            ((64, 784), (64, 128), (((0,), (0,)), ((), ())), "km,kn->mn"),
+            ((33, 700), (100, 700), (((1,), (1,)), ((), ())), "mk,nk->mn"),
+            ((3, 40, 300), (3, 300, 70), (((2,), (1,)), ((0,), (0,))), "bmk,bkn->bmn")]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("a_shape,b_shape,dims,spec", PRODUCTS)
+@pytest.mark.parametrize("parts", [2, 3])
+def test_split_products_equal_one_thread_bit_for_bit(a_shape, b_shape, dims, spec, dtype,
+                                                     parts):
+    graph = _product_graph(a_shape, b_shape, dims, dtype)
+    rng = np.random.default_rng(parts)
+    a = rng.standard_normal(a_shape).astype(dtype)
+    b = rng.standard_normal(b_shape).astype(dtype)
+    one = compile_graph(graph, threads=1, blas=False)
+    split = compile_graph(graph, threads=parts, blas=False)
+    assert "llgrad_parallel" in split.llvm_ir and "llgrad_parallel" not in one.llvm_ir
+    got = split(a, b)[0]
+    np.testing.assert_array_equal(got, one(a, b)[0])
+    want = np.einsum(spec, a.astype(np.float64), b.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == "float32" else 1e-12,
+                               atol=1e-3 if dtype == "float32" else 1e-11)
+
+
+def test_small_products_are_not_split():
+    graph = _product_graph((16, 64), (64, 64), (((1,), (0,)), ((), ())), "float32")
+    assert "llgrad_parallel" not in compile_graph(graph, threads=2, blas=False).llvm_ir

@@ -48,7 +48,8 @@ class Lowering:
             blas={dtype: Gemm(*gemm) for dtype, gemm in o["blas"].items()},
             blas_min_flops=o["blas_min_flops"], vector_bits=o["vector_bits"],
             object_layout=tuple(o["object_layout"]) if o["object_layout"] else None,
-            threads=o["threads"], batch_calls=o["batch_calls"])
+            threads=o["threads"], batch_calls=o["batch_calls"],
+            tile_panel_bytes=o["tile_panel_bytes"])
         return str(module), {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
 
     @property
@@ -75,6 +76,7 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
                      for dtype, g in sorted((blas_symbols() if blas else {}).items())},
             "blas_min_flops": blas_min_flops,
             "vector_bits": engine.vector_bits(),
+            "tile_panel_bytes": engine.l2_bytes() // 2,
             "object_layout": list(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
             "threads": threads,
             "batch_calls": batch_calls}

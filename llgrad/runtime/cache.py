@@ -105,13 +105,15 @@ def decode(entry_key: str, data: bytes):
         return "damaged metadata or optimised IR"
 
 
-def load(entry_key: str):
+def load(entry_key: str, suffix: str = ".obj"):
     """(object code, optimised IR, metadata) for the key, or None (a miss; a damaged entry
-    is also reported with a warning, and replaced when the caller stores again)."""
+    is also reported with a warning, and replaced when the caller stores again).
+    Compiled functions are ``.obj`` files; llgrad's runtime support (``pool``) has its
+    own suffix, so that the entries of functions are what the directory lists."""
     root = directory()
     if root is None:
         return None
-    path = os.path.join(root, entry_key + ".obj")
+    path = os.path.join(root, entry_key + suffix)
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -125,8 +127,9 @@ def load(entry_key: str):
     return entry
 
 
-def store(entry_key: str, obj: bytes, optimized_ir: str, meta: dict) -> None:
-    _write(entry_key + ".obj", encode(entry_key, obj, optimized_ir, meta))
+def store(entry_key: str, obj: bytes, optimized_ir: str, meta: dict,
+          suffix: str = ".obj") -> None:
+    _write(entry_key + suffix, encode(entry_key, obj, optimized_ir, meta))
 
 
 def _write(name: str, payload: bytes) -> None:

@@ -9,6 +9,7 @@ asks LLVM for the host CPU once.
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -72,6 +73,31 @@ def vector_bits() -> int:
         return 512 if features.get("avx512f") else 256 if features.get("avx") else 128
 
 
+def l2_bytes() -> int:
+    """Size of one core's level-2 cache (Linux reports it in sysfs; 1 MiB where it
+    does not): how large an operand register tiles may keep re-reading."""
+    if "l2" not in _state:
+        _state["l2"] = _sysfs_cache_bytes(2) or 1 << 20
+    return _state["l2"]
+
+
+def _sysfs_cache_bytes(level: int) -> int:
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            def read(name):
+                with open(os.path.join(base, index, name)) as f:
+                    return f.read().strip()
+            if index.startswith("index") and read("level") == str(level) \
+                    and read("type") in ("Unified", "Data"):
+                size = read("size")
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def context() -> tuple[str, ...]:
     """What object code depends on besides the graph and the codegen options: llgrad
     (version and source), LLVM's version, the host CPU and its features."""
@@ -121,11 +147,11 @@ def optimize(llvm_ir: str, *, speed_level: int = 3) -> "llvm.ModuleRef":
         return mod
 
 
-def load(entry_key: str) -> Compiled | None:
+def load(entry_key: str, suffix: str = ".obj") -> Compiled | None:
     """The module cached under ``entry_key``, loaded without generating or optimising
     any code; None on a miss (or an entry that fails to verify: see ``cache``)."""
     with _lock:
-        hit = cache.load(entry_key)
+        hit = cache.load(entry_key, suffix)
         if hit is None:
             return None
         obj, optimized, meta = hit
@@ -135,7 +161,8 @@ def load(entry_key: str) -> Compiled | None:
         return Compiled(engine, engine.get_function_address(meta["entry"]), optimized, meta)
 
 
-def jit(llvm_ir: str, entry_key: str, meta: dict, *, speed_level: int = 3) -> Compiled:
+def jit(llvm_ir: str, entry_key: str, meta: dict, *, speed_level: int = 3,
+        suffix: str = ".obj") -> Compiled:
     """Optimise ``llvm_ir``, compile it and store its object code with ``meta`` under
     ``entry_key``; the address is that of the symbol ``meta["entry"]``."""
     with _lock:
@@ -146,5 +173,5 @@ def jit(llvm_ir: str, entry_key: str, meta: dict, *, speed_level: int = 3) -> Co
         engine.set_object_cache(notify_func=lambda module, buffer: emitted.append(buffer))
         engine.finalize_object()
         if emitted:
-            cache.store(entry_key, bytes(emitted[0]), optimized, meta)
+            cache.store(entry_key, bytes(emitted[0]), optimized, meta, suffix)
         return Compiled(engine, engine.get_function_address(meta["entry"]), optimized, meta)

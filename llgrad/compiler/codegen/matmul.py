@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from . import tiles
+from . import parallel, tiles
 from .indexing import Index
 from .loops import counted_loop, loop_nest
 from .scalar import I64, ITEMSIZE, PTR, REGISTER, declare, i64, linearise, store
@@ -100,7 +100,8 @@ def _reordered(ctx, x, perm, scratch):
     return scratch
 
 
-#: products with at least this many multiply-adds go to BLAS when it is available.
+#: products with at least this many multiply-adds go to BLAS when it is available,
+#: up to ``LARGE_TILES_MIN_FLOPS``.
 #: Measured here (AVX-512, one OpenBLAS thread, us per product, tiles / BLAS): float64
 #: 100x16 @ 16x16 0.77 / 0.89, the same with the right operand transposed 0.82 / 1.61,
 #: 100x2 @ 2x16 0.28 / 0.35, 16x100 (transposed) @ 100x16 0.79 / 0.83, 32**3 1.04 /
@@ -112,6 +113,15 @@ def _reordered(ctx, x, perm, scratch):
 #: 86.  A 2-16-16-1 MLP's gradient (8 products of 1.6k-26k) took ~6.7 us of native
 #: code with the tiles, ~7.8-8.3 with BLAS from 1024, and compiled in 85 ms, not 50.
 BLAS_MIN_FLOPS = 2 ** 16
+#: from this many multiply-adds products run as tiles again, split across the pool's
+#: threads, as long as the right operand (what every tile row re-reads) fits in
+#: ``tile_panel_bytes`` (half of a core's L2 cache).  OpenBLAS copies both operands
+#: into packed panels first, which these sizes do not repay.  Measured on a 2 MiB-L2
+#: AVX-512 core, one thread, Gflop/s tiles / OpenBLAS: float32 64x784 @ 784x128
+#: 170 / 144 (workload 4's products), 512**3 198 / 181, float64 64x784 @ 784x128
+#: 88 / 65; with the right operand larger than L2 the tiles fall far behind (float32
+#: 1024**3 57 / 197, float64 512**3 37 / 84), so those stay with BLAS.
+LARGE_TILES_MIN_FLOPS = 2 ** 20
 #: products the tiles can only do with scalars (N = 1 with A's columns strided, see
 #: ``tiles.vectorised``) go to BLAS from this size: 100x16 @ 16x1 took 0.52 us as
 #: tiles, 0.39 us in BLAS (whose gemv reorders the sum); below ~1k the call costs more.
@@ -160,7 +170,7 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
             b.call(fn, [tb, ta, n, m, k, one, bm, pldb, a, plda, zero, cm, ldc])
 
 
-def _use_blas(module, gemm, c: Canonical, vectorised: bool) -> bool:
+def _use_blas(module, gemm, c: Canonical, vectorised: bool, itemsize: int) -> bool:
     """BLAS per the thresholds above, or from ``blas_min_flops`` multiply-adds on
     whatever the tiles could do, when the module was built with that option."""
     if gemm is None or min(c.M, c.N, c.K) < 1 or not _fits(gemm, c):
@@ -169,7 +179,10 @@ def _use_blas(module, gemm, c: Canonical, vectorised: bool) -> bool:
     forced = getattr(module, "llgrad_blas_min_flops", None)
     if forced is not None:
         return flops >= forced
-    return flops >= (BLAS_MIN_FLOPS if vectorised else SCALAR_BLAS_MIN_FLOPS)
+    if not vectorised:
+        return flops >= SCALAR_BLAS_MIN_FLOPS
+    panel_fits = c.K * c.N * itemsize <= getattr(module, "llgrad_tile_panel_bytes", 0)
+    return flops >= BLAS_MIN_FLOPS and not (flops >= LARGE_TILES_MIN_FLOPS and panel_fits)
 
 
 def emit_dot_general(ctx, node, out):
@@ -184,13 +197,53 @@ def emit_dot_general(ctx, node, out):
     A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
     a_strides = _strides(la, c.M, c.K)
     gemm = getattr(b.module, "llgrad_blas", {}).get(dtype)
-    if _use_blas(b.module, gemm, c, tiles.vectorised(c.M, c.N, a_strides)):
+    if _use_blas(b.module, gemm, c, tiles.vectorised(c.M, c.N, a_strides), ITEMSIZE[dtype]):
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
         _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
         return
     Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)
-    tiles.emit_product(b, (c.B, c.M, c.K, c.N), tiles.Matrix(A, a_strides),
-                       tiles.Matrix(Bm, _strides(None if need_r else lb, c.K, c.N)),
-                       tiles.Matrix(out, _strides("N", c.M, c.N)),
-                       dtype, tuple(ctx.flags) or _CONTRACT,
-                       getattr(b.module, "llgrad_vector_bits", 256))
+    _emit_tiles(b, c, tiles.Matrix(A, a_strides),
+                tiles.Matrix(Bm, _strides(None if need_r else lb, c.K, c.N)),
+                tiles.Matrix(out, _strides("N", c.M, c.N)), dtype, tuple(ctx.flags) or _CONTRACT)
+
+
+#: products of at least this many multiply-adds are split by rows of C across the
+#: pool's threads (``parallel.run_parts``): a part costs the pool ~1 us to hand out
+#: and join, half of a 2**19 float32 product at this machine's ~200 Gflop/s.
+PARALLEL_MIN_FLOPS = 2 ** 19
+
+
+def _emit_tiles(b, c, a, bm, out, dtype, flags):
+    """The tiles, split into column bands of C that the pool runs at once when the
+    product is large and the module may use threads.  Every band but the last has
+    the same width, so one product's code serves them all: each element of C is
+    computed exactly as without the split."""
+    bits = getattr(b.module, "llgrad_vector_bits", 256)
+    parts = getattr(b.module, "llgrad_threads", 1)
+    lanes = bits // (8 * ITEMSIZE[dtype])
+    if parts < 2 or c.B * c.M * c.K * c.N < PARALLEL_MIN_FLOPS or c.N < 2 * lanes:
+        tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits)
+        return
+    band = -(-c.N // (parts * lanes)) * lanes
+    parts = -(-c.N // band)
+    last = c.N - (parts - 1) * band
+
+    def emit_part(pb, pointers, part):
+        pa, pbm, pc = pointers
+        first = pb.mul(part, i64(band))
+
+        def product(cols):
+            tiles.emit_product(pb, (c.B, c.M, c.K, cols), tiles.Matrix(pa, a.strides),
+                               bm.cols_from(pb, pbm, first, dtype),
+                               out.cols_from(pb, pc, first, dtype), dtype, flags, bits)
+        if last == band:
+            product(band)
+            return
+        with pb.if_else(pb.icmp_unsigned("<", part, i64(parts - 1))) as (inner, final):
+            with inner:
+                product(band)
+            with final:
+                product(last)
+
+    parallel.run_parts(b, f"{b.function.name}.cols", parts, [a.ptr, bm.ptr, out.ptr],
+                       emit_part)

@@ -123,7 +123,8 @@ def _constant_global(module, node, name):
 
 def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=None,
                  blas_min_flops=None, vector_bits: int = 256, object_layout=None,
-                 threads: int = 1, batch_calls: bool = True) -> tuple[ir.Module, str]:
+                 threads: int = 1, batch_calls: bool = True,
+                 tile_panel_bytes: int = 0) -> tuple[ir.Module, str]:
     """Lower a fused, memory-planned graph; returns the module and its entry symbol.
 
     ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
@@ -131,7 +132,9 @@ def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas
     of at least ``blas_min_flops`` multiply-adds; ``vector_bits``: the target's vector
     register width (sizes matmul tiles); ``object_layout``: see
     ``list_entry`` (None: no such entry); ``threads``: how many threads a large
-    elementwise kernel is split into (see ``parallel``); ``batch_calls``: whether
+    elementwise kernel or product is split into (see ``parallel``); ``tile_panel_bytes``:
+    the largest right operand a product runs as tiles rather than BLAS (see
+    ``matmul``); ``batch_calls``: whether
     loop-free code runs independent calls of one math function as libmvec vector
     calls (see ``vector_calls``; only where ``vector_isas`` has some).
     """
@@ -140,6 +143,7 @@ def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas
     module.llgrad_blas = dict(blas or {})
     module.llgrad_threads = threads
     module.llgrad_vector_bits = vector_bits
+    module.llgrad_tile_panel_bytes = tile_panel_bytes
     module.llgrad_batch_calls = batch_calls
     if blas_min_flops is not None:
         module.llgrad_blas_min_flops = blas_min_flops

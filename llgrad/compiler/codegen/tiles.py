@@ -43,6 +43,11 @@ class Matrix:
         s = self.strides
         return Matrix(self.ptr, (s[0], s[2], s[1]))
 
+    def cols_from(self, b, ptr, first, dtype) -> "Matrix":
+        """The same layout at ``ptr`` (this matrix's base, as another function sees
+        it), starting at column ``first`` (an ``i64`` value) of every row."""
+        return Matrix(_element(b, ptr, b.mul(first, i64(self.strides[2])), dtype), self.strides)
+
 
 def contiguous_rows(strides, cols) -> bool:
     """Whether a matrix of ``cols`` columns can be read as row vectors."""
