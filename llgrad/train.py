@@ -65,8 +65,7 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
         rows = b.dynamic_slice(order, start, size=batch_size)
         batch = [b.take(x, rows) for x in data]
         value, *grads = inline(b, loss_joint, params + batch)
-        norms = [b.reshape(b.sqrt(b.reduce_sum(b.mul(g, g), axes=tuple(range(g.type.ndim)))),
-                           shape=(1,)) for g in grads]
+        norms = [b.reshape(b.sqrt(_sum_of_squares(b, g)), shape=(1,)) for g in grads]
         new_params, new_state = optimizer.update(
             pytree.unflatten(param_tree, [Tracer(g) for g in grads]),
             pytree.unflatten(state_tree, [Tracer(s) for s in state]),
@@ -80,6 +79,17 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
         outputs = carried + [b.convert(value, dtype="float64"),
                              b.convert(b.concatenate(*norms, axis=0), dtype="float64")]
     return optimize(Graph([step] + leaves, outputs, name="train_step"))
+
+
+def _sum_of_squares(b, g):
+    """Summed per row first, then over the rows: the row sums of a large gradient are
+    computed by several threads at once (each on its own), where a single sum over
+    every element would run on one."""
+    squares = b.mul(g, g)
+    if g.type.ndim < 2:
+        return b.reduce_sum(squares, axes=tuple(range(g.type.ndim)))
+    rows = b.reshape(squares, shape=(g.shape[0], g.type.size // g.shape[0]))
+    return b.reduce_sum(b.reduce_sum(rows, axes=(1,)), axes=(0,))
 
 
 def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend):

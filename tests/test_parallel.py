@@ -82,3 +82,45 @@ def test_split_products_equal_one_thread_bit_for_bit(a_shape, b_shape, dims, spe
 def test_small_products_are_not_split():
     graph = _product_graph((16, 64), (64, 64), (((1,), (0,)), ((), ())), "float32")
     assert "llgrad_parallel" not in compile_graph(graph, threads=2, blas=False).llvm_ir
+
+
+def _two_threads_agree(graph, args, parts=2):
+    one = compile_graph(graph, threads=1)
+    split = compile_graph(graph, threads=parts)
+    assert "llgrad_parallel" in split.llvm_ir and "llgrad_parallel" not in one.llvm_ir
+    got, want = split(*args), one(*args)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    return got
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_a_large_gather_is_split_into_row_bands(parts):
+    """A minibatch gather (``take``), out-of-range rows clipped as on one thread."""
+    from llgrad.ir import Builder, Graph, TensorType
+    rows, width, picked = 1000, 100, 401
+    b = Builder()
+    x = b.parameter(index=0, type=TensorType((rows, width), "float64"), name="x")
+    idx = b.parameter(index=1, type=TensorType((picked,), "int64"), name="idx")
+    graph = Graph([x, idx], [b.take(x, idx)], name="gather")
+    assert picked * width >= parallel.MIN_ELEMENTS
+    rng = np.random.default_rng(parts)
+    xs = rng.standard_normal((rows, width))
+    order = rng.integers(-5, rows + 5, picked)
+    (got,) = _two_threads_agree(graph, (xs, order), parts)
+    np.testing.assert_array_equal(got, xs[np.clip(order, 0, rows - 1)])
+
+
+@pytest.mark.parametrize("op", ["reduce_sum", "reduce_max"])
+@pytest.mark.parametrize("parts", [2, 3])
+def test_row_reductions_are_split_into_row_bands(op, parts):
+    """Sums and maxima along rows of a value computed inline (x * x), one per row."""
+    from llgrad.ir import Builder, Graph, TensorType
+    rows, width = 333, 1000
+    b = Builder()
+    x = b.parameter(index=0, type=TensorType((rows, width), "float32"), name="x")
+    graph = Graph([x], [b.emit(op, b.mul(x, x), axes=(1,))], name="rows")
+    xs = np.random.default_rng(parts).standard_normal((rows, width)).astype(np.float32)
+    (got,) = _two_threads_agree(graph, (xs,), parts)
+    want = (np.sum if op == "reduce_sum" else np.max)(xs.astype(np.float64) ** 2, axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)

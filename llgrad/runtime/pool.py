@@ -278,6 +278,8 @@ def install() -> None:
         key = cache.key("llgrad.pool", text, *engine.context())
         compiled = (engine.load(key, _SUFFIX)
                     or engine.jit(text, key, {"entry": SYMBOL}, suffix=_SUFFIX))
+        # never freed, not even at interpreter exit: a parked worker still runs its code
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(compiled))
         llvm.add_symbol(SYMBOL, compiled.address)
         reset = ctypes.CFUNCTYPE(None)(compiled.address_of("llgrad_pool_reset"))
         os.register_at_fork(after_in_child=reset)

@@ -36,6 +36,8 @@ CHUNK = 512
 
 
 def _emit_reduce(ctx, node, out, init, combine):
+    """``combine(builder, accumulated, value)``: the builder is that of the function
+    being emitted (a band of rows runs in a function of its own)."""
     b, (x,) = ctx.b, node.inputs
     axes, dtype = node.attrs["axes"], node.dtype
     _fill(ctx, out, node.type, init)
@@ -45,9 +47,25 @@ def _emit_reduce(ctx, node, out, init, combine):
             kept = [i for d, i in enumerate(idx) if d not in axes]
             where = linearise(b, kept, node.shape)
             value = ctx.read(x, _flat_index(b, idx, x.shape))
-            store(b, combine(load(b, out, where, dtype), value), out, where, dtype)
+            store(b, combine(b, load(b, out, where, dtype), value), out, where, dtype)
         return
-    run = x.shape[last]
+    if x.type.ndim == 2 and tuple(axes) == (1,):
+        # one output per row, each summed on its own: rows can go to several threads
+        def rows(kctx, out, first, count):
+            with counted_loop(kctx.b, count, "r") as r:
+                row = kctx.b.add(first, r, flags=["nuw", "nsw"])
+                _reduce_run(kctx, x, [row], row, out, init, combine, dtype)
+        ctx.by_rows(out, x.shape[0], x.type.size, rows)
+        return
+    with loop_nest(b, x.shape[:last], "r") as prefix:
+        kept = [i for d, i in enumerate(prefix) if d not in axes]
+        _reduce_run(ctx, x, prefix, linearise(b, kept, node.shape), out, init, combine, dtype)
+
+
+def _reduce_run(ctx, x, prefix, where, out, init, combine, dtype):
+    """out[where] combined with the run of ``x`` along its last axis at ``prefix``."""
+    b = ctx.b
+    run = x.shape[-1]
     # A reduced value computed inline is first staged, CHUNK elements at a time, in a
     # small stack buffer by a plain loop that LLVM vectorises (transcendental calls
     # become libmvec vector calls); the lanes then sum the buffer in the same order.
@@ -56,45 +74,42 @@ def _emit_reduce(ctx, node, out, init, combine):
         with b.goto_entry_block():
             chunk = b.alloca(MEMORY[x.dtype], size=i64(CHUNK))
             chunk.align = 64
-    with loop_nest(b, x.shape[:last], "r") as prefix:
-        kept = [i for d, i in enumerate(prefix) if d not in axes]
-        where = linearise(b, kept, node.shape)
-        read = lambda j: ctx.read(x, _flat_index(b, prefix + [j], x.shape))  # noqa: E731
-        with b.goto_entry_block():  # in the entry block, so they become registers
-            slots = [b.alloca(init.type) for _ in range(LANES)]
-        for slot in slots:
-            b.store(init, slot)
+    read = lambda j: ctx.read(x, _flat_index(b, prefix + [j], x.shape))  # noqa: E731
+    with b.goto_entry_block():  # in the entry block, so they become registers
+        slots = [b.alloca(init.type) for _ in range(LANES)]
+    for slot in slots:
+        b.store(init, slot)
 
-        def accumulate(blocks, value_at):
-            with counted_loop(b, blocks, "lane") as block:
-                start = b.mul(block, i64(LANES), flags=["nuw", "nsw"])
-                for lane, slot in enumerate(slots):
-                    j = b.add(start, i64(lane), flags=["nuw", "nsw"])
-                    b.store(combine(b.load(slot), value_at(j)), slot)
+    def accumulate(blocks, value_at):
+        with counted_loop(b, blocks, "lane") as block:
+            start = b.mul(block, i64(LANES), flags=["nuw", "nsw"])
+            for lane, slot in enumerate(slots):
+                j = b.add(start, i64(lane), flags=["nuw", "nsw"])
+                b.store(combine(b, b.load(slot), value_at(j)), slot)
 
-        done = run - run % CHUNK if staged else 0
-        if staged:
-            with counted_loop(b, run // CHUNK, "chunk") as c:
-                base = b.mul(c, i64(CHUNK), flags=["nuw", "nsw"])
-                with counted_loop(b, CHUNK, "stage") as j:
-                    store(b, read(b.add(base, j, flags=["nuw", "nsw"])), chunk, j, x.dtype)
-                accumulate(CHUNK // LANES, lambda j: load(b, chunk, j, x.dtype))
-        accumulate((run - done) // LANES,
-                   lambda j: read(b.add(j, i64(done), flags=["nuw", "nsw"])))
-        partial = [b.load(slot) for slot in slots]
-        while len(partial) > 1:
-            partial = [combine(partial[k], partial[k + 1]) for k in range(0, len(partial), 2)]
-        total = partial[0]
-        for j in range(run - run % LANES, run):
-            total = combine(total, read(i64(j)))
-        store(b, combine(load(b, out, where, dtype), total), out, where, dtype)
+    done = run - run % CHUNK if staged else 0
+    if staged:
+        with counted_loop(b, run // CHUNK, "chunk") as c:
+            base = b.mul(c, i64(CHUNK), flags=["nuw", "nsw"])
+            with counted_loop(b, CHUNK, "stage") as j:
+                store(b, read(b.add(base, j, flags=["nuw", "nsw"])), chunk, j, x.dtype)
+            accumulate(CHUNK // LANES, lambda j: load(b, chunk, j, x.dtype))
+    accumulate((run - done) // LANES,
+               lambda j: read(b.add(j, i64(done), flags=["nuw", "nsw"])))
+    partial = [b.load(slot) for slot in slots]
+    while len(partial) > 1:
+        partial = [combine(b, partial[k], partial[k + 1]) for k in range(0, len(partial), 2)]
+    total = partial[0]
+    for j in range(run - run % LANES, run):
+        total = combine(b, total, read(i64(j)))
+    store(b, combine(b, load(b, out, where, dtype), total), out, where, dtype)
 
 
 def emit_reduce_sum(ctx, node, out):
     if node.type.dtype in ("float64", "float32"):
-        add = lambda acc, v: ctx.b.fadd(acc, v, flags=ctx.flags)  # noqa: E731
+        add = lambda b, acc, v: b.fadd(acc, v, flags=ctx.flags)  # noqa: E731
     else:
-        add = ctx.b.add
+        add = lambda b, acc, v: b.add(acc, v)  # noqa: E731
     _emit_reduce(ctx, node, out, const(node.dtype, 0), add)
 
 
@@ -105,7 +120,7 @@ def emit_reduce_max(ctx, node, out):
         np.iinfo(np.int64).min)
     maximum = LOWERINGS["max"].scalar
     _emit_reduce(ctx, node, out, init,
-                 lambda acc, v: maximum(ctx.b, [acc, v], dtype, (), {}))
+                 lambda b, acc, v: maximum(b, [acc, v], dtype, (), {}))
 
 
 # ----------------------------------------------------------------------------------
@@ -167,13 +182,20 @@ def emit_dynamic_update_slice(ctx, node, out):
 
 
 def emit_take(ctx, node, out):
-    """Rows ``x[clip(idx, 0, rows - 1)]``: a gather that can never read out of bounds."""
-    b, (x, idx) = ctx.b, node.inputs
-    with loop_nest(b, idx.shape, "tk") as (r,):
-        row = clamped_start(b, ctx.read(idx, Index((r,), r)), 1, x.shape[0])
-        with loop_nest(b, x.shape[1:], "tk") as rest:
-            store(b, ctx.read(x, Index((row,) + tuple(rest))), out,
-                  linearise(b, [r] + list(rest), node.shape), node.dtype)
+    """Rows ``x[clip(idx, 0, rows - 1)]``: a gather that can never read out of bounds.
+    A large one (a minibatch) is copied by the pool's threads at once."""
+    x, idx = node.inputs
+
+    def gather(kctx, out, first, count):
+        kb = kctx.b
+        with counted_loop(kb, count, "tk") as j:
+            r = kb.add(first, j, flags=["nuw", "nsw"])
+            row = clamped_start(kb, kctx.read(idx, Index((r,), r)), 1, x.shape[0])
+            with loop_nest(kb, x.shape[1:], "tk") as rest:
+                store(kb, kctx.read(x, Index((row,) + tuple(rest))), out,
+                      linearise(kb, [r] + list(rest), node.shape), node.dtype)
+
+    ctx.by_rows(out, idx.shape[0], node.type.size, gather)
 
 
 def emit_scatter_add(ctx, node, out):

@@ -207,35 +207,45 @@ def emit_dot_general(ctx, node, out):
                 tiles.Matrix(out, _strides("N", c.M, c.N)), dtype, tuple(ctx.flags) or _CONTRACT)
 
 
-#: products of at least this many multiply-adds are split by rows of C across the
+#: products of at least this many multiply-adds are split into bands of C across the
 #: pool's threads (``parallel.run_parts``): a part costs the pool ~1 us to hand out
 #: and join, half of a 2**19 float32 product at this machine's ~200 Gflop/s.
 PARALLEL_MIN_FLOPS = 2 ** 19
 
 
 def _emit_tiles(b, c, a, bm, out, dtype, flags):
-    """The tiles, split into column bands of C that the pool runs at once when the
-    product is large and the module may use threads.  Every band but the last has
-    the same width, so one product's code serves them all: each element of C is
-    computed exactly as without the split."""
+    """The tiles, split into bands of C that the pool runs at once when the product
+    is large and the module may use threads; each element of C is computed exactly
+    as without the split.  Tall products are cut into row bands, as an elementwise
+    kernel cuts the same matrix (a weight gradient and its update then stay on one
+    core: moving them cost more than the split saved); wide ones into column bands
+    of whole vectors.  All bands but the last have one size, so one product's code
+    serves them."""
     bits = getattr(b.module, "llgrad_vector_bits", 256)
     parts = getattr(b.module, "llgrad_threads", 1)
     lanes = bits // (8 * ITEMSIZE[dtype])
-    if parts < 2 or c.B * c.M * c.K * c.N < PARALLEL_MIN_FLOPS or c.N < 2 * lanes:
+    by_rows = c.M >= c.N
+    extent, unit = (c.M, 1) if by_rows else (c.N, lanes)
+    band = -(-extent // (parts * unit)) * unit
+    parts = -(-extent // band)
+    if parts < 2 or c.B * c.M * c.K * c.N < PARALLEL_MIN_FLOPS:
         tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits)
         return
-    band = -(-c.N // (parts * lanes)) * lanes
-    parts = -(-c.N // band)
-    last = c.N - (parts - 1) * band
+    last = extent - (parts - 1) * band
 
     def emit_part(pb, pointers, part):
         pa, pbm, pc = pointers
         first = pb.mul(part, i64(band))
 
-        def product(cols):
-            tiles.emit_product(pb, (c.B, c.M, c.K, cols), tiles.Matrix(pa, a.strides),
-                               bm.cols_from(pb, pbm, first, dtype),
-                               out.cols_from(pb, pc, first, dtype), dtype, flags, bits)
+        def product(size):
+            if by_rows:
+                tiles.emit_product(pb, (c.B, size, c.K, c.N), a.rows_from(pb, pa, first, dtype),
+                                   tiles.Matrix(pbm, bm.strides),
+                                   out.rows_from(pb, pc, first, dtype), dtype, flags, bits)
+            else:
+                tiles.emit_product(pb, (c.B, c.M, c.K, size), tiles.Matrix(pa, a.strides),
+                                   bm.cols_from(pb, pbm, first, dtype),
+                                   out.cols_from(pb, pc, first, dtype), dtype, flags, bits)
         if last == band:
             product(band)
             return
@@ -245,5 +255,5 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags):
             with final:
                 product(last)
 
-    parallel.run_parts(b, f"{b.function.name}.cols", parts, [a.ptr, bm.ptr, out.ptr],
+    parallel.run_parts(b, f"{b.function.name}.bands", parts, [a.ptr, bm.ptr, out.ptr],
                        emit_part)

@@ -44,6 +44,29 @@ class KernelContext:
     def pointer(self, node):
         return self.pointers[id(node)]
 
+    def by_rows(self, out, rows: int, elements: int, emit_rows) -> None:
+        """``emit_rows(ctx, out, first, count)`` writes rows ``[first, first + count)``
+        of this kernel's output, each independently of the others: on one thread for
+        the whole output, or cut into bands of rows the pool runs at once when the
+        output has at least ``parallel.MIN_ELEMENTS`` ``elements`` and the module may
+        use threads.  The bands run in functions of their own, which see this kernel's
+        stored inputs through a context of their own."""
+        b = self.b
+        parts = min(rows, getattr(b.module, "llgrad_threads", 1))
+        if parts < 2 or elements < parallel.MIN_ELEMENTS or self.values:
+            emit_rows(self, out, i64(0), i64(rows))
+            return
+        ids = list(self.pointers)
+
+        def emit_part(pb, pointers, part):
+            first = pb.udiv(pb.mul(part, i64(rows)), i64(parts))
+            end = pb.udiv(pb.mul(pb.add(part, i64(1)), i64(rows)), i64(parts))
+            inner = KernelContext(pb, dict(zip(ids, pointers)), [], self.flags)
+            emit_rows(inner, pointers[-1], first, pb.sub(end, first))
+
+        parallel.run_parts(b, f"{b.function.name}.rows", parts,
+                           [self.pointers[k] for k in ids] + [out], emit_part)
+
     def read(self, node, index: Index):
         """The value of ``node`` at ``index``: loaded if it has a buffer, else computed."""
         if id(node) in self.values:

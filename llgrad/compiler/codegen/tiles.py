@@ -43,10 +43,17 @@ class Matrix:
         s = self.strides
         return Matrix(self.ptr, (s[0], s[2], s[1]))
 
-    def cols_from(self, b, ptr, first, dtype) -> "Matrix":
+    def rows_from(self, b, ptr, first, dtype) -> "Matrix":
         """The same layout at ``ptr`` (this matrix's base, as another function sees
-        it), starting at column ``first`` (an ``i64`` value) of every row."""
-        return Matrix(_element(b, ptr, b.mul(first, i64(self.strides[2])), dtype), self.strides)
+        it), starting at row ``first`` (an ``i64`` value) of every batch."""
+        return self._from(b, ptr, first, self.strides[1], dtype)
+
+    def cols_from(self, b, ptr, first, dtype) -> "Matrix":
+        """As ``rows_from``, starting at column ``first`` of every row."""
+        return self._from(b, ptr, first, self.strides[2], dtype)
+
+    def _from(self, b, ptr, first, stride, dtype) -> "Matrix":
+        return Matrix(_element(b, ptr, b.mul(first, i64(stride)), dtype), self.strides)
 
 
 def contiguous_rows(strides, cols) -> bool:
