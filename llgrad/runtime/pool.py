@@ -276,8 +276,10 @@ def install() -> None:
         emitter = _Emitter()
         text = str(emitter.module)
         key = cache.key("llgrad.pool", text, *engine.context())
+        # speed level 0: the pool is atomics and polling loops, nothing the optimiser
+        # improves (10 ms to compile, 26 at level 3)
         compiled = (engine.load(key, _SUFFIX)
-                    or engine.jit(text, key, {"entry": SYMBOL}, suffix=_SUFFIX))
+                    or engine.jit(text, key, {"entry": SYMBOL}, speed_level=0, suffix=_SUFFIX))
         # never freed, not even at interpreter exit: a parked worker still runs its code
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(compiled))
         llvm.add_symbol(SYMBOL, compiled.address)
