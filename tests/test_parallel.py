@@ -79,6 +79,46 @@ def test_split_products_equal_one_thread_bit_for_bit(a_shape, b_shape, dims, spe
                                atol=1e-3 if dtype == "float32" else 1e-11)
 
 
+def test_a_pipelined_product_matches_one_thread_with_more_parts_than_workers():
+    """Few rows, long sums: the sum over k is cut into a pipeline of parts, each going
+    on from the sums of the one before.  Twelve parts are more than the pool's
+    workers; the rest run on the calling thread after part 0, in order."""
+    from llgrad.runtime import pool
+    graph = _product_graph((33, 700), (700, 100), (((1,), (0,)), ((), ())), "float64")
+    rng = np.random.default_rng(12)
+    a, b = rng.standard_normal((33, 700)), rng.standard_normal((700, 100))
+    one = compile_graph(graph, threads=1, blas=False)
+    for parts in (2, pool.MAX_WORKERS + 5):
+        split = compile_graph(graph, threads=parts, blas=False)
+        assert "k_stages" in split.llvm_ir
+        np.testing.assert_array_equal(split(a, b)[0], one(a, b)[0])
+    np.testing.assert_allclose(one(a, b)[0], a @ b, rtol=1e-12, atol=1e-11)
+
+
+def test_pipelined_products_called_from_several_threads_at_once():
+    """A caller that finds the pool busy runs every part itself, in order."""
+    import threading
+    graph = _product_graph((64, 784), (784, 128), (((1,), (0,)), ((), ())), "float32")
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((64, 784)).astype(np.float32)
+    b = rng.standard_normal((784, 128)).astype(np.float32)
+    split = compile_graph(graph, threads=2, blas=False)
+    want = compile_graph(graph, threads=1, blas=False)(a, b)[0]
+    failures = []
+
+    def work():
+        for _ in range(50):
+            if not np.array_equal(split(a, b)[0], want):
+                failures.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
 def test_small_products_are_not_split():
     graph = _product_graph((16, 64), (64, 64), (((1,), (0,)), ((), ())), "float32")
     assert "llgrad_parallel" not in compile_graph(graph, threads=2, blas=False).llvm_ir

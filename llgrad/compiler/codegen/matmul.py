@@ -16,7 +16,7 @@ from llvmlite import ir
 from . import parallel, tiles
 from .indexing import Index
 from .loops import counted_loop, loop_nest
-from .scalar import I64, ITEMSIZE, PTR, REGISTER, declare, i64, linearise, store
+from .scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, declare, i64, linearise, store
 
 # Multiply-add may contract to FMA (as BLAS does); it never reorders the sum.
 _CONTRACT = ("contract",)
@@ -224,6 +224,11 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags):
     bits = getattr(b.module, "llgrad_vector_bits", 256)
     parts = getattr(b.module, "llgrad_threads", 1)
     lanes = bits // (8 * ITEMSIZE[dtype])
+    if (parts > 1 and c.B == 1 and c.M < c.K and c.K >= 2 * parts
+            and c.M * c.N * ITEMSIZE[dtype] <= PIPELINE_MAX_BYTES
+            and c.M * c.K * c.N >= PARALLEL_MIN_FLOPS):
+        _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts)
+        return
     by_rows = c.M >= c.N
     extent, unit = (c.M, 1) if by_rows else (c.N, lanes)
     band = -(-extent // (parts * unit)) * unit
@@ -257,3 +262,57 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags):
 
     parallel.run_parts(b, f"{b.function.name}.bands", parts, [a.ptr, bm.ptr, out.ptr],
                        emit_part)
+
+
+#: products with few rows and long sums whose result is at most this large run as a
+#: pipeline over ranges of k (``_emit_k_stages``); its partial sums live on the stack
+PIPELINE_MAX_BYTES = 64 << 10
+
+
+def _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts):
+    """C = A B with the sum over k cut into consecutive ranges, one per part: part p
+    goes on, tile by tile, from the sums part p - 1 has left for that tile, so every
+    element is still one chain of multiply-adds in k order, as on one thread.  A
+    part reads only its own rows of B: the first layer's product of a training step
+    reads the rows of the weight that the same core's part of the weight gradient
+    and update wrote (reading a whole weight on both cores cost more than the
+    split saved).  The parts overlap but for one tile each."""
+    band = -(-c.K // parts)
+    parts = -(-c.K // band)
+    with b.goto_entry_block():
+        progress = b.alloca(I64, size=i64(parts))
+        partials = b.alloca(MEMORY[dtype], size=i64(max(1, (parts - 1) * c.M * c.N)))
+        partials.align = 64
+    for p in range(parts):
+        b.store(i64(0), b.gep(progress, [i64(p)], inbounds=True, source_etype=I64))
+
+    def emit_part(pb, pointers, part):
+        pa, pbm, pc, pprogress, ppartials = pointers
+        k0 = pb.mul(part, i64(band))
+        length = pb.select(pb.icmp_unsigned("<", part, i64(parts - 1)), i64(band),
+                           i64(c.K - (parts - 1) * band))
+        counter = lambda p: pb.gep(pprogress, [p], inbounds=True, source_etype=I64)  # noqa
+        buffer = lambda p: pb.gep(ppartials, [pb.mul(p, i64(c.M * c.N))], inbounds=True,  # noqa
+                                  source_etype=MEMORY[dtype])
+        last = pb.icmp_unsigned("==", part, i64(parts - 1))
+        dest = tiles.Matrix(pb.select(last, pc, buffer(part)), out.strides)
+        earlier = pb.sub(part, i64(1))
+
+        def product(first):
+            stage = tiles.Stage(
+                None if first else tiles.Matrix(buffer(earlier), out.strides),
+                (lambda sb, t: None) if first else
+                (lambda sb, t: parallel.wait_beyond(sb, counter(earlier), t)),
+                lambda sb, t: parallel.publish(sb, counter(part), sb.add(t, i64(1))))
+            tiles.emit_product(pb, (1, c.M, length, c.N), a.cols_from(pb, pa, k0, dtype),
+                               bm.rows_from(pb, pbm, k0, dtype), dest, dtype, flags, bits,
+                               stage)
+
+        with pb.if_else(pb.icmp_unsigned("==", part, i64(0))) as (first, later):
+            with first:
+                product(True)
+            with later:
+                product(False)
+
+    parallel.run_parts(b, f"{b.function.name}.k_stages", parts,
+                       [a.ptr, bm.ptr, out.ptr, progress, partials], emit_part)

@@ -20,6 +20,7 @@ long (its small-matrix kernels plus a call, locks and copies per product).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from llvmlite import ir
 
@@ -67,16 +68,28 @@ def vectorised(M, N, a_strides) -> bool:
     return N > 1 or (M > 1 and a_strides[1] == 1)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A product computed over one range of k, in a pipeline of such stages: every
+    tile waits (``wait(b, t)``, t counting the tiles in order) until the stage
+    before has written that tile's sums into ``partials`` (None for the first
+    stage), goes on from them, and announces it is done (``done(b, t)``)."""
+    partials: Matrix | None
+    wait: Callable
+    done: Callable
+
+
 def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype: str,
-                 flags, vector_bits: int) -> None:
-    """C[i] = A[i] @ B[i] for each batch ``i``; ``shape`` is (batch, M, K, N).
+                 flags, vector_bits: int, stage: Stage | None = None) -> None:
+    """C[i] = A[i] @ B[i] for each batch ``i``; ``shape`` is (batch, M, K, N) (K may
+    be an ``i64`` value).
 
     B and C must have contiguous rows (``contiguous_rows``).  When N is 1 and A's
     columns are contiguous, the transposed product (C^T = B^T A^T) runs instead, so
-    that a matrix-vector product is vectorised along M.
+    that a matrix-vector product is vectorised along M (not with a ``stage``).
     """
     nb, M, K, N = shape
-    if N == 1 and vectorised(M, N, a.strides):
+    if N == 1 and vectorised(M, N, a.strides) and stage is None:
         a, bm, c = bm.transposed(), a.transposed(), c.transposed()
         M, N = N, M
     if M == 0 or N == 0:
@@ -89,11 +102,13 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
     most = (registers - len(col_blocks[0][1])) // (len(col_blocks[0][1]) + 1)
     panels = -(-M // min(MAX_ROWS, most))
     rows = -(-M // panels)                 # balanced: 16 rows are 2 x 8, not 10 + 6
-    strides = [i64(x) for x in (K, a.strides[1], a.strides[2], bm.strides[1], c.strides[1])]
+    strides = [x if isinstance(x, ir.Value) else i64(x)
+               for x in (K, a.strides[1], a.strides[2], bm.strides[1], c.strides[1])]
 
-    def at(m: Matrix, batch, row: int, col):
+    def at(m: Matrix, batch, row, col):
+        row = i64(row) if isinstance(row, int) else row
         offset = b.add(b.mul(batch, i64(m.strides[0])),
-                       b.add(i64(row * m.strides[1]), b.mul(col, i64(m.strides[2]))))
+                       b.add(b.mul(row, i64(m.strides[1])), b.mul(col, i64(m.strides[2]))))
         return _element(b, m.ptr, offset, dtype)
 
     def panel(fn, batch, j):
@@ -101,12 +116,29 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
         one more ending at row M, overlapping its neighbour (which it overwrites with
         the same values): one tile function instead of a second for the rest."""
         for first, count in [(0, M // rows)] + ([(M - rows, 1)] if M % rows else []):
-            b.call(fn, [at(a, batch, first, i64(0)), at(bm, batch, 0, j), at(c, batch, first, j),
-                        i64(count)] + strides)
+            if stage is None:
+                b.call(fn, [at(a, batch, first, i64(0)), at(bm, batch, 0, j),
+                            at(c, batch, first, j), i64(count)] + strides)
+                continue
+            with counted_loop(b, count, "staged") as i:     # one tile at a time
+                row = b.add(i64(first), b.mul(i, i64(rows)))
+                t = b.load(sequence)
+                stage.wait(b, t)
+                resume = [at(stage.partials, batch, row, j)] if stage.partials else []
+                b.call(fn, [at(a, batch, row, i64(0)), at(bm, batch, 0, j),
+                            at(c, batch, row, j), i64(1)] + strides + resume)
+                stage.done(b, t)
+                b.store(b.add(t, i64(1)), sequence)
+
+    if stage is not None:
+        with b.goto_entry_block():
+            sequence = b.alloca(I64)
+        b.store(i64(0), sequence)
 
     def product(batch):
         for count, widths, j0 in col_blocks:
-            fn = _tile_function(b.module, dtype, rows, widths, flags)
+            fn = _tile_function(b.module, dtype, rows, widths, flags,
+                                resume=stage is not None and stage.partials is not None)
             _repeat(b, count, "nt", lambda t, fn=fn, width=sum(widths), j0=j0:
                     panel(fn, batch, b.add(b.mul(t, i64(width)), i64(j0))))
 
@@ -159,27 +191,36 @@ def _broadcast(b, x, width):
                                               [0] * width))
 
 
-def _tile_function(module, dtype, rows, widths, flags) -> ir.Function:
+def _tile_function(module, dtype, rows, widths, flags, resume=False) -> ir.Function:
     """``void tile(A, B, C, count, K, a_row, a_k, b_k, c_row)``: ``count`` tiles of
     ``rows`` x ``sum(widths)`` one below the other (strides in elements).  One
     function per shape of tile, shared by every product of the module: a tile is
-    hundreds of instructions, and LLVM's time grows with each one compiled."""
-    name = f"llgrad.tile.{dtype}.{rows}x{'+'.join(map(str, widths))}.{'.'.join(flags)}"
+    hundreds of instructions, and LLVM's time grows with each one compiled.
+    ``resume``: one more argument ``I``, laid out as C, holding the sums of earlier
+    k: the accumulators start from them instead of zero, and go on in k order."""
+    name = (f"llgrad.tile.{dtype}.{rows}x{'+'.join(map(str, widths))}.{'.'.join(flags)}"
+            + (".resume" if resume else ""))
     if name in module.globals:
         return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * 3 + [I64] * 6), name)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(),
+                                             [PTR] * 3 + [I64] * 6 + [PTR] * resume), name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
-    for arg in fn.args[:3]:
+    for arg in fn.args[:3] + fn.args[9:]:
         arg.add_attribute("noalias")
         arg.add_attribute("captures(none)")
-    A, B, C, count, K, a_row, a_k, b_k, c_row = fn.args
+    A, B, C, count, K, a_row, a_k, b_k, c_row = fn.args[:9]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     starts = [sum(widths[:v]) for v in range(len(widths))]
     with counted_loop(b, count, "tile") as t:
         first = b.mul(t, i64(rows))
         a_rows = [b.mul(b.add(first, i64(r)), a_row) for r in range(rows)]
-        zeros = [_zero(dtype, w) for _ in range(rows) for w in widths]
+        if resume:
+            c_rows = [b.mul(b.add(first, i64(r)), c_row) for r in range(rows)]
+            zeros = [_load(b, fn.args[9], b.add(c_r, i64(s)), dtype, w)
+                     for c_r in c_rows for s, w in zip(starts, widths)]
+        else:
+            zeros = [_zero(dtype, w) for _ in range(rows) for w in widths]
         with carried_loop(b, K, zeros, "k") as (k, accs):
             b_k_row = b.mul(k, b_k)
             vectors = [_load(b, B, b.add(b_k_row, i64(s)), dtype, w)
