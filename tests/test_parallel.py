@@ -79,36 +79,81 @@ def test_split_products_equal_one_thread_bit_for_bit(a_shape, b_shape, dims, spe
                                atol=1e-3 if dtype == "float32" else 1e-11)
 
 
-def test_a_pipelined_product_matches_one_thread_with_more_parts_than_workers():
-    """Few rows, long sums: the sum over k is cut into a pipeline of parts, each going
-    on from the sums of the one before.  Twelve parts are more than the pool's
-    workers; the rest run on the calling thread after part 0, in order."""
+def _weight_loop(a_shape, w_shape, dtype, steps=3):
+    """A loop that updates a weight every step (w <- w - 0.01 * a^T (a w)) and stacks
+    the products a w: what a training loop's first layer does."""
+    from llgrad.ir import Builder, Graph, TensorType
+    b = Builder()
+    step = b.parameter(index=0, type=TensorType((), "int64"), name="step")
+    w = b.parameter(index=1, type=TensorType(w_shape, dtype), name="w")
+    a = b.parameter(index=2, type=TensorType(a_shape, dtype), name="a")
+    h = b.dot_general(a, w, dims=(((1,), (0,)), ((), ())))
+    grad = b.dot_general(a, h, dims=(((0,), (0,)), ((), ())))
+    body = Graph([step, w, a], [b.sub(w, b.mul(b.full(0.01, w.type), grad)), h], name="body")
+    b = Builder()
+    w0 = b.parameter(index=0, type=TensorType(w_shape, dtype), name="w0")
+    a0 = b.parameter(index=1, type=TensorType(a_shape, dtype), name="a0")
+    loop = b.loop(w0, a0, body=body, trip_count=steps, n_carried=1)
+    return Graph([w0, a0], [b.tuple_get(loop, index=0), b.tuple_get(loop, index=1)],
+                 name="weights")
+
+
+def _weight_loop_reference(w, a, steps=3):
+    hs = []
+    for _ in range(steps):
+        h = a @ w
+        hs.append(h)
+        w = w - 0.01 * (a.T @ h)
+    return w, np.stack(hs)
+
+
+@pytest.mark.parametrize("a_shape,w_shape,dtype", [((64, 784), (784, 128), "float32"),
+                                                   ((33, 700), (700, 100), "float64")])
+def test_a_product_with_a_weight_the_loop_updates_runs_as_a_pipeline(a_shape, w_shape, dtype):
+    """Few rows, long sums, a weight written anew every step: the sum over k is cut
+    into a pipeline of parts, each going on from the sums of the one before.  With
+    more parts than the pool has workers, the rest run on the calling thread after
+    part 0, in order."""
     from llgrad.runtime import pool
-    graph = _product_graph((33, 700), (700, 100), (((1,), (0,)), ((), ())), "float64")
-    rng = np.random.default_rng(12)
-    a, b = rng.standard_normal((33, 700)), rng.standard_normal((700, 100))
+    graph = _weight_loop(a_shape, w_shape, dtype)
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal(w_shape) * 0.05).astype(dtype)
+    a = (rng.standard_normal(a_shape) * 0.05).astype(dtype)
     one = compile_graph(graph, threads=1, blas=False)
+    want = one(w, a)
     for parts in (2, pool.MAX_WORKERS + 5):
         split = compile_graph(graph, threads=parts, blas=False)
         assert "k_stages" in split.llvm_ir
-        np.testing.assert_array_equal(split(a, b)[0], one(a, b)[0])
-    np.testing.assert_allclose(one(a, b)[0], a @ b, rtol=1e-12, atol=1e-11)
+        for got, same in zip(split(w, a), want):
+            np.testing.assert_array_equal(got, same)
+    tight = 1e-4 if dtype == "float32" else 1e-12
+    for got, exact in zip(want, _weight_loop_reference(w.astype(np.float64),
+                                                       a.astype(np.float64))):
+        np.testing.assert_allclose(got, exact, rtol=tight, atol=tight)
+
+
+def test_a_weight_the_graph_only_reads_is_cut_into_column_bands():
+    """Read again and again, a parameter sits in every core's cache: no pipeline."""
+    graph = _product_graph((64, 784), (784, 128), (((1,), (0,)), ((), ())), "float32")
+    ir_text = compile_graph(graph, threads=2, blas=False).llvm_ir
+    assert "llgrad_parallel" in ir_text and "k_stages" not in ir_text
 
 
 def test_pipelined_products_called_from_several_threads_at_once():
     """A caller that finds the pool busy runs every part itself, in order."""
     import threading
-    graph = _product_graph((64, 784), (784, 128), (((1,), (0,)), ((), ())), "float32")
+    graph = _weight_loop((64, 784), (784, 128), "float32")
     rng = np.random.default_rng(4)
-    a = rng.standard_normal((64, 784)).astype(np.float32)
-    b = rng.standard_normal((784, 128)).astype(np.float32)
+    w = (rng.standard_normal((784, 128)) * 0.05).astype(np.float32)
+    a = (rng.standard_normal((64, 784)) * 0.05).astype(np.float32)
     split = compile_graph(graph, threads=2, blas=False)
-    want = compile_graph(graph, threads=1, blas=False)(a, b)[0]
+    want = compile_graph(graph, threads=1, blas=False)(w, a)
     failures = []
 
     def work():
-        for _ in range(50):
-            if not np.array_equal(split(a, b)[0], want):
+        for _ in range(30):
+            got = split(w, a)
+            if not all(np.array_equal(g, s) for g, s in zip(got, want)):
                 failures.append(1)
 
     threads = [threading.Thread(target=work) for _ in range(3)]

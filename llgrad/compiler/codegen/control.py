@@ -51,6 +51,10 @@ def emit_loop(ctx, node, out):
     fusion, memory = body_plan(body)
     count = getattr(module, "llgrad_bodies", 0)
     module.llgrad_bodies = count + 1
+    # values the loop writes anew every step, in split bands of rows (see
+    # matmul._emit_k_stages, which reads such a weight where those bands lie)
+    module.__dict__.setdefault("llgrad_carried", set()).update(
+        id(p) for p in body.inputs[1:1 + nc])
     body_fn = lower_graph(module, fusion, memory, f"{b.function.name}.body{count}", ctx.flags,
                           internal=True)
 
