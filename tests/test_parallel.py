@@ -1,4 +1,7 @@
-"""Large elementwise kernels split across threads compute exactly what one thread does."""
+"""Work split across the pool's threads (elementwise kernels, products, gathers, row
+reductions) computes exactly what one thread does."""
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -141,27 +144,19 @@ def test_a_weight_the_graph_only_reads_is_cut_into_column_bands():
 
 def test_pipelined_products_called_from_several_threads_at_once():
     """A caller that finds the pool busy runs every part itself, in order."""
-    import threading
     graph = _weight_loop((64, 784), (784, 128), "float32")
     rng = np.random.default_rng(4)
     w = (rng.standard_normal((784, 128)) * 0.05).astype(np.float32)
     a = (rng.standard_normal((64, 784)) * 0.05).astype(np.float32)
     split = compile_graph(graph, threads=2, blas=False)
     want = compile_graph(graph, threads=1, blas=False)(w, a)
-    failures = []
 
-    def work():
-        for _ in range(30):
-            got = split(w, a)
-            if not all(np.array_equal(g, s) for g, s in zip(got, want)):
-                failures.append(1)
+    def agreements(_):
+        return all(all(np.array_equal(g, s) for g, s in zip(split(w, a), want))
+                   for _ in range(30))
 
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not failures
+    with ThreadPoolExecutor(3) as callers:
+        assert all(callers.map(agreements, range(3)))
 
 
 def test_small_products_are_not_split():

@@ -2,6 +2,7 @@
 import ctypes
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -61,11 +62,8 @@ def test_callers_on_several_threads_each_get_all_their_parts():
         for _ in range(300):
             call(counts[k].ctypes.data)    # ctypes releases the GIL: calls overlap
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(4) as callers:
+        list(callers.map(work, range(4)))
     for c in counts:
         np.testing.assert_array_equal(c, _expected(3, 300))
 

@@ -34,6 +34,7 @@ import threading
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from llgrad.compiler.codegen.atomics import relax, store_atomic
 from llgrad.compiler.codegen.loops import counted_loop
 
 from . import cache, engine
@@ -65,12 +66,6 @@ def _c(value, typ=_I64):
     return ir.Constant(typ, value)
 
 
-def _store_atomic(b, value, ptr, ordering, align):
-    """``IRBuilder.store_atomic`` of llvmlite 0.50 reads the pointee type of its
-    pointer, which opaque pointers no longer have; the instruction itself is fine."""
-    b._insert(ir.instructions.StoreAtomicInstr(b.block, value, ptr, ordering, align))
-
-
 class _Emitter:
     """The pool's IR: globals, the worker loop, the caller, the fork reset."""
 
@@ -80,17 +75,13 @@ class _Emitter:
         self.started = self._global("llgrad.pool.started", _I64)
         self.slots = self._global("llgrad.pool.slots",
                                   ir.ArrayType(_I64, MAX_WORKERS * _SLOT), align=128)
-        task = ir.FunctionType(ir.VoidType(), [_PTR, _I64])
-        self.task_type = task
+        self.task_type = ir.FunctionType(ir.VoidType(), [_PTR, _I64])   # fn(ctx, part)
         self.syscall = ir.Function(m, ir.FunctionType(_I64, [_I64], var_arg=True), "syscall")
         self.sched_yield = ir.Function(m, ir.FunctionType(_I32, []), "sched_yield")
         self.create = ir.Function(m, ir.FunctionType(_I32, [_PTR, _PTR, _PTR, _PTR]),
                                   "pthread_create")
         self.detach = ir.Function(m, ir.FunctionType(_I32, [_I64]), "pthread_detach")
-        machine = platform.machine().lower()
-        self.futex = _SYS_FUTEX.get(machine)
-        self.pause = (ir.Function(m, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
-                      if machine in ("x86_64", "amd64") else None)
+        self.futex = _SYS_FUTEX.get(platform.machine().lower())
         self.worker = self._worker()
         self._caller()
         self._reset()
@@ -108,10 +99,6 @@ class _Emitter:
 
     def slot(self, b, k):
         return b.gep(self.slots, [_c(0), b.mul(k, _c(_SLOT))], inbounds=True)
-
-    def relax(self, b):
-        if self.pause is not None:
-            b.call(self.pause, [])
 
     def futex_call(self, b, slot, op, value):
         if self.futex is None:        # no futex here: parked workers poll, yielding
@@ -146,7 +133,7 @@ class _Emitter:
         b.cbranch(b.icmp_unsigned("!=", gen, seen), run, idle)
 
         b.position_at_end(idle)
-        self.relax(b)
+        relax(b)
         more = b.add(spins, _c(1))
         seen.add_incoming(seen, idle)
         spins.add_incoming(more, idle)
@@ -156,14 +143,14 @@ class _Emitter:
         # publishing, both seq_cst, so one of the two sees the other), then wait
         # while the generation's low word is still the one seen
         b.position_at_end(sleep)
-        _store_atomic(b, _c(1), self.field(b, slot, _SLEEPING), "seq_cst", 8)
+        store_atomic(b, _c(1), self.field(b, slot, _SLEEPING), "seq_cst", 8)
         again = b.load_atomic(self.field(b, slot, _GEN), "seq_cst", 8, typ=_I64)
         b.cbranch(b.icmp_unsigned("==", again, seen), wait, woke)
         b.position_at_end(wait)
         self.futex_call(b, slot, _FUTEX_WAIT, b.zext(b.trunc(seen, _I32), _I64))
         b.branch(woke)
         b.position_at_end(woke)
-        _store_atomic(b, _c(0), self.field(b, slot, _SLEEPING), "seq_cst", 8)
+        store_atomic(b, _c(0), self.field(b, slot, _SLEEPING), "seq_cst", 8)
         seen.add_incoming(seen, woke)
         spins.add_incoming(_c(0), woke)
         b.branch(poll)
@@ -174,7 +161,7 @@ class _Emitter:
         task = b.load(self.field(b, slot, _FN), typ=ir.PointerType(self.task_type))
         b.call(task, [b.load(self.field(b, slot, _CTX), typ=_PTR),
                       b.load(self.field(b, slot, _PART), typ=_I64)])
-        _store_atomic(b, gen, self.field(b, slot, _DONE), "release", 8)
+        store_atomic(b, gen, self.field(b, slot, _DONE), "release", 8)
         seen.add_incoming(gen, run)
         spins.add_incoming(_c(0), run)
         b.branch(poll)
@@ -210,7 +197,7 @@ class _Emitter:
         b.position_at_end(start)
         slot = self.slot(b, have)
         # the new worker takes DONE as the generation it has seen
-        _store_atomic(b, b.load(self.field(b, slot, _GEN), typ=_I64),
+        store_atomic(b, b.load(self.field(b, slot, _GEN), typ=_I64),
                        self.field(b, slot, _DONE), "release", 8)
         rc = b.call(self.create, [tid, _c(None, _PTR), self.worker, slot])
         b.cbranch(b.icmp_signed("==", rc, _c(0, _I32)), started_one, go)
@@ -228,7 +215,7 @@ class _Emitter:
             b.store(b.ptrtoint(ctx, _I64), self.field(b, slot, _CTX))
             b.store(b.add(k, _c(1)), self.field(b, slot, _PART))
             gen = b.add(b.load(self.field(b, slot, _GEN), typ=_I64), _c(1))
-            _store_atomic(b, gen, self.field(b, slot, _GEN), "seq_cst", 8)
+            store_atomic(b, gen, self.field(b, slot, _GEN), "seq_cst", 8)
             parked = b.load_atomic(self.field(b, slot, _SLEEPING), "seq_cst", 8, typ=_I64)
             with b.if_then(b.icmp_unsigned("!=", parked, _c(0)), likely=False):
                 self.futex_call(b, slot, _FUTEX_WAKE, _c(1))
@@ -236,7 +223,7 @@ class _Emitter:
         self.runs(b, task, ctx, b.add(workers, _c(1)), parts)   # parts no worker took
         with counted_loop(b, workers, "join") as k:
             self._join(b, fn, self.slot(b, k))
-        _store_atomic(b, _c(0, _I32), self.lock, "release", 4)
+        store_atomic(b, _c(0, _I32), self.lock, "release", 4)
         b.ret_void()
 
     def _join(self, b, fn, slot):
@@ -253,7 +240,7 @@ class _Emitter:
         finished = b.load_atomic(self.field(b, slot, _DONE), "acquire", 8, typ=_I64)
         b.cbranch(b.icmp_unsigned("==", finished, gen), done, wait)
         b.position_at_end(wait)
-        self.relax(b)
+        relax(b)
         with b.if_then(b.icmp_unsigned(">", rounds, _c(YIELD_AFTER)), likely=False):
             b.call(self.sched_yield, [])
         rounds.add_incoming(b.add(rounds, _c(1)), b.block)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from . import parallel, tiles
+from . import atomics, parallel, tiles
 from .indexing import Index
 from .loops import counted_loop, loop_nest
 from .scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, declare, i64, linearise, store
@@ -309,8 +309,8 @@ def _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts):
             stage = tiles.Stage(
                 None if first else tiles.Matrix(buffer(earlier), out.strides),
                 (lambda sb, t: None) if first else
-                (lambda sb, t: parallel.wait_beyond(sb, counter(earlier), t)),
-                lambda sb, t: parallel.publish(sb, counter(part), sb.add(t, i64(1))))
+                (lambda sb, t: atomics.wait_beyond(sb, counter(earlier), t)),
+                lambda sb, t: atomics.publish(sb, counter(part), sb.add(t, i64(1))))
             tiles.emit_product(pb, (1, c.M, length, c.N), a.cols_from(pb, pa, k0, dtype),
                                bm.rows_from(pb, pbm, k0, dtype), dest, dtype, flags, bits,
                                stage)

@@ -3,22 +3,22 @@
 ``run_parts`` outlines code that computes one part of a result and has the pool run
 every part; ``call_split`` cuts a flat elementwise kernel's element range ``[lo, hi)``
 into pieces on 64-element boundaries.  Each element is computed exactly as in one
-thread (no reduction is split), so the results are identical bit for bit whatever
-the number of threads, and a part the pool cannot take runs on the calling thread.
+thread (no single sum is split: a pipelined product hands its partial sums on, see
+``matmul._emit_k_stages``), so the results are identical bit for bit whatever the
+number of threads, and a part the pool cannot take runs on the calling thread.
 Small kernels are not split: see ``MIN_ELEMENTS``.  The pool is resolved by name
 when the code is loaded, like BLAS.
 """
 from __future__ import annotations
 
 import os
-import platform
 from contextlib import contextmanager
 
 from llvmlite import ir
 
-from .loops import counted_loop
 from llgrad.runtime.pool import SYMBOL as POOL_SYMBOL
 
+from .loops import counted_loop
 from .scalar import I64, PTR, declare, i64
 
 #: outputs split from this size: the pool hands out and joins a part in ~1 us, a
@@ -81,28 +81,6 @@ def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts:
         lo, hi = piece(pb, size, parts, part)
         pb.call(kernel, [*inner, lo, hi])
     run_parts(b, kernel.name + ".part", parts, pointers, emit_part)
-
-
-def publish(b: ir.IRBuilder, counter, value) -> None:
-    """Store ``value`` to the ``i64`` at ``counter`` after everything written before
-    (a release store): another part that sees it sees those writes too."""
-    b._insert(ir.instructions.StoreAtomicInstr(b.block, value, counter, "release", 8))
-
-
-def wait_beyond(b: ir.IRBuilder, counter, value) -> None:
-    """Poll until the ``i64`` at ``counter`` exceeds ``value`` (``publish`` of another
-    part), pausing between polls on x86."""
-    head, wait, done = (b.append_basic_block(n) for n in ("poll", "poll.wait", "poll.done"))
-    b.branch(head)
-    b.position_at_end(head)
-    seen = b.load_atomic(counter, "acquire", 8, typ=I64)
-    b.cbranch(b.icmp_signed(">", seen, value), done, wait)
-    b.position_at_end(wait)
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        pause = declare(b.module, "llvm.x86.sse2.pause", ir.VoidType(), [])
-        b.call(pause, [])
-    b.branch(head)
-    b.position_at_end(done)
 
 
 @contextmanager
