@@ -5,6 +5,12 @@ Timing is round-robin: every system ready for a problem gets a slice of calls in
 of several rounds, so a change in machine load during the run hits all of them alike,
 and every ratio in a report comes from one run.  Each call is timed on its own with
 ``time.perf_counter``; the report gives the median and the interquartile range.
+
+Before each slice the process is let go quiet (``settle``): the thread pools of the
+peers (OpenMP in PyTorch, OpenBLAS under numpy and PyTensor, XLA's) keep spinning on
+the cores for a while after their last call, and a multi-threaded system timed next
+would share its cores with them.  Measured here, two threads: llgrad's workload 4 took
+36 ms after a pause but 44 ms right after PyTorch's products (medians of 30).
 """
 from __future__ import annotations
 
@@ -19,6 +25,10 @@ from . import workloads
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float32 training": 1e-3}
 FINITE_DIFFERENCE_TOLERANCE = 1e-6
 MAX_CALLS_PER_ROUND = 20_000
+#: ``settle``: a slice of this long with at most QUIET_SHARE of one core busy is quiet
+QUIET_SLICE_S = 0.005
+QUIET_SHARE = 0.1
+SETTLE_MAX_S = 1.0
 
 
 def relative_error(result: dict, reference: dict) -> float:
@@ -93,11 +103,28 @@ def prepare(system, workload, problem, ref, row) -> object:
     return call
 
 
+def settle(max_seconds: float = SETTLE_MAX_S) -> bool:
+    """Sleep until the process's threads, together, use at most ``QUIET_SHARE`` of a
+    core over a ``QUIET_SLICE_S`` slice (their CPU time, not the wall clock's, says
+    when the spinning stopped); False if they were still busy after ``max_seconds``."""
+    deadline = time.perf_counter() + max_seconds
+    while True:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        time.sleep(QUIET_SLICE_S)
+        busy = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        if busy <= QUIET_SHARE:
+            return True
+        if time.perf_counter() >= deadline:
+            return False
+
+
 def time_round_robin(calls: dict, seconds: float, rounds: int) -> dict:
     """{name: [seconds per call]}: ``rounds`` rounds in which every call gets about
-    ``seconds / rounds`` of calls (at least one), after one untimed warm-up call."""
+    ``seconds / rounds`` of calls (at least one), after one untimed warm-up call; every
+    slice of calls starts on a quiet process (``settle``)."""
     estimate = {}
     for name, call in calls.items():
+        settle()
         t0 = time.perf_counter()
         call()
         estimate[name] = max(time.perf_counter() - t0, 1e-7)
@@ -105,6 +132,7 @@ def time_round_robin(calls: dict, seconds: float, rounds: int) -> dict:
     for _ in range(rounds):
         for name, call in calls.items():
             n = int(min(max(seconds / rounds / estimate[name], 1), MAX_CALLS_PER_ROUND))
+            settle()
             for _ in range(n):
                 t0 = time.perf_counter()
                 call()

@@ -214,7 +214,10 @@ Each system gets the workload's inputs in its own array type before timing. The 
 call (with whatever preparation the system needs: tracing, graph building, compiling) is
 timed alone and reported as *first call*; {caches}. Then one
 untimed call, then {rounds} round-robin rounds in which every system makes about
-{seconds:g} s / {rounds} of calls, each timed alone with `time.perf_counter`: *median*
+{seconds:g} s / {rounds} of calls, each timed alone with `time.perf_counter`; before
+each system's share the harness waits until the process is idle (the peers' OpenMP,
+OpenBLAS and XLA worker threads spin for a while after their last call, on the cores
+the next system needs). *Median*
 and *IQR* (interquartile range) are over those calls, and a system's ratio to llgrad
 comes from the same rounds. A system that has used {budget:g} s on a workload skips
 that workload's remaining sizes. Training (workload 4) times a whole run from the

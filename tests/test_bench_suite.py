@@ -3,6 +3,7 @@ JSON and the plots, with every system checked against the reference; peers that 
 absent are skipped with a note, and a wrong gradient is reported, never hidden."""
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -102,6 +103,20 @@ def test_nan_missing_or_misshapen_results_never_pass():
     for result in ({"w": np.full((2, 3), np.nan), "b": np.ones(3)}, {"w": np.ones((2, 3))},
                    {"w": np.ones((3, 2)), "b": np.ones(3)}):
         assert measure.relative_error(result, reference) == float("inf")
+
+
+def test_settle_waits_out_a_thread_that_keeps_a_core_busy():
+    """A peer's pool spinning after its call is what ``settle`` waits for: it reports a
+    busy process while a thread spins, a quiet one once the thread has stopped."""
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+    spinner.start()
+    try:
+        assert measure.settle(max_seconds=0.05) is False
+    finally:
+        stop.set()
+        spinner.join()
+    assert measure.settle() is True
 
 
 def test_an_absent_peer_is_skipped_with_a_note():
