@@ -139,6 +139,28 @@ def scaling_table(rows) -> list[str]:
     return out
 
 
+def summary_table(rows) -> list[str]:
+    """One line per workload, one column per system: its median and its ratio to
+    llgrad native's (what the README's performance tables quote)."""
+    rows = [r for r in rows if r["workload"] != "scaling" and r["system"] != FORWARD]
+    systems = list(dict.fromkeys(r["system"] for r in rows if "median_s" in r))
+    lines = []
+    for (_, size), group in _by_problem(rows).items():
+        by_system = {r["system"]: r for r in group}
+        baseline = by_system.get(BASELINE)
+        cells = []
+        for name in systems:
+            row = by_system.get(name, {})
+            if "median_s" not in row:
+                cells.append("—")
+                continue
+            text = duration(row["median_s"])
+            text = f"**{text}**" if row is baseline else f"{text} ({_ratio(row, baseline)})"
+            cells.append(text + (" **MISMATCH**" if row["status"] == "mismatch" else ""))
+        lines.append([f"{group[0]['title']} ({size})"] + cells)
+    return _table(["workload"] + systems, lines)
+
+
 def backward_forward(rows) -> list[dict]:
     """llgrad's backward/forward cost, (gradient − forward) / forward, where both were
     timed in the same rounds."""
@@ -183,6 +205,8 @@ def markdown(results) -> str:
            f"- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
            "", "## Results", ""]
     rows = results["rows"]
+    out += ["### At a glance", "", "Medians; in brackets, each system's time over llgrad "
+            "native's (above 1: llgrad is faster).", ""] + summary_table(rows) + [""]
     for title, group in _group_titles(rows):
         out += [f"### {title}", ""]
         out += (scaling_table(group) if group[0]["workload"] == "scaling"

@@ -63,6 +63,24 @@ def test_quick_run_writes_a_readable_report(quick):
     assert results["environment"]["cpu"] in text and "threads:" in text
 
 
+def test_the_summary_has_a_line_per_workload_with_every_ratio_from_the_same_rows(quick):
+    _, results = quick
+    rows = [r for r in results["rows"] if r["workload"] != "scaling"]
+    table = report.summary_table(rows)
+    header, lines = table[0], table[2:]
+    assert header.split(" | ")[1] == report.BASELINE
+    assert len(lines) == len({(r["workload"], r["size"]) for r in rows})
+    for line in lines:
+        cells = line.strip("| ").split(" | ")
+        llgrad_row = next(r for r in rows if line.startswith(f"| {r['title']} ({r['size']})")
+                          and r["system"] == report.BASELINE)
+        numpy_row = next(r for r in rows if r["workload"] == llgrad_row["workload"]
+                         and r["size"] == llgrad_row["size"] and r["system"].startswith("numpy"))
+        assert cells[1] == f"**{report.duration(llgrad_row['median_s'])}**"
+        ratio = report.times(numpy_row["median_s"] / llgrad_row["median_s"])
+        assert f"{report.duration(numpy_row['median_s'])} ({ratio})" in cells
+
+
 def test_quick_run_plots_a_bar_chart_per_workload_and_the_scaling(quick):
     pytest.importorskip("matplotlib", reason="plots need matplotlib (the test extra)")
     out, results = quick
