@@ -97,6 +97,20 @@ def test_narrower_vector_registers_give_the_same_products(bits, monkeypatch):
             _assert_close(got, a, b, dims)
 
 
+@pytest.mark.parametrize("bits, M, tile", [(512, 64, "8x16+16+16"), (512, 72, "9x16+16+16"),
+                                            (256, 64, "3x8+8+8")])
+def test_tiles_are_sized_so_that_no_rows_are_computed_twice_where_one_size_allows(
+        bits, M, tile, monkeypatch):
+    """AVX-512 FMAs broadcast A's element from memory, so 8 rows of 3 vectors fit its 32
+    registers: 64 rows are 8 tiles, not ten of 7 (whose last overlaps its neighbour);
+    AVX2 keeps a broadcast register per row (16 registers: 3 rows of 3 vectors)."""
+    monkeypatch.setattr(pipeline.engine, "vector_bits", lambda: bits)
+    spec = _operands(M, 40, 48 * 512 // bits, "NN", "float32")
+    exe = _compile([spec], "float32", blas=False)
+    assert f"llgrad.tile.float32.{tile}." in exe.llvm_ir
+    _assert_close(exe(*spec[:2])[0], *spec)
+
+
 def test_batched_products_with_batch_axes_anywhere_match_numpy():
     x3, y3 = RNG.standard_normal((3, 5, 4)), RNG.standard_normal((3, 4, 6))
     specs = [(x3, y3, (((2,), (1,)), ((0,), (0,)))),                    # matmul
