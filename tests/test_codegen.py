@@ -354,6 +354,28 @@ def test_staged_reduction_sums_in_the_same_order_as_the_direct_one(dtype):
     np.testing.assert_array_equal(staged, direct)
 
 
+def test_a_row_sum_adds_each_lane_in_order_as_one_vector():
+    """Element j of a row goes to partial sum j % LANES, in order, and the partial sums
+    combine pairwise (emulated here in float32 with numpy); the lanes are one vector
+    register in the loop, not scalars for the SLP vectoriser to reassemble."""
+    import llgrad
+    from llgrad.compiler.codegen.kernels import LANES
+    g = np.random.default_rng(3).standard_normal((16, 13 * LANES + 5)).astype(np.float32)
+    f = llgrad.jit(lambda g: np.sum(g * g, axis=1))
+    squares = g * g
+    lanes = np.zeros((16, LANES), np.float32)
+    for start in range(0, 13 * LANES, LANES):
+        lanes += squares[:, start:start + LANES]
+    partial = [lanes[:, k] for k in range(LANES)]
+    while len(partial) > 1:
+        partial = [partial[k] + partial[k + 1] for k in range(0, len(partial), 2)]
+    want = partial[0]
+    for j in range(13 * LANES, g.shape[1]):
+        want = want + squares[:, j]
+    np.testing.assert_array_equal(f(g), want)
+    assert f"fadd <{LANES} x float>" in f.trace(g).llvm_ir_optimized
+
+
 def test_every_primitive_has_a_lowering_row():
     assert set(p.lowering for p in PRIMITIVES.values()) <= set(LOWERINGS)
 
