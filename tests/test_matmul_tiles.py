@@ -111,6 +111,20 @@ def test_tiles_are_sized_so_that_no_rows_are_computed_twice_where_one_size_allow
     _assert_close(exe(*spec[:2])[0], *spec)
 
 
+def test_a_product_takes_a_tile_size_the_module_has_when_it_costs_about_the_same(monkeypatch):
+    """784 rows are 88 tiles of 9 or 98 of 8 (0.2% more work): after a 64-row product
+    made the 8-row tile, the 784-row one reuses it instead of compiling a second."""
+    monkeypatch.setattr(pipeline.engine, "vector_bits", lambda: 512)
+    specs = [_operands(64, 20, 48, "NN", "float32"), _operands(784, 20, 48, "TN", "float32")]
+    exe = _compile(specs, "float32", blas=False)
+    assert "llgrad.tile.float32.8x16+16+16." in exe.llvm_ir
+    assert "llgrad.tile.float32.9x" not in exe.llvm_ir
+    for got, (a, b, dims) in zip(exe(*[v for s in specs for v in s[:2]]), specs):
+        _assert_close(got, a, b, dims)
+    alone = _compile(specs[1:], "float32", blas=False)
+    assert "llgrad.tile.float32.9x16+16+16." in alone.llvm_ir
+
+
 def test_batched_products_with_batch_axes_anywhere_match_numpy():
     x3, y3 = RNG.standard_normal((3, 5, 4)), RNG.standard_normal((3, 4, 6))
     specs = [(x3, y3, (((2,), (1,)), ((0,), (0,)))),                    # matmul

@@ -102,7 +102,9 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
     # broadcast element straight from memory (embedded broadcast)
     vectors = len(col_blocks[0][1])
     per_row = vectors + (vector_bits < 512)
-    rows = _tile_rows(M, min(MAX_ROWS, (registers - vectors) // per_row))
+    most = min(MAX_ROWS, (registers - vectors) // per_row)
+    rows = _tile_rows(M, most, {r for r in range(1, most + 1) if _tile_name(
+        dtype, r, col_blocks[0][1], flags, False) in b.module.globals})
     strides = [x if isinstance(x, ir.Value) else i64(x)
                for x in (K, a.strides[1], a.strides[2], bm.strides[1], c.strides[1])]
 
@@ -146,15 +148,27 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
     _repeat(b, nb, "batch", product)
 
 
-def _tile_rows(M, most):
+#: a tile size the module already has a function for is taken when it costs at most
+#: this much more work than the best size (each shape compiled costs 4-12 ms)
+SHARED_SIZE_TOLERANCE = 1.03
+
+
+def _tile_rows(M, most, compiled=frozenset()):
     """Rows of a tile, at most ``most``: the size with the least work, counted as
     tiles x (rows + 1).  A last tile that the size does not divide M by overlaps its
     neighbour, computing those rows twice (64 rows in 7-row tiles are 70), and each
     tile reads its panel of B once more, about the cost of one more row.  Measured
     here, AVX-512, float32 64x784 @ 784x128 (workload 3's first product), us per
     product for 8-, 7-, 6-, 5- and 4-row tiles: 134, 152, 146, 149, 156; the count
-    above gives 72, 80, 77, 78, 80.  Larger tiles win ties."""
-    return min(range(most, 0, -1), key=lambda r: -(-M // r) * (r + 1))
+    above gives 72, 80, 77, 78, 80.  Larger tiles win ties, and a size in
+    ``compiled`` wins within ``SHARED_SIZE_TOLERANCE``: workload 3's 784-row product
+    takes the 8-row tiles of its 64-row one (882 against 880 for 9 rows), which cut
+    its first compile by ~40 ms."""
+    def work(r):
+        return -(-M // r) * (r + 1)
+    least = min(work(r) for r in range(1, most + 1))
+    return min(range(most, 0, -1), key=lambda r: (
+        r not in compiled or work(r) > SHARED_SIZE_TOLERANCE * least, work(r)))
 
 
 def _column_blocks(N, lanes):
@@ -203,6 +217,11 @@ def _broadcast(b, x, width):
                                               [0] * width))
 
 
+def _tile_name(dtype, rows, widths, flags, resume) -> str:
+    return (f"llgrad.tile.{dtype}.{rows}x{'+'.join(map(str, widths))}.{'.'.join(flags)}"
+            + (".resume" if resume else ""))
+
+
 def _tile_function(module, dtype, rows, widths, flags, resume=False) -> ir.Function:
     """``void tile(A, B, C, count, K, a_row, a_k, b_k, c_row)``: ``count`` tiles of
     ``rows`` x ``sum(widths)`` one below the other (strides in elements).  One
@@ -210,8 +229,7 @@ def _tile_function(module, dtype, rows, widths, flags, resume=False) -> ir.Funct
     hundreds of instructions, and LLVM's time grows with each one compiled.
     ``resume``: one more argument ``I``, laid out as C, holding the sums of earlier
     k: the accumulators start from them instead of zero, and go on in k order."""
-    name = (f"llgrad.tile.{dtype}.{rows}x{'+'.join(map(str, widths))}.{'.'.join(flags)}"
-            + (".resume" if resume else ""))
+    name = _tile_name(dtype, rows, widths, flags, resume)
     if name in module.globals:
         return module.globals[name]
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(),
