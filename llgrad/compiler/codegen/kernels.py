@@ -78,8 +78,9 @@ def _reduce_run(ctx, x, prefix, where, out, init, combine, dtype):
     read = lambda j: ctx.read(x, _flat_index(b, prefix + [j], x.shape))  # noqa: E731
     # the lanes are one vector: LLVM's SLP vectoriser, given LANES scalar partial sums,
     # built <2 x float> sums fed by four copies of each product (22 us for the 100k
-    # squares of workload 4's gradient norm, 9 as a vector); each lane still sums its
-    # elements in the same order, so every bit is as before
+    # squares of workload 4's gradient norm, 7 as a vector).  Each lane still sums its
+    # elements in the same order; a value computed inline past the staged chunks may
+    # now come from a vector libm function, as the staged ones already did
     lanes = ir.VectorType(init.type, LANES)
     with b.goto_entry_block():  # in the entry block, so it becomes a register
         slot = b.alloca(lanes)
