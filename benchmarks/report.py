@@ -120,7 +120,10 @@ def workload_table(rows) -> list[str]:
     return out
 
 
-def scaling_table(rows) -> list[str]:
+def _system_grid(rows, label, cell) -> tuple[list[str], list[list[str]]]:
+    """(systems, lines): one line per problem (``label(size, group)``), one column per
+    system that was timed: ``cell(row, group's rows by system)``, "—" where the system
+    has no median."""
     systems = list(dict.fromkeys(r["system"] for r in rows if "median_s" in r))
     lines = []
     for (_, size), group in _by_problem(rows).items():
@@ -128,9 +131,15 @@ def scaling_table(rows) -> list[str]:
         cells = []
         for name in systems:
             row = by_system.get(name, {})
-            text = duration(row.get("median_s")) if "median_s" in row else "—"
+            text = cell(row, by_system) if "median_s" in row else "—"
             cells.append(text + (" **MISMATCH**" if row.get("status") == "mismatch" else ""))
-        lines.append([size] + cells)
+        lines.append([label(size, group)] + cells)
+    return systems, lines
+
+
+def scaling_table(rows) -> list[str]:
+    systems, lines = _system_grid(rows, lambda size, group: size,
+                                  lambda row, by_system: duration(row["median_s"]))
     out = _table(["size"] + systems, lines)
     left_out = sorted({f"{r['system']} ({r['note']})" for r in rows
                        if r["status"] in ("skipped", "failed")})
@@ -142,22 +151,12 @@ def scaling_table(rows) -> list[str]:
 def summary_table(rows) -> list[str]:
     """One line per workload, one column per system: its median and its ratio to
     llgrad native's (what the README's performance tables quote)."""
+    def cell(row, by_system):
+        text, baseline = duration(row["median_s"]), by_system.get(BASELINE)
+        return f"**{text}**" if row is baseline else f"{text} ({_ratio(row, baseline)})"
     rows = [r for r in rows if r["workload"] != "scaling" and r["system"] != FORWARD]
-    systems = list(dict.fromkeys(r["system"] for r in rows if "median_s" in r))
-    lines = []
-    for (_, size), group in _by_problem(rows).items():
-        by_system = {r["system"]: r for r in group}
-        baseline = by_system.get(BASELINE)
-        cells = []
-        for name in systems:
-            row = by_system.get(name, {})
-            if "median_s" not in row:
-                cells.append("—")
-                continue
-            text = duration(row["median_s"])
-            text = f"**{text}**" if row is baseline else f"{text} ({_ratio(row, baseline)})"
-            cells.append(text + (" **MISMATCH**" if row["status"] == "mismatch" else ""))
-        lines.append([f"{group[0]['title']} ({size})"] + cells)
+    systems, lines = _system_grid(rows, lambda size, group: f"{group[0]['title']} ({size})",
+                                  cell)
     return _table(["workload"] + systems, lines)
 
 
