@@ -53,8 +53,14 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 @contextlib.contextmanager
 def pinned_threads(n: int):
-    """Every runtime at ``n`` threads, set before any peer is imported; yields how it was
-    done, and restores the environment and numpy's BLAS pool afterwards."""
+    """Every runtime at ``n`` threads, set before any peer is imported, and the whole
+    process held to ``n`` CPUs; yields how it was done, and restores the environment,
+    numpy's BLAS pool and the CPU mask afterwards.
+
+    The CPU mask is what makes "n threads" true for XLA: jax 0.10's CPU client ignores
+    both XLA flags below and ran a 1024x1024 product on both cores of a 2-core machine
+    at "1 thread" (178 Gflop/s; 92 with the mask), so earlier one-thread reports had
+    timed JAX on two cores."""
     saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
     for var in THREAD_VARIABLES[:-1]:
         os.environ[var] = str(n)
@@ -69,12 +75,40 @@ def pinned_threads(n: int):
         limits, how = None, "environment variables (numpy's BLAS obeys them only when set before numpy loads)"
     else:
         limits, how = threadpoolctl.threadpool_limits(n), "threadpoolctl and environment variables"
+    mask = cpu_mask(n)
     try:
-        yield how
+        with mask as held_to:
+            yield how + (f"; the process held to CPUs {held_to}" if held_to else "")
     finally:
         _restore(saved)
         if limits is not None:
             limits.restore_original_limits()
+
+
+@contextlib.contextmanager
+def cpu_mask(n: int):
+    """Every thread of this process, and so every thread it starts later (a thread
+    inherits its creator's mask), on the first ``n`` CPUs it may use; yields those CPUs,
+    or None where the mask is left alone (fewer CPUs than ``n``, or no
+    ``sched_setaffinity``: not Linux)."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) <= n:
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    held = set(sorted(before)[:n])
+    _set_every_thread(held)
+    try:
+        yield sorted(held)
+    finally:
+        _set_every_thread(before)
+
+
+def _set_every_thread(cpus) -> None:
+    """``sched_setaffinity`` acts on one thread: the pools numpy, torch and XLA have
+    already started are each set by their thread id."""
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+            os.sched_setaffinity(int(task), cpus)
 
 
 def _restore(saved: dict) -> None:

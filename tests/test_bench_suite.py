@@ -137,6 +137,37 @@ def test_settle_waits_out_a_thread_that_keeps_a_core_busy():
     assert measure.settle() is True
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs a CPU mask to set and two CPUs to hold it below")
+def test_one_thread_holds_every_thread_of_the_process_to_one_cpu():
+    """XLA ignores its thread flags, so "--threads 1" holds the process to one CPU: a
+    pool started before (numpy's, torch's) and a thread started inside are both held,
+    and everything is given back afterwards."""
+    from benchmarks import run
+    before = os.sched_getaffinity(0)
+    seen = {}
+    started, release = threading.Event(), threading.Event()
+
+    def pool_thread():
+        started.set()
+        release.wait()
+        seen["earlier thread"] = os.sched_getaffinity(0)
+
+    earlier = threading.Thread(target=pool_thread)
+    earlier.start()
+    started.wait()
+    with run.cpu_mask(1) as held:
+        release.set()
+        earlier.join()
+        later = threading.Thread(target=lambda: seen.setdefault("later thread", os.sched_getaffinity(0)))
+        later.start()
+        later.join()
+        seen["main thread"] = os.sched_getaffinity(0)
+    assert held == [min(before)]
+    assert seen == dict.fromkeys(("earlier thread", "later thread", "main thread"), {min(before)})
+    assert os.sched_getaffinity(0) == before
+
+
 def test_an_absent_peer_is_skipped_with_a_note():
     absent = System("absent peer", numpy_system.gradient, requires="no_such_module_llgrad")
     options = type("Options", (), dict(quick=True, seconds=0.01, rounds=1, budget=10.0))
