@@ -35,6 +35,25 @@ def test_split_kernels_equal_one_thread_bit_for_bit(parts):
                                - np.sqrt(x * x + 1) * s, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("sizes", [(1, 1), (1, 2)])
+def test_one_kernel_split_from_two_places(sizes):
+    """Two tanh loops of one body (the kernel is emitted once and shared) are each
+    split: one part function for equal sizes, one per size otherwise.  This failed to
+    compile (a duplicated LLVM name) with two threads: ``np.tanh(np.tanh(x) @ w) @ w``."""
+    n = parallel.MIN_ELEMENTS
+    x = np.random.default_rng(0).normal(size=sizes[0] * n)
+    y = np.random.default_rng(1).normal(size=sizes[1] * n)
+    graph = llgrad.jit(lambda x, y: (np.tanh(x), np.tanh(y))).trace(x, y).optimized
+    one, split = compile_graph(graph, threads=1), compile_graph(graph, threads=2)
+    assert split.llvm_ir.count('call void @"llgrad_parallel"') == 2
+    parts = [line for line in split.llvm_ir.splitlines()
+             if line.startswith("define") and ".part" in line]
+    assert len(parts) == len(set(sizes))
+    for got, want in zip(split(x, y), one(x, y)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(split(x, y)[1], np.tanh(y), rtol=1e-15, atol=0)
+
+
 def test_small_kernels_are_never_split():
     graph, _ = _graph(parallel.MIN_ELEMENTS - 1)
     assert "llgrad_parallel" not in compile_graph(graph, threads=4).llvm_ir

@@ -45,22 +45,31 @@ def run_parts(b: ir.IRBuilder, name: str, parts: int, pointers, emit_part) -> No
 
     The code is outlined into ``void name(ptr ctx, i64 part)``, where ``ctx`` holds
     ``pointers``; the pool runs part 0 on the calling thread."""
-    module = b.module
-    task_type = ir.FunctionType(ir.VoidType(), [PTR, I64])
-    fn = ir.Function(module, task_type, name)
+    _call_parts(b, _outline(b.module, name, len(pointers), emit_part), pointers, parts)
+
+
+def _outline(module, name: str, n_pointers: int, emit_part) -> ir.Function:
+    fn = ir.Function(module, _TASK, module.get_unique_name(name))
     fn.linkage = "internal"
     pb = ir.IRBuilder(fn.append_basic_block("entry"))
     ctx, part = fn.args
     inner = [pb.load(pb.gep(ctx, [i64(k)], inbounds=True, source_etype=PTR), typ=PTR)
-             for k in range(len(pointers))]
+             for k in range(n_pointers)]
     emit_part(pb, inner, part)
     pb.ret_void()
-    run = declare(module, POOL_SYMBOL, ir.VoidType(), [task_type.as_pointer(), PTR, I64])
+    return fn
+
+
+def _call_parts(b: ir.IRBuilder, fn: ir.Function, pointers, parts: int) -> None:
+    run = declare(b.module, POOL_SYMBOL, ir.VoidType(), [_TASK.as_pointer(), PTR, I64])
     with b.goto_entry_block():
         cells = b.alloca(PTR, size=i64(max(1, len(pointers))))
     for k, pointer in enumerate(pointers):
         b.store(pointer, b.gep(cells, [i64(k)], inbounds=True, source_etype=PTR))
     b.call(run, [fn, cells, i64(parts)])
+
+
+_TASK = ir.FunctionType(ir.VoidType(), [PTR, I64])
 
 
 def piece(b: ir.IRBuilder, size: int, parts: int, part):
@@ -76,11 +85,18 @@ def piece(b: ir.IRBuilder, size: int, parts: int, part):
 
 
 def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts: int):
-    """Run ``kernel(*pointers, lo, hi)`` over ``[0, size)`` in ``parts`` pieces."""
+    """Run ``kernel(*pointers, lo, hi)`` over ``[0, size)`` in ``parts`` pieces.  One
+    outlined part function serves every split of the same kernel, size and parts: a
+    kernel that ``module._shared`` found identical to an earlier one is split from
+    each place that computes it."""
     def emit_part(pb, inner, part):
         lo, hi = piece(pb, size, parts, part)
         pb.call(kernel, [*inner, lo, hi])
-    run_parts(b, kernel.name + ".part", parts, pointers, emit_part)
+    outlined = b.module.__dict__.setdefault("llgrad_split_parts", {})
+    key = (kernel.name, size, parts)
+    if key not in outlined:
+        outlined[key] = _outline(b.module, kernel.name + ".part", len(pointers), emit_part)
+    _call_parts(b, outlined[key], pointers, parts)
 
 
 @contextmanager
