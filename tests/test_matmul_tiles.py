@@ -235,15 +235,18 @@ def test_products_below_the_threshold_are_tiles_and_larger_ones_blas():
     assert _uses_gemm(140, 70, 70, "NN")
 
 
-def test_large_products_are_tiles_while_their_right_operand_fits_half_the_l2_cache():
+def test_large_products_are_tiles_while_what_they_re_read_fits_half_the_l2_cache():
     """Above LARGE_TILES_MIN_FLOPS the tiles come back as long as the right operand
-    (re-read by every row of tiles) fits ``tile_panel_bytes``; larger ones go to BLAS."""
+    (re-read by every row of tiles), or the left one with one panel of the right (A is
+    re-read for every panel of columns), fits ``tile_panel_bytes``; larger ones go to
+    BLAS."""
     from llgrad.runtime import engine
     panel = engine.l2_bytes() // 2
     assert matmul.LARGE_TILES_MIN_FLOPS <= 64 * 784 * 128
     fits = panel // (8 * 64)                     # columns of a float64 K = 64 operand
     assert not _uses_gemm(matmul.LARGE_TILES_MIN_FLOPS // (64 * fits) + 1, 64, fits, "TN")
-    assert _uses_gemm(64, 64, fits + 8, "TN")
+    assert not _uses_gemm(64, 64, fits + 8, "TN")      # B too large, A small
+    assert _uses_gemm(fits + 8, 64, fits + 8, "TN")    # both too large
 
 
 def test_scalar_only_products_go_to_blas_and_vectorisable_ones_stay_tiles():

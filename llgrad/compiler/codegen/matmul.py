@@ -114,13 +114,19 @@ def _reordered(ctx, x, perm, scratch):
 #: code with the tiles, ~7.8-8.3 with BLAS from 1024, and compiled in 85 ms, not 50.
 BLAS_MIN_FLOPS = 2 ** 16
 #: from this many multiply-adds products run as tiles again, split across the pool's
-#: threads, as long as the right operand (what every tile row re-reads) fits in
-#: ``tile_panel_bytes`` (half of a core's L2 cache).  OpenBLAS copies both operands
-#: into packed panels first, which these sizes do not repay.  Measured on a 2 MiB-L2
-#: AVX-512 core, one thread, Gflop/s tiles / OpenBLAS: float32 64x784 @ 784x128
-#: 170 / 144 (workload 4's products), 512**3 198 / 181, float64 64x784 @ 784x128
-#: 88 / 65; with the right operand larger than L2 the tiles fall far behind (float32
-#: 1024**3 57 / 197, float64 512**3 37 / 84), so those stay with BLAS.
+#: threads, while what the tiles re-read stays in ``tile_panel_bytes`` (half of a
+#: core's L2 cache): either the whole right operand, or the left one together with
+#: one column panel of the right (the tiles take C a panel of columns at a time, every
+#: row tile re-reading the panel and every panel re-reading A).  OpenBLAS copies both
+#: operands into packed panels first, which these sizes do not repay.  Measured on a
+#: 2 MiB-L2 AVX-512 core, one thread, Gflop/s tiles / OpenBLAS: float32 64x784 @
+#: 784x128 170 / 144 (workload 4's products), 512**3 198 / 181, float64 64x784 @
+#: 784x128 88 / 65; with the right operand larger than L2 the tiles fall far behind
+#: (float32 1024**3 57 / 197, float64 512**3 37 / 84), so those stay with BLAS.  On a
+#: 1 MiB-L2 Zen 4, us per product tiles / OpenBLAS, float32: 64x784 @ 784x1024 949 /
+#: 1099 on one thread, 498 / 727 on two; 64x784 @ 784x256 221 / 269 and 115 / 199
+#: (A 200 KB and a 150 KB panel); but 32x4096 @ 4096x1024 (a 786 KB panel) 4464 / 2938
+#: and float64 32x2048 @ 2048x1024 (A 512 KB) 4408 / 3688.
 LARGE_TILES_MIN_FLOPS = 2 ** 20
 #: products the tiles can only do with scalars (N = 1 with A's columns strided, see
 #: ``tiles.vectorised``) go to BLAS from this size: 100x16 @ 16x1 took 0.52 us as
@@ -181,8 +187,16 @@ def _use_blas(module, gemm, c: Canonical, vectorised: bool, itemsize: int) -> bo
         return flops >= forced
     if not vectorised:
         return flops >= SCALAR_BLAS_MIN_FLOPS
-    panel_fits = c.K * c.N * itemsize <= getattr(module, "llgrad_tile_panel_bytes", 0)
-    return flops >= BLAS_MIN_FLOPS and not (flops >= LARGE_TILES_MIN_FLOPS and panel_fits)
+    return flops >= BLAS_MIN_FLOPS and not (flops >= LARGE_TILES_MIN_FLOPS
+                                            and _re_reads_fit(module, c, itemsize))
+
+
+def _re_reads_fit(module, c: Canonical, itemsize: int) -> bool:
+    """Whether what the tiles read more than once fits ``tile_panel_bytes`` (see
+    ``LARGE_TILES_MIN_FLOPS``)."""
+    room = getattr(module, "llgrad_tile_panel_bytes", 0)
+    panel = c.K * tiles.MAX_VECTORS * getattr(module, "llgrad_vector_bits", 256) // 8
+    return c.K * c.N * itemsize <= room or c.M * c.K * itemsize + panel <= room
 
 
 def emit_dot_general(ctx, node, out):
