@@ -218,12 +218,12 @@ def test_mlp_gradient_through_tiled_products_matches_finite_differences():
         np.testing.assert_allclose(fast[k], exact[k], rtol=1e-10, atol=1e-12)
 
 
-def _uses_gemm(M, K, N, layout, dtype="float64"):
+def _uses_gemm(M, K, N, layout, dtype="float64", threads=1):
     found = blas.available()
     if dtype not in found:
         pytest.skip("no BLAS here")
     a, b, dims = _operands(M, K, N, layout, dtype)
-    exe = _compile([(a, b, dims)], dtype)
+    exe = _compile([(a, b, dims)], dtype, threads=threads)
     _assert_close(exe(a, b)[0], a, b, dims)
     return found[dtype].symbol in exe.llvm_ir
 
@@ -247,6 +247,15 @@ def test_large_products_are_tiles_while_what_they_re_read_fits_half_the_l2_cache
     assert not _uses_gemm(matmul.LARGE_TILES_MIN_FLOPS // (64 * fits) + 1, 64, fits, "TN")
     assert not _uses_gemm(64, 64, fits + 8, "TN")      # B too large, A small
     assert _uses_gemm(fits + 8, 64, fits + 8, "TN")    # both too large
+
+
+def test_with_llgrad_threads_products_blas_would_thread_are_tiles():
+    """OpenBLAS threads products from BLAS_THREADS_MIN_FLOPS; a module that splits its
+    own work keeps them on llgrad's pool (two pools on two cores took 6x as long)."""
+    assert matmul.BLAS_MIN_FLOPS < matmul.BLAS_THREADS_MIN_FLOPS <= 64 * 1024 * 10
+    assert _uses_gemm(64, 1024, 10, "NN", "float32", threads=1)
+    assert not _uses_gemm(64, 1024, 10, "NN", "float32", threads=2)
+    assert _uses_gemm(64, 128, 10, "NN", "float32", threads=2)       # OpenBLAS: one thread
 
 
 def test_scalar_only_products_go_to_blas_and_vectorisable_ones_stay_tiles():

@@ -128,6 +128,14 @@ BLAS_MIN_FLOPS = 2 ** 16
 #: (A 200 KB and a 150 KB panel); but 32x4096 @ 4096x1024 (a 786 KB panel) 4464 / 2938
 #: and float64 32x2048 @ 2048x1024 (A 512 KB) 4408 / 3688.
 LARGE_TILES_MIN_FLOPS = 2 ** 20
+#: from this many multiply-adds OpenBLAS runs a product on its own threads (its
+#: GEMM_MULTITHREAD_THRESHOLD, 4 x 65536); in a module that splits work on llgrad's
+#: pool such products are tiles wherever ``LARGE_TILES_MIN_FLOPS`` would allow them,
+#: since two pools on the same cores wait for each other: a worker of one spins on
+#: the core a thread of the other needs.  Measured at two threads on 2 cores, a
+#: 784-1024-10 MLP gradient at batch 64 (its 64x1024x10 products) took 11.3 ms with
+#: OpenBLAS on two threads, 1.9 ms with OpenBLAS on one.
+BLAS_THREADS_MIN_FLOPS = 2 ** 18
 #: products the tiles can only do with scalars (N = 1 with A's columns strided, see
 #: ``tiles.vectorised``) go to BLAS from this size: 100x16 @ 16x1 took 0.52 us as
 #: tiles, 0.39 us in BLAS (whose gemv reorders the sum); below ~1k the call costs more.
@@ -187,8 +195,9 @@ def _use_blas(module, gemm, c: Canonical, vectorised: bool, itemsize: int) -> bo
         return flops >= forced
     if not vectorised:
         return flops >= SCALAR_BLAS_MIN_FLOPS
-    return flops >= BLAS_MIN_FLOPS and not (flops >= LARGE_TILES_MIN_FLOPS
-                                            and _re_reads_fit(module, c, itemsize))
+    shared = getattr(module, "llgrad_threads", 1) > 1
+    large = flops >= (BLAS_THREADS_MIN_FLOPS if shared else LARGE_TILES_MIN_FLOPS)
+    return flops >= BLAS_MIN_FLOPS and not (large and _re_reads_fit(module, c, itemsize))
 
 
 def _re_reads_fit(module, c: Canonical, itemsize: int) -> bool:
