@@ -258,6 +258,25 @@ def test_with_llgrad_threads_products_blas_would_thread_are_tiles():
     assert _uses_gemm(64, 128, 10, "NN", "float32", threads=2)       # OpenBLAS: one thread
 
 
+def test_a_product_blas_threads_sends_llgrad_workers_to_rest_first():
+    """Where a module with threads leaves a product to BLAS that BLAS will thread, the
+    pool's spinning workers park first (``runtime.pool``: they held the cores OpenBLAS's
+    threads needed); not for products BLAS runs on one thread, nor without threads."""
+    if "float32" not in blas.available():
+        pytest.skip("no BLAS here")
+
+    def rests(M, K, N, threads):
+        a, b, dims = _operands(M, K, N, "NN", "float32")
+        exe = _compile([(a, b, dims)], "float32", threads=threads, blas_min_flops=1)
+        _assert_close(exe(a, b)[0], a, b, dims)
+        return "llgrad_pool_rest" in exe.llvm_ir
+
+    assert 64 * 64 * 64 >= matmul.BLAS_THREADS_MIN_FLOPS > 32 * 64 * 64
+    assert rests(64, 64, 64, threads=2)
+    assert not rests(32, 64, 64, threads=2)
+    assert not rests(64, 64, 64, threads=1)
+
+
 def test_scalar_only_products_go_to_blas_and_vectorisable_ones_stay_tiles():
     """N = 1 with A's columns strided is a chain of scalar FMAs as tiles (BLAS's gemv
     reorders the sum and is faster); with A transposed it is vectorised along M."""

@@ -119,3 +119,42 @@ def test_a_forked_child_starts_its_own_workers():
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _running_threads_but_this_one():
+    """Thread ids of this process in state R (running or runnable), the caller's apart."""
+    me, found = threading.get_native_id(), []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:               # a thread that has just ended
+            continue
+        if state == "R" and int(task) != me:
+            found.append(int(task))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads thread states in /proc")
+def test_resting_workers_park_at_once_and_the_next_call_wakes_them():
+    """A worker polls for ``SPIN`` pause rounds (~1 ms) after each part before it parks;
+    ``llgrad_pool_rest`` (what a module calls before a product OpenBLAS threads) parks
+    it within microseconds, and the next call still runs every part."""
+    import time
+    compiled, call = _counting_entry(2)
+    rest = ctypes.CFUNCTYPE(None)(pool._state["compiled"].address_of(pool.REST_SYMBOL))
+    counts = np.zeros(CELLS, np.int64)
+    parked_at_once = spinning_after_a_call = False
+    for _ in range(5):                # a busy machine may deschedule anything once
+        call(counts.ctypes.data)
+        spinning_after_a_call |= bool(_running_threads_but_this_one())
+        call(counts.ctypes.data)
+        rest()
+        deadline = time.perf_counter() + 2e-4
+        while _running_threads_but_this_one() and time.perf_counter() < deadline:
+            pass
+        parked_at_once |= not _running_threads_but_this_one()
+    call(counts.ctypes.data)
+    np.testing.assert_array_equal(counts, _expected(2, 11))
+    assert spinning_after_a_call      # what rest ends: a worker polling for its next part
+    assert parked_at_once

@@ -14,6 +14,7 @@ import numpy as np
 from llvmlite import ir
 
 from . import atomics, parallel, tiles
+from llgrad.runtime.pool import REST_SYMBOL
 from .indexing import Index
 from .loops import counted_loop, loop_nest
 from .scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, declare, i64, linearise, store
@@ -222,6 +223,9 @@ def emit_dot_general(ctx, node, out):
     gemm = getattr(b.module, "llgrad_blas", {}).get(dtype)
     if _use_blas(b.module, gemm, c, tiles.vectorised(c.M, c.N, a_strides), ITEMSIZE[dtype]):
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
+        if (getattr(b.module, "llgrad_threads", 1) > 1
+                and c.B * c.M * c.K * c.N >= BLAS_THREADS_MIN_FLOPS):
+            b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # see runtime.pool
         _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
         return
     Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)
