@@ -6,6 +6,7 @@
     python -m llgrad inspect model.py:loss 'params={w:f32[784,128],b:f32[128]}' x=f32[64,784]
     python -m llgrad inspect examples/mlp.py:loss --html report.html   # every stage on one page
     python -m llgrad bench model.py:loss ...                       # native vs the numpy interpreter
+    python -m llgrad bench model.py:loss ... --profile             # and the time of every kernel
     python -m llgrad bench [--quick] [--out bench-results]          # the benchmark suite (a checkout's benchmarks/)
 
 Example inputs come from a module-level ``EXAMPLE_ARGS = {"loss": (arg0, arg1, ...)}``
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api
+from . import api, profiling
 from .compiler import pytree
 from .ir.errors import LlgradError
 
@@ -272,6 +273,9 @@ def bench(args):
     for backend, (median, first) in results.items():
         print(f"  {backend:>9}: {median * 1e6:10.1f} µs per call  ({median / native:5.2f}× native; "
               f"first call {first:.3f} s)")
+    if args.profile:
+        print()
+        print(profiling.profile(transform(fn, argnums=argnums), *values))
 
 
 def main(argv=None):
@@ -292,6 +296,8 @@ def main(argv=None):
                            'only, e.g. "0" (default: every argument that is all floats)')
         else:
             p.add_argument("--repeats", type=int, default=50)
+            p.add_argument("--profile", action="store_true",
+                           help="with FUNCTION: the time of every kernel (llgrad.profile)")
             suite = benchmark_suite()
             if suite is not None:
                 suite.add_arguments(p.add_argument_group("the suite (no FUNCTION given)"))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import profiling
 from .compiler import numpy_ops, pytree
 from .compiler.autodiff import vjp
 from .compiler.passes.rewrite import inline
@@ -43,6 +44,7 @@ class TrainResult:
     seconds: float                 # wall time of the native calls (compilation excluded)
     compile_seconds: float
     graph: Graph = field(repr=False, default=None)  # the compiled training function's IR
+    profile: object = field(repr=False, default=None)  # llgrad.profiling.Profile (profile=True)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -92,7 +94,7 @@ def _sum_of_squares(b, g):
     return b.reduce_sum(b.reduce_sum(rows, axes=(1,)), axes=(0,))
 
 
-def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend):
+def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend, profile):
     p_leaves, p_tree = pytree.flatten(params)
     s_leaves, s_tree = pytree.flatten(state)
     p_names = pytree.leaf_names(p_tree, "params")
@@ -122,7 +124,7 @@ def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, back
     looped = b.loop(*inputs, body=body, trip_count=steps, n_carried=n_carried)
     outputs = [b.tuple_get(looped, index=k) for k in range(n_carried + 2)]
     outer = Graph(inputs, outputs, name=f"train_{loss_name}")
-    return compile_for(outer, backend, fastmath=False), outer
+    return compile_for(outer, backend, fastmath=False, profile=profile), outer
 
 
 _CACHE: dict = {}
@@ -170,13 +172,16 @@ def _progress(done, total, loss, elapsed):
 
 def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, shuffle=None,
           progress: bool = False, callback=None, steps_per_call: int | None = None,
-          opt_state=None, backend: str = "native") -> TrainResult:
+          opt_state=None, backend: str = "native", profile: bool = False) -> TrainResult:
     """Train ``params`` to minimise ``loss(params, *batch)`` over minibatches of ``data``.
 
     ``shuffle=None`` keeps the data order; an int seeds a deterministic permutation per
     epoch.  ``progress`` and ``callback(info)`` run between native chunks (one epoch
     each unless ``steps_per_call`` says otherwise); a callback returning False stops
-    training after its chunk."""
+    training after its chunk.  ``profile=True`` times every kernel of the step (the
+    result's ``profile``, see ``llgrad.profile``)."""
+    if profile and backend != "native":
+        raise ValueError(f"train(): profile=True needs backend='native', not {backend!r}")
     data, n = _check_data(data, batch_size)
     if epochs < 1:
         raise ValueError(f"train(): epochs must be at least 1, got {epochs}")
@@ -193,22 +198,28 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     s_leaves, s_tree = pytree.flatten(state)
     losses, norms = [], []
     compile_seconds = run_seconds = 0.0
-    done, graph = 0, None
+    done, graph, timings = 0, None, {}   # timings: executable -> [Counters, calls, seconds]
     leaves = [np.asarray(x) for x in p_leaves + s_leaves]
     signature = _signature(p_tree, s_tree, leaves, data)
     while done < total:
         steps = min(chunk, total - done)
-        key = (loss, optimizer, batch_size, steps, backend, signature)
+        key = (loss, optimizer, batch_size, steps, backend, signature, profile)
         if key not in _CACHE:
             t0 = time.perf_counter()
             _CACHE[key] = _compile_chunk(loss, optimizer, params, state, data, batch_size,
-                                         steps, backend)
+                                         steps, backend, profile)
             compile_seconds += time.perf_counter() - t0
         executable, graph = _CACHE[key]
+        if profile and id(executable) not in timings:
+            timings[id(executable)] = [profiling.Counters(executable), 0, 0.0]
+            timings[id(executable)][0].start()
         t0 = time.perf_counter()
         outputs = executable(*leaves, *data,
                              order[done * batch_size:(done + steps) * batch_size])
         run_seconds += time.perf_counter() - t0
+        if profile:
+            timings[id(executable)][1:] = [timings[id(executable)][1] + 1,
+                                           timings[id(executable)][2] + time.perf_counter() - t0]
         leaves = outputs[:len(leaves)]
         losses.append(outputs[-2])
         norms.append(outputs[-1])
@@ -227,4 +238,7 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
         loss_history=np.concatenate(losses),
         grad_norms=pytree.unflatten(p_tree, list(norm_matrix.T.copy())),
         steps=done, epochs=math.ceil(done / steps_per_epoch), seconds=run_seconds,
-        compile_seconds=compile_seconds, graph=graph)
+        compile_seconds=compile_seconds, graph=graph,
+        profile=profiling.combined([c.read(f"train({getattr(loss, '__name__', 'loss')})",
+                                           calls, seconds)
+                                    for c, calls, seconds in timings.values()]) if timings else None)

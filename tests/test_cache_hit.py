@@ -143,6 +143,7 @@ OPTION_CHANGES = {
     "no BLAS": dict(blas=False),
     "BLAS threshold": dict(blas_min_flops=1),
     "threads": dict(threads=3),
+    "profiled": dict(profile=True),
 }
 
 

@@ -59,6 +59,13 @@ def test_bench_reports_native_and_interpreter(model, capsys):
     assert "native:" in out and "interpret:" in out
 
 
+def test_bench_profile_prints_every_kernel(model, capsys):
+    main(["bench", model, *TYPES, "--repeats", "3", "--profile"])
+    out = capsys.readouterr().out
+    assert "profile of loss" in out and "dot_general f64[4,2]" in out
+    assert "outside kernels" in out
+
+
 def test_unreadable_type_is_explained(model):
     with pytest.raises(SystemExit, match="cannot read the type"):
         main(["inspect", model, "params=f64(3)", "x=f64[4,3]"])

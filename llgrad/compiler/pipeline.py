@@ -49,8 +49,11 @@ class Lowering:
             blas_min_flops=o["blas_min_flops"], vector_bits=o["vector_bits"],
             object_layout=tuple(o["object_layout"]) if o["object_layout"] else None,
             threads=o["threads"], batch_calls=o["batch_calls"],
-            tile_panel_bytes=o["tile_panel_bytes"])
-        return str(module), {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
+            tile_panel_bytes=o["tile_panel_bytes"], profiled=o["profile"])
+        meta = {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
+        if o["profile"]:
+            meta["profile"] = module.llgrad_profile
+        return str(module), meta
 
     @property
     def llvm_ir(self) -> str:
@@ -63,7 +66,7 @@ class Lowering:
 
 def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool,
                     blas_min_flops: int | None, threads: int | None,
-                    batch_calls: bool = True) -> dict:
+                    batch_calls: bool = True, profile: bool = False) -> dict:
     """Every choice the generated code depends on besides the graph, resolved for this
     process (vector ISAs found, BLAS symbols found, threads) and JSON-ready: it is
     part of the cache key."""
@@ -79,13 +82,14 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
             "tile_panel_bytes": engine.l2_bytes() // 2,
             "object_layout": list(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
             "threads": threads,
-            "batch_calls": batch_calls}
+            "batch_calls": batch_calls,
+            "profile": profile}
 
 
 def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True,
                   libmvec: bool = True, blas: bool = True,
                   blas_min_flops: int | None = None, threads: int | None = None,
-                  batch_calls: bool = True) -> Executable:
+                  batch_calls: bool = True, profile: bool = False) -> Executable:
     """Compile ``graph`` for the host CPU.
 
     ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
@@ -94,11 +98,12 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     BLAS found, or LLGRAD_NO_BLAS=1) runs every dot_general as generated register tiles;
     ``threads``: pieces a large elementwise kernel is split into (default: the usable
     cores, or ``LLGRAD_THREADS``; 1: never split); ``batch_calls=False`` keeps the
-    math calls of loop-free code one scalar libm call each (see codegen/vector_calls.py).
+    math calls of loop-free code one scalar libm call each (see codegen/vector_calls.py);
+    ``profile=True`` counts the time of every kernel call (``llgrad.profile``).
     """
     options = codegen_options(fastmath=fastmath, fuse_ops=fuse_ops, libmvec=libmvec,
                               blas=blas, blas_min_flops=blas_min_flops, threads=threads,
-                              batch_calls=batch_calls)
+                              batch_calls=batch_calls, profile=profile)
     lowering = Lowering(graph, options)
     entry_key = cache.key(fingerprint(graph), json.dumps(options, sort_keys=True),
                           *engine.context())

@@ -73,11 +73,11 @@ class Interpreted:
         return interpret(self.graph, *args)
 
 
-def compile_for(graph, backend: str, fastmath: bool):
+def compile_for(graph, backend: str, fastmath: bool, profile: bool = False):
     if backend == "interpret":
         return Interpreted(graph)
     from .pipeline import compile_graph
-    return compile_graph(graph, fastmath=fastmath)
+    return compile_graph(graph, fastmath=fastmath, profile=profile)
 
 
 def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",

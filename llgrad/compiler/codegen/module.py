@@ -23,7 +23,7 @@ import re
 import numpy as np
 from llvmlite import ir
 
-from . import math, parallel, region
+from . import math, parallel, profile, region
 from .indexing import Index
 from .loops import counted_loop, loop_nest
 from .lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
@@ -147,7 +147,7 @@ def _constant_global(module, node, name):
 def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=None,
                  blas_min_flops=None, vector_bits: int = 256, object_layout=None,
                  threads: int = 1, batch_calls: bool = True,
-                 tile_panel_bytes: int = 0) -> tuple[ir.Module, str]:
+                 tile_panel_bytes: int = 0, profiled: bool = False) -> tuple[ir.Module, str]:
     """Lower a fused, memory-planned graph; returns the module and its entry symbol.
 
     ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
@@ -159,7 +159,9 @@ def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas
     the largest right operand a product runs as tiles rather than BLAS (see
     ``matmul``); ``batch_calls``: whether
     loop-free code runs independent calls of one math function as libmvec vector
-    calls (see ``vector_calls``; only where ``vector_isas`` has some).
+    calls (see ``vector_calls``; only where ``vector_isas`` has some); ``profiled``:
+    time counters around every kernel call (see ``profile``; the labels are the
+    module's ``llgrad_profile``).
     """
     module = ir.Module(name=fusion.graph.name)
     math.configure(module, vector_isas)
@@ -170,8 +172,11 @@ def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas
     module.llgrad_batch_calls = batch_calls
     if blas_min_flops is not None:
         module.llgrad_blas_min_flops = blas_min_flops
+    if profiled:
+        profile.enable(module)
     entry_name = _symbol(fusion.graph.name)
     entry = lower_graph(module, fusion, memory, entry_name, ("fast",) if fastmath else ())
+    profile.finish(module, entry_name)
     if object_layout is not None:
         list_entry(module, entry, len(fusion.graph.inputs), object_layout)
     math.finish(module)
@@ -248,10 +253,13 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
         if stop > t:
             fn = region.emit(module, f"{name}.k{t}_scalars", list(enumerate(kernels))[t:stop],
                              memory, address_in, last_read, flags)
-            eb.call(_shared(module, fn), [entry.args[0]])
+            with profile.timed(module, eb, profile.kernel_label(name, t, kernels[t:stop])):
+                eb.call(_shared(module, fn), [entry.args[0]])
             t = stop
             continue
-        _emit_kernel(module, name, eb, address, t, kernels[t], fusion, memory, globals_, flags)
+        with profile.timed(module, eb, profile.kernel_label(name, t, kernels[t:t + 1])):
+            _emit_kernel(module, name, eb, address, t, kernels[t], fusion, memory, globals_,
+                         flags)
         t += 1
     eb.ret_void()
     return entry
