@@ -153,6 +153,30 @@ class Counters:
         return Profile(name, calls, seconds / calls, rows)
 
 
+class Runs:
+    """The calls of one or more profiled executables (a training run's chunks, whose
+    lengths may differ), read as one profile."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._runs = {}      # id(executable) -> [Counters, calls, seconds]
+
+    def before(self, executable) -> None:
+        if id(executable) not in self._runs:
+            counters = Counters(executable)
+            counters.start()
+            self._runs[id(executable)] = [counters, 0, 0.0]
+
+    def after(self, executable, seconds: float) -> None:
+        run = self._runs[id(executable)]
+        run[1] += 1
+        run[2] += seconds
+
+    def profile(self) -> Profile:
+        return combined([c.read(self.name, calls, seconds)
+                         for c, calls, seconds in self._runs.values()])
+
+
 def combined(profiles: list) -> Profile:
     """One profile of several executables' runs of the same graph (``train``'s chunks
     of different lengths): rows of the same kernel add up."""

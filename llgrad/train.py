@@ -198,7 +198,8 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     s_leaves, s_tree = pytree.flatten(state)
     losses, norms = [], []
     compile_seconds = run_seconds = 0.0
-    done, graph, timings = 0, None, {}   # timings: executable -> [Counters, calls, seconds]
+    done, graph = 0, None
+    runs = profiling.Runs(f"train({getattr(loss, '__name__', 'loss')})") if profile else None
     leaves = [np.asarray(x) for x in p_leaves + s_leaves]
     signature = _signature(p_tree, s_tree, leaves, data)
     while done < total:
@@ -210,16 +211,15 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
                                          steps, backend, profile)
             compile_seconds += time.perf_counter() - t0
         executable, graph = _CACHE[key]
-        if profile and id(executable) not in timings:
-            timings[id(executable)] = [profiling.Counters(executable), 0, 0.0]
-            timings[id(executable)][0].start()
+        if runs is not None:
+            runs.before(executable)
         t0 = time.perf_counter()
         outputs = executable(*leaves, *data,
                              order[done * batch_size:(done + steps) * batch_size])
-        run_seconds += time.perf_counter() - t0
-        if profile:
-            timings[id(executable)][1:] = [timings[id(executable)][1] + 1,
-                                           timings[id(executable)][2] + time.perf_counter() - t0]
+        elapsed = time.perf_counter() - t0
+        run_seconds += elapsed
+        if runs is not None:
+            runs.after(executable, elapsed)
         leaves = outputs[:len(leaves)]
         losses.append(outputs[-2])
         norms.append(outputs[-1])
@@ -238,7 +238,4 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
         loss_history=np.concatenate(losses),
         grad_norms=pytree.unflatten(p_tree, list(norm_matrix.T.copy())),
         steps=done, epochs=math.ceil(done / steps_per_epoch), seconds=run_seconds,
-        compile_seconds=compile_seconds, graph=graph,
-        profile=profiling.combined([c.read(f"train({getattr(loss, '__name__', 'loss')})",
-                                           calls, seconds)
-                                    for c, calls, seconds in timings.values()]) if timings else None)
+        compile_seconds=compile_seconds, graph=graph, profile=runs.profile() if runs is not None else None)

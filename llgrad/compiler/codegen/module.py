@@ -253,11 +253,11 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
         if stop > t:
             fn = region.emit(module, f"{name}.k{t}_scalars", list(enumerate(kernels))[t:stop],
                              memory, address_in, last_read, flags)
-            with profile.timed(module, eb, profile.kernel_label(name, t, kernels[t:stop])):
+            with profile.timed(module, eb, lambda: profile.kernel_label(name, t, kernels[t:stop])):
                 eb.call(_shared(module, fn), [entry.args[0]])
             t = stop
             continue
-        with profile.timed(module, eb, profile.kernel_label(name, t, kernels[t:t + 1])):
+        with profile.timed(module, eb, lambda: profile.kernel_label(name, t, kernels[t:t + 1])):
             _emit_kernel(module, name, eb, address, t, kernels[t], fusion, memory, globals_,
                          flags)
         t += 1

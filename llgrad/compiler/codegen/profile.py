@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
+from llgrad.compiler.inspection import flops
+
 from .scalar import I64, PTR, declare, i64, nbytes
 
 
@@ -30,14 +32,14 @@ def enabled(module: ir.Module) -> bool:
 
 
 @contextmanager
-def timed(module: ir.Module, b: ir.IRBuilder, label: dict):
-    """Counts the time of the calls emitted inside the block (with ``b``) under
-    ``label``; nothing when the module is not profiled."""
+def timed(module: ir.Module, b: ir.IRBuilder, describe):
+    """Counts the time of the calls emitted inside the block (with ``b``) under the
+    label ``describe()`` makes; nothing when the module is not profiled."""
     if not enabled(module):
         yield
         return
     slot = len(module.llgrad_profile)   # taken first: a loop's body comes after the loop
-    module.llgrad_profile.append(label)
+    module.llgrad_profile.append(describe())
     clock = declare(module, "llvm.readcyclecounter", I64, [])
     start = b.call(clock, [])
     yield
@@ -51,7 +53,6 @@ def kernel_label(graph_name: str, first: int, kernels) -> dict:
     """What a call site runs, for the report: kernels ``first``.. of graph
     ``graph_name`` (several for a run of loop-free scalar kernels), their op, result
     type, what is fused in, arithmetic and bytes read and written, and the user's line."""
-    from llgrad.compiler.inspection import flops
     node = kernels[0].node
     if len(kernels) > 1:
         what = f"{len(kernels)} kernels"
