@@ -238,4 +238,5 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
         loss_history=np.concatenate(losses),
         grad_norms=pytree.unflatten(p_tree, list(norm_matrix.T.copy())),
         steps=done, epochs=math.ceil(done / steps_per_epoch), seconds=run_seconds,
-        compile_seconds=compile_seconds, graph=graph, profile=runs.profile() if runs is not None else None)
+        compile_seconds=compile_seconds, graph=graph,
+        profile=None if runs is None else runs.profile())
