@@ -10,6 +10,7 @@ import pytest
 import llgrad
 from llgrad import optim
 from llgrad.compiler.pipeline import compile_graph
+from llgrad.profiling import Counters, measure
 
 
 def mlp_loss(params, x, y):
@@ -52,6 +53,11 @@ def test_profiled_code_computes_the_same_bits(rng):
     assert "llvm.readcyclecounter" not in plain.llvm_ir
     for a, b in zip(profiled(*leaves), plain(*leaves)):
         np.testing.assert_array_equal(a, b)
+    loaded = compile_graph(graph, profile=True)         # from the on-disk cache this time
+    assert "_module" not in vars(loaded._lowering)       # no code made: labels from metadata
+    prof = measure(loaded, leaves, "loaded", seconds=0.01)
+    assert [r["label"] for r in prof.rows] == Counters(profiled).labels
+    assert all(r["calls"] == prof.calls for r in prof.rows)
 
 
 def test_the_kernel_doing_nearly_all_the_work_takes_most_of_the_time(rng):
