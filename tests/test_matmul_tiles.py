@@ -283,3 +283,29 @@ def test_scalar_only_products_go_to_blas_and_vectorisable_ones_stay_tiles():
     assert _uses_gemm(100, 16, 1, "NN")
     assert not _uses_gemm(16, 100, 1, "TN")
     assert not _uses_gemm(30, 30, 1, "NN")             # below SCALAR_BLAS_MIN_FLOPS
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("M,K,N", [(5, 16, 16), (7, 33, 45), (64, 128, 784), (3, 8, 1)])
+def test_a_transposed_right_operand_is_copied_exactly(M, K, N, dtype):
+    """A @ W.T copies W transposed (in blocks of lanes x lanes, edges one by one) and
+    runs the tiles of A @ W.T.copy(): the same bits, whatever the edges."""
+    a, w, dims = _operands(M, K, N, "NT", dtype)
+    transposed = _compile([(a, w, dims)], dtype, blas=False, threads=1)
+    direct = _compile([(a, np.ascontiguousarray(w.T), (((1,), (0,)), ((), ())))], dtype,
+                      blas=False, threads=1)
+    got = transposed(a, w)[0]
+    np.testing.assert_array_equal(got, direct(a, np.ascontiguousarray(w.T))[0])
+    _assert_close(got, a, w, dims)
+
+
+def test_a_batch_of_transposed_operands_is_copied_exactly():
+    a = RNG.standard_normal((3, 20, 30))
+    w = RNG.standard_normal((3, 40, 30))
+    batched = (((2,), (2,)), ((0,), (0,)))
+    wt = np.ascontiguousarray(w.transpose(0, 2, 1))
+    got = _compile([(a, w, batched)], "float64", blas=False, threads=1)(a, w)[0]
+    want = _compile([(a, wt, (((2,), (1,)), ((0,), (0,))))], "float64", blas=False,
+                    threads=1)(a, wt)[0]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, a @ w.transpose(0, 2, 1), rtol=1e-12, atol=1e-12)

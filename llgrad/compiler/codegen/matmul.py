@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from . import atomics, parallel, tiles
+from . import atomics, parallel, tiles, transpose
 from llgrad.runtime.pool import REST_SYMBOL
 from .indexing import Index
 from .loops import counted_loop, loop_nest
@@ -90,8 +90,18 @@ def scratch_bytes(node):
 
 
 def _reordered(ctx, x, perm, scratch):
-    """``x`` with its axes in ``perm`` order, in ``scratch`` (row-major)."""
+    """``x`` with its axes in ``perm`` order, in ``scratch`` (row-major): a stored
+    float matrix (or batch of them) transposed block by block (``transpose``), any
+    other order element by element."""
     b = ctx.b
+    n = len(perm)
+    lanes = getattr(b.module, "llgrad_vector_bits", 256) // (8 * ITEMSIZE[x.dtype])
+    if (n >= 2 and tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
+            and x.dtype in ("float32", "float64") and id(x) in ctx.pointers):
+        batch = int(np.prod(x.shape[:-2], dtype=np.int64))
+        transpose.emit_transpose(b, ctx.pointer(x), scratch, batch, x.shape[-2], x.shape[-1],
+                                 x.dtype, lanes)
+        return scratch
     shape = tuple(x.shape[p] for p in perm)
     with loop_nest(b, shape, "t") as idx:
         axes = [None] * len(perm)
