@@ -251,11 +251,16 @@ def test_large_products_are_tiles_while_what_they_re_read_fits_half_the_l2_cache
 
 def test_with_llgrad_threads_products_blas_would_thread_are_tiles():
     """OpenBLAS threads products from BLAS_THREADS_MIN_FLOPS; a module that splits its
-    own work keeps them on llgrad's pool (two pools on two cores took 6x as long)."""
+    own work keeps them on llgrad's pool (two pools on two cores took 6x as long),
+    even those whose operands do not fit the L2 cache."""
+    from llgrad.runtime import engine
     assert matmul.BLAS_MIN_FLOPS < matmul.BLAS_THREADS_MIN_FLOPS <= 64 * 1024 * 10
     assert _uses_gemm(64, 1024, 10, "NN", "float32", threads=1)
     assert not _uses_gemm(64, 1024, 10, "NN", "float32", threads=2)
     assert _uses_gemm(64, 128, 10, "NN", "float32", threads=2)       # OpenBLAS: one thread
+    large = engine.l2_bytes() // (2 * 8 * 64) + 8                    # A and B beyond L2 / 2
+    assert _uses_gemm(large, 64, large, "TN", threads=1)
+    assert not _uses_gemm(large, 64, large, "TN", threads=2)
 
 
 def test_a_product_blas_threads_sends_llgrad_workers_to_rest_first():

@@ -94,13 +94,10 @@ def _reordered(ctx, x, perm, scratch):
     float matrix (or batch of them) transposed block by block (``transpose``), any
     other order element by element."""
     b = ctx.b
-    n = len(perm)
-    lanes = getattr(b.module, "llgrad_vector_bits", 256) // (8 * ITEMSIZE[x.dtype])
-    if (n >= 2 and tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
-            and x.dtype in ("float32", "float64") and id(x) in ctx.pointers):
+    if _blockwise(ctx, x, perm):
         batch = int(np.prod(x.shape[:-2], dtype=np.int64))
         transpose.emit_transpose(b, ctx.pointer(x), scratch, batch, x.shape[-2], x.shape[-1],
-                                 x.dtype, lanes)
+                                 x.dtype, _lanes(b.module, x.dtype))
         return scratch
     shape = tuple(x.shape[p] for p in perm)
     with loop_nest(b, shape, "t") as idx:
@@ -109,6 +106,17 @@ def _reordered(ctx, x, perm, scratch):
             axes[p] = idx[k]
         store(b, ctx.read(x, Index(tuple(axes))), scratch, linearise(b, idx, shape), x.dtype)
     return scratch
+
+
+def _blockwise(ctx, x, perm) -> bool:
+    """Whether ``x`` in ``perm`` order is a stored float matrix (or batch) transposed."""
+    n = len(perm)
+    return (n >= 2 and tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
+            and x.dtype in ("float32", "float64") and id(x) in ctx.pointers)
+
+
+def _lanes(module, dtype) -> int:
+    return getattr(module, "llgrad_vector_bits", 256) // (8 * ITEMSIZE[dtype])
 
 
 #: products with at least this many multiply-adds go to BLAS when it is available,
@@ -141,11 +149,16 @@ BLAS_MIN_FLOPS = 2 ** 16
 LARGE_TILES_MIN_FLOPS = 2 ** 20
 #: from this many multiply-adds OpenBLAS runs a product on its own threads (its
 #: GEMM_MULTITHREAD_THRESHOLD, 4 x 65536); in a module that splits work on llgrad's
-#: pool such products are tiles wherever ``LARGE_TILES_MIN_FLOPS`` would allow them,
-#: since two pools on the same cores wait for each other: a worker of one spins on
-#: the core a thread of the other needs.  Measured at two threads on 2 cores, a
+#: pool such products are tiles, since two pools on the same cores wait for each
+#: other: a thread of one spins on the core a thread of the other needs, during a
+#: product and for a while after it.  Measured at two threads on 2 cores: a
 #: 784-1024-10 MLP gradient at batch 64 (its 64x1024x10 products) took 11.3 ms with
-#: OpenBLAS on two threads, 1.9 ms with OpenBLAS on one.
+#: OpenBLAS on two threads, 1.9 ms with OpenBLAS on one; a 784-256-256-10 gradient at
+#: batch 128, whose first product's operands do not fit L2, 2.15 ms with OpenBLAS for
+#: it (the split kernels after it ran up to 4x slower), 1.37 ms on one thread.  The
+#: tiles on two threads, us, against OpenBLAS on two: float32 128x784 @ 784x256 223 /
+#: 278, 512**3 1166 / 1362, 1024**3 10144 / 12191 (on one thread here the tiles also
+#: win: 1024**3 19.9 / 21.0 ms; the L2 rule above comes from a core where they lost).
 BLAS_THREADS_MIN_FLOPS = 2 ** 18
 #: products the tiles can only do with scalars (N = 1 with A's columns strided, see
 #: ``tiles.vectorised``) go to BLAS from this size: 100x16 @ 16x1 took 0.52 us as
@@ -206,9 +219,10 @@ def _use_blas(module, gemm, c: Canonical, vectorised: bool, itemsize: int) -> bo
         return flops >= forced
     if not vectorised:
         return flops >= SCALAR_BLAS_MIN_FLOPS
-    shared = getattr(module, "llgrad_threads", 1) > 1
-    large = flops >= (BLAS_THREADS_MIN_FLOPS if shared else LARGE_TILES_MIN_FLOPS)
-    return flops >= BLAS_MIN_FLOPS and not (large and _re_reads_fit(module, c, itemsize))
+    if getattr(module, "llgrad_threads", 1) > 1 and flops >= BLAS_THREADS_MIN_FLOPS:
+        return False          # on llgrad's pool, never OpenBLAS's threads beside it
+    return flops >= BLAS_MIN_FLOPS and not (flops >= LARGE_TILES_MIN_FLOPS
+                                            and _re_reads_fit(module, c, itemsize))
 
 
 def _re_reads_fit(module, c: Canonical, itemsize: int) -> bool:
@@ -238,11 +252,17 @@ def emit_dot_general(ctx, node, out):
             b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # see runtime.pool
         _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
         return
-    Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)
+    # a stored W of A @ W.T is transposed by the bands of C that read it (``_emit_tiles``)
+    banded = need_r and len(rhs.shape) == 2 and _blockwise(ctx, rhs, c.rhs_perm)
+    if banded:
+        Bm = r_scratch
+    else:
+        Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)
     _emit_tiles(b, c, tiles.Matrix(A, a_strides),
                 tiles.Matrix(Bm, _strides(None if need_r else lb, c.K, c.N)),
                 tiles.Matrix(out, _strides("N", c.M, c.N)), dtype, tuple(ctx.flags) or _CONTRACT,
-                carried=id(rhs) in getattr(b.module, "llgrad_carried", ()))
+                carried=id(rhs) in getattr(b.module, "llgrad_carried", ()),
+                transposed_from=ctx.pointer(rhs) if banded else None)
 
 
 #: products of at least this many multiply-adds are split into bands of C across the
@@ -251,7 +271,7 @@ def emit_dot_general(ctx, node, out):
 PARALLEL_MIN_FLOPS = 2 ** 19
 
 
-def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False):
+def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=None):
     """The tiles, split into bands of C that the pool runs at once when the product
     is large and the module may use threads; each element of C is computed exactly
     as without the split.  Products are cut into row bands, as an elementwise kernel
@@ -265,31 +285,52 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False):
     then reads it by ranges of k instead (``_emit_k_stages``).  Measured on workload
     4 at two threads: column bands 28.7 ms, k ranges 24 ms; but workload 3's gradient,
     whose weight stays in both cores' caches, ran 91 us with column bands, 104 with
-    k ranges."""
+    k ranges.
+
+    ``transposed_from``: B is the transpose of this stored matrix (``A @ W.T``), to be
+    copied into ``bm`` first.  Split, each column band copies its own columns, so the
+    copy runs on every core and no core reads what another wrote (float32 64x128 @
+    (784x128).T at two threads: 105 us with one copy before row bands)."""
     bits = getattr(b.module, "llgrad_vector_bits", 256)
     parts = getattr(b.module, "llgrad_threads", 1)
     lanes = bits // (8 * ITEMSIZE[dtype])
-    if parts < 2 or c.B * c.M * c.K * c.N < PARALLEL_MIN_FLOPS:
-        tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits)
+
+    def copy_columns(pb, src, dst, first, count):
+        """Columns [first, first + count) of B, from rows of the stored matrix."""
+        transpose.emit_transpose(
+            pb, pb.gep(src, [pb.mul(first, i64(c.K))], source_etype=MEMORY[dtype]),
+            pb.gep(dst, [first], source_etype=MEMORY[dtype]), 1, count, c.K, dtype, lanes,
+            dst_stride=c.N)
+
+    alone = parts < 2 or c.B * c.M * c.K * c.N < PARALLEL_MIN_FLOPS
+    staged = not alone and (carried and c.B == 1 and c.M < c.K and c.K >= 2 * parts
+                            and c.M * c.N * ITEMSIZE[dtype] <= PIPELINE_MAX_BYTES)
+    if alone or staged:
+        if transposed_from is not None:
+            copy_columns(b, transposed_from, bm.ptr, i64(0), c.N)
+        if staged:
+            _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts)
+        else:
+            tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits)
         return
-    if (carried and c.B == 1 and c.M < c.K and c.K >= 2 * parts
-            and c.M * c.N * ITEMSIZE[dtype] <= PIPELINE_MAX_BYTES):
-        _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts)
-        return
-    by_rows = c.M >= 8 * parts
+    by_rows = c.M >= 8 * parts and transposed_from is None
     extent, unit = (c.M, 1) if by_rows else (c.N, lanes)
     band = -(-extent // (parts * unit)) * unit
     parts = -(-extent // band)
     if parts < 2:
+        if transposed_from is not None:
+            copy_columns(b, transposed_from, bm.ptr, i64(0), c.N)
         tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits)
         return
     last = extent - (parts - 1) * band
 
     def emit_part(pb, pointers, part):
-        pa, pbm, pc = pointers
+        pa, pbm, pc = pointers[:3]
         first = pb.mul(part, i64(band))
 
         def product(size):
+            if transposed_from is not None:
+                copy_columns(pb, pointers[3], pbm, first, size)
             if by_rows:
                 tiles.emit_product(pb, (c.B, size, c.K, c.N), a.rows_from(pb, pa, first, dtype),
                                    tiles.Matrix(pbm, bm.strides),
@@ -307,8 +348,8 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False):
             with final:
                 product(last)
 
-    parallel.run_parts(b, f"{b.function.name}.bands", parts, [a.ptr, bm.ptr, out.ptr],
-                       emit_part)
+    pointers = [a.ptr, bm.ptr, out.ptr] + ([] if transposed_from is None else [transposed_from])
+    parallel.run_parts(b, f"{b.function.name}.bands", parts, pointers, emit_part)
 
 
 #: products with few rows and long sums whose result is at most this large run as a

@@ -18,11 +18,14 @@ from .scalar import ITEMSIZE, MEMORY, i64
 
 
 def emit_transpose(b: ir.IRBuilder, src, dst, batch: int, rows: int, cols: int,
-                   dtype: str, lanes: int) -> None:
+                   dtype: str, lanes: int, dst_stride: int | None = None) -> None:
     """``dst[k] = src[k].T`` for each of ``batch`` row-major ``rows`` x ``cols``
-    matrices stored one after another."""
+    matrices stored one after another; ``dst_stride``: the length of a destination row
+    when the copy fills only some of its columns (one matrix)."""
+    assert dst_stride is None or batch == 1
     item, typ = ITEMSIZE[dtype], MEMORY[dtype]
     block_rows, block_cols = rows // lanes, cols // lanes
+    dst_row = rows if dst_stride is None else dst_stride
 
     def at(ptr, offset):
         return b.gep(ptr, [offset], inbounds=True, source_etype=typ)
@@ -35,14 +38,15 @@ def emit_transpose(b: ir.IRBuilder, src, dst, batch: int, rows: int, cols: int,
                               typ=ir.VectorType(typ, lanes), align=item)
                        for i in range(lanes)]
             for j, v in enumerate(_transposed(b, vectors)):
-                b.store(v, at(d, b.add(b.mul(b.add(c0, i64(j)), i64(rows)), r0)), align=item)
+                b.store(v, at(d, b.add(b.mul(b.add(c0, i64(j)), i64(dst_row)), r0)),
+                        align=item)
         full_rows, full_cols = block_rows * lanes, block_cols * lanes
         for first_row, n_rows, first_col, n_cols in ((0, full_rows, full_cols, cols - full_cols),
                                                      (full_rows, rows - full_rows, 0, cols)):
             with loop_nest(b, (n_rows, n_cols), "tedge") as (i, j):
                 r, c = b.add(i, i64(first_row)), b.add(j, i64(first_col))
                 value = b.load(at(s, b.add(b.mul(r, i64(cols)), c)), typ=typ)
-                b.store(value, at(d, b.add(b.mul(c, i64(rows)), r)))
+                b.store(value, at(d, b.add(b.mul(c, i64(dst_row)), r)))
 
 
 def _transposed(b: ir.IRBuilder, rows: list) -> list:
