@@ -54,6 +54,20 @@ def test_one_kernel_split_from_two_places(sizes):
     np.testing.assert_allclose(split(x, y)[1], np.tanh(y), rtol=1e-15, atol=0)
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+def test_broadcasting_kernels_are_split_by_rows_bit_for_bit(parts):
+    """A loop over axes (a bias added along rows, a transposed operand) is cut into
+    bands of rows; 131 rows of 300 split unevenly."""
+    rng = np.random.default_rng(parts)
+    x, bias, y = rng.normal(size=(131, 300)), rng.normal(size=300), rng.normal(size=(300, 131))
+    graph = llgrad.jit(lambda x, bias, y: np.tanh(x + bias) * y.T).trace(x, bias, y).optimized
+    one, split = compile_graph(graph, threads=1), compile_graph(graph, threads=parts)
+    assert "llgrad_parallel" in split.llvm_ir and "llgrad_parallel" not in one.llvm_ir
+    got = split(x, bias, y)[0]
+    np.testing.assert_array_equal(got, one(x, bias, y)[0])
+    np.testing.assert_allclose(got, np.tanh(x + bias) * y.T, rtol=1e-15, atol=1e-15)
+
+
 def test_small_kernels_are_never_split():
     graph, _ = _graph(parallel.MIN_ELEMENTS - 1)
     assert "llgrad_parallel" not in compile_graph(graph, threads=4).llvm_ir

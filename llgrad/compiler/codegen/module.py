@@ -111,11 +111,20 @@ def needs_axes(node, inlined: set) -> bool:
     return False
 
 
-def _emit_elementwise_kernel(ctx, node, out, inlined, copy, element_range=None):
+def _emit_elementwise_kernel(ctx, node, out, inlined, copy, element_range=None,
+                             by_rows=False):
     """A loop over the output that stores the (possibly fused) value at each element
-    (of ``element_range``, a pair of i64 values, when the kernel is split)."""
+    (of ``element_range``, a pair of i64 values, when the kernel is split: a range of
+    elements, or ``by_rows`` of rows)."""
     b = ctx.b
     value = ctx.read if copy else ctx.compute
+    if element_range is not None and by_rows:
+        with parallel.range_loop(b, *element_range) as row:
+            with loop_nest(b, node.shape[1:], "e") as rest:
+                axes = [row] + rest
+                flat = linearise(b, axes, node.shape)
+                store(b, value(node, Index(tuple(axes), flat)), out, flat, node.dtype)
+        return
     if element_range is not None:
         with parallel.range_loop(b, *element_range) as i:
             store(b, value(node, Index(None, i)), out, i, node.dtype)
@@ -276,11 +285,14 @@ def _emit_kernel(module, name, eb, address, t, kernel, fusion, memory, globals_,
             read_bufs.append(buf)
     params = [out_buf] + read_bufs + list(memory.scratch[t])
     r = row(node)
-    # a flat elementwise loop (what _emit_elementwise_kernel runs over a range)
-    flat = kernel.copy or not (isinstance(r, Kernel) or needs_axes(node, fusion.inlined))
-    split = (getattr(module, "llgrad_threads", 1) > 1 and flat
-             and node.type.size >= parallel.MIN_ELEMENTS)
-    ranged = [I64, I64] if split else []   # the element range [lo, hi) it computes
+    threads = getattr(module, "llgrad_threads", 1)
+    # an elementwise loop (what _emit_elementwise_kernel runs over a range): flat, or
+    # over axes (broadcasts, transposes inside) and then split by rows
+    loop = kernel.copy or not isinstance(r, Kernel)
+    flat = loop and (kernel.copy or not needs_axes(node, fusion.inlined))
+    split = (threads > 1 and loop and node.type.size >= parallel.MIN_ELEMENTS
+             and (flat or node.shape[0] >= threads))
+    ranged = [I64, I64] if split else []   # the element or row range [lo, hi) it computes
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params) + ranged),
                      f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
     fn.linkage = "internal"
@@ -305,13 +317,15 @@ def _emit_kernel(module, name, eb, address, t, kernel, fusion, memory, globals_,
         r.emit(ctx, node, fn.args[0])
     elif split:
         _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy,
-                                 fn.args[len(params):])
+                                 fn.args[len(params):], by_rows=not flat)
     else:
         _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy)
     b.ret_void()
     if split:
+        # rows cut on 64-element boundaries where a row is shorter (a cache line of bytes)
+        unit = 64 if flat else -(-64 // max(1, node.type.size // node.shape[0]))
         parallel.call_split(eb, _shared(module, fn), [address(buf) for buf in params],
-                            node.type.size, module.llgrad_threads)
+                            node.type.size if flat else node.shape[0], threads, unit)
     else:
         eb.call(_shared(module, fn), [address(buf) for buf in params])
 

@@ -72,28 +72,31 @@ def _call_parts(b: ir.IRBuilder, fn: ir.Function, pointers, parts: int) -> None:
 _TASK = ir.FunctionType(ir.VoidType(), [PTR, I64])
 
 
-def piece(b: ir.IRBuilder, size: int, parts: int, part):
-    """``[lo, hi)`` of ``part`` when ``size`` elements are cut into ``parts`` pieces on
-    64-element boundaries (a cache line of bytes, so no two threads write one line)."""
+def piece(b: ir.IRBuilder, size: int, parts: int, part, unit: int = 64):
+    """``[lo, hi)`` of ``part`` when ``size`` elements (or rows) are cut into ``parts``
+    pieces on ``unit`` boundaries (64 elements: a cache line of bytes or more, so no
+    two threads write one line)."""
     def bound(k):
         cut = b.udiv(b.mul(k, i64(size)), i64(parts))
         return b.select(b.icmp_unsigned("<", k, i64(parts)),
-                        b.mul(b.udiv(b.add(cut, i64(63)), i64(64)), i64(64)), i64(size))
+                        b.mul(b.udiv(b.add(cut, i64(unit - 1)), i64(unit)), i64(unit)),
+                        i64(size))
     lo, hi = bound(part), bound(b.add(part, i64(1)))
     clamp = lambda v: b.select(b.icmp_unsigned("<", v, i64(size)), v, i64(size))  # noqa: E731
     return clamp(lo), clamp(hi)
 
 
-def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts: int):
-    """Run ``kernel(*pointers, lo, hi)`` over ``[0, size)`` in ``parts`` pieces.  One
-    outlined part function serves every split of the same kernel, size and parts: a
-    kernel that ``module._shared`` found identical to an earlier one is split from
-    each place that computes it."""
+def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts: int,
+               unit: int = 64):
+    """Run ``kernel(*pointers, lo, hi)`` over ``[0, size)`` in ``parts`` pieces cut on
+    ``unit`` boundaries (see ``piece``).  One outlined part function serves every split
+    of the same kernel, size and parts: a kernel that ``module._shared`` found
+    identical to an earlier one is split from each place that computes it."""
     def emit_part(pb, inner, part):
-        lo, hi = piece(pb, size, parts, part)
+        lo, hi = piece(pb, size, parts, part, unit)
         pb.call(kernel, [*inner, lo, hi])
     outlined = b.module.__dict__.setdefault("llgrad_split_parts", {})
-    key = (kernel.name, size, parts)
+    key = (kernel.name, size, parts, unit)
     if key not in outlined:
         outlined[key] = _outline(b.module, kernel.name + ".part", len(pointers), emit_part)
     _call_parts(b, outlined[key], pointers, parts)
