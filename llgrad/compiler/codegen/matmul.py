@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from . import atomics, parallel, tiles, transpose
 from llgrad.runtime.pool import REST_SYMBOL
+
+from . import atomics, parallel, tiles, transpose
 from .indexing import Index
 from .loops import counted_loop, loop_nest
 from .scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, declare, i64, linearise, store
@@ -305,7 +306,13 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=N
     alone = parts < 2 or c.B * c.M * c.K * c.N < PARALLEL_MIN_FLOPS
     staged = not alone and (carried and c.B == 1 and c.M < c.K and c.K >= 2 * parts
                             and c.M * c.N * ITEMSIZE[dtype] <= PIPELINE_MAX_BYTES)
-    if alone or staged:
+    by_rows = c.M >= 8 * parts and transposed_from is None
+    extent, unit = (c.M, 1) if by_rows else (c.N, lanes)
+    bands = 1
+    if not (alone or staged):
+        band = -(-extent // (parts * unit)) * unit
+        bands = -(-extent // band)
+    if bands < 2:
         if transposed_from is not None:
             copy_columns(b, transposed_from, bm.ptr, i64(0), c.N)
         if staged:
@@ -313,15 +320,7 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=N
         else:
             tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits)
         return
-    by_rows = c.M >= 8 * parts and transposed_from is None
-    extent, unit = (c.M, 1) if by_rows else (c.N, lanes)
-    band = -(-extent // (parts * unit)) * unit
-    parts = -(-extent // band)
-    if parts < 2:
-        if transposed_from is not None:
-            copy_columns(b, transposed_from, bm.ptr, i64(0), c.N)
-        tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits)
-        return
+    parts = bands
     last = extent - (parts - 1) * band
 
     def emit_part(pb, pointers, part):
