@@ -12,8 +12,8 @@ of the native time, time per call, and the Gflop/s and GB/s it reached, which sa
 whether it is bound by arithmetic or by memory.  The native code is called through
 its bare entry point, so "outside kernels" is what the native call costs around them;
 the first line also gives the plain function's call from Python (argument checks,
-result arrays).  The counters cost ~20 ns a kernel, so the profiled code runs a
-little slower than the plain one.
+result arrays).  The counters cost ~10 ns a kernel (workload 2's 16 kernels: 6.76 µs
+of native code plain, 6.90 profiled).
 """
 from __future__ import annotations
 
