@@ -25,6 +25,9 @@ from .scalar import I64, PTR, declare, i64
 #: 32 Ki-element float32 update or copy takes ~3-5 us
 MIN_ELEMENTS = 1 << 15
 
+#: ``void part(ptr ctx, i64 part)``: what the pool runs
+_TASK = ir.FunctionType(ir.VoidType(), [PTR, I64])
+
 
 def default_parts() -> int:
     """Threads to split a large kernel into: the usable cores (``LLGRAD_THREADS``
@@ -67,9 +70,6 @@ def _call_parts(b: ir.IRBuilder, fn: ir.Function, pointers, parts: int) -> None:
     for k, pointer in enumerate(pointers):
         b.store(pointer, b.gep(cells, [i64(k)], inbounds=True, source_etype=PTR))
     b.call(run, [fn, cells, i64(parts)])
-
-
-_TASK = ir.FunctionType(ir.VoidType(), [PTR, I64])
 
 
 def piece(b: ir.IRBuilder, size: int, parts: int, part, unit: int = 64):
