@@ -214,7 +214,31 @@ def _gradients_agree(program, seed):
             np.testing.assert_allclose(a, b, rtol=10 * rtol, atol=10 * atol)
 
 
+def _splits_agree(program, seed):
+    """Every kernel split across threads computes what one thread does, bit for bit:
+    the thresholds are lowered to a few elements (and pieces to single elements), so
+    these small programs run every split path: flat and row-band loops, gathers, row
+    reductions, product bands and transposed copies, for the value and the gradient."""
+    from llgrad.compiler.codegen import matmul, parallel
+    args = inputs_for(program, seed)
+    graphs = [llgrad.jit(program).trace(*args).optimized]
+    if program.smooth:
+        every = tuple(range(len(args)))
+        graphs.append(llgrad.grad(weighted_loss(program), argnums=every).trace(*args).optimized)
+    with pytest.MonkeyPatch.context() as patch, np.errstate(all="ignore"):
+        patch.setenv("LLGRAD_NO_CACHE", "1")      # code made under these thresholds
+        patch.setattr(parallel, "MIN_ELEMENTS", 2)
+        patch.setattr(parallel, "LINE_ELEMENTS", 1)
+        patch.setattr(matmul, "PARALLEL_MIN_FLOPS", 2)
+        for graph in graphs:
+            want = compile_graph(graph, threads=1)(*args)
+            for parts in (2, 3):
+                for got, one in zip(compile_graph(graph, threads=parts)(*args), want):
+                    np.testing.assert_array_equal(got, one)
+
+
 test_native_interpreter_and_numpy_agree = DEFAULT(given(programs(), SEEDS)(_values_agree))
+test_split_kernels_agree_with_one_thread = DEFAULT(given(programs(), SEEDS)(_splits_agree))
 test_gradients_match_finite_differences = DEFAULT(given(programs(), SEEDS)(_gradients_agree))
 test_native_interpreter_and_numpy_agree_nightly = pytest.mark.fuzz(
     NIGHTLY(given(programs(max_steps=12), SEEDS)(_values_agree)))

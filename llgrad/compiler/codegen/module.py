@@ -322,8 +322,9 @@ def _emit_kernel(module, name, eb, address, t, kernel, fusion, memory, globals_,
         _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy)
     b.ret_void()
     if split:
-        # rows cut on 64-element boundaries where a row is shorter (a cache line of bytes)
-        unit = 64 if flat else -(-64 // max(1, node.type.size // node.shape[0]))
+        # rows cut on cache-line boundaries where a row is shorter than a line
+        line = parallel.LINE_ELEMENTS
+        unit = line if flat else -(-line // max(1, node.type.size // node.shape[0]))
         parallel.call_split(eb, _shared(module, fn), [address(buf) for buf in params],
                             node.type.size if flat else node.shape[0], threads, unit)
     else:

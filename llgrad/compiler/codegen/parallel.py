@@ -25,6 +25,9 @@ from .scalar import I64, PTR, declare, i64
 #: 32 Ki-element float32 update or copy takes ~3-5 us
 MIN_ELEMENTS = 1 << 15
 
+#: pieces start on multiples of this many elements: 64 bytes or more, a cache line, so
+#: no two threads write one line
+LINE_ELEMENTS = 64
 #: ``void part(ptr ctx, i64 part)``: what the pool runs
 _TASK = ir.FunctionType(ir.VoidType(), [PTR, I64])
 
@@ -72,10 +75,11 @@ def _call_parts(b: ir.IRBuilder, fn: ir.Function, pointers, parts: int) -> None:
     b.call(run, [fn, cells, i64(parts)])
 
 
-def piece(b: ir.IRBuilder, size: int, parts: int, part, unit: int = 64):
+def piece(b: ir.IRBuilder, size: int, parts: int, part, unit: int | None = None):
     """``[lo, hi)`` of ``part`` when ``size`` elements (or rows) are cut into ``parts``
-    pieces on ``unit`` boundaries (64 elements: a cache line of bytes or more, so no
-    two threads write one line)."""
+    pieces on ``unit`` boundaries (default ``LINE_ELEMENTS``)."""
+    unit = LINE_ELEMENTS if unit is None else unit
+
     def bound(k):
         cut = b.udiv(b.mul(k, i64(size)), i64(parts))
         return b.select(b.icmp_unsigned("<", k, i64(parts)),
@@ -87,7 +91,7 @@ def piece(b: ir.IRBuilder, size: int, parts: int, part, unit: int = 64):
 
 
 def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts: int,
-               unit: int = 64):
+               unit: int | None = None):
     """Run ``kernel(*pointers, lo, hi)`` over ``[0, size)`` in ``parts`` pieces cut on
     ``unit`` boundaries (see ``piece``).  One outlined part function serves every split
     of the same kernel, size and parts: a kernel that ``module._shared`` found
