@@ -215,6 +215,12 @@ def markdown(results) -> str:
     out += (["## llgrad: backward versus forward", ""]
             + (ratio_table(ratios) if ratios else ["(not measured: run llgrad native on "
                                                    "workloads 3 or 5)"]) + [""])
+    if results.get("profiles"):
+        out += ["## llgrad: where the time goes", "",
+                "`llgrad.profile` of each workload's first size (training: "
+                "`train(profile=True)`), one line per kernel:", ""]
+        for key, text in results["profiles"].items():
+            out += [f"{key}:", "", "```", text, "```", ""]
     out += ["## Checks", "",
             "Every system's result is compared with the hand-written gradient in float64 "
             "(training: with float64 SGD), and that reference with central finite "

@@ -185,6 +185,10 @@ def _run(args, command, pinned_by, caches) -> int:
                                             log=lambda line: print(line, flush=True))
         results["rows"] += rows
         results["reference_checks"] += checks
+    if args.profile:
+        from benchmarks.systems import llgrad_systems
+        results["profiles"] = {w.key: llgrad_systems.profile(w, w.problems(quick)[0])
+                               for w in chosen}
     results["elapsed_s"] = time.perf_counter() - started
     results["environment"] = {"cpu": report.cpu_model(), "cores": os.cpu_count(),
                               "threads": report.thread_counts(pinned_by),
@@ -197,9 +201,14 @@ def _run(args, command, pinned_by, caches) -> int:
     return 0 if report.all_checks_passed(results) else 1
 
 
+PROFILE_HELP = ("add llgrad's time per kernel for each workload's first size to the report "
+                "(llgrad.profile; training: train(profile=True))")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.splitlines()[0])
     add_arguments(parser)
+    parser.add_argument("--profile", action="store_true", help=PROFILE_HELP)
     args = parser.parse_args(argv)
     return run(args, "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv))
 

@@ -297,7 +297,8 @@ def main(argv=None):
         else:
             p.add_argument("--repeats", type=int, default=50)
             p.add_argument("--profile", action="store_true",
-                           help="with FUNCTION: the time of every kernel (llgrad.profile)")
+                           help="with FUNCTION: the time of every kernel (llgrad.profile); "
+                                "without: the suite's report gets llgrad's, per workload")
             suite = benchmark_suite()
             if suite is not None:
                 suite.add_arguments(p.add_argument_group("the suite (no FUNCTION given)"))

@@ -37,6 +37,7 @@ class Profile:
     seconds_per_call: float
     rows: list
     python_seconds_per_call: float | None = None
+    bare: bool = True            # seconds_per_call times the bare native entry
 
     @property
     def kernel_seconds_per_call(self) -> float:
@@ -46,8 +47,9 @@ class Profile:
         per_call = self.seconds_per_call
         python = ("" if self.python_seconds_per_call is None else
                   f"; from Python {_time(self.python_seconds_per_call)}")
-        lines = [f"profile of {self.name}: {self.calls} calls, native code "
-                 f"{_time(per_call)} a call{python}",
+        what = "native code " if self.bare else ""
+        lines = [f"profile of {self.name}: {self.calls} calls, {what}{_time(per_call)} a call"
+                 f"{python}",
                  f"{'share':>6} {'per call':>10} {'calls':>7} {'Gflop/s':>8} {'GB/s':>7}  kernel"]
         for r in self.rows:
             share = r["seconds"] / self.calls / per_call
@@ -58,8 +60,10 @@ class Profile:
                          f"{_rate(r['bytes_per_s']):>7}  {indent}k{r['label']['kernels'][0]} "
                          f"{r['label']['op']} {r['label']['type']}{_fused(r['fused'])}{where}")
         outside = max(per_call - self.kernel_seconds_per_call, 0.0)
+        around = ("the native call itself" if self.bare else
+                  "the call from Python: argument checks, result arrays")
         lines.append(f"{outside / per_call:6.1%} {_time(outside):>10} {'':>7} {'':>8} {'':>7}"
-                     f"  outside kernels (the native call itself)")
+                     f"  outside kernels ({around})")
         return "\n".join(lines)
 
 
@@ -173,8 +177,10 @@ class Runs:
         run[2] += seconds
 
     def profile(self) -> Profile:
-        return combined([c.read(self.name, calls, seconds)
+        prof = combined([c.read(self.name, calls, seconds)
                          for c, calls, seconds in self._runs.values()])
+        prof.bare = False            # each call timed from Python (``train``'s chunks)
+        return prof
 
 
 def combined(profiles: list) -> Profile:

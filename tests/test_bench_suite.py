@@ -63,6 +63,16 @@ def test_quick_run_writes_a_readable_report(quick):
     assert results["environment"]["cpu"] in text and "threads:" in text
 
 
+def test_profile_adds_where_llgrads_time_goes(tmp_path):
+    results = run_cli(tmp_path, "--systems", "llgrad native", "--workloads",
+                      "tiny_mlp,training", "--profile")
+    assert set(results["profiles"]) == {"tiny_mlp", "training"}
+    assert "dot_general" in results["profiles"]["tiny_mlp"]
+    assert "loop 10 steps" in results["profiles"]["training"]
+    text = (tmp_path / "report.md").read_text()
+    assert "where the time goes" in text and "profile of train(training_loss)" in text
+
+
 def test_the_summary_has_a_line_per_workload_with_every_ratio_from_the_same_rows(quick):
     _, results = quick
     rows = [r for r in results["rows"] if r["workload"] != "scaling"]

@@ -40,6 +40,16 @@ def train(backend):
     return prepare
 
 
+def profile(workload, problem) -> str:
+    """llgrad's time per kernel on one size of a workload, as ``llgrad.profile`` prints it."""
+    if workload.training:     # the third run: the first ones compile and warm up
+        sgd = optim.sgd(problem.lr)
+        runs = [llgrad.train(traced_loss(workload), problem.params, problem.data, sgd,
+                             batch_size=problem.batch, profile=True) for _ in range(3)]
+        return str(runs[-1].profile)
+    return str(llgrad.profile(llgrad.grad(traced_loss(workload)), problem.params, *problem.data))
+
+
 SYSTEMS = [
     System("llgrad native", gradient("native"), train("native"),
            note="llgrad.grad; training: llgrad.train, all steps in one native call"),
