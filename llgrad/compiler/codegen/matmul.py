@@ -220,10 +220,16 @@ def _use_blas(module, gemm, c: Canonical, vectorised: bool, itemsize: int) -> bo
         return flops >= forced
     if not vectorised:
         return flops >= SCALAR_BLAS_MIN_FLOPS
-    if getattr(module, "llgrad_threads", 1) > 1 and flops >= BLAS_THREADS_MIN_FLOPS:
+    if _blas_would_thread(module, flops):
         return False          # on llgrad's pool, never OpenBLAS's threads beside it
     return flops >= BLAS_MIN_FLOPS and not (flops >= LARGE_TILES_MIN_FLOPS
                                             and _re_reads_fit(module, c, itemsize))
+
+
+def _blas_would_thread(module, flops: int) -> bool:
+    """Whether OpenBLAS would start its threads for a product of ``flops``
+    multiply-adds in a module that splits work on llgrad's pool."""
+    return getattr(module, "llgrad_threads", 1) > 1 and flops >= BLAS_THREADS_MIN_FLOPS
 
 
 def _re_reads_fit(module, c: Canonical, itemsize: int) -> bool:
@@ -248,8 +254,7 @@ def emit_dot_general(ctx, node, out):
     gemm = getattr(b.module, "llgrad_blas", {}).get(dtype)
     if _use_blas(b.module, gemm, c, tiles.vectorised(c.M, c.N, a_strides), ITEMSIZE[dtype]):
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
-        if (getattr(b.module, "llgrad_threads", 1) > 1
-                and c.B * c.M * c.K * c.N >= BLAS_THREADS_MIN_FLOPS):
+        if _blas_would_thread(b.module, c.B * c.M * c.K * c.N):
             b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # see runtime.pool
         _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
         return
@@ -294,7 +299,7 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=N
     (784x128).T at two threads: 105 us with one copy before row bands)."""
     bits = getattr(b.module, "llgrad_vector_bits", 256)
     parts = getattr(b.module, "llgrad_threads", 1)
-    lanes = bits // (8 * ITEMSIZE[dtype])
+    lanes = _lanes(b.module, dtype)
 
     def copy_columns(pb, src, dst, first, count):
         """Columns [first, first + count) of B, from rows of the stored matrix."""

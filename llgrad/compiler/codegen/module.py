@@ -118,12 +118,15 @@ def _emit_elementwise_kernel(ctx, node, out, inlined, copy, element_range=None,
     elements, or ``by_rows`` of rows)."""
     b = ctx.b
     value = ctx.read if copy else ctx.compute
+
+    def store_at(axes):
+        flat = linearise(b, axes, node.shape)
+        store(b, value(node, Index(tuple(axes), flat)), out, flat, node.dtype)
+
     if element_range is not None and by_rows:
         with parallel.range_loop(b, *element_range) as row:
             with loop_nest(b, node.shape[1:], "e") as rest:
-                axes = [row] + rest
-                flat = linearise(b, axes, node.shape)
-                store(b, value(node, Index(tuple(axes), flat)), out, flat, node.dtype)
+                store_at([row] + rest)
         return
     if element_range is not None:
         with parallel.range_loop(b, *element_range) as i:
@@ -134,8 +137,7 @@ def _emit_elementwise_kernel(ctx, node, out, inlined, copy, element_range=None,
             store(b, value(node, Index(None, i)), out, i, node.dtype)
         return
     with loop_nest(b, node.shape, "e") as axes:
-        flat = linearise(b, axes, node.shape)
-        store(b, value(node, Index(tuple(axes), flat)), out, flat, node.dtype)
+        store_at(axes)
 
 
 def _symbol(name: str) -> str:
