@@ -2,7 +2,8 @@
 
 ``train`` compiles one function per (loss, optimizer, shapes, chunk length) that runs
 many optimisation steps in a ``loop`` node: each step slices its minibatch indices
-out of an order array (``dynamic_slice``), gathers the rows (``take``), runs the
+out of an order array (``dynamic_slice``), gathers the rows (``take``; unshuffled
+data are sliced instead, by address, so a batch costs no copy), runs the
 loss's joint forward+backward graph inlined into the body, records the loss and the
 per-parameter gradient norms, and applies the optimizer's update, itself traced from
 plain numpy.  Python runs only between chunks of whole epochs (at least
@@ -52,9 +53,10 @@ class TrainResult:
 
 
 def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n_state,
-               n_data, batch_size):
+               n_data, batch_size, in_order):
     """The loop body: (i, params..., state..., data..., order) -> (params'..., state'...,
-    loss, grad_norms)."""
+    loss, grad_norms).  ``in_order``: the data are not shuffled, so every batch is the
+    rows from its first index on."""
     with TraceContext("train_step") as ctx:
         b = ctx.builder
         step = b.parameter(index=0, type=TensorType((), "int64"), name="step")
@@ -64,8 +66,12 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
         data = leaves[n_params + n_state:n_params + n_state + n_data]
         order = leaves[-1]
         start = b.mul(step, b.const(batch_size, "int64"))
-        rows = b.dynamic_slice(order, start, size=batch_size)
-        batch = [b.take(x, rows) for x in data]
+        if in_order:    # each batch is consecutive rows: sliced by address, never copied
+            first = b.reshape(b.dynamic_slice(order, start, size=1), shape=())
+            batch = [b.dynamic_slice(x, first, size=batch_size) for x in data]
+        else:
+            rows = b.dynamic_slice(order, start, size=batch_size)
+            batch = [b.take(x, rows) for x in data]
         value, *grads = inline(b, loss_joint, params + batch)
         norms = [b.reshape(b.sqrt(_sum_of_squares(b, g)), shape=(1,)) for g in grads]
         new_params, new_state = optimizer.update(
@@ -94,7 +100,8 @@ def _sum_of_squares(b, g):
     return b.reduce_sum(b.reduce_sum(rows, axes=(1,)), axes=(0,))
 
 
-def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend, profile):
+def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend, profile,
+                   in_order):
     p_leaves, p_tree = pytree.flatten(params)
     s_leaves, s_tree = pytree.flatten(state)
     p_names = pytree.leaf_names(p_tree, "params")
@@ -116,7 +123,7 @@ def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, back
     type_names = (p_names + pytree.leaf_names(s_tree, "opt_state")
                   + [f"data[{k}]" for k in range(len(data))] + ["order"])
     body = _step_body(joint, optimizer, p_tree, s_tree, list(zip(types, type_names)),
-                      len(p_leaves), len(s_leaves), len(data), batch_size)
+                      len(p_leaves), len(s_leaves), len(data), batch_size, in_order)
 
     b = Builder()
     inputs = [b.parameter(index=k, type=t, name=n) for k, (t, n) in enumerate(zip(types, type_names))]
@@ -204,11 +211,11 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     signature = _signature(p_tree, s_tree, leaves, data)
     while done < total:
         steps = min(chunk, total - done)
-        key = (loss, optimizer, batch_size, steps, backend, signature, profile)
+        key = (loss, optimizer, batch_size, steps, backend, signature, profile, shuffle is None)
         if key not in _CACHE:
             t0 = time.perf_counter()
             _CACHE[key] = _compile_chunk(loss, optimizer, params, state, data, batch_size,
-                                         steps, backend, profile)
+                                         steps, backend, profile, shuffle is None)
             compile_seconds += time.perf_counter() - t0
         executable, graph = _CACHE[key]
         if runs is not None:

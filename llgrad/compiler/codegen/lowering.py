@@ -11,6 +11,9 @@ A row says how a primitive becomes LLVM IR, in one of five forms:
 - ``Kernel(emit)``: a structural op that writes its whole output with its own loop
   nest: ``emit(ctx, node, out)``.
 - ``View``: same bytes, new shape (reshape).
+- ``Slice``: a block of whole rows chosen by a start read at run time
+  (dynamic_slice): the operand's bytes from that row on, or a copy when the operand
+  itself is computed inline.
 - ``Leaf``: values that exist before the code runs (parameter, constant).
 - ``Part``: one result of a multi-result node (tuple_get of a loop).
 """
@@ -49,6 +52,16 @@ class Kernel:
 class View:
     read: Callable            # used only when the operand has no buffer to share
     needs_axes: Callable
+
+
+@dataclass(frozen=True)
+class Slice(Kernel):
+    """Rows ``[start, start + size)`` of a row-major operand are contiguous bytes, so
+    a stored operand is sliced by address (a minibatch of a data set costs no copy: the
+    product reading it streams the rows from memory itself).  ``emit`` copies the rows
+    instead when fusion computes the operand inline (only the slice's rows of it are
+    then ever computed).  The start is always stored: the slice's address is computed
+    from it before the readers run."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +276,7 @@ LOWERINGS = {
     "reduce_max": Kernel(kernels.emit_reduce_max),
     "pad": Kernel(kernels.emit_pad),
     "concatenate": Kernel(kernels.emit_concatenate),
-    "dynamic_slice": Kernel(kernels.emit_dynamic_slice),
+    "dynamic_slice": Slice(kernels.emit_dynamic_slice),
     "dynamic_update_slice": Kernel(kernels.emit_dynamic_update_slice),
     "take": Kernel(kernels.emit_take),
     "scatter_add": Kernel(kernels.emit_scatter_add),

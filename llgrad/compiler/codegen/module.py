@@ -25,6 +25,7 @@ from llvmlite import ir
 
 from . import math, parallel, profile, region
 from .indexing import Index
+from .kernels import clamped_start
 from .loops import counted_loop, loop_nest
 from .lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
 from .scalar import I8, I64, PTR, const, i64, linearise, load, store
@@ -230,6 +231,11 @@ def buffer_addresses(b: ir.IRBuilder, packed, *, n_in: int, n_out: int, globals_
             elif buf.kind == "arena":
                 addresses[id(buf)] = b.gep(arena, [i64(buf.index)], inbounds=True,
                                            source_etype=I8)
+            elif buf.kind == "slice":   # first needed after its start is stored
+                start = load(b, address(buf.start), i64(0), "int64")
+                row = clamped_start(b, start, 0, buf.last_start)
+                addresses[id(buf)] = b.gep(address(buf.source), [b.mul(row, i64(buf.row_bytes))],
+                                           inbounds=True, source_etype=I8)
             else:
                 addresses[id(buf)] = globals_[buf.index]
         return addresses[id(buf)]
@@ -255,7 +261,12 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
     kernels, last_read = fusion.kernels, {}
     for t, kernel in enumerate(kernels):
         for n in kernel.reads:
-            last_read[region.key(memory.buffers[id(n)])] = t
+            for root in [n] + fusion.roots(n):
+                last_read[region.key(memory.buffers[id(root)])] = t
+    for buf in memory.buffers.values():   # a slice reads its operand and start from
+        if buf.kind == "slice":           # memory: a region must store them
+            for pinned in (buf.source, buf.start):
+                last_read[region.key(pinned)] = len(kernels)
     t = 0
     while t < len(kernels):
         stop = t

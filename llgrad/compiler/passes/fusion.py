@@ -13,7 +13,8 @@ loop at its own index: that loop computes it once per element and every reader u
 register (``_share_within_loops``).
 
 Everything else is *materialised* by one ``Kernel`` in topological order.  reshape
-is a view of its operand's buffer.  Graph outputs are written straight into the
+is a view of its operand's buffer, and so is a dynamic_slice of a stored operand (at
+an address computed from its start when the code runs).  Graph outputs are written straight into the
 caller's output arrays when possible, otherwise copied there at the end.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llgrad.compiler.codegen.lowering import Elementwise, IndexMap, Kernel as KernelRow, \
-    Leaf, Part, View, row
+    Leaf, Part, Slice, View, row
 from llgrad.compiler.codegen.scalar import part_offset
 from llgrad.ir.graph import Graph, Node
 
@@ -44,10 +45,20 @@ class FusionPlan:
     inlined: set            # ids of nodes with no buffer of their own
     views: dict             # id(reshape node) -> the node whose buffer it shares
     offsets: dict = field(default_factory=dict)  # id(view) -> byte offset in that buffer
+    slices: dict = field(default_factory=dict)   # id(dynamic_slice) -> it, sliced by address
 
     def root(self, node: Node) -> Node:
         """The node that owns ``node``'s bytes (itself unless it is a view)."""
         return self.views.get(id(node), node)
+
+    def roots(self, node: Node) -> list:
+        """The nodes whose buffers a read of ``node`` needs: the owner of its bytes or,
+        for a slice, its operand's and its start's (read to compute its address)."""
+        root = self.root(node)
+        if id(root) not in self.slices:
+            return [root]
+        operand, start = root.inputs
+        return self.roots(operand) + self.roots(start)
 
     def summary(self) -> str:
         lines = []
@@ -58,10 +69,12 @@ class FusionPlan:
         return "\n".join(lines)
 
 
-def _accepts_inline(consumer: Node) -> bool:
+def _accepts_inline(consumer: Node, operand: Node) -> bool:
     r = row(consumer)
     if isinstance(r, (View, Part)):
         return False
+    if isinstance(r, Slice):     # the start is read when the slice's address is computed
+        return operand is consumer.inputs[0]
     return r.inline_inputs if isinstance(r, KernelRow) else True
 
 
@@ -84,11 +97,11 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
     def inline(n: Node) -> bool:
         readers = uses.get(id(n), [])
         if n.op == "constant":   # scalars are literals, unless a reader needs an address
-            return n.type.ndim == 0 and all(_accepts_inline(c) for c in readers)
+            return n.type.ndim == 0 and all(_accepts_inline(c, n) for c in readers)
         r = row(n)
         if not enabled or id(n) in outputs or not isinstance(r, (Elementwise, IndexMap)):
             return False
-        if not readers or not all(_accepts_inline(c) for c in readers):
+        if not readers or not all(_accepts_inline(c, n) for c in readers):
             return False
         if _cheap(r):
             return True
@@ -100,7 +113,7 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
         readers = uses.get(id(n), [])
         if not enabled or n.op not in RECOMPUTED or id(n) in outputs or len(readers) < 2:
             return False
-        if not all(_accepts_inline(c) and isinstance(row(c), (Elementwise, KernelRow))
+        if not all(_accepts_inline(c, n) and isinstance(row(c), (Elementwise, KernelRow))
                    for c in readers):
             return False
         # its operands are read from memory (or are cheap): the repeated work stays one op
@@ -113,10 +126,14 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
         _share_within_loops(graph, uses, inlined, outputs)
     views: dict[int, Node] = {}
     offsets: dict[int, int] = {}
+    slices: dict[int, Node] = {}
     kernels: list[Kernel] = []
     owners: dict[int, Kernel] = {}
     for n in graph.nodes:
         if id(n) in inlined or isinstance(row(n), Leaf):
+            continue
+        if isinstance(row(n), Slice) and id(n.inputs[0]) not in inlined:
+            slices[id(n)] = n
             continue
         if isinstance(row(n), (View, Part)) and id(n.inputs[0]) not in inlined:
             source = n.inputs[0]
@@ -140,7 +157,7 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
 
     for k in kernels:
         _collect(k, inlined)
-    return FusionPlan(graph, kernels, inlined, views, offsets)
+    return FusionPlan(graph, kernels, inlined, views, offsets, slices)
 
 
 #: kernels whose loop reads an inlined operand at the index of its own iteration, as an

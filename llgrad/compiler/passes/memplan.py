@@ -17,9 +17,19 @@ from llgrad.compiler.codegen.scalar import ALIGN, nbytes
 
 @dataclass(frozen=True, eq=False)
 class Buffer:
-    kind: str        # "input" | "output" | "arena" | "constant"
-    index: int       # argument slot, arena byte offset, or constant number
+    kind: str        # "input" | "output" | "arena" | "constant" | "slice"
+    index: int       # argument slot, arena byte offset, constant or slice number
     nbytes: int
+
+
+@dataclass(frozen=True, eq=False)
+class SliceBuffer(Buffer):
+    """Rows of ``source`` from row ``min(max(start, 0), last_start)`` on, where
+    ``start`` is the int64 scalar stored in ``start``: a dynamic_slice by address."""
+    source: Buffer = None
+    start: Buffer = None
+    row_bytes: int = 0
+    last_start: int = 0
 
 
 @dataclass
@@ -55,17 +65,17 @@ def plan_memory(fusion) -> MemoryPlan:
     requests = []                    # [start, end, nbytes, key]
     by_root: dict = {}
     for t, k in enumerate(fusion.kernels):
-        for n in k.reads:
-            req = by_root.get(id(fusion.root(n)))
+        for root in (r for n in k.reads for r in fusion.roots(n)):
+            req = by_root.get(id(root))
             if req is not None:
                 req[1] = t
         if k.output is None and not k.copy:
             req = [t, t, _nbytes(k.node), ("node", id(k.node))]
             by_root[id(k.node)] = req
             requests.append(req)
-        for s, nbytes in enumerate(row(k.node).scratch(k.node) if not k.copy and hasattr(
+        for s, size in enumerate(row(k.node).scratch(k.node) if not k.copy and hasattr(
                 row(k.node), "scratch") else ()):
-            requests.append([t, t, nbytes, ("scratch", t, s)])
+            requests.append([t, t, size, ("scratch", t, s)])
 
     offsets, arena_bytes = _assign_offsets(requests)
     scratch = [[] for _ in fusion.kernels]
@@ -86,14 +96,22 @@ def plan_memory(fusion) -> MemoryPlan:
         else:
             buf = buffers[id(k.node)]
         outputs.append(buf)
-    for view_id, root in fusion.views.items():
-        if id(root) in buffers:
+    numbers = {key: k for k, key in enumerate(fusion.slices)}
+    for n in graph.nodes:    # in order: a view of a slice, or a slice of a view
+        if id(n) in numbers:
+            operand, start = n.inputs
+            row_bytes = nbytes(operand.type.with_shape(operand.shape[1:]))
+            buffers[id(n)] = SliceBuffer("slice", numbers[id(n)], _nbytes(n),
+                                         buffers[id(operand)], buffers[id(start)], row_bytes,
+                                         operand.shape[0] - n.shape[0])
+        root = fusion.views.get(id(n))
+        if root is not None and id(root) in buffers:
             buf = buffers[id(root)]
-            offset = fusion.offsets.get(view_id)
+            offset = fusion.offsets.get(id(n))
             if offset is not None:   # a part of a multi-result node's buffer
                 assert buf.kind == "arena", "multi-result values live in the arena"
                 buf = Buffer("arena", buf.index + offset, buf.nbytes - offset)
-            buffers[view_id] = buf
+            buffers[id(n)] = buf
     return MemoryPlan(buffers, [tuple(s) for s in scratch], outputs, arena_bytes, constants)
 
 
