@@ -52,16 +52,17 @@ def test_fifty_native_steps_equal_a_python_loop(make_opt, backend):
 
 
 def test_grad_norms_of_parameters_of_every_rank_match_numpy(backend):
-    """Norms sum the leading axes first (a different order from one flat sum): checked
-    against numpy on a scalar, a vector, a matrix and a rank-3 parameter."""
+    """Norms of long rows sum each row first (a different order from one flat sum):
+    checked against numpy on a scalar, a vector, matrices with short and long rows and
+    a rank-3 parameter."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(24, 3))
     params = {"s": np.array(0.7), "v": rng.normal(size=3), "m": rng.normal(size=(3, 5)),
-              "t": rng.normal(size=(2, 5, 4))}
+              "t": rng.normal(size=(2, 5, 4)), "long": rng.normal(size=(3, 70))}
 
     def loss(p, xb):
         h = np.tanh(p["s"] * xb + p["v"]) @ p["m"]
-        return np.sum(np.tanh(h @ p["t"][0]) * (h @ p["t"][1]))
+        return np.sum(np.tanh(h @ p["t"][0]) * (h @ p["t"][1])) + np.sum(np.tanh(xb @ p["long"]))
 
     result = llgrad.train(loss, params, (x,), optim.sgd(1e-3), batch_size=8, backend=backend)
     grad, p = llgrad.grad(loss, backend=backend), params
