@@ -280,6 +280,13 @@ def test_a_product_blas_threads_sends_llgrad_workers_to_rest_first():
     assert rests(64, 64, 64, threads=2)
     assert not rests(32, 64, 64, threads=2)
     assert not rests(64, 64, 64, threads=1)
+    # a batch is one gemm call per product: OpenBLAS threads none of 4 x 32x64x64
+    a = RNG.standard_normal((4, 32, 64)).astype("float32")
+    b = RNG.standard_normal((4, 64, 64)).astype("float32")
+    dims = (((2,), (1,)), ((0,), (0,)))
+    exe = _compile([(a, b, dims)], "float32", threads=2, blas_min_flops=1)
+    _assert_close(exe(a, b)[0], a, b, dims)
+    assert "llgrad_pool_rest" not in exe.llvm_ir
 
 
 def test_scalar_only_products_go_to_blas_and_vectorisable_ones_stay_tiles():

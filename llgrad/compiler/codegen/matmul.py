@@ -254,7 +254,7 @@ def emit_dot_general(ctx, node, out):
     gemm = getattr(b.module, "llgrad_blas", {}).get(dtype)
     if _use_blas(b.module, gemm, c, tiles.vectorised(c.M, c.N, a_strides), ITEMSIZE[dtype]):
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
-        if _blas_would_thread(b.module, c.B * c.M * c.K * c.N):
+        if _blas_would_thread(b.module, c.M * c.K * c.N):   # OpenBLAS decides per gemm call
             b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # see runtime.pool
         _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
         return

@@ -14,8 +14,9 @@ register (``_share_within_loops``).
 
 Everything else is *materialised* by one ``Kernel`` in topological order.  reshape
 is a view of its operand's buffer, and so is a dynamic_slice of a stored operand (at
-an address computed from its start when the code runs).  Graph outputs are written straight into the
-caller's output arrays when possible, otherwise copied there at the end.
+an address computed from its start when the code runs).  Graph outputs are written
+straight into the caller's output arrays when possible, otherwise copied there at the
+end.
 """
 from __future__ import annotations
 
