@@ -209,6 +209,7 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     chunk = max(1, min(steps_per_call, total))
     state = optimizer.init(params) if opt_state is None else opt_state
     order = _epoch_orders(n, batch_size, epochs, shuffle)
+    in_order = shuffle is None
 
     p_leaves, p_tree = pytree.flatten(params)
     s_leaves, s_tree = pytree.flatten(state)
@@ -220,11 +221,11 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     signature = _signature(p_tree, s_tree, leaves, data)
     while done < total:
         steps = min(chunk, total - done)
-        key = (loss, optimizer, batch_size, steps, backend, signature, profile, shuffle is None)
+        key = (loss, optimizer, batch_size, steps, backend, signature, profile, in_order)
         if key not in _CACHE:
             t0 = time.perf_counter()
             _CACHE[key] = _compile_chunk(loss, optimizer, params, state, data, batch_size,
-                                         steps, backend, profile, shuffle is None)
+                                         steps, backend, profile, in_order)
             compile_seconds += time.perf_counter() - t0
         executable, graph = _CACHE[key]
         if runs is not None:

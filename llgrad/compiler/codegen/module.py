@@ -261,8 +261,7 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
     kernels, last_read = fusion.kernels, {}
     for t, kernel in enumerate(kernels):
         for n in kernel.reads:
-            for root in [n] + fusion.roots(n):
-                last_read[region.key(memory.buffers[id(root)])] = t
+            last_read[region.key(memory.buffers[id(n)])] = t
     for buf in memory.buffers.values():   # a slice reads its operand and start from
         if buf.kind == "slice":           # memory: a region must store them
             for pinned in (buf.source, buf.start):
