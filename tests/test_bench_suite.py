@@ -216,3 +216,29 @@ def test_quick_run_with_every_installed_peer(tmp_path):
     assert all(r["check"]["passed"] for r in checked)
     failed = [r for r in results["rows"] if r["status"] == "failed"]
     assert not failed, failed
+
+
+def test_the_peak_loop_computes_every_fma_it_counts():
+    """bench_peak's loop against the same recurrence in numpy: a loop that dropped or
+    merged chains would return another sum (and report a peak it never reached)."""
+    from benchmarks import bench_peak
+    f, flop_per_round = bench_peak.fma_loop()
+    lanes = flop_per_round // (2 * bench_peak.ACCUMULATORS)
+    rounds = 1000
+    chains = np.arange(1, bench_peak.ACCUMULATORS + 1, dtype=np.float32)
+    scale, shift = np.float32(bench_peak.SCALE), np.float32(bench_peak.SHIFT)
+    for _ in range(rounds):   # a fused multiply-add rounds once: exact in float64, then float32
+        chains = (chains.astype(np.float64) * scale + shift).astype(np.float32)
+    total = chains[0]
+    for chain in chains[1:]:
+        total = total + chain
+    assert lanes in (4, 8, 16)
+    assert f(rounds) == pytest.approx(float(total), rel=1e-6)
+    assert 0 < bench_peak.peak_gflops(f, flop_per_round, threads=1, repeats=1) < 1e4
+
+
+def test_the_peak_floor_counts_the_first_layers_two_products_per_step():
+    from benchmarks import bench_peak
+    (_, step), (_, run) = bench_peak.product_flops()
+    assert step == 2 * (2 * 64 * 784 * 128)
+    assert run == 200 * step
