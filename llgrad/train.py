@@ -40,6 +40,7 @@ class TrainResult:
     opt_state: object              # final optimizer state (resume with train(opt_state=...))
     loss_history: np.ndarray       # loss of every step, recorded by the native loop
     grad_norms: object             # per-parameter L2 gradient norm per step, params' structure
+                                   # (None with train(grad_norms=False))
     steps: int
     epochs: int
     seconds: float                 # wall time of the native calls (compilation excluded)
@@ -53,9 +54,9 @@ class TrainResult:
 
 
 def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n_state,
-               n_data, batch_size, in_order):
+               n_data, batch_size, in_order, grad_norms):
     """The loop body: (i, params..., state..., data..., order) -> (params'..., state'...,
-    loss, grad_norms).  ``in_order``: the data are not shuffled, so every batch is the
+    loss[, grad_norms]).  ``in_order``: the data are not shuffled, so every batch is the
     rows from its first index on."""
     with TraceContext("train_step") as ctx:
         b = ctx.builder
@@ -73,7 +74,6 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
             rows = b.dynamic_slice(order, start, size=batch_size)
             batch = [b.take(x, rows) for x in data]
         value, *grads = inline(b, loss_joint, params + batch)
-        norms = [b.reshape(b.sqrt(_sum_of_squares(b, g)), shape=(1,)) for g in grads]
         new_params, new_state = optimizer.update(
             pytree.unflatten(param_tree, [Tracer(g) for g in grads]),
             pytree.unflatten(state_tree, [Tracer(s) for s in state]),
@@ -84,8 +84,10 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
             node = numpy_ops.lift(new)
             node = node if node.dtype == old.dtype else b.convert(node, dtype=old.dtype)
             carried.append(b.broadcast_to(node, old.shape))
-        outputs = carried + [b.convert(value, dtype="float64"),
-                             b.convert(b.concatenate(*norms, axis=0), dtype="float64")]
+        outputs = carried + [b.convert(value, dtype="float64")]
+        if grad_norms:
+            norms = [b.reshape(b.sqrt(_sum_of_squares(b, g)), shape=(1,)) for g in grads]
+            outputs.append(b.convert(b.concatenate(*norms, axis=0), dtype="float64"))
     return optimize(Graph([step] + leaves, outputs, name="train_step"))
 
 
@@ -110,7 +112,7 @@ def _sum_of_squares(b, g):
 
 
 def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend, profile,
-                   in_order):
+                   in_order, grad_norms):
     p_leaves, p_tree = pytree.flatten(params)
     s_leaves, s_tree = pytree.flatten(state)
     p_names = pytree.leaf_names(p_tree, "params")
@@ -132,13 +134,13 @@ def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, back
     type_names = (p_names + pytree.leaf_names(s_tree, "opt_state")
                   + [f"data[{k}]" for k in range(len(data))] + ["order"])
     body = _step_body(joint, optimizer, p_tree, s_tree, list(zip(types, type_names)),
-                      len(p_leaves), len(s_leaves), len(data), batch_size, in_order)
+                      len(p_leaves), len(s_leaves), len(data), batch_size, in_order, grad_norms)
 
     b = Builder()
     inputs = [b.parameter(index=k, type=t, name=n) for k, (t, n) in enumerate(zip(types, type_names))]
     n_carried = len(p_leaves) + len(s_leaves)
     looped = b.loop(*inputs, body=body, trip_count=steps, n_carried=n_carried)
-    outputs = [b.tuple_get(looped, index=k) for k in range(n_carried + 2)]
+    outputs = [b.tuple_get(looped, index=k) for k in range(n_carried + 1 + grad_norms)]
     outer = Graph(inputs, outputs, name=f"train_{loss_name}")
     return compile_for(outer, backend, fastmath=False, profile=profile), outer
 
@@ -188,14 +190,17 @@ def _progress(done, total, loss, elapsed):
 
 def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, shuffle=None,
           progress: bool = False, callback=None, steps_per_call: int | None = None,
-          opt_state=None, backend: str = "native", profile: bool = False) -> TrainResult:
+          opt_state=None, grad_norms: bool = True, backend: str = "native",
+          profile: bool = False) -> TrainResult:
     """Train ``params`` to minimise ``loss(params, *batch)`` over minibatches of ``data``.
 
     ``shuffle=None`` keeps the data order; an int seeds a deterministic permutation per
     epoch.  ``progress`` and ``callback(info)`` run between native chunks (one epoch
     each unless ``steps_per_call`` says otherwise); a callback returning False stops
-    training after its chunk.  ``profile=True`` times every kernel of the step (the
-    result's ``profile``, see ``llgrad.profile``)."""
+    training after its chunk.  ``grad_norms=False`` leaves the per-step gradient norms
+    out (the result's ``grad_norms`` is None): they are the step's only reductions over
+    whole gradients, ~3% of a 784-128-10 MLP's step.  ``profile=True`` times every
+    kernel of the step (the result's ``profile``, see ``llgrad.profile``)."""
     if profile and backend != "native":
         raise ValueError(f"train(): profile=True needs backend='native', not {backend!r}")
     data, n = _check_data(data, batch_size)
@@ -221,11 +226,12 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     signature = _signature(p_tree, s_tree, leaves, data)
     while done < total:
         steps = min(chunk, total - done)
-        key = (loss, optimizer, batch_size, steps, backend, signature, profile, in_order)
+        key = (loss, optimizer, batch_size, steps, backend, signature, profile, in_order,
+               grad_norms)
         if key not in _CACHE:
             t0 = time.perf_counter()
             _CACHE[key] = _compile_chunk(loss, optimizer, params, state, data, batch_size,
-                                         steps, backend, profile, in_order)
+                                         steps, backend, profile, in_order, grad_norms)
             compile_seconds += time.perf_counter() - t0
         executable, graph = _CACHE[key]
         if runs is not None:
@@ -237,23 +243,24 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
         run_seconds += elapsed
         if runs is not None:
             runs.after(executable, elapsed)
+        step_losses, *step_norms = outputs[len(leaves):]
         leaves = outputs[:len(leaves)]
-        losses.append(outputs[-2])
-        norms.append(outputs[-1])
+        losses.append(step_losses)
+        norms += step_norms
         done += steps
         if progress:
-            _progress(done, total, float(outputs[-2][-1]), run_seconds)
+            _progress(done, total, float(step_losses[-1]), run_seconds)
         if callback is not None:
-            info = {"step": done, "epoch": done / steps_per_epoch, "loss": outputs[-2],
+            info = {"step": done, "epoch": done / steps_per_epoch, "loss": step_losses,
                     "params": pytree.unflatten(p_tree, leaves[:len(p_leaves)])}
             if callback(info) is False:
                 break
-    norm_matrix = np.concatenate(norms)
     return TrainResult(
         params=pytree.unflatten(p_tree, leaves[:len(p_leaves)]),
         opt_state=pytree.unflatten(s_tree, leaves[len(p_leaves):]),
         loss_history=np.concatenate(losses),
-        grad_norms=pytree.unflatten(p_tree, list(norm_matrix.T.copy())),
+        grad_norms=pytree.unflatten(p_tree, list(np.concatenate(norms).T.copy()))
+        if grad_norms else None,
         steps=done, epochs=math.ceil(done / steps_per_epoch), seconds=run_seconds,
         compile_seconds=compile_seconds, graph=graph,
         profile=None if runs is None else runs.profile())

@@ -51,6 +51,28 @@ def test_fifty_native_steps_equal_a_python_loop(make_opt, backend):
     assert steps >= 50
 
 
+def test_without_grad_norms_the_loop_trains_the_same_and_computes_no_norm(backend):
+    """grad_norms=False: the same parameters and losses as the Python loop, no norms in
+    the result, and no square root left in the compiled step (the norms' only one)."""
+    params, x, y = problem()
+    opt = optim.momentum(0.05)
+    result = llgrad.train(mlp_loss, params, (x, y), opt, batch_size=16, epochs=2,
+                          grad_norms=False, backend=backend)
+    expected, losses, _ = python_loop(opt, params, x, y, 16, result.steps, backend)
+    for k in params:
+        np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(result.loss_history, losses, rtol=1e-12)
+    assert result.grad_norms is None
+    with_norms = llgrad.train(mlp_loss, params, (x, y), opt, batch_size=16, backend=backend)
+    assert "sqrt" in step_ops(with_norms) and "sqrt" not in step_ops(result)
+
+
+def step_ops(result):
+    """The ops of the compiled step: the body of the loop every output comes from."""
+    loop = result.graph.outputs[0].inputs[0]
+    return [n.op for n in loop.attrs["body"].nodes]
+
+
 def test_grad_norms_of_parameters_of_every_rank_match_numpy(backend):
     """Norms of long rows sum each row first (a different order from one flat sum):
     checked against numpy on a scalar, a vector, matrices with short and long rows and

@@ -36,7 +36,8 @@ def train(backend):
     def prepare(workload, problem):
         sgd = optim.sgd(problem.lr)
         return lambda: llgrad.train(traced_loss(workload), problem.params, problem.data, sgd,
-                                    batch_size=problem.batch, backend=backend).params
+                                    batch_size=problem.batch, grad_norms=False,
+                                    backend=backend).params
     return prepare
 
 
@@ -45,14 +46,16 @@ def profile(workload, problem) -> str:
     if workload.training:     # the third run: the first ones compile and warm up
         sgd = optim.sgd(problem.lr)
         runs = [llgrad.train(traced_loss(workload), problem.params, problem.data, sgd,
-                             batch_size=problem.batch, profile=True) for _ in range(3)]
+                             batch_size=problem.batch, grad_norms=False, profile=True)
+                for _ in range(3)]
         return str(runs[-1].profile)
     return str(llgrad.profile(llgrad.grad(traced_loss(workload)), problem.params, *problem.data))
 
 
 SYSTEMS = [
     System("llgrad native", gradient("native"), train("native"),
-           note="llgrad.grad; training: llgrad.train, all steps in one native call"),
+           note="llgrad.grad; training: llgrad.train, all steps in one native call, "
+                "per-step losses recorded, gradient norms off (no peer computes them)"),
     System("llgrad interpreter", gradient("interpret"), train("interpret"),
            note='the same optimised graph run by numpy (backend="interpret")'),
     System("llgrad native, forward only", forward, forward_only=True,
