@@ -30,14 +30,14 @@ ITERATIONS = 20_000_000
 SCALE, SHIFT = 0.999999, 1e-7   # each chain: x <- x * SCALE + SHIFT
 
 
-def product_flops() -> list:
-    """[(what, flop)]: the first layer's two products (x @ w1 and x^T @ dh, 2·batch·in·hidden
-    flop each) of one step of workload 3 and of workload 4's whole run; the output layer's
-    small products are left out, so the floor is a true lower bound."""
-    step, = workloads.mlp_step_problems(False)
-    run, = workloads.training_problems(False)
-    return [(f"workload {n}: {p.size}", (p.steps or 1) * 2 * 2 * p.batch * p.params["w1"].size)
-            for n, p in ((3, step), (4, run))]
+def product_flops(quick: bool = False) -> dict:
+    """{workload key: flop}: the first layer's two products (x @ w1 and x^T @ dh,
+    2·batch·in·hidden flop each) of one step of workload 3 and of workload 4's whole run
+    (its first size); the output layer's small products are left out, so that the floor
+    they give is a true lower bound."""
+    return {key: (p.steps or 1) * 2 * 2 * p.batch * p.params["w1"].size
+            for key, p in (("mlp_step", workloads.mlp_step_problems(quick)[0]),
+                           ("training", workloads.training_problems(quick)[0]))}
 
 
 def fma_loop():
@@ -84,33 +84,43 @@ def fma_loop():
     return f, ACCUMULATORS * lanes * 2
 
 
-def peak_gflops(f, flop_per_round, threads: int, repeats: int = 5) -> float:
+def peak_gflops(f, flop_per_round, threads: int, repeats: int = 5,
+                iterations: int = ITERATIONS) -> float:
     """The best of ``repeats`` runs of ``f`` on ``threads`` threads at once (ctypes lets
     go of the GIL during the call)."""
     best = float("inf")
     for _ in range(repeats):
-        workers = [threading.Thread(target=f, args=(ITERATIONS,)) for _ in range(threads)]
+        workers = [threading.Thread(target=f, args=(iterations,)) for _ in range(threads)]
         start = time.perf_counter()
         for w in workers:
             w.start()
         for w in workers:
             w.join()
         best = min(best, time.perf_counter() - start)
-    return threads * ITERATIONS * flop_per_round / best / 1e9
+    return threads * iterations * flop_per_round / best / 1e9
+
+
+def measure(threads: int, quick: bool = False) -> float:
+    """The peak in Gflop/s on ``threads`` threads: the median of three bests (``quick``:
+    one best of short runs, for tests)."""
+    f, flop = fma_loop()
+    if quick:
+        return peak_gflops(f, flop, threads, repeats=2, iterations=ITERATIONS // 10)
+    return statistics.median(peak_gflops(f, flop, threads) for _ in range(3))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
     args = parser.parse_args()
-    f, flop = fma_loop()
     print(f"float32 FMA peak of this machine ({llvm.get_host_cpu_name()}), "
           f"{ACCUMULATORS} chains of vector FMAs:")
+    titles = {w.key: w.title for w in workloads.WORKLOADS}
     for threads in (int(t) for t in args.threads.split(",")):
-        gflops = statistics.median(peak_gflops(f, flop, threads) for _ in range(3))
+        gflops = measure(threads)
         print(f"  {threads} thread(s): {gflops:.1f} Gflop/s")
-        for what, work in product_flops():
-            print(f"    {what}: {work / 1e9:.3g} Gflop of products, "
+        for key, work in product_flops().items():
+            print(f"    {titles[key]}: {work / 1e9:.3g} Gflop of products, "
                   f"at least {work / gflops / 1e6:.3g} ms")
 
 

@@ -188,6 +188,25 @@ def ratio_table(ratios) -> list[str]:
     return table
 
 
+def peak_table(peak, rows) -> list[str]:
+    """Every system's median against the floor the machine's FMA peak puts under the
+    workload's products: median / floor is the most that any code could be faster than
+    that system here (a target above it asks for more than the arithmetic units do).
+    The forward pass alone runs one of the two products, so it has no row."""
+    lines = []
+    for row in rows:
+        flop = peak["product_flop"].get(row["workload"])
+        if (flop is None or row["size"] != peak["sizes"][row["workload"]]
+                or "median_s" not in row or row["system"] == FORWARD):
+            continue
+        floor = flop / (peak["gflops"] * 1e9)
+        amount = f"{flop / 1e9:.3g} Gflop" if flop >= 1e9 else f"{flop / 1e6:.3g} Mflop"
+        lines.append([row["title"], row["size"], amount, duration(floor),
+                      row["system"], duration(row["median_s"]), f"{row['median_s'] / floor:.2f}"])
+    return _table(["workload", "size", "products", "floor at peak", "system", "median",
+                   "median / floor"], lines)
+
+
 def all_checks_passed(results) -> bool:
     return (all(c["passed"] for c in results["reference_checks"])
             and all(r["check"]["passed"] for r in results["rows"] if r.get("check")))
@@ -221,6 +240,14 @@ def markdown(results) -> str:
                 "`train(profile=True)`), one line per kernel:", ""]
         for key, text in results["profiles"].items():
             out += [f"{key}:", "", "```", text, "```", ""]
+    if results.get("peak"):
+        peak = results["peak"]
+        out += ["## Against this machine's peak", "",
+                f"float32 FMA peak on {peak['threads']} thread(s), measured "
+                f"(`benchmarks/bench_peak.py`): {peak['gflops']:.0f} Gflop/s. The first "
+                "layer's two products alone take at least their flops over it (the floor); "
+                "median / floor is the most any code could be faster than that system here.",
+                ""] + peak_table(peak, rows) + [""]
     out += ["## Checks", "",
             "Every system's result is compared with the hand-written gradient in float64 "
             "(training: with float64 SGD), and that reference with central finite "

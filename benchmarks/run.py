@@ -157,7 +157,7 @@ def _run(args, command, pinned_by, caches) -> int:
     options = argparse.Namespace(
         quick=quick, seconds=args.seconds or (0.05 if quick else 1.0),
         rounds=args.rounds or (3 if quick else 5), budget=args.budget or (20.0 if quick else 40.0))
-    from benchmarks import measure, report, workloads
+    from benchmarks import bench_peak, measure, report, workloads
     from benchmarks.systems import registry
 
     systems = _chosen(registry(), args.systems, lambda s: s.name)
@@ -185,6 +185,13 @@ def _run(args, command, pinned_by, caches) -> int:
                                             log=lambda line: print(line, flush=True))
         results["rows"] += rows
         results["reference_checks"] += checks
+    flops = bench_peak.product_flops(quick)
+    bounded = [w for w in chosen if w.key in flops]
+    if bounded:   # the floor the machine's peak puts under the products (report.peak_table)
+        results["peak"] = {"threads": args.threads,
+                           "gflops": bench_peak.measure(args.threads, quick),
+                           "product_flop": {w.key: flops[w.key] for w in bounded},
+                           "sizes": {w.key: w.problems(quick)[0].size for w in bounded}}
     if args.profile:
         from benchmarks.systems import llgrad_systems
         results["profiles"] = {w.key: llgrad_systems.profile(w, w.problems(quick)[0])

@@ -239,6 +239,22 @@ def test_the_peak_loop_computes_every_fma_it_counts():
 
 def test_the_peak_floor_counts_the_first_layers_two_products_per_step():
     from benchmarks import bench_peak
-    (_, step), (_, run) = bench_peak.product_flops()
-    assert step == 2 * (2 * 64 * 784 * 128)
-    assert run == 200 * step
+    flops = bench_peak.product_flops()
+    assert flops["mlp_step"] == 2 * (2 * 64 * 784 * 128)
+    assert flops["training"] == 200 * flops["mlp_step"]
+
+
+def test_the_report_sets_every_median_against_the_floor_of_the_machines_peak(quick):
+    """No system can beat the floor (the products' flops over the measured FMA peak): a
+    median below it would mean a wrong flop count or a peak measured too low."""
+    out, results = quick
+    peak = results["peak"]
+    assert set(peak["product_flop"]) == {"mlp_step", "training"} and peak["gflops"] > 0
+    timed = [r for r in results["rows"] if r["workload"] in peak["product_flop"]
+             and r["size"] == peak["sizes"][r["workload"]] and "median_s" in r
+             and r["system"] != report.FORWARD]     # one of the two products
+    assert timed
+    for row in timed:
+        assert row["median_s"] > peak["product_flop"][row["workload"]] / (peak["gflops"] * 1e9)
+    text = (out / "report.md").read_text()
+    assert "## Against this machine's peak" in text and "median / floor" in text
