@@ -257,6 +257,8 @@ def emit_dot_general(ctx, node, out):
         if _blas_would_thread(b.module, c.M * c.K * c.N):   # OpenBLAS decides per gemm call
             b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # see runtime.pool
         _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
+        if ctx.epilogue is not None:
+            ctx.epilogue.run_all(b)
         return
     # a stored W of A @ W.T is transposed by the bands of C that read it (``_emit_tiles``)
     banded = need_r and len(rhs.shape) == 2 and _blockwise(ctx, rhs, c.rhs_perm)
@@ -268,7 +270,7 @@ def emit_dot_general(ctx, node, out):
                 tiles.Matrix(Bm, _strides(None if need_r else lb, c.K, c.N)),
                 tiles.Matrix(out, _strides("N", c.M, c.N)), dtype, tuple(ctx.flags) or _CONTRACT,
                 carried=id(rhs) in getattr(b.module, "llgrad_carried", ()),
-                transposed_from=ctx.pointer(rhs) if banded else None)
+                transposed_from=ctx.pointer(rhs) if banded else None, epilogue=ctx.epilogue)
 
 
 #: products of at least this many multiply-adds are split into bands of C across the
@@ -277,7 +279,8 @@ def emit_dot_general(ctx, node, out):
 PARALLEL_MIN_FLOPS = 2 ** 19
 
 
-def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=None):
+def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=None,
+                epilogue=None):
     """The tiles, split into bands of C that the pool runs at once when the product
     is large and the module may use threads; each element of C is computed exactly
     as without the split.  Products are cut into row bands, as an elementwise kernel
@@ -296,7 +299,12 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=N
     ``transposed_from``: B is the transpose of this stored matrix (``A @ W.T``), to be
     copied into ``bm`` first.  Split, each column band copies its own columns, so the
     copy runs on every core and no core reads what another wrote (float32 64x128 @
-    (784x128).T at two threads: 105 us with one copy before row bands)."""
+    (784x128).T at two threads: 105 us with one copy before row bands).
+
+    ``epilogue`` (``codegen.epilogue``): run on each band of a tile's rows as soon as
+    the tiles have written it; after the whole product where bands of rows are not
+    what the product is cut into (a pipeline over k, column bands), or where the
+    epilogue alone would be split across threads but the product is not."""
     bits = getattr(b.module, "llgrad_vector_bits", 256)
     parts = getattr(b.module, "llgrad_threads", 1)
     lanes = _lanes(b.module, dtype)
@@ -317,20 +325,31 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=N
     if not (alone or staged):
         band = -(-extent // (parts * unit)) * unit
         bands = -(-extent // band)
+    by_bands = epilogue is not None and not staged and (by_rows or bands < 2) and (
+        bands > 1 or parallel.split_unit(parts, c.M * c.N, c.M, epilogue.flat) is None)
     if bands < 2:
         if transposed_from is not None:
             copy_columns(b, transposed_from, bm.ptr, i64(0), c.N)
         if staged:
             _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts)
         else:
-            tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits)
+            tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits,
+                               after_rows=(lambda pb, first, count: epilogue.run(
+                                   pb, epilogue.pointers, first, count)) if by_bands else None)
+        if epilogue is not None and not by_bands:
+            epilogue.run_all(b)
         return
     parts = bands
     last = extent - (parts - 1) * band
 
+    own = 3 + (transposed_from is not None)
+
     def emit_part(pb, pointers, part):
         pa, pbm, pc = pointers[:3]
         first = pb.mul(part, i64(band))
+
+        def after_rows(rb, row, count):   # rows of the band, counted from its first
+            epilogue.run(rb, pointers[own:], rb.add(first, row), count)
 
         def product(size):
             if transposed_from is not None:
@@ -338,7 +357,8 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=N
             if by_rows:
                 tiles.emit_product(pb, (c.B, size, c.K, c.N), a.rows_from(pb, pa, first, dtype),
                                    tiles.Matrix(pbm, bm.strides),
-                                   out.rows_from(pb, pc, first, dtype), dtype, flags, bits)
+                                   out.rows_from(pb, pc, first, dtype), dtype, flags, bits,
+                                   after_rows=after_rows if by_bands else None)
             else:
                 tiles.emit_product(pb, (c.B, c.M, c.K, size), tiles.Matrix(pa, a.strides),
                                    bm.cols_from(pb, pbm, first, dtype),
@@ -353,7 +373,10 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=N
                 product(last)
 
     pointers = [a.ptr, bm.ptr, out.ptr] + ([] if transposed_from is None else [transposed_from])
+    pointers += list(epilogue.pointers) if by_bands else []
     parallel.run_parts(b, f"{b.function.name}.bands", parts, pointers, emit_part)
+    if epilogue is not None and not by_bands:
+        epilogue.run_all(b)
 
 
 #: products with few rows and long sums whose result is at most this large run as a

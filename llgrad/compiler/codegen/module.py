@@ -24,6 +24,7 @@ import numpy as np
 from llvmlite import ir
 
 from . import math, parallel, profile, region
+from .epilogue import Epilogue
 from .indexing import Index
 from .kernels import clamped_start
 from .loops import counted_loop, loop_nest
@@ -40,6 +41,7 @@ class KernelContext:
         self.scratch = scratch        # pointers to this kernel's scratch buffers
         self.flags = flags            # fast-math flags for float arithmetic
         self.values = values or {}    # id(node) -> a scalar already in a register
+        self.epilogue = None          # a product's: runs the next kernel on its rows
         self._computed = {}           # (id(node), id(index)) -> (index, value)
 
     def pointer(self, node):
@@ -278,34 +280,78 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
                 eb.call(_shared(module, fn), [entry.args[0]])
             t = stop
             continue
-        with profile.timed(module, eb, lambda: profile.kernel_label(name, t, kernels[t:t + 1])):
+        paired = id(kernels[t].node) in fusion.epilogues   # kernel t + 1 runs inside it
+        with profile.timed(module, eb, lambda: profile.kernel_label(
+                name, t, kernels[t:t + 1 + paired], epilogue=paired)):
             _emit_kernel(module, name, eb, address, t, kernels[t], fusion, memory, globals_,
                          flags)
-        t += 1
+        t += 1 + paired
     eb.ret_void()
     return entry
 
 
 def _emit_kernel(module, name, eb, address, t, kernel, fusion, memory, globals_, flags):
-    """Kernel ``t`` as its own function, and its call from the entry builder ``eb``."""
+    """Kernel ``t`` as its own function, and its call from the entry builder ``eb``; a
+    product with an epilogue (``fusion.epilogues``) runs kernel ``t + 1`` too."""
     node = kernel.node
-    out_buf = memory.outputs[t]
-    read_bufs = []
-    for n in kernel.reads:
-        buf = memory.buffers[id(n)]
-        if buf.kind != "constant" and all(buf is not r for r in read_bufs):
-            read_bufs.append(buf)
-    params = [out_buf] + read_bufs + list(memory.scratch[t])
     r = row(node)
     threads = getattr(module, "llgrad_threads", 1)
     # an elementwise loop (what _emit_elementwise_kernel runs over a range): flat, or
     # over axes (broadcasts, transposes inside) and then split by rows
     loop = kernel.copy or not isinstance(r, Kernel)
     flat = loop and (kernel.copy or not needs_axes(node, fusion.inlined))
-    split = (threads > 1 and loop and node.type.size >= parallel.MIN_ELEMENTS
-             and (flat or node.shape[0] >= threads))
-    ranged = [I64, I64] if split else []   # the element or row range [lo, hi) it computes
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params) + ranged),
+    unit = (parallel.split_unit(threads, node.type.size, node.shape[0] if node.shape else 1, flat)
+            if loop else None)
+    after = fusion.epilogues.get(id(node))
+    if after is not None:
+        e_fn, e_params, e_flat = _ranged_function(module, name, t + 1, after, fusion, memory,
+                                                  globals_, flags)
+    fn, params, ctx = _kernel_function(module, name, t, kernel, memory, globals_, flags,
+                                       ranged=unit is not None,
+                                       extra=e_params if after is not None else ())
+    if after is not None:
+        arg_of = {id(buf): arg for buf, arg in zip(params, fn.args)}
+        ctx.epilogue = Epilogue(e_fn, tuple(arg_of[id(buf)] for buf in e_params),
+                                node.shape[0], node.type.size // node.shape[0], e_flat)
+    if isinstance(r, Kernel) and not kernel.copy:
+        r.emit(ctx, node, fn.args[0])
+    else:
+        _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy,
+                                 fn.args[len(params):] if unit else None, by_rows=not flat)
+    ctx.b.ret_void()
+    if unit is not None:
+        parallel.call_split(eb, _shared(module, fn), [address(buf) for buf in params],
+                            node.type.size if flat else node.shape[0], threads, unit)
+    else:
+        eb.call(_shared(module, fn), [address(buf) for buf in params])
+
+
+def _ranged_function(module, name, t, kernel, fusion, memory, globals_, flags):
+    """Elementwise kernel ``t`` as ``void fn(ptr..., i64 lo, i64 hi)`` over a range of
+    elements or, when it needs axes, of rows: (fn, its buffers, whether flat)."""
+    flat = not needs_axes(kernel.node, fusion.inlined)
+    fn, params, ctx = _kernel_function(module, name, t, kernel, memory, globals_, flags,
+                                       ranged=True)
+    _emit_elementwise_kernel(ctx, kernel.node, fn.args[0], fusion.inlined, False,
+                             fn.args[len(params):], by_rows=not flat)
+    ctx.b.ret_void()
+    return _shared(module, fn), params, flat
+
+
+def _kernel_function(module, name, t, kernel, memory, globals_, flags, *, ranged, extra=()):
+    """The function of kernel ``t``, its body still to emit: (fn, the buffers its pointer
+    arguments are, a KernelContext).  Its arguments: the output, the stored inputs,
+    scratch, the ``extra`` buffers not among those (what an epilogue it runs reads and
+    writes), then ``i64 lo, hi`` when ``ranged``."""
+    node = kernel.node
+    read_bufs = []
+    for n in kernel.reads:
+        buf = memory.buffers[id(n)]
+        if buf.kind != "constant" and all(buf is not r for r in read_bufs):
+            read_bufs.append(buf)
+    own = [memory.outputs[t]] + read_bufs + list(memory.scratch[t])
+    params = own + [buf for buf in extra if all(buf is not p for p in own)]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params) + [I64, I64] * ranged),
                      f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
     fn.linkage = "internal"
     if not all(region.is_scalar(n) for n in (node, *kernel.reads)):
@@ -324,23 +370,7 @@ def _emit_kernel(module, name, eb, address, t, kernel, fusion, memory, globals_,
         buf = memory.buffers[id(n)]
         pointers[id(n)] = globals_[buf.index] if buf.kind == "constant" else arg_of[id(buf)]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    ctx = KernelContext(b, pointers, fn.args[1 + len(read_bufs):], flags)
-    if isinstance(r, Kernel) and not kernel.copy:
-        r.emit(ctx, node, fn.args[0])
-    elif split:
-        _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy,
-                                 fn.args[len(params):], by_rows=not flat)
-    else:
-        _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy)
-    b.ret_void()
-    if split:
-        # rows cut on cache-line boundaries where a row is shorter than a line
-        line = parallel.LINE_ELEMENTS
-        unit = line if flat else -(-line // max(1, node.type.size // node.shape[0]))
-        parallel.call_split(eb, _shared(module, fn), [address(buf) for buf in params],
-                            node.type.size if flat else node.shape[0], threads, unit)
-    else:
-        eb.call(_shared(module, fn), [address(buf) for buf in params])
+    return fn, params, KernelContext(b, pointers, fn.args[1 + len(read_bufs):len(own)], flags)
 
 
 def _shared(module, fn: ir.Function) -> ir.Function:

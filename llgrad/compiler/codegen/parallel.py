@@ -45,6 +45,16 @@ def default_parts() -> int:
     return max(1, min(cores, 8))
 
 
+def split_unit(threads: int, elements: int, rows: int, flat: bool) -> int | None:
+    """The boundary an elementwise loop over ``elements`` (``rows`` rows) is cut on
+    across ``threads`` (elements when ``flat``, else rows: whole cache lines where a row
+    is shorter than a line), or None when it runs whole (small, or fewer rows than
+    threads)."""
+    if threads < 2 or elements < MIN_ELEMENTS or not (flat or rows >= threads):
+        return None
+    return LINE_ELEMENTS if flat else -(-LINE_ELEMENTS // max(1, elements // rows))
+
+
 def run_parts(b: ir.IRBuilder, name: str, parts: int, pointers, emit_part) -> None:
     """Run the code ``emit_part(builder, pointers, part)`` emits once for each ``part``
     (an ``i64`` value) in ``[0, parts)``, on the pool's threads (``runtime.pool``).

@@ -49,12 +49,16 @@ def timed(module: ir.Module, b: ir.IRBuilder, describe):
                      amount, "monotonic")
 
 
-def kernel_label(graph_name: str, first: int, kernels) -> dict:
+def kernel_label(graph_name: str, first: int, kernels, epilogue: bool = False) -> dict:
     """What a call site runs, for the report: kernels ``first``.. of graph
-    ``graph_name`` (several for a run of loop-free scalar kernels), their op, result
-    type, what is fused in, arithmetic and bytes read and written, and the user's line."""
+    ``graph_name`` (several for a run of loop-free scalar kernels; a product and the
+    kernel it runs as its ``epilogue``, shown as fused into it), their op, result type,
+    what is fused in, arithmetic and bytes read and written, and the user's line."""
     node = kernels[0].node
-    if len(kernels) > 1:
+    fused = [n.op for k in kernels for n in k.inlined]
+    if epilogue:
+        fused = [kernels[1].node.op] + fused
+    if len(kernels) > 1 and not epilogue:
         what = f"{len(kernels)} kernels"
     elif node.op == "loop":
         what = f"{node.attrs['trip_count']} steps"
@@ -62,8 +66,9 @@ def kernel_label(graph_name: str, first: int, kernels) -> dict:
         what = str(node.type)
     whole_loop = node.op == "loop"      # its body's kernels have rows of their own
     return {"graph": graph_name, "kernels": [first, first + len(kernels) - 1],
-            "op": "copy" if kernels[0].copy else node.op if len(kernels) == 1 else "scalars",
-            "type": what, "fused": [n.op for k in kernels for n in k.inlined],
+            "op": "copy" if kernels[0].copy else node.op if len(kernels) == 1 or epilogue
+            else "scalars",
+            "type": what, "fused": fused,
             "flops": 0 if whole_loop else sum(flops(n) for k in kernels
                                               for n in [k.node, *k.inlined]),
             "bytes": 0 if whole_loop else sum(_bytes(k) for k in kernels),

@@ -80,16 +80,24 @@ class Stage:
 
 
 def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype: str,
-                 flags, vector_bits: int, stage: Stage | None = None) -> None:
+                 flags, vector_bits: int, stage: Stage | None = None,
+                 after_rows: Callable | None = None) -> None:
     """C[i] = A[i] @ B[i] for each batch ``i``; ``shape`` is (batch, M, K, N) (K may
     be an ``i64`` value).
 
     B and C must have contiguous rows (``contiguous_rows``).  When N is 1 and A's
     columns are contiguous, the transposed product (C^T = B^T A^T) runs instead, so
     that a matrix-vector product is vectorised along M (not with a ``stage``).
+    ``after_rows(b, first, count)`` (one batch, no ``stage``) emits what runs on rows
+    ``[first, first + count)`` of C (``i64`` values) once they are written: the tiles
+    then compute one band of rows across all of C's columns, then the next.
     """
     nb, M, K, N = shape
     if N == 1 and vectorised(M, N, a.strides) and stage is None:
+        if after_rows is not None:      # the transposed product has no bands of C's rows
+            emit_product(b, shape, a, bm, c, dtype, flags, vector_bits)
+            after_rows(b, i64(0), i64(M))
+            return
         a, bm, c = bm.transposed(), a.transposed(), c.transposed()
         M, N = N, M
     if M == 0 or N == 0:
@@ -114,14 +122,17 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
                        b.add(b.mul(row, i64(m.strides[1])), b.mul(col, i64(m.strides[2]))))
         return _element(b, m.ptr, offset, dtype)
 
+    def call_tiles(fn, batch, first, j, count):
+        b.call(fn, [at(a, batch, first, i64(0)), at(bm, batch, 0, j), at(c, batch, first, j),
+                    i64(count)] + strides)
+
     def panel(fn, batch, j):
         """Columns j.. of one batch: M // rows tiles, then, when rows do not divide M,
         one more ending at row M, overlapping its neighbour (which it overwrites with
         the same values): one tile function instead of a second for the rest."""
         for first, count in [(0, M // rows)] + ([(M - rows, 1)] if M % rows else []):
             if stage is None:
-                b.call(fn, [at(a, batch, first, i64(0)), at(bm, batch, 0, j),
-                            at(c, batch, first, j), i64(count)] + strides)
+                call_tiles(fn, batch, first, j, count)
                 continue
             with counted_loop(b, count, "staged") as i:     # one tile at a time
                 row = b.add(i64(first), b.mul(i, i64(rows)))
@@ -138,14 +149,29 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
             sequence = b.alloca(I64)
         b.store(i64(0), sequence)
 
-    def product(batch):
+    def across(batch, visit):
+        """``visit(fn, j)`` for every block of columns from j (an ``i64`` value)."""
         for count, widths, j0 in col_blocks:
             fn = _tile_function(b.module, dtype, rows, widths, flags,
                                 resume=stage is not None and stage.partials is not None)
             _repeat(b, count, "nt", lambda t, fn=fn, width=sum(widths), j0=j0:
-                    panel(fn, batch, b.add(b.mul(t, i64(width)), i64(j0))))
+                    visit(fn, b.add(b.mul(t, i64(width)), i64(j0))))
 
-    _repeat(b, nb, "batch", product)
+    if after_rows is None:
+        _repeat(b, nb, "batch", lambda batch: across(batch, lambda fn, j: panel(fn, batch, j)))
+        return
+    assert nb == 1 and stage is None, "bands of rows are those of one product"
+
+    def band(first):    # one tile's rows across every column (the last may overlap)
+        across(i64(0), lambda fn, j: call_tiles(fn, i64(0), first, j, 1))
+
+    with counted_loop(b, M // rows, "band") as i:
+        first = b.mul(i, i64(rows))
+        band(first)
+        after_rows(b, first, i64(rows))
+    if M % rows:
+        band(i64(M - rows))
+        after_rows(b, i64(M - M % rows), i64(M % rows))
 
 
 #: a tile size the module already has a function for is taken when it costs at most

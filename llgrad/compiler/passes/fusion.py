@@ -12,7 +12,11 @@ A costly value with several readers is inlined too when all of them compute into
 loop at its own index: that loop computes it once per element and every reader uses the
 register (``_share_within_loops``).
 
-Everything else is *materialised* by one ``Kernel`` in topological order.  reshape
+Everything else is *materialised* by one ``Kernel`` in topological order.  An
+elementwise kernel right after a matrix product that reads it at its own index (a bias
+and activation, an optimizer's update of a weight by its gradient) is the product's
+*epilogue*: it runs on each band of rows as soon as the product has written them, while
+they are still in cache (``codegen.epilogue``).  reshape
 is a view of its operand's buffer, and so is a dynamic_slice of a stored operand (at
 an address computed from its start when the code runs).  Graph outputs are written
 straight into the caller's output arrays when possible, otherwise copied there at the
@@ -25,6 +29,7 @@ from typing import Optional
 
 from llgrad.compiler.codegen.lowering import Elementwise, IndexMap, Kernel as KernelRow, \
     Leaf, Part, Slice, View, row
+from llgrad.compiler.codegen.matmul import canonical
 from llgrad.compiler.codegen.scalar import part_offset
 from llgrad.ir.graph import Graph, Node
 
@@ -47,6 +52,7 @@ class FusionPlan:
     views: dict             # id(reshape node) -> the node whose buffer it shares
     offsets: dict = field(default_factory=dict)  # id(view) -> byte offset in that buffer
     slices: dict = field(default_factory=dict)   # id(dynamic_slice) -> it, sliced by address
+    epilogues: dict = field(default_factory=dict)  # id(product) -> Kernel run as its epilogue
 
     def root(self, node: Node) -> Node:
         """The node that owns ``node``'s bytes (itself unless it is a view)."""
@@ -158,7 +164,42 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
 
     for k in kernels:
         _collect(k, inlined)
-    return FusionPlan(graph, kernels, inlined, views, offsets, slices)
+    epilogues = _epilogues(graph, kernels) if enabled else {}
+    return FusionPlan(graph, kernels, inlined, views, offsets, slices, epilogues)
+
+
+def _epilogues(graph: Graph, kernels: list) -> dict:
+    """{id(product): the Kernel right after it} where that kernel is an elementwise loop
+    over the product's own shape that reads the product only at its own index, through
+    elementwise nodes: each of its rows then needs only the same row of the product.
+    A product of one matrix by another only, whose result's axes are the product's rows
+    and columns (a vector times a 2x4 array is a 1x8 product with a 2x4 result)."""
+    order = {id(n): k for k, n in enumerate(graph.nodes)}
+    found = {}
+    for product, consumer in zip(kernels, kernels[1:]):
+        p, e = product.node, consumer.node
+        if (p.op == "dot_general" and not product.copy and not consumer.copy
+                and isinstance(row(e), Elementwise) and e.shape == p.shape and p.type.ndim == 2
+                and p.type.size > 1 and _one_matrix(canonical(p), p.shape)
+                and any(n is p for n in consumer.reads) and _read_in_place(consumer, p, order)):
+            found[id(p)] = consumer
+    return found
+
+
+def _one_matrix(c, shape) -> bool:
+    return c.B == 1 and (c.M, c.N) == tuple(shape)
+
+
+def _read_in_place(kernel: Kernel, product: Node, order: dict) -> bool:
+    """Whether every node of ``kernel`` on a path from its root to ``product`` is
+    elementwise: then ``product`` is read at the index the kernel is computing, never
+    at another (a transpose or a broadcast on the way would read other rows)."""
+    inside = {id(n) for n in kernel.inlined}
+    nodes = sorted([kernel.node, *kernel.inlined], key=lambda n: order[id(n)])
+    leads = {}       # id(node) -> whether a path from it reaches the product
+    for n in nodes:  # operands before their readers
+        leads[id(n)] = any(x is product or (id(x) in inside and leads[id(x)]) for x in n.inputs)
+    return all(isinstance(row(n), Elementwise) for n in nodes if leads[id(n)])
 
 
 #: kernels whose loop reads an inlined operand at the index of its own iteration, as an

@@ -5,7 +5,9 @@ and every other buffer at an offset in one arena allocated once per executable.
 Offsets are reused: a buffer's lifetime runs from the kernel that writes it to the
 last kernel that reads it (directly or through a view), and two buffers share bytes
 only when their lifetimes are disjoint.  A kernel's output never shares bytes with
-its own inputs, which is what makes its ``noalias`` pointers true.
+its own inputs, which is what makes its ``noalias`` pointers true.  A product's epilogue
+(``fusion``) runs while the product does, so the product's inputs and scratch live
+until the epilogue's step too: the epilogue's output never takes their bytes.
 """
 from __future__ import annotations
 
@@ -64,8 +66,11 @@ def plan_memory(fusion) -> MemoryPlan:
     # lifetimes of arena buffers, in kernel steps
     requests = []                    # [start, end, nbytes, key]
     by_root: dict = {}
-    for t, k in enumerate(fusion.kernels):
-        for root in (r for n in k.reads for r in fusion.roots(n)):
+    kernels = fusion.kernels
+    with_next = [id(k.node) in fusion.epilogues for k in kernels]  # a product, its epilogue
+    for t, k in enumerate(kernels):
+        reads = k.reads + (kernels[t - 1].reads if t and with_next[t - 1] else [])
+        for root in (r for n in reads for r in fusion.roots(n)):
             req = by_root.get(id(root))
             if req is not None:
                 req[1] = t
@@ -75,7 +80,7 @@ def plan_memory(fusion) -> MemoryPlan:
             requests.append(req)
         for s, size in enumerate(row(k.node).scratch(k.node) if not k.copy and hasattr(
                 row(k.node), "scratch") else ()):
-            requests.append([t, t, size, ("scratch", t, s)])
+            requests.append([t, t + with_next[t], size, ("scratch", t, s)])
 
     offsets, arena_bytes = _assign_offsets(requests)
     scratch = [[] for _ in fusion.kernels]
