@@ -257,7 +257,7 @@ def test_with_llgrad_threads_products_blas_would_thread_are_tiles():
     assert matmul.BLAS_MIN_FLOPS < matmul.BLAS_THREADS_MIN_FLOPS <= 64 * 1024 * 10
     assert _uses_gemm(64, 1024, 10, "NN", "float32", threads=1)
     assert not _uses_gemm(64, 1024, 10, "NN", "float32", threads=2)
-    assert _uses_gemm(64, 128, 10, "NN", "float32", threads=2)       # OpenBLAS: one thread
+    assert _uses_gemm(64, 256, 10, "NN", "float32", threads=2)       # OpenBLAS: one thread
     large = engine.l2_bytes() // (2 * 8 * 64) + 8                    # A and B beyond L2 / 2
     assert _uses_gemm(large, 64, large, "TN", threads=1)
     assert not _uses_gemm(large, 64, large, "TN", threads=2)

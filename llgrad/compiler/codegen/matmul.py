@@ -132,7 +132,12 @@ def _lanes(module, dtype) -> int:
 #: products of 82k) ran ~1.3 us faster out of ~210 and compiled in 140 ms instead of
 #: 86.  A 2-16-16-1 MLP's gradient (8 products of 1.6k-26k) took ~6.7 us of native
 #: code with the tiles, ~7.8-8.3 with BLAS from 1024, and compiled in 85 ms, not 50.
-BLAS_MIN_FLOPS = 2 ** 16
+#: Since products run their elementwise successors as epilogues (``codegen.epilogue``),
+#: the 82k products are tiles too: workload 4 at two threads, one process each, medians
+#: of 15 runs, five pairs: 33.1 against 35.9 ms (as a kernel of its own, the hidden
+#: layer's ``dh = dA * (1 - h**2)`` had taken 0.6 ms per 200 steps after BLAS, 3.6
+#: after tiles); workload 3's first call with an empty cache 253 against 238 ms.
+BLAS_MIN_FLOPS = 2 ** 17
 #: from this many multiply-adds products run as tiles again, split across the pool's
 #: threads, while what the tiles re-read stays in ``tile_panel_bytes`` (half of a
 #: core's L2 cache): either the whole right operand, or the left one together with
