@@ -54,6 +54,7 @@ def test_bias_and_tanh_after_a_product_agree_with_the_interpreter(M, K, N, threa
     dtype = "float32" if M * K * N >= 2 ** 20 else "float64"
     graph = _dense_tanh(M, K, N, dtype)
     assert _epilogue_ops(graph) == ["tanh"]
+    assert fuse(graph).summary().splitlines()[1].endswith("(epilogue of the product above)")
     rng = np.random.default_rng(M + K + N)
     args = [(rng.normal(size=s) / np.sqrt(K)).astype(dtype) for s in ((M, K), (K, N), (N,))]
     _agrees(graph, args, dtype, threads=threads, **WAYS[way])

@@ -69,10 +69,12 @@ class FusionPlan:
 
     def summary(self) -> str:
         lines = []
+        epilogues = {id(k) for k in self.epilogues.values()}
         for k in self.kernels:
             where = f" -> output {k.output}" if k.output is not None else ""
             fused = f" fused [{', '.join(n.op for n in k.inlined)}]" if k.inlined else ""
-            lines.append(f"{'copy' if k.copy else k.node.op} {k.node.type}{where}{fused}")
+            runs = "  (epilogue of the product above)" if id(k) in epilogues else ""
+            lines.append(f"{'copy' if k.copy else k.node.op} {k.node.type}{where}{fused}{runs}")
         return "\n".join(lines)
 
 
