@@ -351,8 +351,8 @@ def _kernel_function(module, name, t, kernel, memory, globals_, flags, *, ranged
             read_bufs.append(buf)
     own = [memory.outputs[t]] + read_bufs + list(memory.scratch[t])
     params = own + [buf for buf in extra if all(buf is not p for p in own)]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(params) + [I64, I64] * ranged),
-                     f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
+    signature = ir.FunctionType(ir.VoidType(), [PTR] * len(params) + [I64, I64] * ranged)
+    fn = ir.Function(module, signature, f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
     fn.linkage = "internal"
     if not all(region.is_scalar(n) for n in (node, *kernel.reads)):
         fn.attributes.add("noinline")  # a loop; a scalar kernel is cheaper inlined
