@@ -4,9 +4,10 @@
 many optimisation steps in a ``loop`` node: each step slices its minibatch indices
 out of an order array (``dynamic_slice``), gathers the rows (``take``; unshuffled
 data are sliced instead, by address, so a batch costs no copy), runs the
-loss's joint forward+backward graph inlined into the body, records the loss and the
-per-parameter gradient norms, and applies the optimizer's update, itself traced from
-plain numpy.  Python runs only between chunks of whole epochs (at least
+loss's joint forward+backward graph inlined into the body, records the loss and (unless
+``grad_norms=False``) the per-parameter gradient norms, and applies the optimizer's
+update, itself traced from plain numpy.  Python runs only between chunks of whole
+epochs (at least
 ``MIN_CHUNK_STEPS`` steps, or one epoch with progress and callbacks): the compiled
 function depends on the chunk length, not on the number of epochs, so training
 longer reuses it.
