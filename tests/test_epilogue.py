@@ -7,6 +7,8 @@ the product at another index is never made an epilogue."""
 import numpy as np
 import pytest
 
+from models import tanh_layer_loss, tanh_layer_sgd
+
 from llgrad.compiler.passes.fusion import fuse
 from llgrad.compiler.passes.memplan import plan_memory
 from llgrad.compiler.pipeline import compile_graph
@@ -136,11 +138,6 @@ def test_the_epilogue_never_writes_over_what_the_product_still_reads(threads):
             threads=threads, blas=False)
 
 
-def _layer_loss(params, x, y):
-    h = np.tanh(x @ params["w"] + params["b"])
-    return np.mean((h - y) ** 2)
-
-
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_a_training_loop_with_epilogues_follows_numpy_sgd(threads, monkeypatch):
     """16x512 @ 512x64 per step: at two threads the forward product is a pipeline over k
@@ -152,15 +149,10 @@ def test_a_training_loop_with_epilogues_follows_numpy_sgd(threads, monkeypatch):
     rng = np.random.default_rng(6)
     x, y = rng.normal(size=(64, 512)), rng.normal(size=(64, 64))
     params = {"w": rng.normal(size=(512, 64)) * 0.05, "b": np.zeros(64)}
-    result = llgrad.train(_layer_loss, params, (x, y), optim.sgd(0.5), batch_size=16,
+    result = llgrad.train(tanh_layer_loss, params, (x, y), optim.sgd(0.5), batch_size=16,
                           epochs=2, grad_norms=False)
     body = next(n for n in result.graph.nodes if n.op == "loop").attrs["body"]
     assert sorted(k.node.op for k in fuse(body).epilogues.values()) == ["sub", "tanh"]
-    w, bias = params["w"].copy(), params["b"].copy()
-    for step in range(8):
-        xb, yb = x[16 * (step % 4):][:16], y[16 * (step % 4):][:16]
-        h = np.tanh(xb @ w + bias)
-        dh = 2 * (h - yb) / h.size * (1 - h * h)
-        w, bias = w - 0.5 * xb.T @ dh, bias - 0.5 * dh.sum(0)
+    w, bias = tanh_layer_sgd(params, x, y, 0.5, 16, 8)
     np.testing.assert_allclose(result.params["w"], w, rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(result.params["b"], bias, rtol=1e-11, atol=1e-12)

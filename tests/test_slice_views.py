@@ -4,6 +4,8 @@ region, a graph output, another slice) sees the interpreter's rows, start clampe
 import numpy as np
 import pytest
 
+from models import tanh_layer_loss, tanh_layer_sgd
+
 import llgrad
 from llgrad import optim
 from llgrad.compiler.passes.fusion import fuse
@@ -102,26 +104,17 @@ def test_split_readers_see_the_slice():
         _agrees(graph, [rng.normal(size=(4000, 64)), np.int64(start)], threads=2)
 
 
-def _mlp_loss(params, x, y):
-    h = llgrad.numpy.tanh(x @ params["w"] + params["b"])
-    return llgrad.numpy.mean((h - y) ** 2)
-
-
 def test_unshuffled_training_slices_batches_and_matches_numpy():
     """train(shuffle=None) reads each batch by address (no take in its loop) and follows
     the same SGD steps as numpy does on consecutive rows."""
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(40, 6)), rng.normal(size=(40, 3))
     params = {"w": rng.normal(size=(6, 3)) * 0.3, "b": np.zeros(3)}
-    result = llgrad.train(_mlp_loss, params, (x, y), optim.sgd(0.1), batch_size=8, epochs=2)
+    result = llgrad.train(tanh_layer_loss, params, (x, y), optim.sgd(0.1), batch_size=8,
+                          epochs=2)
     body = next(n for n in result.graph.nodes if n.op == "loop").attrs["body"]
     ops = {n.op for n in body.nodes}
     assert "take" not in ops and "dynamic_slice" in ops
-    w, bias = params["w"].copy(), params["b"].copy()
-    for step in range(10):
-        xb, yb = x[8 * (step % 5):][:8], y[8 * (step % 5):][:8]
-        h = np.tanh(xb @ w + bias)
-        dh = 2 * (h - yb) / h.size * (1 - h * h)
-        w, bias = w - 0.1 * xb.T @ dh, bias - 0.1 * dh.sum(0)
+    w, bias = tanh_layer_sgd(params, x, y, 0.1, 8, 10)
     np.testing.assert_allclose(result.params["w"], w, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(result.params["b"], bias, rtol=1e-12, atol=1e-12)
