@@ -12,6 +12,7 @@ against that floor (a target that needs more than the peak cannot be met by any 
 """
 import argparse
 import ctypes
+import functools
 import statistics
 import sys
 import threading
@@ -40,10 +41,11 @@ def product_flops(quick: bool = False) -> dict:
                            ("training", workloads.training_problems(quick)[0]))}
 
 
+@functools.cache
 def fma_loop():
     """A native ``f(n)`` running n rounds of ACCUMULATORS float32 vector FMAs (the
     workloads' dtype); returns (f, flop per round).  The sum of the chains is returned so
-    that LLVM cannot drop them."""
+    that LLVM cannot drop them.  Compiled once per process: every thread count runs it."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     features = llvm.get_host_cpu_features()

@@ -7,10 +7,9 @@ data are sliced instead, by address, so a batch costs no copy), runs the
 loss's joint forward+backward graph inlined into the body, records the loss and (unless
 ``grad_norms=False``) the per-parameter gradient norms, and applies the optimizer's
 update, itself traced from plain numpy.  Python runs only between chunks of whole
-epochs (at least
-``MIN_CHUNK_STEPS`` steps, or one epoch with progress and callbacks): the compiled
-function depends on the chunk length, not on the number of epochs, so training
-longer reuses it.
+epochs (at least ``MIN_CHUNK_STEPS`` steps, or one epoch with progress and callbacks):
+the compiled function depends on the chunk length, not on the number of epochs, so
+training longer reuses it.
 
 Minibatches: each epoch takes ``len(data) // batch_size`` full batches; the last
 partial batch is dropped (with shuffling, different rows are dropped each epoch).
