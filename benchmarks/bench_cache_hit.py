@@ -22,7 +22,7 @@ import tempfile
 CHILD = """
 import sys, time
 import numpy as np, llgrad
-from llgrad.compiler import pytree
+from llgrad.compiler.frontend import pytree
 from benchmarks import workloads
 from benchmarks.systems.llgrad_systems import traced_loss
 w = next(w for w in workloads.WORKLOADS if w.key == sys.argv[1])

@@ -14,7 +14,7 @@ import timeit
 
 import numpy as np
 
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType
 
 DEFAULT = ["1,1,1,NN", "100,2,16,NN", "100,16,16,NN", "100,16,1,NN", "100,1,16,NT",

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api, profiling
-from .compiler import pytree
-from .ir.errors import LlgradError
+from llgrad import api, profiling
+from llgrad.compiler.frontend import pytree
+from llgrad.ir.errors import LlgradError
 
 _DTYPES = {"f64": np.float64, "f32": np.float32, "i64": np.int64, "bool": np.bool_}
 
@@ -205,7 +205,7 @@ def inspect(args):
             print(f";; ---- {stage} ----")
             print(STAGES[stage](trace))
         if args.html:
-            from .compiler.report import html_report
+            from llgrad.compiler.inspection.report import html_report
             with open(args.html, "w") as f:
                 f.write(html_report(trace, f"llgrad: {args.function}"))
             print(f";; wrote {args.html}")

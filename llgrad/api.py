@@ -10,8 +10,8 @@ import functools
 
 import numpy as np
 
-from .compiler import pytree
-from .compiler.staging import Staged
+from llgrad.compiler.frontend import pytree
+from llgrad.compiler.dispatch.staging import Staged
 
 
 def _transform(kind):

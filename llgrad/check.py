@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api import grad
-from .compiler import pytree
+from llgrad.api import grad
+from llgrad.compiler.frontend import pytree
 
 
 def numerical_grad(fn, args, argnum: int, eps: float):

@@ -4,7 +4,7 @@ The same functions plain ``np.*`` calls reach on traced arrays, plus the composi
 numpy lacks (relu, sigmoid, softmax, log_softmax, logsumexp), all with numerically
 stable forms.  Outside a trace they compute with numpy.
 """
-from .compiler.numpy_ops import (  # noqa: F401
+from llgrad.compiler.frontend.numpy_ops import (  # noqa: F401
     abs, absolute, add, arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, amax,
     amin, argmax, argmin, astype, cosh, einsum, exp2, hypot, log2,
     log10, norm, sinh, tan, bitwise_and, bitwise_or, bitwise_xor, broadcast_to,

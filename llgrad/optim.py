@@ -29,7 +29,7 @@ from typing import Callable, ClassVar, Union
 
 import numpy as np
 
-from .compiler import pytree
+from llgrad.compiler.frontend import pytree
 
 Schedule = Callable[[np.ndarray], np.ndarray]
 LearningRate = Union[float, Schedule]

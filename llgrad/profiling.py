@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ir.errors import LlgradError
+from llgrad.ir.errors import LlgradError
 
 
 @dataclass
@@ -80,9 +80,9 @@ def _fused(ops: list) -> str:
 def profile(fn, *args, seconds: float = 0.5, **kwargs) -> Profile:
     """Profile ``fn`` (an ``llgrad.jit``/``grad``/``value_and_grad`` function, or a
     plain one, taken as ``jit``) on these arguments: see the module docstring."""
-    from .api import jit
-    from .compiler.pipeline import compile_graph
-    from .compiler.staging import Staged
+    from llgrad.api import jit
+    from llgrad.compiler.codegen.build import compile_graph
+    from llgrad.compiler.dispatch.staging import Staged
     staged = fn if isinstance(fn, Staged) else jit(fn)
     if staged.backend != "native":
         raise LlgradError(f"llgrad.profile({staged.name}): backend={staged.backend!r} runs no "

@@ -20,13 +20,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .api import jit
-from .compiler import numpy_ops
-from .compiler.staging import Staged
-from .compiler.sympy_frontend import _namespace, to_ir
-from .compiler.trace import current
-from .ir.graph import Builder
-from .ir.types import TensorType
+from llgrad.api import jit
+from llgrad.compiler.frontend import numpy_ops
+from llgrad.compiler.dispatch.staging import Staged
+from llgrad.compiler.frontend.sympy_io import _namespace, to_ir
+from llgrad.compiler.frontend.trace import current
+from llgrad.ir.graph import Builder
+from llgrad.ir.types import TensorType
 
 _SCALAR = TensorType((), "float64")
 

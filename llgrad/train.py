@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import profiling
-from .compiler import numpy_ops, pytree
-from .compiler.autodiff import vjp
-from .compiler.passes.rewrite import inline
-from .compiler.staging import compile_for, optimize
-from .compiler.trace import Tracer, TraceContext, input_type, trace
-from .ir.errors import DTypeError, ShapeError
-from .ir.graph import Builder, Graph
-from .ir.types import TensorType
+from llgrad import profiling
+from llgrad.compiler.frontend import numpy_ops, pytree
+from llgrad.compiler.autodiff.reverse import vjp
+from llgrad.compiler.passes.rewrite import inline
+from llgrad.compiler.dispatch.staging import compile_for, optimize
+from llgrad.compiler.frontend.trace import Tracer, TraceContext, input_type, trace
+from llgrad.ir.errors import DTypeError, ShapeError
+from llgrad.ir.graph import Builder, Graph
+from llgrad.ir.types import TensorType
 
 
 @dataclass

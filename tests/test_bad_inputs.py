@@ -10,7 +10,7 @@ import pytest
 
 import llgrad
 from llgrad import optim
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType
 
 A = np.ones((3, 4))

@@ -12,9 +12,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from llgrad.compiler import pipeline
+from llgrad.compiler.codegen import build as pipeline
 from llgrad.compiler.codegen import module as codegen_module
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType
 from llgrad.ir.fingerprint import fingerprint
 from llgrad.runtime import cache, engine

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from llgrad.compiler.codegen.lowering import LOWERINGS
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import PRIMITIVES, Builder, Graph, TensorType, interpret
 from llgrad.ir.errors import DTypeError, ShapeError
 
@@ -422,7 +422,7 @@ def test_dot_general_blas_and_loop_nest_agree(index, path):
 def test_each_blas_provider_multiplies_transposed_operands(provider, dims, monkeypatch):
     """Both calling conventions (row-major CBLAS, column-major Fortran), with operands
     read transposed in place."""
-    from llgrad.compiler import pipeline
+    from llgrad.compiler.codegen import build as pipeline
     from llgrad.runtime import blas
     found = blas._numpy_openblas() if provider.startswith("numpy") else (
         pytest.importorskip("scipy") and blas._scipy_blas())

@@ -13,9 +13,9 @@ from test_higher_order import assert_is_mlp_hvp, small_mlp
 from test_primitive_table import FD_CASES, _central_differences, _scalarised, looped_graph
 
 import llgrad
-from llgrad.compiler.autodiff import vjp
-from llgrad.compiler.forward import jvp
-from llgrad.compiler.staging import optimize
+from llgrad.compiler.autodiff.reverse import vjp
+from llgrad.compiler.autodiff.forward import jvp
+from llgrad.compiler.dispatch.staging import optimize
 from llgrad.ir import PRIMITIVES, Builder, Graph, TensorType, interpret
 
 
@@ -52,7 +52,7 @@ def test_native_jvp_of_a_primitive_matches_finite_differences(case):
     graph = _scalarised(case, rng.normal(size=out_shape))
     wrt = [k for k, (s, d) in enumerate(case.types) if d == "float64"]
     tangents = [rng.normal(size=args[k].shape) for k in wrt]
-    _, slope = llgrad.compiler.pipeline.compile_graph(optimize(jvp(graph, wrt)))(
+    _, slope = llgrad.compiler.codegen.build.compile_graph(optimize(jvp(graph, wrt)))(
         *args, *tangents)
     expected = sum(float(np.sum(_central_differences(graph, args, k, 1e-6) * t))
                    for k, t in zip(wrt, tangents))

@@ -4,8 +4,8 @@ import re
 
 import numpy as np
 
-from llgrad.compiler.passes.fusion import fuse
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.fusion import fuse
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir.graph import Builder, Graph
 from llgrad.ir.interpret import interpret
 from llgrad.ir.types import TensorType

@@ -9,7 +9,7 @@ import pytest
 
 import llgrad
 import llgrad.numpy as lnp
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 
 MODES = ["fused", "unfused", "interpret"]
 SPECIAL = np.array([0.0, -0.0, 1.0, -1.0, 0.5, np.inf, -np.inf, np.nan, 1e308, -1e308,

@@ -13,9 +13,9 @@ import pytest
 import sympy as sp
 
 import llgrad
-from llgrad.compiler import pytree
-from llgrad.compiler.report import html_report
-from llgrad.compiler.staging import PASSES, compile_trace
+from llgrad.compiler.frontend import pytree
+from llgrad.compiler.inspection.report import html_report
+from llgrad.compiler.dispatch.staging import PASSES, compile_trace
 from llgrad.ir import Builder, Graph, TensorType, interpret
 from llgrad.ir.errors import LlgradError
 from llgrad.ir.printer import format_graph

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import llgrad
-from llgrad.compiler import pipeline
+from llgrad.compiler.codegen import build as pipeline
 from llgrad.compiler.codegen import matmul
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType
 from llgrad.runtime import blas
 

@@ -12,7 +12,7 @@ import pytest
 
 import llgrad
 from benchmarks import workloads
-from llgrad.compiler import fastcall
+from llgrad.compiler.dispatch import fastcall
 from llgrad.runtime import engine, pyobjects
 from test_robustness import run_threads
 
@@ -384,7 +384,7 @@ def test_a_signature_gets_its_native_entry_once_hot(monkeypatch):
 def test_a_failed_promotion_is_tried_once(monkeypatch):
     """When the native entry cannot be made, the Python path answers every later call
     without trying again."""
-    from llgrad.compiler import staging
+    from llgrad.compiler.dispatch import staging
     monkeypatch.setattr(fastcall, "NATIVE_AFTER", 2)
     tries = []
     monkeypatch.setattr(staging.Staged, "_promote", lambda self, make: tries.append(make))
@@ -473,7 +473,7 @@ def test_hot_signatures_chain_their_native_entries(monkeypatch):
     calls = [(make([0.1 * k for k in range(n)]),) for make in (list, tuple) for n in (2, 3, 4)]
     for args in calls * 2:
         f(*args)
-    from llgrad.compiler.staging import _MAX_NATIVE
+    from llgrad.compiler.dispatch.staging import _MAX_NATIVE
     assert f._natives == _MAX_NATIVE < len(calls)
     with monkeypatch.context() as m:
         m.setenv("LLGRAD_NO_NATIVE_ENTRY", "1")

@@ -8,7 +8,7 @@ import pytest
 
 import llgrad
 from llgrad import optim
-from llgrad.compiler import pytree
+from llgrad.compiler.frontend import pytree
 
 STEPS = 10
 

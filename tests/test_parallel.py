@@ -7,7 +7,7 @@ import pytest
 
 import llgrad
 from llgrad.compiler.codegen import parallel
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 
 
 def loss(x):

@@ -9,7 +9,7 @@ import pytest
 from llvmlite import ir
 
 from llgrad.compiler.codegen import parallel
-from llgrad.compiler.codegen.scalar import I64, PTR, i64
+from llgrad.llvm.scalar import I64, PTR, i64
 from llgrad.runtime import cache, engine, pool
 
 CELLS = 16

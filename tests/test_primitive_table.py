@@ -10,11 +10,11 @@ import pytest
 from test_codegen import CASES, _arguments
 
 import llgrad
-from llgrad.compiler.autodiff import vjp
+from llgrad.compiler.autodiff.reverse import vjp
 from llgrad.compiler.codegen.lowering import LOWERINGS
-from llgrad.compiler.pipeline import compile_graph
-from llgrad.compiler.staging import optimize
-from llgrad.compiler.sympy_frontend import partials
+from llgrad.compiler.codegen.build import compile_graph
+from llgrad.compiler.dispatch.staging import optimize
+from llgrad.compiler.frontend.sympy_io import partials
 from llgrad.ir import PRIMITIVES, Builder, Graph, TensorType, interpret
 
 NOT_YET_DIFFERENTIABLE = {"loop", "tuple_get"}  # rules raise GradientError: never a silent 0

@@ -9,7 +9,7 @@ import pytest
 
 import llgrad
 from llgrad import optim
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.profiling import Counters, measure
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import llgrad
-from llgrad.compiler import recompiles
+from llgrad.compiler.dispatch import recompiles
 
 
 def model(p, x, power=2):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import llgrad
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType
 from llgrad.runtime import cache, engine
 

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType, interpret
 from llgrad.ir.errors import DTypeError, ShapeError
 

@@ -16,7 +16,7 @@ import pytest
 
 import llgrad
 from benchmarks import workloads
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.runtime import engine
 
 pytestmark = pytest.mark.skipif(not engine.vector_isas(),

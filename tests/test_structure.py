@@ -2,7 +2,7 @@
 import numpy as np
 
 import llgrad
-from llgrad.compiler.autodiff import vjp
+from llgrad.compiler.autodiff.reverse import vjp
 from llgrad.compiler.passes.cse import cse
 from llgrad.compiler.passes.simplify import simplify
 from llgrad.ir import Builder, Graph, TensorType, interpret, verify

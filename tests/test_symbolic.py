@@ -8,7 +8,7 @@ import sympy as sp
 
 import llgrad
 import llgrad.numpy as lnp
-from llgrad.compiler import sympy_frontend
+from llgrad.compiler.frontend import sympy_io as sympy_frontend
 from llgrad.symbolic import from_sympy
 
 x, y = sp.symbols("x y", real=True)

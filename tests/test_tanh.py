@@ -18,7 +18,7 @@ import sympy as sp
 
 import llgrad
 from benchmarks import workloads
-from llgrad.compiler.pipeline import compile_graph
+from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType
 
 #: the bound tests/test_codegen.py holds every transcendental op to (8 eps relative),

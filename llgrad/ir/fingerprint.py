@@ -17,8 +17,8 @@ import hashlib
 
 import numpy as np
 
-from .graph import Graph
-from .types import TensorType
+from llgrad.ir.graph import Graph
+from llgrad.ir.types import TensorType
 
 
 def fingerprint(graph: Graph) -> str:

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .types import TensorType
+from llgrad.ir.types import TensorType
 
 _ids = itertools.count()
 
@@ -89,7 +89,7 @@ class Graph:
         return sum(1 for n in self.nodes if n.op == op)
 
     def __str__(self) -> str:
-        from .printer import format_graph
+        from llgrad.ir.printer import format_graph
         return format_graph(self)
 
     __repr__ = __str__
@@ -193,7 +193,7 @@ class Builder:
                 tuple(sorted((k, _hashable(v)) for k, v in attrs.items())))
 
     def emit(self, op: str, *inputs: Node, **attrs) -> Node:
-        from .primitives import PRIMITIVES
+        from llgrad.ir.primitives import PRIMITIVES
         prim = PRIMITIVES[op]
         key = self._key(op, inputs, attrs)
         if not prim.pure:  # parameters are distinct even with equal attributes
@@ -207,7 +207,7 @@ class Builder:
         return node
 
     def __getattr__(self, name):
-        from .primitives import PRIMITIVES
+        from llgrad.ir.primitives import PRIMITIVES
         if name in PRIMITIVES:
             return lambda *inputs, **attrs: self.emit(name, *inputs, **attrs)
         raise AttributeError(name)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .primitives import PRIMITIVES
-from .types import check_fits_int64
+from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.types import check_fits_int64
 
 
 def _run_loop(node, *values):

@@ -17,8 +17,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import DTypeError, ShapeError
-from .types import TensorType
+from llgrad.ir.errors import DTypeError, ShapeError
+from llgrad.ir.types import TensorType
 
 
 @dataclass(frozen=True)
@@ -547,7 +547,7 @@ register("parameter", lambda types, index, type, name: type, _parameter_eval,
 
 
 def _dtype_of(value):
-    from .types import dtype_name
+    from llgrad.ir.types import dtype_name
     return dtype_name(value.dtype)
 
 
@@ -572,7 +572,7 @@ def _loop_type(types, body, trip_count, n_carried):
 
 def _loop_not_differentiable(b, node, g):
     """Both derivative rules of loop: refuse loudly rather than give a silent zero."""
-    from .errors import GradientError
+    from llgrad.ir.errors import GradientError
     raise GradientError(f"{node.op} (a native loop) is not differentiable, in reverse or "
                         f"forward mode (differentiate the body instead)")
 

@@ -19,10 +19,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .errors import UnsupportedError
-from .graph import parameter_identifiers, scalar_constant
-from .primitives import PRIMITIVES
-from .printer import format_graph
+from llgrad.ir.errors import UnsupportedError
+from llgrad.ir.graph import parameter_identifiers, scalar_constant
+from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.printer import format_graph
 
 # The numpy meaning of every primitive, for lines that cannot name a numpy function.
 ops = SimpleNamespace(**{name: prim.evaluate for name, prim in PRIMITIVES.items()})

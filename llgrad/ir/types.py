@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DTypeError
+from llgrad.ir.errors import DTypeError
 
 #: The dtypes llgrad computes with, by name.  Everything else is rejected at the boundary.
 DTYPES = {

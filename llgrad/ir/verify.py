@@ -1,8 +1,8 @@
 """Structural checks of a Graph: every pass's output must still satisfy them."""
 from __future__ import annotations
 
-from .errors import LlgradError
-from .primitives import PRIMITIVES
+from llgrad.ir.errors import LlgradError
+from llgrad.ir.primitives import PRIMITIVES
 
 
 class VerifyError(LlgradError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 
-from . import cache
+from llgrad.runtime import cache
 
 _lock = threading.RLock()
 _state: dict = {}

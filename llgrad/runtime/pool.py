@@ -41,10 +41,10 @@ import threading
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from llgrad.compiler.codegen.atomics import relax, store_atomic
-from llgrad.compiler.codegen.loops import counted_loop
+from llgrad.llvm.atomics import relax, store_atomic
+from llgrad.llvm.loops import counted_loop
 
-from . import cache, engine
+from llgrad.runtime import cache, engine
 
 SYMBOL = "llgrad_parallel"
 #: ``void llgrad_pool_rest(void)``: spinning workers park now (see above)

@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from . import engine
+from llgrad.runtime import engine
 
 METH_VARARGS, METH_KEYWORDS = 0x0001, 0x0002
 #: output pool generations: ``g = grad(...)`` in a loop still holds the previous

@@ -14,9 +14,9 @@ import weakref
 
 from llvmlite import ir
 
-from .indexing import Index
-from .loops import counted_loop, loop_nest
-from .scalar import I8, I64, PTR, i64, load, nbytes, part_offset, store
+from llgrad.llvm.indexing import Index
+from llgrad.llvm.loops import counted_loop, loop_nest
+from llgrad.llvm.scalar import I8, I64, PTR, i64, load, nbytes, part_offset, store
 
 _plans = weakref.WeakKeyDictionary()   # body Graph -> (fusion, memory)
 
@@ -24,8 +24,8 @@ _plans = weakref.WeakKeyDictionary()   # body Graph -> (fusion, memory)
 def body_plan(body):
     plan = _plans.get(body)
     if plan is None:
-        from llgrad.compiler.passes.fusion import fuse
-        from llgrad.compiler.passes.memplan import plan_memory
+        from llgrad.compiler.codegen.fusion import fuse
+        from llgrad.compiler.codegen.memplan import plan_memory
         fusion = fuse(body)
         plan = _plans[body] = (fusion, plan_memory(fusion))
     return plan
@@ -43,7 +43,7 @@ def _copy(b, dst, dtype, size, value_at):
 
 
 def emit_loop(ctx, node, out):
-    from .module import lower_graph
+    from llgrad.compiler.codegen.module import lower_graph
     b = ctx.b
     module = b.module
     body, trip, nc = node.attrs["body"], node.attrs["trip_count"], node.attrs["n_carried"]

@@ -1,5 +1,5 @@
 """A product's epilogue: the elementwise kernel after a matrix product, run on each band
-of rows as soon as the product has written them (see ``passes.fusion``).
+of rows as soon as the product has written them (see ``fusion``).
 
 The epilogue is its elementwise kernel's own function over a range, ``void fn(ptr...,
 i64 lo, i64 hi)``, called by the product's code: after every band of rows of the
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from . import parallel
-from .scalar import i64
+from llgrad.compiler.codegen import parallel
+from llgrad.llvm.scalar import i64
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
-from .indexing import Index
-from .loops import counted_loop, loop_nest
-from .scalar import MEMORY, const, i64, linearise, load, store
+from llgrad.llvm.indexing import Index
+from llgrad.llvm.loops import counted_loop, loop_nest
+from llgrad.llvm.scalar import MEMORY, const, i64, linearise, load, store
 
 
 def _fill(ctx, out, type_, value):
@@ -124,7 +124,7 @@ def emit_reduce_sum(ctx, node, out):
 
 
 def emit_reduce_max(ctx, node, out):
-    from .lowering import LOWERINGS
+    from llgrad.compiler.codegen.lowering import LOWERINGS
     dtype = node.dtype
     init = const(dtype, -np.inf) if dtype in ("float64", "float32") else i64(
         np.iinfo(np.int64).min)

@@ -24,9 +24,9 @@ from typing import Callable
 
 from llvmlite import ir
 
-from . import control, kernels, math, matmul
-from .indexing import Index
-from .scalar import I64, REGISTER, const, declare, i64, is_float
+from llgrad.compiler.codegen import control, kernels, math, matmul
+from llgrad.llvm.indexing import Index
+from llgrad.llvm.scalar import I64, REGISTER, const, declare, i64, is_float
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from llvmlite import ir
 
-from .scalar import I64, REGISTER, const
+from llgrad.llvm.scalar import I64, REGISTER, const
 
 _SUFFIX = {"float64": "f64", "float32": "f32"}
 

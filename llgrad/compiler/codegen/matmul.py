@@ -15,10 +15,11 @@ from llvmlite import ir
 
 from llgrad.runtime.pool import REST_SYMBOL
 
-from . import atomics, parallel, tiles, transpose
-from .indexing import Index
-from .loops import counted_loop, loop_nest
-from .scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, declare, i64, linearise, store
+from llgrad.compiler.codegen import parallel, tiles, transpose
+from llgrad.llvm import atomics
+from llgrad.llvm.indexing import Index
+from llgrad.llvm.loops import counted_loop, loop_nest
+from llgrad.llvm.scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, declare, i64, linearise, store
 
 # Multiply-add may contract to FMA (as BLAS does); it never reorders the sum.
 _CONTRACT = ("contract",)

@@ -23,13 +23,13 @@ import re
 import numpy as np
 from llvmlite import ir
 
-from . import math, parallel, profile, region
-from .epilogue import Epilogue
-from .indexing import Index
-from .kernels import clamped_start
-from .loops import counted_loop, loop_nest
-from .lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
-from .scalar import I8, I64, PTR, const, i64, linearise, load, store
+from llgrad.compiler.codegen import math, parallel, profile, region
+from llgrad.compiler.codegen.epilogue import Epilogue
+from llgrad.llvm.indexing import Index
+from llgrad.compiler.codegen.kernels import clamped_start
+from llgrad.llvm.loops import counted_loop, loop_nest
+from llgrad.compiler.codegen.lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
+from llgrad.llvm.scalar import I8, I64, PTR, const, i64, linearise, load, store
 
 
 class KernelContext:

@@ -18,8 +18,8 @@ from llvmlite import ir
 
 from llgrad.runtime.pool import SYMBOL as POOL_SYMBOL
 
-from .loops import counted_loop
-from .scalar import I64, PTR, declare, i64
+from llgrad.llvm.loops import counted_loop
+from llgrad.llvm.scalar import I64, PTR, declare, i64
 
 #: outputs split from this size: the pool hands out and joins a part in ~1 us, a
 #: 32 Ki-element float32 update or copy takes ~3-5 us

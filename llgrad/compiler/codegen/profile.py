@@ -18,9 +18,9 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from llgrad.compiler.inspection import flops
+from llgrad.compiler.inspection.stages import flops
 
-from .scalar import I64, PTR, declare, i64, nbytes
+from llgrad.llvm.scalar import I64, PTR, declare, i64, nbytes
 
 
 def enable(module: ir.Module) -> None:

@@ -2,7 +2,7 @@
 
 ``PyObject *entry(PyObject *self, PyObject *args, PyObject *kwargs)`` (a
 ``METH_VARARGS | METH_KEYWORDS`` builtin) does what the generated Python
-of ``compiler.fastcall`` does, by reading object memory instead of running bytecode:
+of ``compiler.dispatch.fastcall`` does, by reading object memory instead of running bytecode:
 it checks that ``args`` has the compiled structure (exact container types, sizes,
 dict keys, float leaves or arrays of the compiled shape, dtype object and flags),
 puts the leaves' values or data pointers into the executable's packed argument
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .scalar import I8, I64, PTR, declare, i64
+from llgrad.llvm.scalar import I8, I64, PTR, declare, i64
 
 I32 = ir.IntType(32)
 F64 = ir.DoubleType()
@@ -55,7 +55,7 @@ CAPI = {"Py_IncRef": (ir.VoidType(), [PTR]), "Py_DecRef": (ir.VoidType(), [PTR])
 
 
 def build(plan: dict, offsets) -> str:
-    """The LLVM IR of the entry for ``plan`` (see ``compiler.fastcall.native_plan``);
+    """The LLVM IR of the entry for ``plan`` (see ``compiler.dispatch.fastcall.native_plan``);
     ``offsets``: ``runtime.pyobjects.Objects``."""
     module = ir.Module(name="pyentry")
     fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, PTR]), SYMBOL)

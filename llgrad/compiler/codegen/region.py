@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .indexing import Index
-from .lowering import Kernel, row
-from .scalar import PTR, i64, store
-from .vector_calls import batch_calls
+from llgrad.llvm.indexing import Index
+from llgrad.compiler.codegen.lowering import Kernel, row
+from llgrad.llvm.scalar import PTR, i64, store
+from llgrad.compiler.codegen.vector_calls import batch_calls
 
 
 def is_scalar(node) -> bool:
@@ -44,7 +44,7 @@ def emit(module, name: str, kernels, memory, address_in, last_read: dict, flags)
     one pointer argument (not one per buffer) keeps the call cheap when LLVM does not
     inline a large region.
     """
-    from .module import KernelContext   # module imports this one
+    from llgrad.compiler.codegen.module import KernelContext   # module imports this one
     stop = kernels[-1][0]
     live_after = {k for k, t in last_read.items() if t > stop}
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name)

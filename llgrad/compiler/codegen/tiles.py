@@ -24,8 +24,8 @@ from typing import Callable
 
 from llvmlite import ir
 
-from .loops import carried_loop, counted_loop
-from .scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, const, i64
+from llgrad.llvm.loops import carried_loop, counted_loop
+from llgrad.llvm.scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, const, i64
 
 #: cap on a tile's rows: 12 single-vector rows already cover FMA latency x 2 ports
 MAX_ROWS = 12

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .loops import counted_loop, loop_nest
-from .scalar import ITEMSIZE, MEMORY, i64
+from llgrad.llvm.loops import counted_loop, loop_nest
+from llgrad.llvm.scalar import ITEMSIZE, MEMORY, i64
 
 
 def emit_transpose(b: ir.IRBuilder, src, dst, batch: int, rows: int, cols: int,

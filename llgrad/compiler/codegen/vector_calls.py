@@ -20,8 +20,8 @@ from collections import defaultdict
 
 from llvmlite import ir
 
-from .math import vector_variants
-from .scalar import i64
+from llgrad.compiler.codegen.math import vector_variants
+from llgrad.llvm.scalar import i64
 
 #: instructions a batched block may hold: all of them may move, none has operands
 #: outside ``operands``

@@ -2,7 +2,7 @@
 (e.g. two traces joined together).  Rebuilding through a Builder is the whole pass."""
 from __future__ import annotations
 
-from .rewrite import rebuild
+from llgrad.compiler.passes.rewrite import rebuild
 
 
 def cse(graph):

@@ -5,7 +5,7 @@ dead nodes; this pass exists to say so explicitly in the pipeline and to report
 what a rewrite left behind (``removed``)."""
 from __future__ import annotations
 
-from ...ir.graph import Graph
+from llgrad.ir.graph import Graph
 
 
 def dce(graph: Graph) -> Graph:

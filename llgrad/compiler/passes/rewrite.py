@@ -7,7 +7,7 @@ the Builder hash-conses, rebuilding alone merges duplicates (that is CSE).
 """
 from __future__ import annotations
 
-from ...ir.graph import Builder, Graph
+from llgrad.ir.graph import Builder, Graph
 
 
 def inline(b: Builder, graph: Graph, args, rule=None) -> list:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir.graph import scalar_constant
-from ...ir.primitives import PRIMITIVES
-from .rewrite import rebuild
+from llgrad.ir.graph import scalar_constant
+from llgrad.ir.primitives import PRIMITIVES
+from llgrad.compiler.passes.rewrite import rebuild
 
 
 def _is(node, value) -> bool:

@@ -12,7 +12,7 @@ from typing import Optional
 
 from llvmlite import ir
 
-from .scalar import i64, linearise
+from llgrad.llvm.scalar import i64, linearise
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 
-from . import pytree
+from llgrad.compiler.frontend import pytree
 
 #: compiled signatures of one function after which a recompile warns (once)
 WARN_AFTER = 8

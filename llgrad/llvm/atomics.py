@@ -11,7 +11,7 @@ import platform
 
 from llvmlite import ir
 
-from .scalar import I64, declare
+from llgrad.llvm.scalar import I64, declare
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 

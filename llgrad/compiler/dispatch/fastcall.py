@@ -37,8 +37,8 @@ import numpy as np
 
 from llgrad.runtime import cache, engine, pyobjects
 
-from . import pytree
-from .inspection import flops
+from llgrad.compiler.frontend import pytree
+from llgrad.compiler.inspection.stages import flops
 
 MISS = object()
 
@@ -156,7 +156,7 @@ def _native(kind, argnums, entry, args, leaves, floats):
     def make(fallback):
         from llgrad.runtime import pycall
 
-        from .codegen import pyentry
+        from llgrad.compiler.codegen import pyentry
         key = cache.key("pyentry", json.dumps(plan, sort_keys=True),
                         json.dumps(asdict(pyobjects.OBJECTS)), *engine.context())
         try:

@@ -14,9 +14,9 @@ import threading
 
 import numpy as np
 
-from ..ir.errors import DTypeError, LlgradError, UnsupportedError
-from ..ir.graph import Builder, Graph, Node
-from ..ir.types import TensorType, dtype_name
+from llgrad.ir.errors import DTypeError, LlgradError, UnsupportedError
+from llgrad.ir.graph import Builder, Graph, Node
+from llgrad.ir.types import TensorType, dtype_name
 
 _LLGRAD_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
@@ -146,11 +146,11 @@ class Tracer:
 
     # numpy dispatch -----------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        from . import numpy_ops
+        from llgrad.compiler.frontend import numpy_ops
         return numpy_ops.call_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        from . import numpy_ops
+        from llgrad.compiler.frontend import numpy_ops
         return numpy_ops.call_function(func, args, kwargs)
 
     def __array__(self, dtype=None, copy=None):
@@ -172,7 +172,7 @@ def lift(value, ctx: TraceContext | None = None) -> Node:
 
 def trace(fn, flat_types, treedef, fn_name: str, leaf_names, static=None):
     """Trace ``fn`` on Tracers of ``flat_types``; returns (Graph, output treedef)."""
-    from . import pytree
+    from llgrad.compiler.frontend import pytree
     with TraceContext(fn_name) as ctx:
         params = [ctx.builder.parameter(index=i, type=t, name=n)
                   for i, (t, n) in enumerate(zip(flat_types, leaf_names))]

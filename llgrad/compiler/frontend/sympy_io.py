@@ -22,9 +22,9 @@ import functools
 
 import numpy as np
 
-from ..ir.errors import UnsupportedError
-from ..ir.graph import Graph, parameter_identifiers, topological_order
-from ..ir.primitives import PRIMITIVES
+from llgrad.ir.errors import UnsupportedError
+from llgrad.ir.graph import Graph, parameter_identifiers, topological_order
+from llgrad.ir.primitives import PRIMITIVES
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,7 +139,7 @@ class _Recorder:
 def record_partials(prim_name: str):
     """The partials of a primitive's formula as replayable Builder steps (see
     derivative_table, which ships them)."""
-    from ..ir.types import TensorType
+    from llgrad.ir.types import TensorType
     _, symbols = formula(prim_name)
     env = dict(zip(symbols, ["x", "y"]))
     out = []

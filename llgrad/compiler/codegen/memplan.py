@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llgrad.compiler.codegen.lowering import row
-from llgrad.compiler.codegen.scalar import ALIGN, nbytes
+from llgrad.llvm.scalar import ALIGN, nbytes
 
 
 @dataclass(frozen=True, eq=False)

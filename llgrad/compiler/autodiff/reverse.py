@@ -10,10 +10,11 @@ and no dead derivative is ever built.
 """
 from __future__ import annotations
 
-from ..ir.errors import GradientError
-from ..ir.graph import AdjointTable, Builder, Graph
-from ..ir.primitives import PRIMITIVES
-from . import derivative_table, sympy_frontend
+from llgrad.ir.errors import GradientError
+from llgrad.ir.graph import AdjointTable, Builder, Graph
+from llgrad.ir.primitives import PRIMITIVES
+from llgrad.compiler.autodiff import derivatives as derivative_table
+from llgrad.compiler.frontend import sympy_io as sympy_frontend
 
 
 def elementwise_vjp(b, node, g):

@@ -19,20 +19,21 @@ import weakref
 
 import numpy as np
 
-from ..ir.errors import DTypeError, GradientError, LlgradError, ShapeError, UnsupportedError
-from ..ir.graph import Graph
-from ..ir.interpret import interpret
-from ..ir.verify import verify
-from . import numpy_ops  # noqa: F401  (installs the Python operators on Tracer)
-from . import fastcall, pytree, recompiles
-from .autodiff import vjp
-from .forward import jvp
-from .inspection import Pass, Trace
-from .passes.cse import cse
-from .passes.dce import dce
-from .passes.simplify import simplify
-from .passes.rewrite import inline
-from .trace import Tracer, current, input_type, lift, raised_at, trace
+from llgrad.ir.errors import DTypeError, GradientError, LlgradError, ShapeError, UnsupportedError
+from llgrad.ir.graph import Graph
+from llgrad.ir.interpret import interpret
+from llgrad.ir.verify import verify
+from llgrad.compiler.frontend import numpy_ops  # noqa: F401  (installs the Python operators on Tracer)
+from llgrad.compiler.dispatch import fastcall, recompiles
+from llgrad.compiler.frontend import pytree
+from llgrad.compiler.autodiff.reverse import vjp
+from llgrad.compiler.autodiff.forward import jvp
+from llgrad.compiler.inspection.stages import Pass, Trace
+from llgrad.compiler.passes.cse import cse
+from llgrad.compiler.passes.dce import dce
+from llgrad.compiler.passes.simplify import simplify
+from llgrad.compiler.passes.rewrite import inline
+from llgrad.compiler.frontend.trace import Tracer, current, input_type, lift, raised_at, trace
 
 
 # CSE first: simplify rebuilds through a hash-consing Builder too, so it would merge
@@ -76,7 +77,7 @@ class Interpreted:
 def compile_for(graph, backend: str, fastmath: bool, profile: bool = False):
     if backend == "interpret":
         return Interpreted(graph)
-    from .pipeline import compile_graph
+    from llgrad.compiler.codegen.build import compile_graph
     return compile_graph(graph, fastmath=fastmath, profile=profile)
 
 

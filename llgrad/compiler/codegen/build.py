@@ -33,8 +33,8 @@ class Lowering:
 
     @cached_property
     def plan(self):
-        from llgrad.compiler.passes.fusion import fuse
-        from llgrad.compiler.passes.memplan import plan_memory
+        from llgrad.compiler.codegen.fusion import fuse
+        from llgrad.compiler.codegen.memplan import plan_memory
         fusion = fuse(self.graph, enabled=self.options["fuse_ops"])
         return fusion, plan_memory(fusion)
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from .scalar import I64, i64
+from llgrad.llvm.scalar import I64, i64
 
 
 @contextmanager

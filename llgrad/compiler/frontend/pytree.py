@@ -7,7 +7,7 @@ order (as in JAX), so the same dict built in another order is the same tree.
 """
 from __future__ import annotations
 
-from ..ir.errors import ShapeError
+from llgrad.ir.errors import ShapeError
 
 LEAF = ("leaf",)
 

@@ -30,7 +30,7 @@ from typing import Optional
 from llgrad.compiler.codegen.lowering import Elementwise, IndexMap, Kernel as KernelRow, \
     Leaf, Part, Slice, View, row
 from llgrad.compiler.codegen.matmul import canonical
-from llgrad.compiler.codegen.scalar import part_offset
+from llgrad.llvm.scalar import part_offset
 from llgrad.ir.graph import Graph, Node
 
 

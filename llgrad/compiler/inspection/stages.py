@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import NamedTuple
 
-from ..ir.errors import LlgradError
-from ..ir.graph import Graph, forward_ids, scalar_constant
-from ..ir.primitives import PRIMITIVES
-from ..ir.printer import format_graph
-from .passes.dce import removed
+from llgrad.ir.errors import LlgradError
+from llgrad.ir.graph import Graph, forward_ids, scalar_constant
+from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.printer import format_graph
+from llgrad.compiler.passes.dce import removed
 
 _ONE_PER_ELEMENT = {"select", "lt", "le", "gt", "ge", "eq", "ne"}  # besides elementwise math
 
@@ -270,7 +270,7 @@ class Trace:
         for value_and_grad: the value, then the gradients), or of output number ``output``
         of the joint graph (the values first), read from the joint graph as reverse mode
         built it.  The graph must be elementwise (see ``sympy_frontend.to_sympy``)."""
-        from .sympy_frontend import to_sympy
+        from llgrad.compiler.frontend.sympy_io import to_sympy
         graph = self._source
         if output is not None:
             return to_sympy(graph, output, standard=standard)
@@ -280,7 +280,7 @@ class Trace:
     def to_dot(self, path=None) -> str:
         """Graphviz text of the joint graph (the forward graph for jit), forward and
         backward nodes coloured apart; also written to ``path`` when given."""
-        from ..ir.dot import to_dot
+        from llgrad.ir.dot import to_dot
         text = to_dot(self._source)
         if path is not None:
             with open(path, "w") as f:
@@ -301,7 +301,7 @@ class Trace:
         """The joint graph (the forward graph for jit) as numpy source, one line per
         node, defining a function of the flattened arguments; ``exec`` it, or save it
         to a file, import it and step through it in pdb."""
-        from ..ir.pysource import to_python
+        from llgrad.ir.pysource import to_python
         return to_python(self._source)
 
     def __repr__(self):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..ir.primitives import PRIMITIVES
+from llgrad.ir.primitives import PRIMITIVES
 
 PATH = os.path.join(os.path.dirname(__file__), "derivatives.json")
 
@@ -46,7 +46,7 @@ def shipped() -> dict:
 
 
 def derive(prim_name: str) -> dict:
-    from .sympy_frontend import record_partials
+    from llgrad.compiler.frontend.sympy_io import record_partials
     return {"formula": PRIMITIVES[prim_name].formula, "recipes": record_partials(prim_name)}
 
 
