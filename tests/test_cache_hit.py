@@ -169,9 +169,9 @@ def test_the_key_holds_the_resolved_options():
     just what the caller asked for: a key is valid wherever it is looked up."""
     options = pipeline.codegen_options(fastmath=False, fuse_ops=True, libmvec=True,
                                        blas=True, blas_min_flops=None, threads=None)
-    assert options["vector_isas"] == list(engine.vector_isas())
-    assert options["threads"] >= 1
-    assert json.loads(json.dumps(options)) == options
+    key = json.loads(options.cache_key())
+    assert key["vector_isas"] == list(engine.vector_isas())
+    assert key["threads"] == options.threads >= 1
 
 
 SECOND_PROCESS = textwrap.dedent("""

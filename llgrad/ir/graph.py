@@ -15,7 +15,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.printer import format_graph
 from llgrad.ir.types import TensorType
+from llgrad.ir.walk import topological_order
 
 _ids = itertools.count()
 
@@ -89,7 +92,6 @@ class Graph:
         return sum(1 for n in self.nodes if n.op == op)
 
     def __str__(self) -> str:
-        from llgrad.ir.printer import format_graph
         return format_graph(self)
 
     __repr__ = __str__
@@ -113,10 +115,6 @@ class AdjointTable:
         return self._of.get(id(node), [])
 
 
-def forward_ids(graph: Graph, n_forward: int) -> set:
-    """ids of the nodes the first ``n_forward`` outputs need: in a joint graph, the
-    forward pass; every other node is backward."""
-    return {id(n) for n in topological_order(graph.outputs[:n_forward])}
 
 
 def parameter_identifiers(params: Iterable[Node]) -> list[str]:
@@ -137,39 +135,8 @@ def parameter_identifiers(params: Iterable[Node]) -> list[str]:
     return out
 
 
-def scalar_constant(node: Node):
-    """The value of a scalar constant, or of a broadcast of one (how literals like
-    ``2.0`` appear in the IR); None for anything else."""
-    if node.op == "broadcast_in_dim" and node.inputs[0].op == "constant":
-        node = node.inputs[0]
-    if node.op == "constant" and node.attrs["value"].ndim == 0:
-        return node.attrs["value"].item()
-    return None
 
 
-def topological_order(outputs: Iterable[Node], inputs: Iterable[Node] = ()) -> list[Node]:
-    """Iterative post-order DFS (graphs can be deeper than Python's recursion limit)."""
-    order, seen = [], set()
-    for p in inputs:
-        if id(p) not in seen:
-            seen.add(id(p))
-            order.append(p)
-    for root in outputs:
-        if id(root) in seen:
-            continue
-        stack = [(root, iter(root.inputs))]
-        seen.add(id(root))
-        while stack:
-            node, it = stack[-1]
-            for child in it:
-                if id(child) not in seen:
-                    seen.add(id(child))
-                    stack.append((child, iter(child.inputs)))
-                    break
-            else:
-                stack.pop()
-                order.append(node)
-    return order
 
 
 class Builder:
@@ -193,7 +160,6 @@ class Builder:
                 tuple(sorted((k, _hashable(v)) for k, v in attrs.items())))
 
     def emit(self, op: str, *inputs: Node, **attrs) -> Node:
-        from llgrad.ir.primitives import PRIMITIVES
         prim = PRIMITIVES[op]
         key = self._key(op, inputs, attrs)
         if not prim.pure:  # parameters are distinct even with equal attributes
@@ -207,7 +173,6 @@ class Builder:
         return node
 
     def __getattr__(self, name):
-        from llgrad.ir.primitives import PRIMITIVES
         if name in PRIMITIVES:
             return lambda *inputs, **attrs: self.emit(name, *inputs, **attrs)
         raise AttributeError(name)

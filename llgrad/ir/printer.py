@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llgrad.ir.graph import forward_ids, scalar_constant
+from llgrad.ir.walk import forward_ids, scalar_constant
 
 def _literal(node):
     v = scalar_constant(node)

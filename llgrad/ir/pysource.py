@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from llgrad.ir.errors import UnsupportedError
-from llgrad.ir.graph import parameter_identifiers, scalar_constant
+from llgrad.ir.graph import parameter_identifiers
+from llgrad.ir.walk import scalar_constant
 from llgrad.ir.primitives import PRIMITIVES
 from llgrad.ir.printer import format_graph
 

@@ -38,6 +38,15 @@ def i64(value: int) -> ir.Constant:
     return ir.Constant(I64, int(value))
 
 
+def extremum(b: ir.IRBuilder, x, y, dtype: str, order: str):
+    """np.maximum (``order`` ">=") or np.minimum ("<=") of two values, exactly: for
+    floats ``(x >= y or isnan(x)) ? x : y``, which propagates NaN."""
+    if is_float(dtype):
+        keep = b.or_(b.fcmp_ordered(order, x, y), b.fcmp_unordered("uno", x, x))
+        return b.select(keep, x, y)
+    return b.select(b.icmp_signed(order, x, y), x, y)
+
+
 def declare(module: ir.Module, name: str, ret, args) -> ir.Function:
     """The external function or intrinsic ``name`` (BLAS, pthreads, llvm.*), declared
     once per module; external symbols are resolved by name when the code is loaded."""

@@ -99,12 +99,12 @@ def _sysfs_cache_bytes(level: int) -> int:
 
 
 def context() -> tuple[str, ...]:
-    """What object code depends on besides the graph and the codegen options: llgrad
-    (version and source), LLVM's version, the host CPU and its features."""
-    from llgrad import __version__
+    """What object code depends on besides the graph and the codegen options: llgrad's
+    source (its version number included, in ``__init__.py``), LLVM's version, the host
+    CPU and its features."""
     with _lock:
         _initialise()
-        return (__version__, cache.source_digest(), ".".join(map(str, llvm.llvm_version_info)),
+        return (cache.source_digest(), ".".join(map(str, llvm.llvm_version_info)),
                 _state["cpu"], _state["features"].flatten())
 
 

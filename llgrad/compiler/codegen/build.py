@@ -4,15 +4,15 @@
 
 The on-disk cache is consulted first, keyed by the graph's fingerprint and the
 codegen options: on a hit none of the arrows before JIT runs (fusion, the memory plan
-and the code generator proper are not even imported; only codegen/parallel.py is, for
-the thread count in the key); the IR and the kernel plan are made again only if someone
+and the code generator proper are not even imported; only the options and
+codegen/parallel.py are, for the key); the IR and the kernel plan are made again only if someone
 asks for them (``Trace.llvm_ir``, ``Trace.kernels``).
 """
 from __future__ import annotations
 
-import json
 from functools import cached_property
 
+from llgrad.compiler.codegen.options import CodegenOptions
 from llgrad.compiler.codegen.parallel import default_parts
 from llgrad.ir.fingerprint import fingerprint
 from llgrad.ir.graph import Graph
@@ -27,7 +27,7 @@ class Lowering:
     runtime needs (entry symbol, arena size).  Deterministic, so an executable
     loaded from the cache shows the same IR and plan as the one that was stored."""
 
-    def __init__(self, graph: Graph, options: dict):
+    def __init__(self, graph: Graph, options: CodegenOptions):
         self.graph = graph
         self.options = options
 
@@ -35,24 +35,16 @@ class Lowering:
     def plan(self):
         from llgrad.compiler.codegen.fusion import fuse
         from llgrad.compiler.codegen.memplan import plan_memory
-        fusion = fuse(self.graph, enabled=self.options["fuse_ops"])
+        fusion = fuse(self.graph, enabled=self.options.fuse_ops)
         return fusion, plan_memory(fusion)
 
     @cached_property
     def _module(self):
         from llgrad.compiler.codegen.module import build_module
-        from llgrad.runtime.blas import Gemm
-        o = self.options
-        module, entry = build_module(
-            *self.plan, fastmath=o["fastmath"], vector_isas=tuple(o["vector_isas"]),
-            blas={dtype: Gemm(*gemm) for dtype, gemm in o["blas"].items()},
-            blas_min_flops=o["blas_min_flops"], vector_bits=o["vector_bits"],
-            object_layout=tuple(o["object_layout"]) if o["object_layout"] else None,
-            threads=o["threads"], batch_calls=o["batch_calls"],
-            tile_panel_bytes=o["tile_panel_bytes"], profiled=o["profile"])
+        module, entry, labels = build_module(*self.plan, self.options)
         meta = {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
-        if o["profile"]:
-            meta["profile"] = module.llgrad_profile
+        if self.options.profile:
+            meta["profile"] = labels
         return str(module), meta
 
     @property
@@ -66,24 +58,21 @@ class Lowering:
 
 def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool,
                     blas_min_flops: int | None, threads: int | None,
-                    batch_calls: bool = True, profile: bool = False) -> dict:
-    """Every choice the generated code depends on besides the graph, resolved for this
-    process (vector ISAs found, BLAS symbols found, threads) and JSON-ready: it is
-    part of the cache key."""
+                    batch_calls: bool = True, profile: bool = False) -> CodegenOptions:
+    """The options as the caller asked for them, resolved for this process: the vector
+    ISAs and BLAS symbols found, the thread count, this CPU's vector width and cache."""
     threads = default_parts() if threads is None else threads
     if threads > 1:
         pool.install()       # before any code that calls it is loaded
-    return {"fastmath": fastmath, "fuse_ops": fuse_ops,
-            "vector_isas": list(engine.vector_isas()) if libmvec else [],
-            "blas": {dtype: [g.symbol, g.convention]
-                     for dtype, g in sorted((blas_symbols() if blas else {}).items())},
-            "blas_min_flops": blas_min_flops,
-            "vector_bits": engine.vector_bits(),
-            "tile_panel_bytes": engine.l2_bytes() // 2,
-            "object_layout": list(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
-            "threads": threads,
-            "batch_calls": batch_calls,
-            "profile": profile}
+    return CodegenOptions(
+        fastmath=fastmath, fuse_ops=fuse_ops,
+        vector_isas=tuple(engine.vector_isas()) if libmvec else (),
+        blas=tuple((dtype, g.symbol, g.convention)
+                   for dtype, g in sorted((blas_symbols() if blas else {}).items())),
+        blas_min_flops=blas_min_flops, vector_bits=engine.vector_bits(),
+        tile_panel_bytes=engine.l2_bytes() // 2,
+        object_layout=tuple(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
+        threads=threads, batch_calls=batch_calls, profile=profile)
 
 
 def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True,
@@ -105,8 +94,7 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
                               blas=blas, blas_min_flops=blas_min_flops, threads=threads,
                               batch_calls=batch_calls, profile=profile)
     lowering = Lowering(graph, options)
-    entry_key = cache.key(fingerprint(graph), json.dumps(options, sort_keys=True),
-                          *engine.context())
+    entry_key = cache.key(fingerprint(graph), options.cache_key(), *engine.context())
     compiled = engine.load(entry_key)
     if compiled is None:
         compiled = engine.jit(lowering.llvm_ir, entry_key, lowering.meta)

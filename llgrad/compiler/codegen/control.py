@@ -1,16 +1,13 @@
 """``loop``: a counted loop whose body is a Graph, lowered to a function called per step.
 
-The body graph gets its own fusion and memory plan and becomes an internal function
-with the same packed-argument convention as the entry point, so loops nest.  Per
-step it reads the carried values from one buffer set and writes the new ones to the
-other (the body may still read an old value after writing a new one); the sets swap
-roles every step, so nothing is copied between steps.  Per-step results go straight
-into their row of the stacked output.
-The loop's results live in one buffer, part after part (see ``scalar.part_offset``).
+The planner gives the body graph its own fusion and memory plan (``ctx.body``), and it
+becomes an internal function with the same packed-argument convention as the entry
+point, so loops nest.  Per step it reads the carried values from one buffer set and
+writes the new ones to the other (the body may still read an old value after writing
+a new one); the sets swap roles every step, so nothing is copied between steps.
+Per-step results go straight into their row of the stacked output.  The loop's results live in one buffer, part after part (see ``scalar.part_offset``).
 """
 from __future__ import annotations
-
-import weakref
 
 from llvmlite import ir
 
@@ -18,23 +15,11 @@ from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
 from llgrad.llvm.scalar import I8, I64, PTR, i64, load, nbytes, part_offset, store
 
-_plans = weakref.WeakKeyDictionary()   # body Graph -> (fusion, memory)
 
-
-def body_plan(body):
-    plan = _plans.get(body)
-    if plan is None:
-        from llgrad.compiler.codegen.fusion import fuse
-        from llgrad.compiler.codegen.memplan import plan_memory
-        fusion = fuse(body)
-        plan = _plans[body] = (fusion, plan_memory(fusion))
-    return plan
-
-
-def scratch_bytes(node):
+def scratch_bytes(node, body_arena_bytes: int):
     """Carried values twice (current and next), then the body's arena."""
     carried = [nbytes(x.type) for x in node.inputs[:node.attrs["n_carried"]]]
-    return tuple(carried) + tuple(carried) + (body_plan(node.attrs["body"])[1].arena_bytes,)
+    return tuple(carried) + tuple(carried) + (body_arena_bytes,)
 
 
 def _copy(b, dst, dtype, size, value_at):
@@ -43,20 +28,16 @@ def _copy(b, dst, dtype, size, value_at):
 
 
 def emit_loop(ctx, node, out):
-    from llgrad.compiler.codegen.module import lower_graph
-    b = ctx.b
-    module = b.module
+    b, state = ctx.b, ctx.state
     body, trip, nc = node.attrs["body"], node.attrs["trip_count"], node.attrs["n_carried"]
     carried, invariants = node.inputs[:nc], node.inputs[nc:]
-    fusion, memory = body_plan(body)
-    count = getattr(module, "llgrad_bodies", 0)
-    module.llgrad_bodies = count + 1
+    fusion, memory = ctx.body
+    count = state.loop_bodies
+    state.loop_bodies += 1
     # values the loop writes anew every step, in split bands of rows (see
     # matmul._emit_k_stages, which reads such a weight where those bands lie)
-    module.__dict__.setdefault("llgrad_carried", set()).update(
-        id(p) for p in body.inputs[1:1 + nc])
-    body_fn = lower_graph(module, fusion, memory, f"{b.function.name}.body{count}", ctx.flags,
-                          internal=True)
+    state.carried.update(id(p) for p in body.inputs[1:1 + nc])
+    body_fn = state.lower_graph(fusion, memory, f"{b.function.name}.body{count}", internal=True)
 
     n_slots = len(body.inputs) + len(body.outputs) + 1
     packed = b.alloca(ir.ArrayType(PTR, n_slots), name="packed")

@@ -26,6 +26,7 @@ class Epilogue:
     rows: int             # rows of the product
     row_elements: int     # elements in each row
     flat: bool            # fn's range counts elements (else rows)
+    state: object         # the module's ModuleState (its threads, its split parts)
 
     def run(self, b: ir.IRBuilder, pointers, first, count) -> None:
         """Rows ``[first, first + count)`` (i64 values), with ``pointers`` standing for
@@ -38,9 +39,9 @@ class Epilogue:
     def run_all(self, b: ir.IRBuilder) -> None:
         """Every row, cut across the pool's threads when the kernel alone would be."""
         size = self.rows * self.row_elements if self.flat else self.rows
-        threads = getattr(b.module, "llgrad_threads", 1)
+        threads = self.state.options.threads
         unit = parallel.split_unit(threads, self.rows * self.row_elements, self.rows, self.flat)
         if unit is not None:
-            parallel.call_split(b, self.fn, list(self.pointers), size, threads, unit)
+            parallel.call_split(self.state, b, self.fn, list(self.pointers), size, threads, unit)
         else:
             b.call(self.fn, [*self.pointers, i64(0), i64(size)])

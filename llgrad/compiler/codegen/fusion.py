@@ -12,7 +12,8 @@ A costly value with several readers is inlined too when all of them compute into
 loop at its own index: that loop computes it once per element and every reader uses the
 register (``_share_within_loops``).
 
-Everything else is *materialised* by one ``Kernel`` in topological order.  An
+Everything else is *materialised* by one ``Kernel`` in topological order; a loop's
+body is fused the same way, as a graph of its own (``Kernel.body``).  An
 elementwise kernel right after a matrix product that reads it at its own index (a bias
 and activation, an optimizer's update of a weight by its gradient) is the product's
 *epilogue*: it runs on each band of rows as soon as the product has written them, while
@@ -27,8 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from llgrad.compiler.codegen.lowering import Elementwise, IndexMap, Kernel as KernelRow, \
-    Leaf, Part, Slice, View, row
+from llgrad.compiler.codegen.lowering import row
+from llgrad.compiler.codegen.plan import (Elementwise, IndexMap, Kernel as KernelRow, Leaf, Loop,
+                                          Part, Slice, View)
 from llgrad.compiler.codegen.matmul import canonical
 from llgrad.llvm.scalar import part_offset
 from llgrad.ir.graph import Graph, Node
@@ -42,6 +44,7 @@ class Kernel:
     copy: bool = False                       # only copies an existing value to an output
     reads: list = field(default_factory=list)   # materialised nodes it reads
     inlined: list = field(default_factory=list)  # nodes computed inside its loops
+    body: Optional[FusionPlan] = None        # a loop's: the plan of its body graph
 
 
 @dataclass
@@ -153,7 +156,8 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
             if isinstance(row(n), Part) or id(source) in offsets:
                 offsets[id(n)] = offset
             continue
-        kernel = Kernel(n)
+        body = fuse(n.attrs["body"], enabled=enabled) if isinstance(row(n), Loop) else None
+        kernel = Kernel(n, body=body)
         kernels.append(kernel)
         owners[id(n)] = kernel
 

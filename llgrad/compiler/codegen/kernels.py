@@ -11,7 +11,7 @@ from llvmlite import ir
 
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
-from llgrad.llvm.scalar import MEMORY, const, i64, linearise, load, store
+from llgrad.llvm.scalar import MEMORY, const, extremum, i64, linearise, load, store
 
 
 def _fill(ctx, out, type_, value):
@@ -124,13 +124,10 @@ def emit_reduce_sum(ctx, node, out):
 
 
 def emit_reduce_max(ctx, node, out):
-    from llgrad.compiler.codegen.lowering import LOWERINGS
     dtype = node.dtype
     init = const(dtype, -np.inf) if dtype in ("float64", "float32") else i64(
         np.iinfo(np.int64).min)
-    maximum = LOWERINGS["max"].scalar
-    _emit_reduce(ctx, node, out, init,
-                 lambda b, acc, v: maximum(b, [acc, v], dtype, (), {}))
+    _emit_reduce(ctx, node, out, init, lambda b, acc, v: extremum(b, acc, v, dtype, ">="))
 
 
 # ----------------------------------------------------------------------------------

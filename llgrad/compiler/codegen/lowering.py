@@ -1,98 +1,42 @@
 """THE codegen table: one row per primitive, keyed by ``Primitive.lowering``.
 
-A row says how a primitive becomes LLVM IR, in one of five forms:
-
-- ``Elementwise(scalar)``: ``scalar(b, args, dtype, flags, attrs)`` computes one
-  element from the operands' elements (``dtype`` is the operands' dtype, ``flags``
-  the fast-math flags).  Fusion inlines chains of these into one loop.
-- ``IndexMap(read)``: the value at an index is an input's value at another index
-  (broadcast_in_dim, transpose, slice) or a function of the index (iota), so it
-  is read through, never stored, unless fusion decides otherwise.
-- ``Kernel(emit)``: a structural op that writes its whole output with its own loop
-  nest: ``emit(ctx, node, out)``.
-- ``View``: same bytes, new shape (reshape).
-- ``Slice``: a block of whole rows chosen by a start read at run time
-  (dynamic_slice): the operand's bytes from that row on, or a copy when the operand
-  itself is computed inline.
-- ``Leaf``: values that exist before the code runs (parameter, constant).
-- ``Part``: one result of a multi-result node (tuple_get of a loop).
+Each row is one of the kinds in ``plan.py`` (elementwise scalar, index map, kernel,
+loop, view, slice, leaf, part) holding the functions that emit the primitive's code.
+Elementwise rows take the kernel context, the operands' values at one index, the
+operands' dtype and the node's attributes.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 from llvmlite import ir
 
 from llgrad.compiler.codegen import control, kernels, math, matmul
+from llgrad.compiler.codegen.plan import (Elementwise, IndexMap, Kernel, Leaf, Loop, Part,
+                                          Slice, View)
+from llgrad.ir.primitives import PRIMITIVES
 from llgrad.llvm.indexing import Index
-from llgrad.llvm.scalar import I64, REGISTER, const, declare, i64, is_float
-
-
-@dataclass(frozen=True)
-class Elementwise:
-    scalar: Callable
-
-
-@dataclass(frozen=True)
-class IndexMap:
-    read: Callable            # read(ctx, node, index) -> value
-    needs_axes: Callable      # needs_axes(node) -> bool: False if the index is ignored
-    cheap: bool = False       # cheap enough to recompute at every use
-
-
-@dataclass(frozen=True)
-class Kernel:
-    emit: Callable                                   # emit(ctx, node, out_ptr)
-    scratch: Callable = lambda node: ()              # scratch buffers (bytes) it needs
-    inline_inputs: bool = True                       # may its inputs be computed inline?
-
-
-@dataclass(frozen=True)
-class View:
-    read: Callable            # used only when the operand has no buffer to share
-    needs_axes: Callable
-
-
-@dataclass(frozen=True)
-class Slice(Kernel):
-    """Rows ``[start, start + size)`` of a row-major operand are contiguous bytes, so
-    a stored operand is sliced by address (a minibatch of a data set costs no copy: the
-    product reading it streams the rows from memory itself).  ``emit`` copies the rows
-    instead when fusion computes the operand inline (only the slice's rows of it are
-    then ever computed).  The start is always stored: the slice's address is computed
-    from it before the readers run."""
-
-
-@dataclass(frozen=True)
-class Leaf:
-    pass
-
-
-@dataclass(frozen=True)
-class Part:
-    """One result of a multi-result node: a view at a byte offset into its buffer."""
+from llgrad.llvm.scalar import I64, REGISTER, const, declare, extremum, i64, is_float
 
 
 # ----------------------------------------------------------------------------------
 # elementwise scalars
 
 def _by_kind(on_float, on_int):
-    return Elementwise(lambda b, args, dtype, flags, attrs:
-                       on_float(b, *args, dtype=dtype, flags=flags) if is_float(dtype)
-                       else on_int(b, *args, dtype=dtype))
+    """Float operands: ``on_float(ctx, *args, dtype)``; integers: ``on_int(b, *args, dtype)``."""
+    return Elementwise(lambda ctx, args, dtype, attrs:
+                       on_float(ctx, *args, dtype=dtype) if is_float(dtype)
+                       else on_int(ctx.b, *args, dtype=dtype))
 
 
 def _float_only(fn):
-    return Elementwise(lambda b, args, dtype, flags, attrs: fn(b, *args, dtype=dtype,
-                                                               flags=flags))
+    return Elementwise(lambda ctx, args, dtype, attrs: fn(ctx, *args, dtype=dtype))
 
 
 def _math(name):
-    return _float_only(lambda b, *xs, dtype, flags: math.call(b, name, xs, dtype, flags))
+    return _float_only(lambda ctx, *xs, dtype: math.call(ctx, name, xs, dtype, ctx.flags))
 
 
-def _sign_float(b, x, dtype, flags):
+def _sign_float(ctx, x, dtype):
+    b = ctx.b
     one, zero = const(dtype, 1.0), const(dtype, 0.0)
     rest = b.select(b.fcmp_ordered("<", x, zero), const(dtype, -1.0),
                     b.fadd(x, zero))  # +0 for ±0, NaN stays NaN, as np.sign
@@ -105,27 +49,20 @@ def _sign_int(b, x, dtype):
                  b.zext(b.icmp_signed("<", x, zero), I64))
 
 
-def _extremum_float(order):
-    """np.maximum / np.minimum exactly: ``(a >= b or isnan(a)) ? a : b`` propagates NaN."""
-    def lower(b, x, y, dtype, flags):
-        keep = b.or_(b.fcmp_ordered(order, x, y), b.fcmp_unordered("uno", x, x))
-        return b.select(keep, x, y)
-    return lower
+def _extremum(order):
+    return Elementwise(lambda ctx, args, dtype, attrs: extremum(ctx.b, *args, dtype, order))
 
 
-def _extremum_int(order):
-    return lambda b, x, y, dtype: b.select(b.icmp_signed(order, x, y), x, y)
-
-
-def _logistic(b, x, dtype, flags):
+def _logistic(ctx, x, dtype):
+    b, flags = ctx.b, ctx.flags
     one = const(dtype, 1.0)
-    e = math.call(b, "exp", [b.fneg(x, flags=flags)], dtype, flags)
+    e = math.call(ctx, "exp", [b.fneg(x, flags=flags)], dtype, flags)
     return b.fdiv(one, b.fadd(one, e, flags=flags), flags=flags)
 
 
 def _comparison(float_op, int_op, bool_op):
-    def lower(b, args, dtype, flags, attrs):
-        x, y = args
+    def lower(ctx, args, dtype, attrs):
+        b, (x, y) = ctx.b, args
         if is_float(dtype):
             if float_op == "!=":
                 return b.fcmp_unordered("!=", x, y)   # NaN != NaN is true
@@ -136,8 +73,8 @@ def _comparison(float_op, int_op, bool_op):
     return Elementwise(lower)
 
 
-def _convert(b, args, dtype, flags, attrs):
-    (x,), to = args, attrs["dtype"]
+def _convert(ctx, args, dtype, attrs):
+    b, (x,), to = ctx.b, args, attrs["dtype"]
     if to == dtype:
         return x
     target = REGISTER[to]
@@ -216,12 +153,12 @@ _ALWAYS = lambda node: True  # noqa: E731
 # ----------------------------------------------------------------------------------
 # the table
 
-_fneg = lambda b, x, dtype, flags: b.fneg(x, flags=flags)  # noqa: E731
+_fneg = lambda ctx, x, dtype: ctx.b.fneg(x, flags=ctx.flags)  # noqa: E731
 _ineg = lambda b, x, dtype: b.neg(x)                        # noqa: E731
 
 
 def _fbin(op):
-    return lambda b, x, y, dtype, flags: getattr(b, op)(x, y, flags=flags)
+    return lambda ctx, x, y, dtype: getattr(ctx.b, op)(x, y, flags=ctx.flags)
 
 
 def _ibin(op):
@@ -240,7 +177,7 @@ LOWERINGS = {
     "tanh": _float_only(math.tanh),
     "logistic": _float_only(_logistic),
     "sqrt": _math("sqrt"),
-    "abs": _by_kind(lambda b, x, dtype, flags: math.call(b, "fabs", [x], dtype),
+    "abs": _by_kind(lambda ctx, x, dtype: math.call(ctx, "fabs", [x], dtype),
                     lambda b, x, dtype: b.select(b.icmp_signed("<", x, i64(0)), b.neg(x), x)),
     "sign": _by_kind(_sign_float, _sign_int),
     "add": _by_kind(_fbin("fadd"), _ibin("add")),
@@ -255,15 +192,15 @@ LOWERINGS = {
     "acosh": _math("acosh"),
     "atanh": _math("atanh"),
     "atan2": _math("atan2"),
-    "max": _by_kind(_extremum_float(">="), _extremum_int(">=")),
-    "min": _by_kind(_extremum_float("<="), _extremum_int("<=")),
+    "max": _extremum(">="),
+    "min": _extremum("<="),
     "lt": _comparison("<", "<", "<"),
     "le": _comparison("<=", "<=", "<="),
     "gt": _comparison(">", ">", ">"),
     "ge": _comparison(">=", ">=", ">="),
     "eq": _comparison("==", "==", "=="),
     "ne": _comparison("!=", "!=", "!="),
-    "select": Elementwise(lambda b, args, dtype, flags, attrs: b.select(*args)),
+    "select": Elementwise(lambda ctx, args, dtype, attrs: ctx.b.select(*args)),
     "convert": Elementwise(_convert),
     # index maps
     "broadcast_in_dim": IndexMap(_read_broadcast, lambda n: n.inputs[0].type.ndim > 0,
@@ -283,7 +220,7 @@ LOWERINGS = {
     "dot_general": Kernel(matmul.emit_dot_general, scratch=matmul.scratch_bytes,
                           inline_inputs=False),
     # structured control flow: the body graph is lowered to a function called per step
-    "loop": Kernel(control.emit_loop, scratch=control.scratch_bytes, inline_inputs=False),
+    "loop": Loop(control.emit_loop, scratch=control.scratch_bytes, inline_inputs=False),
     "tuple_get": Part(),
     # views and leaves
     "reshape": View(_read_reshape, lambda n: n.inputs[0].type.ndim > 0),
@@ -293,5 +230,5 @@ LOWERINGS = {
 
 
 def row(node):
-    from llgrad.ir.primitives import PRIMITIVES
+    """The lowering row of ``node``'s primitive."""
     return LOWERINGS[PRIMITIVES[node.op].lowering]

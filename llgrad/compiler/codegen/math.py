@@ -3,7 +3,7 @@
 libm functions are declared ``memory(none) nounwind willreturn`` so that LLVM may
 hoist, vectorise and delete calls to them like intrinsics (a plain declaration
 blocks vectorisation).  LLVM's vectoriser would turn ``llvm.exp.v4f64`` back into
-four scalar calls, so when glibc's libmvec is loaded (``configure(module, isas)``)
+four scalar calls, so when glibc's libmvec is loaded (``CodegenOptions.vector_isas``)
 the scalar libm function carries a ``vector-function-abi-variant`` attribute naming
 its libmvec entry points (``_ZGVdN4v_exp`` for 4 doubles with AVX2...), and the
 vectoriser calls those.  The vector declarations are kept in ``llvm.compiler.used``
@@ -37,46 +37,38 @@ LIBMVEC = {"exp": 1, "log": 1, "sin": 1, "cos": 1, "tanh": 1, "expm1": 1, "log1p
 ISA_BITS = {"b": 128, "d": 256, "e": 512}
 
 
-def configure(module: ir.Module, isas=()) -> None:
-    """Use libmvec variants for the given ISA letters (empty: scalar libm/intrinsics)."""
-    module.llgrad_vector_isas = tuple(isas)
-    module.llgrad_vector_fns = []
-    module.llgrad_vector_variants = {}   # scalar symbol -> {lanes: vector function}
-
-
-def finish(module: ir.Module) -> None:
+def finish(state) -> None:
     """Keep the declared vector variants alive until the vectoriser has seen them."""
-    fns = getattr(module, "llgrad_vector_fns", [])
-    if fns:
-        typ = ir.ArrayType(ir.PointerType(), len(fns))
-        used = ir.GlobalVariable(module, typ, "llvm.compiler.used")
+    if state.vector_fns:
+        typ = ir.ArrayType(ir.PointerType(), len(state.vector_fns))
+        used = ir.GlobalVariable(state.module, typ, "llvm.compiler.used")
         used.linkage = "appending"
         used.section = "llvm.metadata"
-        used.initializer = ir.Constant(typ, fns)
+        used.initializer = ir.Constant(typ, state.vector_fns)
 
 
-def _with_variants(module, fn, name, dtype, arity):
+def _with_variants(state, fn, name, dtype, arity):
     scalar = fn.name
     bits = 64 if dtype == "float64" else 32
     t = REGISTER[dtype]
     variants = []
-    for isa in getattr(module, "llgrad_vector_isas", ()):
+    for isa in state.options.vector_isas:
         lanes = ISA_BITS[isa] // bits
         vname = f"_ZGV{isa}N{lanes}{'v' * arity}_{scalar}"
         vt = ir.VectorType(t, lanes)
-        vfn = ir.Function(module, ir.FunctionType(vt, [vt] * arity), vname)
-        module.llgrad_vector_fns.append(vfn)
-        module.llgrad_vector_variants.setdefault(scalar, {})[lanes] = vfn
+        vfn = ir.Function(state.module, ir.FunctionType(vt, [vt] * arity), vname)
+        state.vector_fns.append(vfn)
+        state.vector_variants.setdefault(scalar, {})[lanes] = vfn
         variants.append(f"{vname}({vname})")
     if variants:
         set.add(fn.attributes, f'"vector-function-abi-variant"="{",".join(variants)}"')
     return fn
 
 
-def vector_variants(module: ir.Module, fn) -> dict:
+def vector_variants(state, fn) -> dict:
     """lanes -> the libmvec function computing scalar libm function ``fn`` lane-wise
     (empty when ``fn`` has none in this module: an intrinsic, or no vector ISA)."""
-    return getattr(module, "llgrad_vector_variants", {}).get(getattr(fn, "name", None), {})
+    return state.vector_variants.get(getattr(fn, "name", None), {})
 
 
 def _pure(fn: ir.Function) -> ir.Function:
@@ -86,10 +78,11 @@ def _pure(fn: ir.Function) -> ir.Function:
     return fn
 
 
-def declare(module: ir.Module, name: str, dtype: str, arity: int = 1) -> ir.Function:
-    """The declaration of math function ``name`` for ``dtype``, created once per module."""
+def declare(state, name: str, dtype: str, arity: int = 1) -> ir.Function:
+    """The declaration of math function ``name`` for ``dtype``, created once per module
+    (``state``: the module's ``ModuleState``)."""
     t = REGISTER[dtype]
-    vectorised = name in LIBMVEC and getattr(module, "llgrad_vector_isas", ())
+    vectorised = name in LIBMVEC and state.options.vector_isas
     if vectorised:
         symbol = name if dtype == "float64" else name + "f"
     elif name in INTRINSICS:
@@ -98,16 +91,17 @@ def declare(module: ir.Module, name: str, dtype: str, arity: int = 1) -> ir.Func
         symbol = name if dtype == "float64" else name + "f"
     else:
         raise KeyError(f"no math function {name!r}")
-    existing = module.globals.get(symbol)
+    existing = state.module.globals.get(symbol)
     if existing is not None:
         return existing
-    fn = _pure(ir.Function(module, ir.FunctionType(t, [t] * arity), symbol))
-    return _with_variants(module, fn, name, dtype, arity) if vectorised else fn
+    fn = _pure(ir.Function(state.module, ir.FunctionType(t, [t] * arity), symbol))
+    return _with_variants(state, fn, name, dtype, arity) if vectorised else fn
 
 
-def call(b: ir.IRBuilder, name: str, args, dtype: str, fastmath=()):
-    fn = declare(b.module, name, dtype, len(args))
-    return b.call(fn, list(args), fastmath=fastmath)
+def call(ctx, name: str, args, dtype: str, fastmath=()):
+    """Math function ``name`` of ``args``, emitted with the kernel context's builder."""
+    fn = declare(ctx.state, name, dtype, len(args))
+    return ctx.b.call(fn, list(args), fastmath=fastmath)
 
 
 class _TanhForm(NamedTuple):
@@ -144,20 +138,20 @@ _TANH = {
 }
 
 
-def tanh(b: ir.IRBuilder, x, dtype: str, flags=()):
+def tanh(ctx, x, dtype: str):
     """tanh in loop kernels (the ``noinline`` functions of codegen/module.py) without
     calls, so that the loop vectoriser keeps the whole loop in registers; elsewhere
     libm's, which loop-free regions batch into libmvec calls (``vector_calls``), as
     inlining the same code at each of workload 1's 50 scalar tanh cost ~80 ms more
-    optimisation on its first call.  The fast-math ``flags`` are not applied to the
+    optimisation on its first call.  The fast-math flags are not applied to the
     inline form: reassociation would undo its shifter and its hi/lo split.
     """
-    if "noinline" in b.function.attributes:
-        return _tanh_inline(b, x, dtype)
-    return call(b, "tanh", [x], dtype, flags)
+    if "noinline" in ctx.b.function.attributes:
+        return _tanh_inline(ctx, x, dtype)
+    return call(ctx, "tanh", [x], dtype, ctx.flags)
 
 
-def _tanh_inline(b: ir.IRBuilder, x, dtype: str):
+def _tanh_inline(ctx, x, dtype: str):
     """With u = |x| = z - k·ln2/2 (k = round(-2u/ln2) <= 0, |z| <= ln2/4) and v = tanh(z)
     from an odd polynomial, e^(-2u) = 2^k (1 - v)/(1 + v), so
 
@@ -170,13 +164,13 @@ def _tanh_inline(b: ir.IRBuilder, x, dtype: str):
     clamped (NaN passes: the comparison is false) so that k and 2^k stay in range;
     copysign restores the sign, -0.0 included.
     """
-    form = _TANH[dtype]
+    b, form = ctx.b, _TANH[dtype]
     one = const(dtype, 1.0)
 
     def mad(p, q, r):
-        return call(b, "fmuladd", [p, q, r], dtype)
+        return call(ctx, "fmuladd", [p, q, r], dtype)
 
-    u = call(b, "fabs", [x], dtype)
+    u = call(ctx, "fabs", [x], dtype)
     u = b.select(b.fcmp_ordered(">", u, const(dtype, form.clamp)), const(dtype, form.clamp), u)
     shifted = mad(u, const(dtype, -2 / _LN2[0]), const(dtype, form.shifter))
     k = b.fsub(shifted, const(dtype, form.shifter))
@@ -190,4 +184,4 @@ def _tanh_inline(b: ir.IRBuilder, x, dtype: str):
                       REGISTER[dtype])
     minus, plus = b.fsub(one, scale), b.fadd(one, scale)
     magnitude = b.fdiv(mad(v, plus, minus), mad(v, minus, plus))
-    return call(b, "copysign", [magnitude, x], dtype)
+    return call(ctx, "copysign", [magnitude, x], dtype)

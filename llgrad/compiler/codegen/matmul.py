@@ -99,7 +99,7 @@ def _reordered(ctx, x, perm, scratch):
     if _blockwise(ctx, x, perm):
         batch = int(np.prod(x.shape[:-2], dtype=np.int64))
         transpose.emit_transpose(b, ctx.pointer(x), scratch, batch, x.shape[-2], x.shape[-1],
-                                 x.dtype, _lanes(b.module, x.dtype))
+                                 x.dtype, _lanes(ctx.options, x.dtype))
         return scratch
     shape = tuple(x.shape[p] for p in perm)
     with loop_nest(b, shape, "t") as idx:
@@ -117,8 +117,8 @@ def _blockwise(ctx, x, perm) -> bool:
             and x.dtype in ("float32", "float64") and id(x) in ctx.pointers)
 
 
-def _lanes(module, dtype) -> int:
-    return getattr(module, "llgrad_vector_bits", 256) // (8 * ITEMSIZE[dtype])
+def _lanes(options, dtype) -> int:
+    return options.vector_bits // (8 * ITEMSIZE[dtype])
 
 
 #: products with at least this many multiply-adds go to BLAS when it is available,
@@ -215,34 +215,34 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
             b.call(fn, [tb, ta, n, m, k, one, bm, pldb, a, plda, zero, cm, ldc])
 
 
-def _use_blas(module, gemm, c: Canonical, vectorised: bool, itemsize: int) -> bool:
+def _use_blas(options, gemm, c: Canonical, vectorised: bool, itemsize: int) -> bool:
     """BLAS per the thresholds above, or from ``blas_min_flops`` multiply-adds on
     whatever the tiles could do, when the module was built with that option."""
     if gemm is None or min(c.M, c.N, c.K) < 1 or not _fits(gemm, c):
         return False
     flops = c.M * c.N * c.K
-    forced = getattr(module, "llgrad_blas_min_flops", None)
+    forced = options.blas_min_flops
     if forced is not None:
         return flops >= forced
     if not vectorised:
         return flops >= SCALAR_BLAS_MIN_FLOPS
-    if _blas_would_thread(module, flops):
+    if _blas_would_thread(options, flops):
         return False          # on llgrad's pool, never OpenBLAS's threads beside it
     return flops >= BLAS_MIN_FLOPS and not (flops >= LARGE_TILES_MIN_FLOPS
-                                            and _re_reads_fit(module, c, itemsize))
+                                            and _re_reads_fit(options, c, itemsize))
 
 
-def _blas_would_thread(module, flops: int) -> bool:
+def _blas_would_thread(options, flops: int) -> bool:
     """Whether OpenBLAS would start its threads for a product of ``flops``
     multiply-adds in a module that splits work on llgrad's pool."""
-    return getattr(module, "llgrad_threads", 1) > 1 and flops >= BLAS_THREADS_MIN_FLOPS
+    return options.threads > 1 and flops >= BLAS_THREADS_MIN_FLOPS
 
 
-def _re_reads_fit(module, c: Canonical, itemsize: int) -> bool:
+def _re_reads_fit(options, c: Canonical, itemsize: int) -> bool:
     """Whether what the tiles read more than once fits ``tile_panel_bytes`` (see
     ``LARGE_TILES_MIN_FLOPS``)."""
-    room = getattr(module, "llgrad_tile_panel_bytes", 0)
-    panel = c.K * tiles.MAX_VECTORS * getattr(module, "llgrad_vector_bits", 256) // 8
+    room = options.tile_panel_bytes
+    panel = c.K * tiles.MAX_VECTORS * options.vector_bits // 8
     return c.K * c.N * itemsize <= room or c.M * c.K * itemsize + panel <= room
 
 
@@ -257,10 +257,10 @@ def emit_dot_general(ctx, node, out):
     la, lb = c.gemm_layouts
     A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
     a_strides = _strides(la, c.M, c.K)
-    gemm = getattr(b.module, "llgrad_blas", {}).get(dtype)
-    if _use_blas(b.module, gemm, c, tiles.vectorised(c.M, c.N, a_strides), ITEMSIZE[dtype]):
+    gemm = ctx.options.gemm(dtype)
+    if _use_blas(ctx.options, gemm, c, tiles.vectorised(c.M, c.N, a_strides), ITEMSIZE[dtype]):
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
-        if _blas_would_thread(b.module, c.M * c.K * c.N):   # OpenBLAS decides per gemm call
+        if _blas_would_thread(ctx.options, c.M * c.K * c.N):   # OpenBLAS decides per gemm call
             b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # see runtime.pool
         _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
         if ctx.epilogue is not None:
@@ -272,10 +272,10 @@ def emit_dot_general(ctx, node, out):
         Bm = r_scratch
     else:
         Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)
-    _emit_tiles(b, c, tiles.Matrix(A, a_strides),
+    _emit_tiles(b, ctx.options, c, tiles.Matrix(A, a_strides),
                 tiles.Matrix(Bm, _strides(None if need_r else lb, c.K, c.N)),
                 tiles.Matrix(out, _strides("N", c.M, c.N)), dtype, tuple(ctx.flags) or _CONTRACT,
-                carried=id(rhs) in getattr(b.module, "llgrad_carried", ()),
+                carried=id(rhs) in ctx.state.carried,
                 transposed_from=ctx.pointer(rhs) if banded else None, epilogue=ctx.epilogue)
 
 
@@ -285,7 +285,7 @@ def emit_dot_general(ctx, node, out):
 PARALLEL_MIN_FLOPS = 2 ** 19
 
 
-def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=None,
+def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transposed_from=None,
                 epilogue=None):
     """The tiles, split into bands of C that the pool runs at once when the product
     is large and the module may use threads; each element of C is computed exactly
@@ -311,9 +311,8 @@ def _emit_tiles(b, c, a, bm, out, dtype, flags, carried=False, transposed_from=N
     the tiles have written it; after the whole product where bands of rows are not
     what the product is cut into (a pipeline over k, column bands), or where the
     epilogue alone would be split across threads but the product is not."""
-    bits = getattr(b.module, "llgrad_vector_bits", 256)
-    parts = getattr(b.module, "llgrad_threads", 1)
-    lanes = _lanes(b.module, dtype)
+    bits, parts = options.vector_bits, options.threads
+    lanes = _lanes(options, dtype)
 
     def copy_columns(pb, src, dst, first, count):
         """Columns [first, first + count) of B, from rows of the stored matrix."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llgrad.compiler.codegen.lowering import row
+from llgrad.compiler.codegen.plan import Kernel, Loop
 from llgrad.llvm.scalar import ALIGN, nbytes
 
 
@@ -41,6 +42,7 @@ class MemoryPlan:
     outputs: list        # per kernel: Buffer it writes
     arena_bytes: int
     constants: list      # constant nodes, by Buffer.index
+    bodies: list         # per kernel: a loop's body's MemoryPlan, else None
 
     def summary(self) -> str:
         used = sum(b.nbytes for b in {id(b): b for b in self.buffers.values()}.values()
@@ -67,6 +69,7 @@ def plan_memory(fusion) -> MemoryPlan:
     requests = []                    # [start, end, nbytes, key]
     by_root: dict = {}
     kernels = fusion.kernels
+    bodies = [None] * len(kernels)   # per kernel: a loop's body's own plan
     with_next = [id(k.node) in fusion.epilogues for k in kernels]  # a product, its epilogue
     for t, k in enumerate(kernels):
         reads = k.reads + (kernels[t - 1].reads if t and with_next[t - 1] else [])
@@ -78,8 +81,7 @@ def plan_memory(fusion) -> MemoryPlan:
             req = [t, t, _nbytes(k.node), ("node", id(k.node))]
             by_root[id(k.node)] = req
             requests.append(req)
-        for s, size in enumerate(row(k.node).scratch(k.node) if not k.copy and hasattr(
-                row(k.node), "scratch") else ()):
+        for s, size in enumerate(() if k.copy else _scratch(k, bodies, t)):
             requests.append([t, t + with_next[t], size, ("scratch", t, s)])
 
     offsets, arena_bytes = _assign_offsets(requests)
@@ -117,7 +119,18 @@ def plan_memory(fusion) -> MemoryPlan:
                 assert buf.kind == "arena", "multi-result values live in the arena"
                 buf = Buffer("arena", buf.index + offset, buf.nbytes - offset)
             buffers[id(n)] = buf
-    return MemoryPlan(buffers, [tuple(s) for s in scratch], outputs, arena_bytes, constants)
+    return MemoryPlan(buffers, [tuple(s) for s in scratch], outputs, arena_bytes, constants,
+                      bodies)
+
+
+def _scratch(kernel, bodies: list, t: int) -> tuple:
+    """The scratch buffers kernel ``t`` needs; a loop's include its body's arena, whose
+    plan goes into ``bodies[t]``."""
+    r = row(kernel.node)
+    if isinstance(r, Loop):
+        bodies[t] = plan_memory(kernel.body)
+        return r.scratch(kernel.node, bodies[t].arena_bytes)
+    return r.scratch(kernel.node) if isinstance(r, Kernel) else ()
 
 
 def _assign_offsets(requests):

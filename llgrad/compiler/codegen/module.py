@@ -24,79 +24,15 @@ import numpy as np
 from llvmlite import ir
 
 from llgrad.compiler.codegen import math, parallel, profile, region
+from llgrad.compiler.codegen.context import KernelContext
 from llgrad.compiler.codegen.epilogue import Epilogue
-from llgrad.llvm.indexing import Index
 from llgrad.compiler.codegen.kernels import clamped_start
+from llgrad.compiler.codegen.lowering import row
+from llgrad.compiler.codegen.options import CodegenOptions, ModuleState
+from llgrad.compiler.codegen.plan import IndexMap, Kernel, View
+from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
-from llgrad.compiler.codegen.lowering import Elementwise, IndexMap, Kernel, Leaf, View, row
-from llgrad.llvm.scalar import I8, I64, PTR, const, i64, linearise, load, store
-
-
-class KernelContext:
-    """What a lowering rule sees while it emits one kernel."""
-
-    def __init__(self, b: ir.IRBuilder, pointers: dict, scratch, flags, values=None):
-        self.b = b
-        self.pointers = pointers      # id(node) -> pointer value, for materialised nodes
-        self.scratch = scratch        # pointers to this kernel's scratch buffers
-        self.flags = flags            # fast-math flags for float arithmetic
-        self.values = values or {}    # id(node) -> a scalar already in a register
-        self.epilogue = None          # a product's: runs the next kernel on its rows
-        self._computed = {}           # (id(node), id(index)) -> (index, value)
-
-    def pointer(self, node):
-        return self.pointers[id(node)]
-
-    def by_rows(self, out, rows: int, elements: int, emit_rows) -> None:
-        """``emit_rows(ctx, out, first, count)`` writes rows ``[first, first + count)``
-        of this kernel's output, each independently of the others: on one thread for
-        the whole output, or cut into bands of rows the pool runs at once when the
-        output has at least ``parallel.MIN_ELEMENTS`` ``elements`` and the module may
-        use threads.  The bands run in functions of their own, which see this kernel's
-        stored inputs through a context of their own."""
-        b = self.b
-        parts = min(rows, getattr(b.module, "llgrad_threads", 1))
-        if parts < 2 or elements < parallel.MIN_ELEMENTS or self.values:
-            emit_rows(self, out, i64(0), i64(rows))
-            return
-        ids = list(self.pointers)
-
-        def emit_part(pb, pointers, part):
-            first = pb.udiv(pb.mul(part, i64(rows)), i64(parts))
-            end = pb.udiv(pb.mul(pb.add(part, i64(1)), i64(rows)), i64(parts))
-            inner = KernelContext(pb, dict(zip(ids, pointers)), [], self.flags)
-            emit_rows(inner, pointers[-1], first, pb.sub(end, first))
-
-        parallel.run_parts(b, f"{b.function.name}.rows", parts,
-                           [self.pointers[k] for k in ids] + [out], emit_part)
-
-    def read(self, node, index: Index):
-        """The value of ``node`` at ``index``: loaded if it has a buffer, else computed."""
-        if id(node) in self.values:
-            return self.values[id(node)]
-        ptr = self.pointers.get(id(node))
-        if ptr is not None:
-            return load(self.b, ptr, index.linear(self.b, node.shape), node.dtype)
-        return self.compute(node, index)
-
-    def compute(self, node, index: Index):
-        """The value of an inlined ``node`` at ``index``.  An elementwise value read by
-        several nodes of one loop at the same ``Index`` is computed once: the first
-        computation dominates the later reads, as a loop body is emitted in order."""
-        r = row(node)
-        if isinstance(r, Elementwise):
-            known = self._computed.get((id(node), id(index)))
-            if known is not None:
-                return known[1]
-            args = [self.read(x, index) for x in node.inputs]
-            value = r.scalar(self.b, args, node.inputs[-1].dtype, self.flags, node.attrs)
-            self._computed[id(node), id(index)] = (index, value)
-            return value
-        if isinstance(r, (IndexMap, View)):
-            return r.read(self, node, index)
-        if isinstance(r, Leaf) and node.op == "constant" and node.type.ndim == 0:
-            return const(node.dtype, node.attrs["value"].item())
-        raise AssertionError(f"{node.op} cannot be computed inline")
+from llgrad.llvm.scalar import I8, I64, PTR, i64, linearise, load, store
 
 
 def needs_axes(node, inlined: set) -> bool:
@@ -158,43 +94,19 @@ def _constant_global(module, node, name):
     return g
 
 
-def build_module(fusion, memory, *, fastmath: bool = False, vector_isas=(), blas=None,
-                 blas_min_flops=None, vector_bits: int = 256, object_layout=None,
-                 threads: int = 1, batch_calls: bool = True,
-                 tile_panel_bytes: int = 0, profiled: bool = False) -> tuple[ir.Module, str]:
-    """Lower a fused, memory-planned graph; returns the module and its entry symbol.
-
-    ``vector_isas``: libmvec ISA letters usable on the target ("b", "d", "e");
-    ``blas``: dtype -> runtime.blas.Gemm the JIT resolves, used for products
-    of at least ``blas_min_flops`` multiply-adds; ``vector_bits``: the target's vector
-    register width (sizes matmul tiles); ``object_layout``: see
-    ``list_entry`` (None: no such entry); ``threads``: how many threads a large
-    elementwise kernel or product is split into (see ``parallel``); ``tile_panel_bytes``:
-    the largest right operand a product runs as tiles rather than BLAS (see
-    ``matmul``); ``batch_calls``: whether
-    loop-free code runs independent calls of one math function as libmvec vector
-    calls (see ``vector_calls``; only where ``vector_isas`` has some); ``profiled``:
-    time counters around every kernel call (see ``profile``; the labels are the
-    module's ``llgrad_profile``).
-    """
+def build_module(fusion, memory, options: CodegenOptions) -> tuple[ir.Module, str, list]:
+    """Lower a fused, memory-planned graph: the module, its entry symbol, and the
+    profile's labels, one per timed call site (empty unless ``options.profile``)."""
     module = ir.Module(name=fusion.graph.name)
-    math.configure(module, vector_isas)
-    module.llgrad_blas = dict(blas or {})
-    module.llgrad_threads = threads
-    module.llgrad_vector_bits = vector_bits
-    module.llgrad_tile_panel_bytes = tile_panel_bytes
-    module.llgrad_batch_calls = batch_calls
-    if blas_min_flops is not None:
-        module.llgrad_blas_min_flops = blas_min_flops
-    if profiled:
-        profile.enable(module)
+    state = ModuleState(module, options, profile=[] if options.profile else None)
+    state.lower_graph = functools.partial(lower_graph, state)
     entry_name = _symbol(fusion.graph.name)
-    entry = lower_graph(module, fusion, memory, entry_name, ("fast",) if fastmath else ())
-    profile.finish(module, entry_name)
-    if object_layout is not None:
-        list_entry(module, entry, len(fusion.graph.inputs), object_layout)
-    math.finish(module)
-    return module, entry_name
+    entry = lower_graph(state, fusion, memory, entry_name)
+    labels = profile.finish(state, entry_name)
+    if options.object_layout is not None:
+        list_entry(module, entry, len(fusion.graph.inputs), options.object_layout)
+    math.finish(state)
+    return module, entry_name, labels
 
 
 def list_entry(module, entry: ir.Function, n_inputs: int, layout) -> ir.Function:
@@ -244,12 +156,13 @@ def buffer_addresses(b: ir.IRBuilder, packed, *, n_in: int, n_out: int, globals_
     return address
 
 
-def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> ir.Function:
+def lower_graph(state: ModuleState, fusion, memory, name: str, *,
+                internal=False) -> ir.Function:
     """``void name(ptr args)``: runs every kernel of one graph on a packed argument array.
 
     Used for the entry point and, nested, for the body of a ``loop``.
     """
-    graph = fusion.graph
+    module, graph = state.module, fusion.graph
     globals_ = [_constant_global(module, n, f"{name}.const{k}")
                 for k, n in enumerate(memory.constants)]
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name)
@@ -274,28 +187,27 @@ def lower_graph(module, fusion, memory, name: str, flags, *, internal=False) -> 
         while stop < len(kernels) and region.loop_free(kernels[stop]):
             stop += 1
         if stop > t:
-            fn = region.emit(module, f"{name}.k{t}_scalars", list(enumerate(kernels))[t:stop],
-                             memory, address_in, last_read, flags)
-            with profile.timed(module, eb, lambda: profile.kernel_label(name, t, kernels[t:stop])):
-                eb.call(_shared(module, fn), [entry.args[0]])
+            fn = region.emit(state, f"{name}.k{t}_scalars", list(enumerate(kernels))[t:stop],
+                             memory, address_in, last_read)
+            with profile.timed(state, eb, lambda: profile.kernel_label(name, t, kernels[t:stop])):
+                eb.call(_shared(state, fn), [entry.args[0]])
             t = stop
             continue
         paired = id(kernels[t].node) in fusion.epilogues   # kernel t + 1 runs inside it
-        with profile.timed(module, eb, lambda: profile.kernel_label(
+        with profile.timed(state, eb, lambda: profile.kernel_label(
                 name, t, kernels[t:t + 1 + paired], epilogue=paired)):
-            _emit_kernel(module, name, eb, address, t, kernels[t], fusion, memory, globals_,
-                         flags)
+            _emit_kernel(state, name, eb, address, t, kernels[t], fusion, memory, globals_)
         t += 1 + paired
     eb.ret_void()
     return entry
 
 
-def _emit_kernel(module, name, eb, address, t, kernel, fusion, memory, globals_, flags):
+def _emit_kernel(state, name, eb, address, t, kernel, fusion, memory, globals_):
     """Kernel ``t`` as its own function, and its call from the entry builder ``eb``; a
     product with an epilogue (``fusion.epilogues``) runs kernel ``t + 1`` too."""
     node = kernel.node
     r = row(node)
-    threads = getattr(module, "llgrad_threads", 1)
+    threads = state.options.threads
     # an elementwise loop (what _emit_elementwise_kernel runs over a range): flat, or
     # over axes (broadcasts, transposes inside) and then split by rows
     loop = kernel.copy or not isinstance(r, Kernel)
@@ -304,15 +216,17 @@ def _emit_kernel(module, name, eb, address, t, kernel, fusion, memory, globals_,
             if loop else None)
     after = fusion.epilogues.get(id(node))
     if after is not None:
-        e_fn, e_params, e_flat = _ranged_function(module, name, t + 1, after, fusion, memory,
-                                                  globals_, flags)
-    fn, params, ctx = _kernel_function(module, name, t, kernel, memory, globals_, flags,
+        e_fn, e_params, e_flat = _ranged_function(state, name, t + 1, after, fusion, memory,
+                                                  globals_)
+    fn, params, ctx = _kernel_function(state, name, t, kernel, memory, globals_,
                                        ranged=unit is not None,
                                        extra=e_params if after is not None else ())
+    if kernel.body is not None:
+        ctx.body = (kernel.body, memory.bodies[t])
     if after is not None:
         arg_of = {id(buf): arg for buf, arg in zip(params, fn.args)}
         ctx.epilogue = Epilogue(e_fn, tuple(arg_of[id(buf)] for buf in e_params),
-                                node.shape[0], node.type.size // node.shape[0], e_flat)
+                                node.shape[0], node.type.size // node.shape[0], e_flat, state)
     if isinstance(r, Kernel) and not kernel.copy:
         r.emit(ctx, node, fn.args[0])
     else:
@@ -320,25 +234,24 @@ def _emit_kernel(module, name, eb, address, t, kernel, fusion, memory, globals_,
                                  fn.args[len(params):] if unit else None, by_rows=not flat)
     ctx.b.ret_void()
     if unit is not None:
-        parallel.call_split(eb, _shared(module, fn), [address(buf) for buf in params],
+        parallel.call_split(state, eb, _shared(state, fn), [address(buf) for buf in params],
                             node.type.size if flat else node.shape[0], threads, unit)
     else:
-        eb.call(_shared(module, fn), [address(buf) for buf in params])
+        eb.call(_shared(state, fn), [address(buf) for buf in params])
 
 
-def _ranged_function(module, name, t, kernel, fusion, memory, globals_, flags):
+def _ranged_function(state, name, t, kernel, fusion, memory, globals_):
     """Elementwise kernel ``t`` as ``void fn(ptr..., i64 lo, i64 hi)`` over a range of
     elements or, when it needs axes, of rows: (fn, its buffers, whether flat)."""
     flat = not needs_axes(kernel.node, fusion.inlined)
-    fn, params, ctx = _kernel_function(module, name, t, kernel, memory, globals_, flags,
-                                       ranged=True)
+    fn, params, ctx = _kernel_function(state, name, t, kernel, memory, globals_, ranged=True)
     _emit_elementwise_kernel(ctx, kernel.node, fn.args[0], fusion.inlined, False,
                              fn.args[len(params):], by_rows=not flat)
     ctx.b.ret_void()
-    return _shared(module, fn), params, flat
+    return _shared(state, fn), params, flat
 
 
-def _kernel_function(module, name, t, kernel, memory, globals_, flags, *, ranged, extra=()):
+def _kernel_function(state, name, t, kernel, memory, globals_, *, ranged, extra=()):
     """The function of kernel ``t``, its body still to emit: (fn, the buffers its pointer
     arguments are, a KernelContext).  Its arguments: the output, the stored inputs,
     scratch, the ``extra`` buffers not among those (what an epilogue it runs reads and
@@ -352,7 +265,8 @@ def _kernel_function(module, name, t, kernel, memory, globals_, flags, *, ranged
     own = [memory.outputs[t]] + read_bufs + list(memory.scratch[t])
     params = own + [buf for buf in extra if all(buf is not p for p in own)]
     signature = ir.FunctionType(ir.VoidType(), [PTR] * len(params) + [I64, I64] * ranged)
-    fn = ir.Function(module, signature, f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
+    fn = ir.Function(state.module, signature,
+                     f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
     fn.linkage = "internal"
     if not all(region.is_scalar(n) for n in (node, *kernel.reads)):
         fn.attributes.add("noinline")  # a loop; a scalar kernel is cheaper inlined
@@ -370,15 +284,14 @@ def _kernel_function(module, name, t, kernel, memory, globals_, flags, *, ranged
         buf = memory.buffers[id(n)]
         pointers[id(n)] = globals_[buf.index] if buf.kind == "constant" else arg_of[id(buf)]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    return fn, params, KernelContext(b, pointers, fn.args[1 + len(read_bufs):len(own)], flags)
+    return fn, params, KernelContext(b, pointers, fn.args[1 + len(read_bufs):len(own)], state)
 
 
-def _shared(module, fn: ir.Function) -> ir.Function:
+def _shared(state: ModuleState, fn: ir.Function) -> ir.Function:
     """An identical kernel emitted before, if any (``fn`` is then dropped), else ``fn``."""
-    seen = module.__dict__.setdefault("llgrad_kernels", {})
     body = str(fn).replace(f'"{fn.name}"', "@kernel", 1)
-    if body in seen:
-        del module.globals[fn.name]
-        return seen[body]
-    seen[body] = fn
+    if body in state.kernels:
+        del state.module.globals[fn.name]
+        return state.kernels[body]
+    state.kernels[body] = fn
     return fn

@@ -100,7 +100,7 @@ def piece(b: ir.IRBuilder, size: int, parts: int, part, unit: int | None = None)
     return clamp(lo), clamp(hi)
 
 
-def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts: int,
+def call_split(state, b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts: int,
                unit: int | None = None):
     """Run ``kernel(*pointers, lo, hi)`` over ``[0, size)`` in ``parts`` pieces cut on
     ``unit`` boundaries (see ``piece``).  One outlined part function serves every split
@@ -109,11 +109,11 @@ def call_split(b: ir.IRBuilder, kernel: ir.Function, pointers, size: int, parts:
     def emit_part(pb, inner, part):
         lo, hi = piece(pb, size, parts, part, unit)
         pb.call(kernel, [*inner, lo, hi])
-    outlined = b.module.__dict__.setdefault("llgrad_split_parts", {})
     key = (kernel.name, size, parts, unit)
-    if key not in outlined:
-        outlined[key] = _outline(b.module, kernel.name + ".part", len(pointers), emit_part)
-    _call_parts(b, outlined[key], pointers, parts)
+    if key not in state.split_parts:
+        state.split_parts[key] = _outline(b.module, kernel.name + ".part", len(pointers),
+                                          emit_part)
+    _call_parts(b, state.split_parts[key], pointers, parts)
 
 
 @contextmanager

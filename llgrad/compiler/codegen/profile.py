@@ -23,23 +23,17 @@ from llgrad.compiler.inspection.stages import flops
 from llgrad.llvm.scalar import I64, PTR, declare, i64, nbytes
 
 
-def enable(module: ir.Module) -> None:
-    module.llgrad_profile = []          # one label per call site, in counter order
-
-
-def enabled(module: ir.Module) -> bool:
-    return hasattr(module, "llgrad_profile")
-
-
 @contextmanager
-def timed(module: ir.Module, b: ir.IRBuilder, describe):
+def timed(state, b: ir.IRBuilder, describe):
     """Counts the time of the calls emitted inside the block (with ``b``) under the
-    label ``describe()`` makes; nothing when the module is not profiled."""
-    if not enabled(module):
+    label ``describe()`` makes; nothing when the module is not profiled
+    (``state.profile``: one label per call site, in counter order)."""
+    if state.profile is None:
         yield
         return
-    slot = len(module.llgrad_profile)   # taken first: a loop's body comes after the loop
-    module.llgrad_profile.append(describe())
+    module = state.module
+    slot = len(state.profile)   # taken first: a loop's body comes after the loop
+    state.profile.append(describe())
     clock = declare(module, "llvm.readcyclecounter", I64, [])
     start = b.call(clock, [])
     yield
@@ -88,13 +82,14 @@ def _bytes(kernel) -> int:
     return written + sum(nbytes(r.type) for r in kernel.reads)
 
 
-def finish(module: ir.Module, entry_name: str) -> list:
+def finish(state, entry_name: str) -> list:
     """Sizes the counters to the call sites emitted and adds ``ptr <entry>.profile()``
     and ``i64 <entry>.ticks()``; returns the labels (none when not profiled)."""
-    if not enabled(module):
+    if state.profile is None:
         return []
+    module = state.module
     counters = _counters(module)
-    counters.value_type = ir.ArrayType(I64, max(1, 2 * len(module.llgrad_profile)))
+    counters.value_type = ir.ArrayType(I64, max(1, 2 * len(state.profile)))
     counters.initializer = ir.Constant(counters.value_type, None)
     fn = ir.Function(module, ir.FunctionType(PTR, []), entry_name + ".profile")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -102,7 +97,7 @@ def finish(module: ir.Module, entry_name: str) -> list:
     ticks = ir.Function(module, ir.FunctionType(I64, []), entry_name + ".ticks")
     b = ir.IRBuilder(ticks.append_basic_block("entry"))
     b.ret(b.call(declare(module, "llvm.readcyclecounter", I64, []), []))
-    return module.llgrad_profile
+    return state.profile
 
 
 def _counters(module: ir.Module) -> ir.GlobalVariable:

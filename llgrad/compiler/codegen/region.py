@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from llgrad.llvm.indexing import Index
-from llgrad.compiler.codegen.lowering import Kernel, row
-from llgrad.llvm.scalar import PTR, i64, store
+from llgrad.compiler.codegen.context import KernelContext
+from llgrad.compiler.codegen.lowering import row
+from llgrad.compiler.codegen.plan import Kernel
 from llgrad.compiler.codegen.vector_calls import batch_calls
+from llgrad.llvm.indexing import Index
+from llgrad.llvm.scalar import PTR, i64, store
 
 
 def is_scalar(node) -> bool:
@@ -33,7 +35,7 @@ def key(buf):
     return buf.kind, buf.index
 
 
-def emit(module, name: str, kernels, memory, address_in, last_read: dict, flags):
+def emit(state, name: str, kernels, memory, address_in, last_read: dict):
     """``void name(ptr args)``, computing ``kernels`` (consecutive pairs of kernel
     number and loop-free kernel) on the packed argument array of the graph.
 
@@ -44,10 +46,9 @@ def emit(module, name: str, kernels, memory, address_in, last_read: dict, flags)
     one pointer argument (not one per buffer) keeps the call cheap when LLVM does not
     inline a large region.
     """
-    from llgrad.compiler.codegen.module import KernelContext   # module imports this one
     stop = kernels[-1][0]
     live_after = {k for k, t in last_read.items() if t > stop}
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name)
+    fn = ir.Function(state.module, ir.FunctionType(ir.VoidType(), [PTR]), name)
     fn.linkage = "internal"
     fn.args[0].add_attribute("captures(none)")
     set.add(fn.args[0].attributes, "readonly")
@@ -63,7 +64,7 @@ def emit(module, name: str, kernels, memory, address_in, last_read: dict, flags)
                 values[id(n)] = written[key(buf)]
             else:
                 pointers[id(n)] = address(buf)
-        ctx = KernelContext(b, pointers, (), flags, values)
+        ctx = KernelContext(b, pointers, (), state, values)
         index = Index(tuple(i64(0) for _ in node.shape), i64(0))
         value = (ctx.read if kernel.copy else ctx.compute)(node, index)
         out = memory.outputs[t]
@@ -71,8 +72,8 @@ def emit(module, name: str, kernels, memory, address_in, last_read: dict, flags)
         # stored at once: a value held in a register to the end of a long region spills
         if last_write[key(out)] == t and (out.kind == "output" or key(out) in live_after):
             store(b, value, address(out), i64(0), node.dtype)
-    if getattr(module, "llgrad_batch_calls", True):
-        batch_calls(b.block)
+    if state.options.batch_calls:
+        batch_calls(state, b.block)
     b.position_at_end(b.block)
     b.ret_void()
     return fn

@@ -39,14 +39,14 @@ def _movable(instr) -> bool:
                                            and instr.opname in _ARITHMETIC)
 
 
-def batch_calls(block: ir.Block) -> int:
+def batch_calls(state, block: ir.Block) -> int:
     """Rewrite ``block`` (straight-line, not yet terminated) so that independent calls
     of one libm function run as libmvec vector calls; returns how many scalar calls
     were replaced (0: the block is left exactly as it was)."""
     instructions = list(block.instructions)
     if not all(_movable(i) for i in instructions):
         return 0
-    variants = {id(i): vector_variants(block.function.module, i.callee)
+    variants = {id(i): vector_variants(state, i.callee)
                 for i in instructions if isinstance(i, ir.CallInstr)}
     batchable = {key for key, v in variants.items() if v}
     depth, waves = {}, defaultdict(lambda: ([], []))

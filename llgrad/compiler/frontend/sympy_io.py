@@ -23,7 +23,8 @@ import functools
 import numpy as np
 
 from llgrad.ir.errors import UnsupportedError
-from llgrad.ir.graph import Graph, parameter_identifiers, topological_order
+from llgrad.ir.graph import Graph, parameter_identifiers
+from llgrad.ir.walk import topological_order
 from llgrad.ir.primitives import PRIMITIVES
 
 

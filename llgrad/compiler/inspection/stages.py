@@ -16,7 +16,8 @@ from functools import cached_property
 from typing import NamedTuple
 
 from llgrad.ir.errors import LlgradError
-from llgrad.ir.graph import Graph, forward_ids, scalar_constant
+from llgrad.ir.graph import Graph
+from llgrad.ir.walk import forward_ids, scalar_constant
 from llgrad.ir.primitives import PRIMITIVES
 from llgrad.ir.printer import format_graph
 from llgrad.compiler.passes.dce import removed

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llgrad.ir.graph import scalar_constant
+from llgrad.ir.walk import scalar_constant
 from llgrad.ir.primitives import PRIMITIVES
 from llgrad.compiler.passes.rewrite import rebuild
 

@@ -1,0 +1,78 @@
+"""What code generation is told, and what it keeps while it writes one module.
+
+``CodegenOptions`` holds every choice the generated code depends on besides the
+graph.  It is resolved for this process (the vector ISAs and BLAS symbols found, the
+thread count) before anything is generated, and it is part of the on-disk cache key,
+so a key is valid wherever it is looked up.  ``ModuleState`` is the one mutable object
+of a module being written; the kernel context carries both to every emitter.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+from llvmlite import ir
+
+from llgrad.runtime.blas import Gemm
+
+
+@dataclass(frozen=True)
+class CodegenOptions:
+    """``fastmath``: LLVM may reassociate float arithmetic (vectorised sums, FMA).
+    ``fuse_ops``: fusion inlines what it can (False: every node its own loop).
+    ``vector_isas``: libmvec ISA letters usable here ("b", "d", "e"; none: scalar math).
+    ``blas``: (dtype, symbol, calling convention) of each BLAS gemm found.
+    ``blas_min_flops``: products of at least this many multiply-adds go to BLAS
+    whatever the tiles could do (None: the thresholds in ``matmul``).
+    ``vector_bits``: the target's vector register width (sizes matmul tiles).
+    ``tile_panel_bytes``: the largest right operand a large product keeps as tiles.
+    ``object_layout``: offsets of a list's items and an array's data in this Python
+    (None: no entry taking a Python list, see ``module.list_entry``).
+    ``threads``: how many pieces a large kernel or product is split into.
+    ``batch_calls``: loop-free code runs independent math calls as libmvec vector calls.
+    ``profile``: time counters around every kernel call."""
+    fastmath: bool = False
+    fuse_ops: bool = True
+    vector_isas: tuple[str, ...] = ()
+    blas: tuple[tuple[str, str, str], ...] = ()
+    blas_min_flops: Optional[int] = None
+    vector_bits: int = 256
+    tile_panel_bytes: int = 0
+    object_layout: Optional[tuple[int, int]] = None
+    threads: int = 1
+    batch_calls: bool = True
+    profile: bool = False
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The fast-math flags of float arithmetic."""
+        return ("fast",) if self.fastmath else ()
+
+    def gemm(self, dtype: str) -> Optional[Gemm]:
+        """The BLAS product for ``dtype``, if one was found."""
+        for found, symbol, convention in self.blas:
+            if found == dtype:
+                return Gemm(symbol, convention)
+        return None
+
+    def cache_key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class ModuleState:
+    """What code generation accumulates while it writes one module."""
+    module: ir.Module
+    options: CodegenOptions
+    #: how ``module.py`` lowers a whole planned graph into this module: loop bodies
+    #: (``control``) are lowered by it, and ``module.py`` reaches ``control`` through
+    #: the lowering table, so ``control`` is handed the function instead of importing it
+    lower_graph: Callable = None
+    vector_fns: list = field(default_factory=list)        # libmvec declarations (math)
+    vector_variants: dict = field(default_factory=dict)   # scalar symbol -> {lanes: fn}
+    kernels: dict = field(default_factory=dict)           # kernel text -> its function
+    split_parts: dict = field(default_factory=dict)       # (kernel, size, parts, unit) -> fn
+    loop_bodies: int = 0                                  # body functions emitted so far
+    carried: set = field(default_factory=set)  # ids of loop-carried body parameters
+    profile: Optional[list] = None             # one label per timed call site
