@@ -279,6 +279,7 @@ def bench(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m llgrad", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in (("inspect", inspect), ("bench", bench)):
@@ -299,8 +300,8 @@ def main(argv=None):
             p.add_argument("--profile", action="store_true",
                            help="with FUNCTION: the time of every kernel (llgrad.profile); "
                                 "without: the suite's report gets llgrad's, per workload")
-            suite = benchmark_suite()
-            if suite is not None:
+            suite = benchmark_suite() if argv[:1] == ["bench"] else None  # inspect never
+            if suite is not None:                                         # imports it
                 suite.add_arguments(p.add_argument_group("the suite (no FUNCTION given)"))
         p.set_defaults(run=fn)
     args = parser.parse_args(argv)

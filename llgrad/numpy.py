@@ -2,15 +2,10 @@
 
 The same functions plain ``np.*`` calls reach on traced arrays, plus the composites
 numpy lacks (relu, sigmoid, softmax, log_softmax, logsumexp), all with numerically
-stable forms.  Outside a trace they compute with numpy.
+stable forms.  Outside a trace they compute with numpy.  The names are those the
+numpy table exports (``numpy_ops.EXPORTS``), each defined here from it.
 """
-from llgrad.compiler.frontend.numpy_ops import (  # noqa: F401
-    abs, absolute, add, arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, amax,
-    amin, argmax, argmin, astype, cosh, einsum, exp2, hypot, log2,
-    log10, norm, sinh, tan, bitwise_and, bitwise_or, bitwise_xor, broadcast_to,
-    clip, invert, logical_and, logical_not, logical_or, logical_xor, concatenate, cos, divide, dot,
-    equal, exp, expand_dims, expm1, full_like, greater, greater_equal, less, less_equal, log,
-    log1p, log_softmax, logistic, logsumexp, matmul, max, maximum, mean, min, minimum,
-    multiply, negative, not_equal, ones_like, outer, positive, power, ravel, reciprocal, relu,
-    reshape, sigmoid, sign, sin, softmax, sqrt, square, squeeze, stack, std, subtract, sum,
-    swapaxes, take, tanh, tensordot, transpose, true_divide, var, where, zeros_like)
+from llgrad.compiler.frontend import numpy_ops as _numpy_ops
+
+globals().update(_numpy_ops.EXPORTS)
+__all__ = sorted(_numpy_ops.EXPORTS)

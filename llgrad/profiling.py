@@ -12,8 +12,10 @@ of the native time, time per call, and the Gflop/s and GB/s it reached, which sa
 whether it is bound by arithmetic or by memory.  The native code is called through
 its bare entry point, so "outside kernels" is what the native call costs around them;
 the first line also gives the plain function's call from Python (argument checks,
-result arrays).  The counters cost ~10 ns a kernel (workload 2's 16 kernels: 6.76 µs
-of native code plain, 6.90 profiled).
+result arrays).  The counters cost two cycle-counter reads and two atomic adds per
+kernel call, small beside any kernel that loops (re-measure: time the bare entry of
+``compile_graph(graph, profile=True)`` against ``compile_graph(graph)``'s, as
+``measure`` calls it, on the tiny MLP of ``benchmarks/workloads.py``).
 """
 from __future__ import annotations
 

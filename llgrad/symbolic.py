@@ -74,7 +74,7 @@ def from_sympy(expr, symbols: Sequence, *, backend: str = "native", name: str | 
         return numpy_ops.reshape(stacked, numpy_ops._shape(stacked)[:-1] + tuple(expr.shape))
 
     build.__name__ = build.__qualname__ = name or "sympy_function"
-    fn = numpy_ops.op("from_sympy", jit(build, backend=backend))(build)
+    fn = numpy_ops.traceable("from_sympy", jit(build, backend=backend))(build)
     fn.__doc__ = f"{expr}, elementwise in ({', '.join(map(str, symbols))})."
     fn.expr, fn.symbols = expr, symbols
     fn.grad, fn.hessian, fn.jacobian = _derivatives(fn, len(symbols), matrix and expr.shape,

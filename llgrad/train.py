@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llgrad import profiling
-from llgrad.compiler.frontend import numpy_ops, pytree
-from llgrad.compiler.autodiff.reverse import vjp
+from llgrad.compiler.frontend import pytree
 from llgrad.compiler.passes.rewrite import inline
-from llgrad.compiler.dispatch.staging import compile_for, optimize
-from llgrad.compiler.frontend.trace import Tracer, TraceContext, input_type, trace
+from llgrad.compiler.dispatch.staging import compile_trace, differentiate
+from llgrad.compiler.passes.pipeline import optimize
+from llgrad.compiler.frontend.trace import Tracer, TraceContext, input_type, lift, trace
 from llgrad.ir.errors import DTypeError, ShapeError
 from llgrad.ir.graph import Builder, Graph
 from llgrad.ir.types import TensorType
@@ -81,7 +81,7 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
         carried = []
         for new, old in zip(pytree.flatten(new_params)[0] + pytree.flatten(new_state)[0],
                             params + state):
-            node = numpy_ops.lift(new)
+            node = lift(new)
             node = node if node.dtype == old.dtype else b.convert(node, dtype=old.dtype)
             carried.append(b.broadcast_to(node, old.shape))
         outputs = carried + [b.convert(value, dtype="float64")]
@@ -127,7 +127,7 @@ def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, back
     graph, _ = trace(loss, p_types + batch_types,
                      ("tuple", 1 + len(data), (p_tree,) + (pytree.LEAF,) * len(data)),
                      loss_name, names)
-    joint = optimize(vjp(graph, list(range(len(p_leaves)))))
+    joint = optimize(differentiate(graph, "value_and_grad", list(range(len(p_leaves)))))
     s_types = [input_type(x, "opt_state") for x in s_leaves]
     order_type = TensorType((steps * batch_size,), "int64")
     types = p_types + s_types + d_types + [order_type]
@@ -142,7 +142,7 @@ def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, back
     looped = b.loop(*inputs, body=body, trip_count=steps, n_carried=n_carried)
     outputs = [b.tuple_get(looped, index=k) for k in range(n_carried + 1 + grad_norms)]
     outer = Graph(inputs, outputs, name=f"train_{loss_name}")
-    return compile_for(outer, backend, fastmath=False, profile=profile), outer
+    return compile_trace(outer, None, backend, profile=profile).executable, outer
 
 
 _CACHE: dict = {}

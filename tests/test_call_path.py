@@ -1,10 +1,10 @@
 """The fast call paths: they must return exactly what the general path returns, reuse
 their memory from call to call, and stay correct across threads."""
-import threading
 import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import run_threads
 
 import llgrad
 
@@ -75,11 +75,7 @@ def from_four_threads(f, arg_sets):
         for i in range(k, len(arg_sets), 4):
             results[i] = f(*arg_sets[i])
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, n=4)
     return results
 
 

@@ -131,3 +131,15 @@ def test_inputs_that_do_not_fit_are_explained():
 def test_missing_example_inputs_are_explained(model):
     with pytest.raises(SystemExit, match="no example inputs for loss.*EXAMPLE_ARGS"):
         main(["inspect", model])
+
+
+def test_inspect_never_imports_the_benchmark_suite():
+    """The suite's options are added to the parser for ``bench`` alone: inspecting a
+    function must not pay for importing benchmarks/ (nor depend on it)."""
+    code = ("import sys; from llgrad.__main__ import main; "
+            f"main(['inspect', {MLP + ':loss'!r}, '--stage', 'ir']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'benchmarks'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -7,22 +7,20 @@ sympy's unsimplified symbolic Hessian for the size comparison."""
 import numpy as np
 import pytest
 import sympy as sp
+from helpers import (FD_CASES, arguments, assert_is_mlp_hvp, case_parameters,
+                     central_differences, looped_graph, scalarised, small_mlp)
 from models import mlp_loss
-from test_codegen import _arguments
-from test_higher_order import assert_is_mlp_hvp, small_mlp
-from test_primitive_table import FD_CASES, _central_differences, _scalarised, looped_graph
 
 import llgrad
 from llgrad.compiler.autodiff.reverse import vjp
 from llgrad.compiler.autodiff.forward import jvp
-from llgrad.compiler.dispatch.staging import optimize
-from llgrad.ir import PRIMITIVES, Builder, Graph, TensorType, interpret
+from llgrad.compiler.passes.pipeline import optimize
+from llgrad.ir import PRIMITIVES, Builder, Graph, interpret
 
 
 def _one_op(case):
     b = Builder()
-    params = [b.parameter(index=i, type=TensorType(s, d), name=f"a{i}")
-              for i, (s, d) in enumerate(case.types)]
+    params = case_parameters(b, case)
     return Graph(params, [b.emit(case.op, *params, **case.attrs)], name=f"one_{case.op}")
 
 
@@ -30,7 +28,7 @@ def _one_op(case):
 def test_jvp_of_every_primitive_is_the_transpose_of_its_vjp(case):
     """<jvp(t), c> == <t, vjp(c)>: forward rules (sympy partials, linear flags,
     hand-written jvps) against the independent reverse rules."""
-    args = _arguments(case)
+    args = arguments(case)
     rng = np.random.default_rng(11)
     wrt = [k for k, (s, d) in enumerate(case.types) if d == "float64"]
     tangents = [rng.normal(size=args[k].shape) for k in wrt]
@@ -46,15 +44,15 @@ def test_jvp_of_every_primitive_is_the_transpose_of_its_vjp(case):
 @pytest.mark.parametrize("case", FD_CASES[::3], ids=[c.id for c in FD_CASES[::3]])
 def test_native_jvp_of_a_primitive_matches_finite_differences(case):
     """The same rules compiled: d/ds sum(w * op(x + s t)) against central differences."""
-    args = _arguments(case)
+    args = arguments(case)
     rng = np.random.default_rng(12)
     out_shape = PRIMITIVES[case.op].evaluate(*args, **case.attrs).shape
-    graph = _scalarised(case, rng.normal(size=out_shape))
+    graph = scalarised(case, rng.normal(size=out_shape))
     wrt = [k for k, (s, d) in enumerate(case.types) if d == "float64"]
     tangents = [rng.normal(size=args[k].shape) for k in wrt]
     _, slope = llgrad.compiler.codegen.build.compile_graph(optimize(jvp(graph, wrt)))(
         *args, *tangents)
-    expected = sum(float(np.sum(_central_differences(graph, args, k, 1e-6) * t))
+    expected = sum(float(np.sum(central_differences(graph, args, k, 1e-6) * t))
                    for k, t in zip(wrt, tangents))
     assert float(slope) == pytest.approx(expected, rel=1e-5, abs=1e-6)
 

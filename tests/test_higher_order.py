@@ -1,12 +1,13 @@
 """Second and third derivatives: reverse mode applied to backward graphs.
 
-Oracles: sympy's symbolic derivatives for scalar functions (the tables of
-test_sympy_oracle), analytic Hessians, and finite differences of the gradient."""
+Oracles: sympy's symbolic derivatives for scalar functions (the tables in helpers.py
+that test_sympy_oracle checks to first order), analytic Hessians, and finite
+differences of the gradient."""
 import numpy as np
 import pytest
 import sympy as sp
+from helpers import BINARY, UNARY, assert_is_mlp_hvp, small_mlp, x, y
 from models import mlp_loss
-from test_sympy_oracle import BINARY, UNARY, x, y
 
 import llgrad
 
@@ -49,15 +50,6 @@ def test_hessian_matches_analytic_form(backend):
     np.testing.assert_allclose(h, np.diag(6 * v + np.exp(v)) + 2 * np.outer(a, a), rtol=1e-13)
 
 
-def small_mlp(seed):
-    """Parameters, data and a random direction in parameter space."""
-    rng = np.random.default_rng(seed)
-    params = {"w1": rng.normal(size=(4, 5)), "b1": rng.normal(size=5) * 0.1,
-              "w2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3) * 0.1}
-    xs, ys = rng.normal(size=(6, 4)), np.eye(3)[rng.integers(0, 3, 6)]
-    return params, xs, ys, {k: rng.normal(size=v.shape) for k, v in params.items()}
-
-
 def test_mlp_hessian_vector_product_matches_finite_differences(backend):
     params, xs, ys, direction = small_mlp(2)
     grad = llgrad.grad(mlp_loss, backend=backend)
@@ -68,17 +60,6 @@ def test_mlp_hessian_vector_product_matches_finite_differences(backend):
 
     assert_is_mlp_hvp(llgrad.grad(directional, backend=backend)(params), params, xs, ys,
                       direction)
-
-
-def assert_is_mlp_hvp(hvp, params, xs, ys, direction, eps=1e-5):
-    """``hvp`` is the MLP loss's Hessian times ``direction``: central differences of
-    the gradient along it."""
-    grad = llgrad.grad(mlp_loss)
-    plus = grad({k: v + eps * direction[k] for k, v in params.items()}, xs, ys)
-    minus = grad({k: v - eps * direction[k] for k, v in params.items()}, xs, ys)
-    for k in params:
-        np.testing.assert_allclose(hvp[k], (plus[k] - minus[k]) / (2 * eps), rtol=1e-6,
-                                   atol=1e-8)
 
 
 def test_inner_gradient_may_close_over_outer_values(backend):

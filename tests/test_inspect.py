@@ -15,7 +15,8 @@ import sympy as sp
 import llgrad
 from llgrad.compiler.frontend import pytree
 from llgrad.compiler.inspection.report import html_report
-from llgrad.compiler.dispatch.staging import PASSES, compile_trace
+from llgrad.compiler.dispatch.staging import compile_trace
+from llgrad.compiler.passes.pipeline import PASSES
 from llgrad.ir import Builder, Graph, TensorType, interpret
 from llgrad.ir.errors import LlgradError
 from llgrad.ir.printer import format_graph

@@ -9,12 +9,12 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import run_threads
 
 import llgrad
 from benchmarks import workloads
 from llgrad.compiler.dispatch import fastcall
 from llgrad.runtime import engine, pyobjects
-from test_robustness import run_threads
 
 pytestmark = pytest.mark.skipif(pyobjects.OBJECTS is None, reason="the object layout of "
                                 "this interpreter is not verified: it has no native entry")

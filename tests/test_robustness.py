@@ -5,11 +5,11 @@ threads at once; a long run of calls keeps resident memory flat; the on-disk cac
 never hands LLVM an entry that does not verify, and a cache that cannot be written
 costs one warning, not a failure."""
 import os
-import threading
 import warnings
 
 import numpy as np
 import pytest
+from helpers import run_threads
 
 import llgrad
 from llgrad.compiler.codegen.build import compile_graph
@@ -31,26 +31,6 @@ def loss_reference(p, x):
 def problem(seed, rows=6):
     rng = np.random.default_rng(seed)
     return {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}, rng.normal(size=(rows, 4))
-
-
-def run_threads(target, n=4):
-    """Start ``n`` threads on ``target(k)`` together; re-raise the first failure."""
-    barrier, errors = threading.Barrier(n), []
-
-    def body(k):
-        try:
-            barrier.wait()
-            target(k)
-        except BaseException as exc:  # noqa: BLE001 - reported in the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 def assert_matches_reference(got, params, x):

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import functools
-import threading
 
 import numpy as np
 import pytest
+from helpers import run_threads
 
 from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType, interpret
@@ -184,11 +184,7 @@ def test_concurrent_calls_use_separate_arenas():
                 if not np.allclose(got, w, rtol=1e-12, atol=1e-12):
                     errors.append(k)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(worker, n=4)
     assert not errors
 
 

@@ -1,4 +1,8 @@
-"""The backward graph is short, readable and shares work with the forward graph."""
+"""The backward graph is short, readable and shares work with the forward graph; the
+test files share helpers through tests/helpers.py, never by importing one another."""
+import ast
+from pathlib import Path
+
 import numpy as np
 
 import llgrad
@@ -111,3 +115,60 @@ def test_debug_switch_reports_every_pass(monkeypatch, capsys):
     err = capsys.readouterr().err
     for name in ("simplify", "cse", "dce"):
         assert f"llgrad: {name}" in err
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _is_test_module(dotted):
+    return any(part.startswith("test_") for part in dotted.split("."))
+
+
+def imports_of_test_modules(source):
+    """(line, module, statement) for each import of a test_* module in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names if _is_test_module(a.name)]
+        elif isinstance(node, ast.ImportFrom):
+            package = node.module or ""
+            if _is_test_module(package):
+                modules = [package]
+            elif node.module is None or package.split(".")[-1] == "tests":
+                # from . import test_x, from tests import test_x
+                modules = [".".join(filter(None, (package, a.name)))
+                           for a in node.names if a.name.startswith("test_")]
+            else:
+                modules = []
+        elif (isinstance(node, ast.Call) and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+              and ast.unparse(node.func) in ("__import__", "import_module",
+                                             "importlib.import_module")):
+            modules = [node.args[0].value] if _is_test_module(node.args[0].value) else []
+        else:
+            continue
+        found += [(node.lineno, m, ast.get_source_segment(source, node)) for m in modules]
+    return sorted(found)
+
+
+def test_the_import_check_sees_every_way_of_importing_a_test_module():
+    source = ("import test_a\nimport tests.test_b as b\nfrom test_c import helper\n"
+              "from tests.test_d import x\nfrom tests import test_e, helpers\n"
+              "from . import test_f\nimportlib.import_module('test_g')\n"
+              "from helpers import arguments\nimport models\n")
+    assert [(line, m) for line, m, _ in imports_of_test_modules(source)] == [
+        (1, "test_a"), (2, "tests.test_b"), (3, "test_c"), (4, "tests.test_d"),
+        (5, "tests.test_e"), (6, "test_f"), (7, "test_g")]
+
+
+def test_no_test_file_imports_another():
+    """What two test files share lives in tests/helpers.py (models in tests/models.py):
+    no module of tests/ imports a test_* module, so each test file's names are its own."""
+    files = sorted(TESTS.rglob("*.py"))
+    assert Path(__file__).resolve() in files and len(files) > 10
+    offences = [f"{path.relative_to(TESTS.parent)}:{line} imports {module}: {statement}"
+                for path in files
+                for line, module, statement in imports_of_test_modules(
+                    path.read_text(encoding="utf-8"))]
+    assert not offences, "test files import other test files (share through " \
+        "tests/helpers.py instead):\n" + "\n".join(offences)

@@ -1,11 +1,31 @@
 """The primitive table: every operation the IR knows, one record each.
 
 A record holds a primitive's whole story except its machine code: the type rule,
-its meaning in numpy (the reference the interpreter and the tests use), and its
-derivative.  Elementwise primitives state their derivative as a sympy formula
-(``formula``), differentiated by ``sympy.diff`` on first use; structural primitives
-carry a hand-written reverse-mode rule (``vjp``).  ``lowering`` names the row of
-``compiler/codegen/lowering.py`` that turns the primitive into LLVM IR.
+its meaning in numpy (the reference the interpreter and the tests use), its kind,
+its cost and its derivative.  Elementwise primitives state their derivative as a
+sympy formula (``formula``), differentiated by ``sympy.diff`` on first use;
+the others carry a hand-written reverse-mode rule (``vjp``).  ``lowering`` names
+the row of ``compiler/codegen/lowering.py`` that turns the primitive into LLVM IR.
+
+The kind says what a primitive does with elements, which is what the passes ask:
+
+- ``elementwise``: each result element from the operands' elements at the same
+  index (the math ops, ``select``, ``convert``);
+- ``comparison``: elementwise, with a bool result (``lt`` ... ``ne``);
+- ``reduction``: combines the elements along some axes (``reduce_sum``, ``reduce_max``);
+- ``indexing``: reads or writes elements at positions given by indices, static or
+  traced (``slice``, ``pad`` (its transpose), ``dynamic_slice``,
+  ``dynamic_update_slice``, ``take``, ``scatter_add``);
+- ``structural``: builds a value from whole operands, rearranged or combined
+  (``broadcast_in_dim``, ``reshape``, ``transpose``, ``concatenate``, ``iota``,
+  ``dot_general``, ``loop``, ``tuple_get``);
+- ``leaf``: has no operands (``constant``, ``parameter``).
+
+``flops(node)`` counts a node's arithmetic with its record's rule, by default the
+kind's: one per result element for elementwise ops and comparisons, one per operand
+element for reductions, none for data movement and leaves.  ``recompute`` marks the
+operations cheap enough that fusion repeats them in every reader's loop rather than
+store them (no transcendental calls).
 
 A vjp rule is ``vjp(b, node, g) -> one adjoint (or None) per input``: ``b`` is the
 Builder of the joint graph, ``node`` the forward node, ``g`` its adjoint.
@@ -27,25 +47,57 @@ class Primitive:
     type_rule: Callable
     evaluate: Callable          # numpy meaning: evaluate(*arrays, **attrs) -> ndarray
     lowering: str               # key of the codegen table
+    kind: str                   # one of KINDS (see the module docstring)
+    flops: Callable             # flops(node) -> arithmetic operations of the node
     formula: Optional[str] = None   # sympy expression in x (and y) for elementwise ops
     vjp: Optional[Callable] = None  # hand-written reverse rule for structural ops
     jvp: Optional[Callable] = None  # hand-written forward rule for structural ops
     linear: bool = False        # forward rule: the same op applied to the tangents
     differentiable: bool = True
     pure: bool = True           # False: never merged by hash-consing (parameters)
+    recompute: bool = False     # cheap enough for fusion to repeat in every reader
 
     @property
-    def elementwise(self) -> bool:
+    def symbolic(self) -> bool:
+        """Whether the derivative comes from the sympy formula: the elementwise math ops
+        (select and convert are elementwise in kind, with hand-written rules)."""
         return self.formula is not None
 
+
+def _per_element(node) -> int:
+    return node.type.size
+
+
+def _per_operand_element(node) -> int:
+    return node.inputs[0].type.size
+
+
+def _no_arithmetic(node) -> int:
+    return 0
+
+
+#: each kind's flops rule, which a record may replace
+_KIND_FLOPS = {"elementwise": _per_element, "comparison": _per_element,
+               "reduction": _per_operand_element, "indexing": _no_arithmetic,
+               "structural": _no_arithmetic, "leaf": _no_arithmetic}
+KINDS = tuple(_KIND_FLOPS)
 
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def register(name, type_rule, evaluate, *, lowering=None, **fields) -> Primitive:
-    prim = Primitive(name, type_rule, evaluate, lowering or name, **fields)
+def register(name, type_rule, evaluate, kind, *, lowering=None, flops=None,
+             **fields) -> Primitive:
+    if kind not in KINDS:
+        raise ValueError(f"primitive {name}: kind {kind!r} is not one of {KINDS}")
+    prim = Primitive(name, type_rule, evaluate, lowering or name, kind,
+                     flops or _KIND_FLOPS[kind], **fields)
     PRIMITIVES[name] = prim
     return prim
+
+
+def flops(node) -> int:
+    """Arithmetic operations of one node (2·M·N·K for a matmul), by its record's rule."""
+    return PRIMITIVES[node.op].flops(node)
 
 
 # ----------------------------------------------------------------------------------
@@ -94,41 +146,43 @@ def _check_axes(op, axes, ndim):
 # elementwise: the formula is the derivative's source; x and y are the operands
 
 _ELEMENTWISE = {
-    # name: (formula, numpy, accepts integers)
-    "neg": ("-x", np.negative, True),
-    "exp": ("exp(x)", np.exp, False),
-    "log": ("log(x)", np.log, False),
-    "log1p": ("log1p(x)", np.log1p, False),
-    "expm1": ("expm1(x)", np.expm1, False),
-    "sin": ("sin(x)", np.sin, False),
-    "cos": ("cos(x)", np.cos, False),
-    "tanh": ("tanh(x)", np.tanh, False),
-    "logistic": ("logistic(x)", lambda x: (1 / (1 + np.exp(-x))).astype(x.dtype), False),
-    "sqrt": ("sqrt(x)", np.sqrt, False),
-    "abs": ("Abs(x)", np.abs, True),
-    "sign": ("sign(x)", np.sign, True),
-    "add": ("x + y", np.add, True),
-    "sub": ("x - y", np.subtract, True),
-    "mul": ("x * y", np.multiply, True),
-    "div": ("x / y", np.divide, False),
-    "pow": ("x ** y", np.power, False),
-    "max": ("Max(x, y)", np.maximum, True),
-    "min": ("Min(x, y)", np.minimum, True),
-    "asin": ("asin(x)", np.arcsin, False),
-    "acos": ("acos(x)", np.arccos, False),
-    "atan": ("atan(x)", np.arctan, False),
-    "asinh": ("asinh(x)", np.arcsinh, False),
-    "acosh": ("acosh(x)", np.arccosh, False),
-    "atanh": ("atanh(x)", np.arctanh, False),
-    "atan2": ("atan2(x, y)", np.arctan2, False),
+    # name: (formula, numpy, accepts integers, cheap to recompute)
+    "neg": ("-x", np.negative, True, True),
+    "exp": ("exp(x)", np.exp, False, False),
+    "log": ("log(x)", np.log, False, False),
+    "log1p": ("log1p(x)", np.log1p, False, False),
+    "expm1": ("expm1(x)", np.expm1, False, False),
+    "sin": ("sin(x)", np.sin, False, False),
+    "cos": ("cos(x)", np.cos, False, False),
+    "tanh": ("tanh(x)", np.tanh, False, False),
+    "logistic": ("logistic(x)", lambda x: (1 / (1 + np.exp(-x))).astype(x.dtype), False,
+                 False),
+    "sqrt": ("sqrt(x)", np.sqrt, False, False),
+    "abs": ("Abs(x)", np.abs, True, True),
+    "sign": ("sign(x)", np.sign, True, True),
+    "add": ("x + y", np.add, True, True),
+    "sub": ("x - y", np.subtract, True, True),
+    "mul": ("x * y", np.multiply, True, True),
+    "div": ("x / y", np.divide, False, False),
+    "pow": ("x ** y", np.power, False, False),
+    "max": ("Max(x, y)", np.maximum, True, True),
+    "min": ("Min(x, y)", np.minimum, True, True),
+    "asin": ("asin(x)", np.arcsin, False, False),
+    "acos": ("acos(x)", np.arccos, False, False),
+    "atan": ("atan(x)", np.arctan, False, False),
+    "asinh": ("asinh(x)", np.arcsinh, False, False),
+    "acosh": ("acosh(x)", np.arccosh, False, False),
+    "atanh": ("atanh(x)", np.arctanh, False, False),
+    "atan2": ("atan2(x, y)", np.arctan2, False, False),
 }
-for _name, (_formula, _fn, _ints) in _ELEMENTWISE.items():
+for _name, (_formula, _fn, _ints, _cheap) in _ELEMENTWISE.items():
     register(_name, (numeric_elementwise if _ints else float_elementwise)(_name),
-             _fn, formula=_formula)
+             _fn, "elementwise", formula=_formula, recompute=_cheap)
 
 for _name, _fn in {"lt": np.less, "le": np.less_equal, "gt": np.greater,
                    "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}.items():
-    register(_name, comparison(_name), _fn, differentiable=False)
+    register(_name, comparison(_name), _fn, "comparison", differentiable=False,
+             recompute=True)
 
 
 def _select_type(types):
@@ -145,7 +199,8 @@ def _select_vjp(b, node, g):
     return None, b.select(cond, g, zeros), b.select(cond, zeros, g)
 
 
-register("select", _select_type, np.where, vjp=_select_vjp, linear=True)
+register("select", _select_type, np.where, "elementwise", vjp=_select_vjp, linear=True,
+         recompute=True)
 
 
 def _convert_vjp(b, node, g):
@@ -165,8 +220,9 @@ def _convert_eval(x, dtype):
     return x.astype(TensorType((), dtype).np_dtype)
 
 
+# a conversion changes a value's representation, not its value: counted as data movement
 register("convert", lambda types, dtype: types[0].with_dtype(dtype), _convert_eval,
-         vjp=_convert_vjp, linear=True)
+         "elementwise", flops=_no_arithmetic, vjp=_convert_vjp, linear=True, recompute=True)
 
 
 # ----------------------------------------------------------------------------------
@@ -218,10 +274,11 @@ def _reduce_max_jvp(b, node, tangents):
 
 
 register("reduce_sum", _reduce_type("reduce_sum"),
-         lambda x, axes: np.sum(x, axis=axes, dtype=x.dtype), vjp=_reduce_sum_vjp,
-         linear=True)
+         lambda x, axes: np.sum(x, axis=axes, dtype=x.dtype), "reduction",
+         vjp=_reduce_sum_vjp, linear=True)
 register("reduce_max", _reduce_type("reduce_max"),
-         lambda x, axes: np.max(x, axis=axes), vjp=_reduce_max_vjp, jvp=_reduce_max_jvp)
+         lambda x, axes: np.max(x, axis=axes), "reduction", vjp=_reduce_max_vjp,
+         jvp=_reduce_max_jvp)
 
 
 # ----------------------------------------------------------------------------------
@@ -351,21 +408,22 @@ def _iota_eval(shape, dtype, axis):
                            .reshape(kept), shape).copy()
 
 
-register("broadcast_in_dim", _broadcast_in_dim_type, _broadcast_in_dim_eval,
+register("broadcast_in_dim", _broadcast_in_dim_type, _broadcast_in_dim_eval, "structural",
          vjp=_broadcast_in_dim_vjp, linear=True)
-register("reshape", _reshape_type, lambda x, shape: x.reshape(shape),
+register("reshape", _reshape_type, lambda x, shape: x.reshape(shape), "structural",
          vjp=lambda b, node, g: (b.reshape(g, shape=node.inputs[0].shape),), linear=True)
 register("transpose", _transpose_type, lambda x, perm: np.transpose(x, perm).copy(),
-         vjp=_transpose_vjp, linear=True)
+         "structural", vjp=_transpose_vjp, linear=True)
 register("slice", _slice_type,
          lambda x, starts, limits, strides: x[tuple(
              slice(s, l, st) for s, l, st in zip(starts, limits, strides))].copy(),
-         vjp=_slice_vjp, linear=True)
-register("pad", _pad_type, _pad_eval, vjp=_pad_vjp, linear=True)
+         "indexing", vjp=_slice_vjp, linear=True)
+register("pad", _pad_type, _pad_eval, "indexing", vjp=_pad_vjp, linear=True)
 register("concatenate", lambda types, axis: _concatenate_type(types, axis),
-         lambda *xs, axis: np.concatenate(xs, axis=axis), vjp=_concatenate_vjp, linear=True)
+         lambda *xs, axis: np.concatenate(xs, axis=axis), "structural",
+         vjp=_concatenate_vjp, linear=True)
 register("iota", lambda types, shape, dtype, axis: TensorType(shape, dtype), _iota_eval,
-         differentiable=False)
+         "structural", differentiable=False)
 
 
 # ----------------------------------------------------------------------------------
@@ -404,10 +462,10 @@ def _dynamic_update_slice_eval(x, update, start):
 
 register("dynamic_slice", _dynamic_slice_type,
          lambda x, start, size: x[_clamped_start(start, size, x.shape[0]):][:size].copy(),
-         vjp=lambda b, node, g: (b.dynamic_update_slice(
+         "indexing", vjp=lambda b, node, g: (b.dynamic_update_slice(
              b.full(0.0, node.inputs[0].type), g, node.inputs[1]), None), linear=True)
 register("dynamic_update_slice", _dynamic_update_slice_type, _dynamic_update_slice_eval,
-         vjp=lambda b, node, g: (
+         "indexing", vjp=lambda b, node, g: (
              b.dynamic_update_slice(g, b.full(0.0, node.inputs[1].type), node.inputs[2]),
              b.dynamic_slice(g, node.inputs[2], size=node.inputs[1].shape[0]), None),
          linear=True)
@@ -442,9 +500,10 @@ def _scatter_add_eval(x, idx, updates):
 
 register("take", _take_type,
          lambda x, idx: x[np.clip(idx, 0, x.shape[0] - 1)],  # clamped like dynamic_slice
-         vjp=lambda b, node, g: (b.scatter_add(b.full(0.0, node.inputs[0].type),
-                                               node.inputs[1], g), None), linear=True)
-register("scatter_add", _scatter_add_type, _scatter_add_eval,
+         "indexing", vjp=lambda b, node, g: (
+             b.scatter_add(b.full(0.0, node.inputs[0].type), node.inputs[1], g), None),
+         linear=True)
+register("scatter_add", _scatter_add_type, _scatter_add_eval, "indexing",
          vjp=lambda b, node, g: (g, None, b.take(g, node.inputs[1])), linear=True)
 
 
@@ -525,8 +584,17 @@ def _dot_general_jvp(b, node, tangents):
     return terms[0] if len(terms) == 1 else b.add(*terms)
 
 
+def _dot_general_flops(node) -> int:
+    """A multiply and an add per result element and contracted index: 2·M·N·K."""
+    lhs = node.inputs[0].shape
+    contracted = 1
+    for axis in node.attrs["dims"][0][0]:
+        contracted *= lhs[axis]
+    return 2 * node.type.size * contracted
+
+
 register("dot_general", lambda types, dims: _dot_general_type(types, dims), _dot_general_eval,
-         vjp=_dot_general_vjp, jvp=_dot_general_jvp)
+         "structural", flops=_dot_general_flops, vjp=_dot_general_vjp, jvp=_dot_general_jvp)
 
 
 # ----------------------------------------------------------------------------------
@@ -537,12 +605,14 @@ def _constant_eval(value):
 
 
 register("constant", lambda types, value: TensorType(value.shape, _dtype_of(value)),
-         _constant_eval, differentiable=False)
+         _constant_eval, "leaf", differentiable=False)
+
+
 def _parameter_eval(**attrs):
     raise RuntimeError("parameters are bound to arguments by the interpreter, not evaluated")
 
 
-register("parameter", lambda types, index, type, name: type, _parameter_eval,
+register("parameter", lambda types, index, type, name: type, _parameter_eval, "leaf",
          differentiable=False, pure=False)
 
 
@@ -582,6 +652,7 @@ def _structured_eval(**attrs):
 
 
 register("loop", lambda types, **attrs: _loop_type(types, **attrs), _structured_eval,
-         vjp=_loop_not_differentiable, jvp=_loop_not_differentiable)
+         "structural", vjp=_loop_not_differentiable, jvp=_loop_not_differentiable)
 register("tuple_get", lambda types, index: types[0][index],
-         lambda x, index: x[index], vjp=_loop_not_differentiable, jvp=_loop_not_differentiable)
+         lambda x, index: x[index], "structural", vjp=_loop_not_differentiable,
+         jvp=_loop_not_differentiable)

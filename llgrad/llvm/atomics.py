@@ -21,7 +21,8 @@ def store_atomic(b: ir.IRBuilder, value, ptr, ordering: str, align: int) -> None
 
 
 def relax(b: ir.IRBuilder) -> None:
-    """One round of a polling loop: x86's ``pause`` (~10 ns here), nothing elsewhere."""
+    """One round of a polling loop: x86's ``pause`` (its length varies by CPU), nothing
+    elsewhere."""
     if X86:
         b.call(declare(b.module, "llvm.x86.sse2.pause", ir.VoidType(), []), [])
 

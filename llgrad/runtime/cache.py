@@ -48,7 +48,8 @@ def directory() -> str | None:
 def source_digest() -> str:
     """SHA-256 of llgrad's own source (its .py and .json files): an edited code
     generator must not load object code its old version made under the same version
-    number (about 1 ms, once per process)."""
+    number (once per process, small beside a compile: time this function in a fresh
+    process)."""
     if "source" not in _state:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         h = hashlib.sha256()

@@ -138,9 +138,11 @@ def optimize(llvm_ir: str, *, speed_level: int = 3) -> "llvm.ModuleRef":
         pto = llvm.create_pipeline_tuning_options(speed_level=speed_level)
         pto.loop_vectorization = True
         pto.slp_vectorization = True
-        # unrolling tripled the optimised IR of a small MLP's gradient and cost ~40% of
-        # its compile time (0.35 -> 0.21 s) for no measurable speed: the vectoriser
-        # still interleaves, and every hot loop here is a vector loop or a library call
+        # unrolling triples the optimised IR of a small MLP's gradient and adds much of
+        # its compile time for no speed: the vectoriser still interleaves, and every hot
+        # loop here is a vector loop or a library call (re-measure with unrolling on: the
+        # cold line of ``python benchmarks/bench_cache_hit.py --workload tiny_mlp``, and
+        # ``python -m llgrad bench --workloads tiny_mlp --systems "llgrad native"``)
         pto.loop_unrolling = False
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)

@@ -6,13 +6,13 @@ have run: part 0 on the calling thread, the others on workers that outlive the c
 A part no worker takes runs on the calling thread after part 0, parts in increasing
 order, so a part may wait for what a lower-numbered part publishes (a pipelined
 product does) without ever waiting for itself.
-Starting a POSIX thread per call (what split kernels did before) cost tens of
-microseconds, as much as half of a 64-row float32 product; a worker that is already
-running answers in well under a microsecond.
+Starting a POSIX thread per call costs tens of microseconds, as much as the small
+products and loops worth splitting take; a worker that is already running answers in
+well under a microsecond.
 
 Why workers spin, then sleep: between the products of one training step there are
 microseconds, so a worker that has just finished polls its slot for ``SPIN`` pause
-rounds (about a tenth of a millisecond) before it parks on a futex; parked workers
+rounds (about a millisecond, see ``SPIN``) before it parks on a futex; parked workers
 use no CPU, and the caller wakes only the ones that parked.  Why every part still
 runs when the pool cannot help: a thread that cannot be started, or a second caller
 while the pool is busy (another Python thread, or a part that splits work again),
@@ -22,9 +22,10 @@ the same thing wherever it runs, so results never depend on the pool.
 Why a caller can send the workers to rest (``llgrad_pool_rest``): a module calls it
 before a product it leaves to OpenBLAS on OpenBLAS's own threads.  A worker spinning
 for its next part holds the core one of those threads needs, and the product waits
-for whichever the scheduler runs last (float32 600x600 products at two threads:
-12 ms, against 9 with OpenBLAS on one thread).  Resting workers park at once; the
-next ``llgrad_parallel`` call ends the rest and wakes them.
+for whichever the scheduler runs last, slower than OpenBLAS on one thread (no script
+isolates it: time float32 600x600 products at two threads, in a module that also
+splits elementwise work, with and without the rest call).  Resting workers park at
+once; the next ``llgrad_parallel`` call ends the rest and wakes them.
 
 The pool is LLVM IR like every kernel: compiled once per process (or loaded from
 the on-disk cache) and registered with ``llvm.add_symbol``, so generated object code
@@ -51,7 +52,11 @@ SYMBOL = "llgrad_parallel"
 REST_SYMBOL = "llgrad_pool_rest"
 #: workers at most (the caller is the 9th thread): split kernels use at most 8 parts
 MAX_WORKERS = 7
-#: pause rounds a worker polls before it sleeps: ~1.2 ms at the 9.5 ns a pause took here
+#: pause rounds a worker polls before it sleeps: about a millisecond at x86's pause,
+#: longer than the gaps between the kernels of a step, short enough that an idle
+#: process soon stops using CPU.  Re-measure: the training workload at two threads with
+#: this halved and doubled, ``python -m llgrad bench --threads 2 --workloads training
+#: --systems "llgrad native"``; a pause's length varies by CPU (time a loop of them)
 SPIN = 1 << 17
 #: pause rounds the caller polls for a worker before it yields its core
 YIELD_AFTER = 1 << 16
@@ -290,7 +295,8 @@ def install() -> None:
         text = str(emitter.module)
         key = cache.key("llgrad.pool", text, *engine.context())
         # speed level 0: the pool is atomics and polling loops, nothing the optimiser
-        # improves (10 ms to compile, 26 at level 3)
+        # improves, and level 3 compiles it more slowly (re-measure: time ``install()``
+        # in a fresh process under ``LLGRAD_NO_CACHE=1`` at each level)
         compiled = (engine.load(key, _SUFFIX)
                     or engine.jit(text, key, {"entry": SYMBOL}, speed_level=0, suffix=_SUFFIX))
         # never freed, not even at interpreter exit: a parked worker still runs its code

@@ -1,8 +1,10 @@
 """A compiled C function as a Python builtin: the native entry of a call signature.
 
-A builtin made by ``PyCFunction_NewEx`` costs what calling ``len`` costs, where a
-ctypes call costs ~0.2 µs and the Python around it more: see ``codegen/pyentry.py``
-for the code and ``compiler/fastcall.py`` for when it is used.  This module owns what
+A builtin made by ``PyCFunction_NewEx`` costs what calling ``len`` costs, less than a
+bare ctypes call and far less than the Python around one (re-measure: ``python -m
+timeit`` of a small ``llgrad.jit`` function, then again under
+``LLGRAD_NO_NATIVE_ENTRY=1``): see ``codegen/pyentry.py`` for the code and
+``compiler/dispatch/fastcall.py`` for when it is used.  This module owns what
 the code reads besides its arguments: the table of addresses (item 0 of the
 builtin's ``self`` tuple), the packed argument array with its value slots and arena,
 and the pool of output arrays.  The builtin's ``self`` keeps all of them, and the JIT
@@ -53,8 +55,9 @@ def load(llvm_ir, entry_key: str, symbol: str, capi):
         llvm.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value)
     compiled = engine.load(entry_key)
     if compiled is None:
-        # straight-line code, nothing for the optimiser to find: O3 took 40 ms of a
-        # 16-leaf entry's 45 ms and made no call measurably faster
+        # straight-line code, nothing for the optimiser to find: O3 would take most of
+        # an entry's compile time and make no call faster (re-measure: time this call
+        # for a 16-leaf entry under ``LLGRAD_NO_CACHE=1`` at speed levels 0 and 3)
         compiled = engine.jit(llvm_ir(), entry_key, {"entry": symbol}, speed_level=0)
     return compiled
 

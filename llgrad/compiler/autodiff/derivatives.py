@@ -2,10 +2,10 @@
 
 Reverse and forward mode differentiate an elementwise primitive by replaying a recipe:
 the sympy partials of its formula, translated once into Builder steps
-(``sympy_frontend.record_partials``).  Deriving them means importing sympy and
-differentiating, about 0.3 s of a process's first compile; so the recipes are derived
-once (``python -c "from llgrad.compiler import derivative_table as t; t.write()"``)
-and shipped in
+(``frontend.sympy_io.record_partials``).  Deriving them means importing sympy and
+differentiating, much of a process's first compile (time ``python -c "import
+sympy"``); so the recipes are derived once (``python -c "from
+llgrad.compiler.autodiff import derivatives as t; t.write()"``) and shipped in
 ``derivatives.json``.  A recipe is used only while its primitive's formula is the text
 it was derived from: an edited or new formula is derived afresh in memory (and
 tests/test_derivative_table.py fails until the table is written again).

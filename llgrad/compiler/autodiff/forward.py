@@ -40,7 +40,7 @@ def _linear_jvp(b, node, tangents):
 
 
 def jvp_rule(prim):
-    if prim.elementwise:
+    if prim.symbolic:
         return elementwise_jvp
     if prim.linear:
         return _linear_jvp

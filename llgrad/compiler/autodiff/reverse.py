@@ -27,7 +27,7 @@ def elementwise_vjp(b, node, g):
 
 
 def vjp_rule(prim):
-    return elementwise_vjp if prim.elementwise else prim.vjp
+    return elementwise_vjp if prim.symbolic else prim.vjp
 
 
 def float_inputs(graph: Graph, wrt_indices, what: str) -> list:
@@ -52,9 +52,10 @@ def _depends_on(graph: Graph, wrt) -> set:
 
 def pairwise_sum(b, terms: list):
     """``terms`` summed as a balanced tree of ``add``: a value used n times gets its
-    adjoint in log2(n) dependent additions instead of n - 1 (fifty uses of ``x`` in a
-    scalar expression made a 50-add chain that alone took ~0.1 us to run, since
-    float addition may not be reordered), and pairwise summation rounds less.  Each
+    adjoint in log2(n) dependent additions instead of n - 1 (a chain's additions run one
+    after another, since float addition may not be reordered: re-measure on the fifty
+    terms of ``python -m llgrad bench --workloads scalar --systems "llgrad native"``),
+    and pairwise summation rounds less.  Each
     add is attributed to the source line of its later term, as a chain's would be."""
     while len(terms) > 1:
         summed = []

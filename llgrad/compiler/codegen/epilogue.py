@@ -6,8 +6,10 @@ i64 lo, i64 hi)``, called by the product's code: after every band of rows of the
 register tiles, while those rows are still in L1, or, where the product goes another
 way (BLAS, a pipeline over k), once over all rows after it, split across the pool's
 threads as the kernel alone would be.  Each element is computed exactly as by the
-kernel alone.  The weight update of workload 4 (``w - lr * dw``, 784x128 float32)
-read the gradient back from L2 after the whole product had written it.
+kernel alone.  Run after the whole product instead, an update such as ``w - lr * dw``
+over a 784x128 float32 gradient reads the gradient back from L2 (re-measure: the
+product's line in ``python -m llgrad bench --workloads training --systems "llgrad
+native" --profile``, with and without the epilogue).
 """
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ from llgrad.compiler.codegen.plan import (Elementwise, IndexMap, Kernel as Kerne
 from llgrad.compiler.codegen.matmul import canonical
 from llgrad.llvm.scalar import part_offset
 from llgrad.ir.graph import Graph, Node
+from llgrad.ir.primitives import PRIMITIVES
 
 
 @dataclass
@@ -91,8 +92,7 @@ def _accepts_inline(consumer: Node, operand: Node) -> bool:
 
 
 #: operations cheap enough to repeat in every reader's loop (no transcendental calls)
-RECOMPUTED = frozenset({"add", "sub", "mul", "neg", "max", "min", "abs", "sign", "select",
-                        "convert", "lt", "le", "gt", "ge", "eq", "ne"})
+RECOMPUTED = frozenset(name for name, prim in PRIMITIVES.items() if prim.recompute)
 
 
 def _cheap(r) -> bool:
@@ -208,19 +208,16 @@ def _read_in_place(kernel: Kernel, product: Node, order: dict) -> bool:
     return all(isinstance(row(n), Elementwise) for n in nodes if leads[id(n)])
 
 
-#: kernels whose loop reads an inlined operand at the index of its own iteration, as an
-#: elementwise loop does (a sum reads its operand's elements in its own loop)
-_SAME_INDEX_KERNELS = frozenset({"reduce_sum", "reduce_max"})
-
-
 def _share_within_loops(graph: Graph, uses: dict, inlined: set, outputs: set) -> None:
     """Inline a costly elementwise value with several readers when every reader computes
     into one and the same loop at the same index (``sin(x)`` read by the forward and the
     backward formula of one gradient): code generation computes it once per element and
     hands the register to every reader (``KernelContext.compute`` remembers it), so the
     value costs neither a second evaluation nor an array written and read back.  Without
-    this, each such value was a loop of its own over a buffer of its own: workload 5 of
-    the benchmark suite ran seven loops over 8 MB arrays instead of one.
+    this, each such value would be a loop of its own over a buffer of its own: the
+    suite's elementwise gradient would run seven loops over 8 MB arrays instead of one
+    (its loops: ``python -m llgrad bench --workloads elementwise --systems "llgrad
+    native" --profile``).
 
     Consumers are decided before their operands (reverse topological order), so
     ``home`` holds, for every decided node, the materialised node whose loop computes it
@@ -232,8 +229,9 @@ def _share_within_loops(graph: Graph, uses: dict, inlined: set, outputs: set) ->
         roots = {}
         for reader in uses.get(id(n), []):
             r = row(reader)
+            # a reduction's loop, too, reads its operand at the index of its iteration
             same_index = isinstance(r, Elementwise) or (
-                reader.op in _SAME_INDEX_KERNELS and id(reader) not in inlined)
+                PRIMITIVES[reader.op].kind == "reduction" and id(reader) not in inlined)
             root = home.get(id(reader)) if same_index else None
             if root is None:
                 return None

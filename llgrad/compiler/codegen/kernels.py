@@ -77,8 +77,9 @@ def _reduce_run(ctx, x, prefix, where, out, init, combine, dtype):
             chunk.align = 64
     read = lambda j: ctx.read(x, _flat_index(b, prefix + [j], x.shape))  # noqa: E731
     # the lanes are one vector: LLVM's SLP vectoriser, given LANES scalar partial sums,
-    # built <2 x float> sums fed by four copies of each product (22 us for the 100k
-    # squares of workload 4's gradient norm, 7 as a vector).  Each lane still sums its
+    # builds <2 x float> sums fed by four copies of each product, several times slower
+    # (re-measure: the gradient-norm kernels in ``python -m llgrad bench --workloads
+    # training --systems "llgrad native" --profile``).  Each lane still sums its
     # elements in the same order; a value computed inline past the staged chunks may
     # now come from a vector libm function, as the staged ones already did
     lanes = ir.VectorType(init.type, LANES)

@@ -142,8 +142,9 @@ def tanh(ctx, x, dtype: str):
     """tanh in loop kernels (the ``noinline`` functions of codegen/module.py) without
     calls, so that the loop vectoriser keeps the whole loop in registers; elsewhere
     libm's, which loop-free regions batch into libmvec calls (``vector_calls``), as
-    inlining the same code at each of workload 1's 50 scalar tanh cost ~80 ms more
-    optimisation on its first call.  The fast-math flags are not applied to the
+    inlining the same code at each scalar tanh of a loop-free expression adds much
+    optimisation to its first call (re-measure: the first call in ``python -m llgrad
+    bench --cold --workloads scalar --systems "llgrad native"``).  The fast-math flags are not applied to the
     inline form: reassociation would undo its shifter and its hi/lo split.
     """
     if "noinline" in ctx.b.function.attributes:
@@ -157,7 +158,8 @@ def _tanh_inline(ctx, x, dtype: str):
 
         tanh(u) = (A + vB) / (B + vA),   A = 1 - 2^k,  B = 1 + 2^k:
 
-    one division, which measured faster than refining a float32 reciprocal.  For
+    one division, faster than refining a float32 reciprocal (time a float32 tanh loop
+    both ways with ``llgrad.profile``).  For
     |x| < ln2/4, k = 0 and the quotient is 2v/2 = v, so small and subnormal x lose
     nothing (no expm1 cancellation); for large |x|, A and B round to 1 and the quotient
     to exactly 1.  2^k is the shifter's low bits moved into the exponent field.  u is

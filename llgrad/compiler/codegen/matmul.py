@@ -122,54 +122,47 @@ def _lanes(options, dtype) -> int:
 
 
 #: products with at least this many multiply-adds go to BLAS when it is available,
-#: up to ``LARGE_TILES_MIN_FLOPS``.
-#: Measured here (AVX-512, one OpenBLAS thread, us per product, tiles / BLAS): float64
-#: 100x16 @ 16x16 0.77 / 0.89, the same with the right operand transposed 0.82 / 1.61,
-#: 100x2 @ 2x16 0.28 / 0.35, 16x100 (transposed) @ 100x16 0.79 / 0.83, 32**3 1.04 /
-#: 0.95, 64**3 6.9 / 7.2, 128**3 49 / 69; float32 64x128 @ 128x10 1.95 / 2.50.  Both
-#: run at about the FMA units' peak from ~32**3 on, so what the tiles save is BLAS's
-#: per-call cost, while each shape of tile costs ~4-12 ms of compile time (LLVM's time
-#: per instruction): with tiles up to 2**18, workload 3's gradient (three float32
-#: products of 82k) ran ~1.3 us faster out of ~210 and compiled in 140 ms instead of
-#: 86.  A 2-16-16-1 MLP's gradient (8 products of 1.6k-26k) took ~6.7 us of native
-#: code with the tiles, ~7.8-8.3 with BLAS from 1024, and compiled in 85 ms, not 50.
-#: Since products run their elementwise successors as epilogues (``codegen.epilogue``),
-#: the 82k products are tiles too: workload 4 at two threads, one process each, medians
-#: of 15 runs, five pairs: 33.1 against 35.9 ms (as a kernel of its own, the hidden
-#: layer's ``dh = dA * (1 - h**2)`` had taken 0.6 ms per 200 steps after BLAS, 3.6
-#: after tiles); workload 3's first call with an empty cache 253 against 238 ms.
+#: up to ``LARGE_TILES_MIN_FLOPS``.  Both run at about the FMA units' peak from ~32**3
+#: on, so what the tiles save is BLAS's per-call cost, while each shape of tile costs
+#: compile time (LLVM's time per instruction): above this size the saving no longer
+#: pays for the compile.  Just below it, tiles also run the product's elementwise
+#: successor as its epilogue (``codegen.epilogue``), which BLAS cannot.  Re-measure:
+#: ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_matmul.py`` (both sides at the tiny
+#: MLP's shapes and squares up to 128); for the MLP step's 64x128x10 products, the
+#: training workload end to end, ``python -m llgrad bench --threads 2 --workloads
+#: training --systems "llgrad native"``, and the first call in
+#: ``python benchmarks/bench_cache_hit.py``.
 BLAS_MIN_FLOPS = 2 ** 17
 #: from this many multiply-adds products run as tiles again, split across the pool's
 #: threads, while what the tiles re-read stays in ``tile_panel_bytes`` (half of a
 #: core's L2 cache): either the whole right operand, or the left one together with
 #: one column panel of the right (the tiles take C a panel of columns at a time, every
 #: row tile re-reading the panel and every panel re-reading A).  OpenBLAS copies both
-#: operands into packed panels first, which these sizes do not repay.  Measured on a
-#: 2 MiB-L2 AVX-512 core, one thread, Gflop/s tiles / OpenBLAS: float32 64x784 @
-#: 784x128 170 / 144 (workload 4's products), 512**3 198 / 181, float64 64x784 @
-#: 784x128 88 / 65; with the right operand larger than L2 the tiles fall far behind
-#: (float32 1024**3 57 / 197, float64 512**3 37 / 84), so those stay with BLAS.  On a
-#: 1 MiB-L2 Zen 4, us per product tiles / OpenBLAS, float32: 64x784 @ 784x1024 949 /
-#: 1099 on one thread, 498 / 727 on two; 64x784 @ 784x256 221 / 269 and 115 / 199
-#: (A 200 KB and a 150 KB panel); but 32x4096 @ 4096x1024 (a 786 KB panel) 4464 / 2938
-#: and float64 32x2048 @ 2048x1024 (A 512 KB) 4408 / 3688.
+#: operands into packed panels first, which these sizes do not repay; once what the
+#: tiles re-read outgrows L2 they fall far behind, so those products stay with BLAS.
+#: Re-measure on cores with different L2 sizes, at ``OPENBLAS_NUM_THREADS=1
+#: LLGRAD_THREADS=1`` and again at ``=2``: ``python benchmarks/bench_matmul.py --dtype
+#: float32 64,784,128,NN 64,784,256,NN 64,784,1024,NN 512,512,512,NN 1024,1024,1024,NN
+#: 32,4096,1024,NN`` and ``--dtype float64 64,784,128,NN 512,512,512,NN
+#: 32,2048,1024,NN``.
 LARGE_TILES_MIN_FLOPS = 2 ** 20
 #: from this many multiply-adds OpenBLAS runs a product on its own threads (its
 #: GEMM_MULTITHREAD_THRESHOLD, 4 x 65536); in a module that splits work on llgrad's
 #: pool such products are tiles, since two pools on the same cores wait for each
 #: other: a thread of one spins on the core a thread of the other needs, during a
-#: product and for a while after it.  Measured at two threads on 2 cores: a
-#: 784-1024-10 MLP gradient at batch 64 (its 64x1024x10 products) took 11.3 ms with
-#: OpenBLAS on two threads, 1.9 ms with OpenBLAS on one; a 784-256-256-10 gradient at
-#: batch 128, whose first product's operands do not fit L2, 2.15 ms with OpenBLAS for
-#: it (the split kernels after it ran up to 4x slower), 1.37 ms on one thread.  The
-#: tiles on two threads, us, against OpenBLAS on two: float32 128x784 @ 784x256 223 /
-#: 278, 512**3 1166 / 1362, 1024**3 10144 / 12191 (on one thread here the tiles also
-#: win: 1024**3 19.9 / 21.0 ms; the L2 rule above comes from a core where they lost).
+#: product and for a while after it, so with OpenBLAS on two threads a gradient can
+#: run slower than with OpenBLAS on one, the split kernels after the product included.
+#: Only whole programs show it: ``python -m llgrad bench --threads 2 --workloads
+#: scaling`` (the 784-1024-10 gradient at batch 64 suffers most; a 784-256-256-10
+#: gradient at batch 128 is not in the suite: time it with ``llgrad.profile``).  The
+#: tiles against OpenBLAS, both on two threads: ``OPENBLAS_NUM_THREADS=2
+#: LLGRAD_THREADS=2 python benchmarks/bench_matmul.py --dtype float32 128,784,256,NN
+#: 512,512,512,NN 1024,1024,1024,NN``.
 BLAS_THREADS_MIN_FLOPS = 2 ** 18
 #: products the tiles can only do with scalars (N = 1 with A's columns strided, see
-#: ``tiles.vectorised``) go to BLAS from this size: 100x16 @ 16x1 took 0.52 us as
-#: tiles, 0.39 us in BLAS (whose gemv reorders the sum); below ~1k the call costs more.
+#: ``tiles.vectorised``) go to BLAS from this size, where BLAS's gemv (which reorders
+#: the sum) overtakes scalar tiles; below it the call costs more.  Re-measure:
+#: ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_matmul.py 100,16,1,NN 16,100,1,TN``
 SCALAR_BLAS_MIN_FLOPS = 1024
 
 
@@ -280,8 +273,10 @@ def emit_dot_general(ctx, node, out):
 
 
 #: products of at least this many multiply-adds are split into bands of C across the
-#: pool's threads (``parallel.run_parts``): a part costs the pool ~1 us to hand out
-#: and join, half of a 2**19 float32 product at this machine's ~200 Gflop/s.
+#: pool's threads (``parallel.run_parts``): below it, handing out and joining a part
+#: costs the pool much of what the split saves.  Re-measure: the tiles column of
+#: ``python benchmarks/bench_matmul.py --dtype float32 64,128,64,NN`` (2**19) and of
+#: shapes around it, under ``LLGRAD_THREADS=1`` and ``LLGRAD_THREADS=2``.
 PARALLEL_MIN_FLOPS = 2 ** 19
 
 
@@ -292,20 +287,21 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     as without the split.  Products are cut into row bands, as an elementwise kernel
     cuts the same matrix (a weight gradient and its update then stay on one core:
     moving them cost more than the split saved), with tiles of the shapes one
-    thread uses (workload 3's gradient compiled 10 ms faster than with column bands,
-    and ran as fast); products of fewer than 8 rows per part into column bands of
+    thread uses (so they compile faster than column bands' tiles, and run as fast);
+    products of fewer than 8 rows per part into column bands of
     whole vectors.  All bands but the last have one size, so one product's code
     serves them.  A weight that a loop writes anew every step (``carried``) has its
     rows spread over the cores by that split; a product with few rows and long sums
-    then reads it by ranges of k instead (``_emit_k_stages``).  Measured on workload
-    4 at two threads: column bands 28.7 ms, k ranges 24 ms; but workload 3's gradient,
-    whose weight stays in both cores' caches, ran 91 us with column bands, 104 with
-    k ranges.
+    then reads it by ranges of k instead (``_emit_k_stages``).  That pays in a training
+    loop, not in a single gradient, whose weight stays in both cores' caches
+    (re-measure at two threads: the first product's line in ``python -m llgrad bench
+    --threads 2 --workloads mlp_step,training --systems "llgrad native" --profile``).
 
     ``transposed_from``: B is the transpose of this stored matrix (``A @ W.T``), to be
     copied into ``bm`` first.  Split, each column band copies its own columns, so the
-    copy runs on every core and no core reads what another wrote (float32 64x128 @
-    (784x128).T at two threads: 105 us with one copy before row bands).
+    copy runs on every core and no core reads what another wrote (re-measure: the tiles
+    column of ``LLGRAD_THREADS=2 python benchmarks/bench_matmul.py --dtype float32
+    64,128,784,NT``).
 
     ``epilogue`` (``codegen.epilogue``): run on each band of a tile's rows as soon as
     the tiles have written it; after the whole product where bands of rows are not

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from llgrad.compiler.inspection.stages import flops
+from llgrad.ir.primitives import flops
 
 from llgrad.llvm.scalar import I64, PTR, declare, i64, nbytes
 

@@ -8,14 +8,16 @@ and the broadcasts fit the vector registers.  A is read an element at a time, so
 place whatever its strides (a transposed A is even contiguous across a tile's rows);
 B and C must be contiguous along the vector axis.  Many independent accumulators
 keep both FMA units busy although each element's sum is a serial chain: that chain,
-in k order, is what keeps results reproducible, as the i-k-j loop nest these tiles
-replaced did.  One tile function per tile shape serves every product of the module
-(strides and sizes are its arguments): tiles are long straight-line code, and LLVM's
-compile time grows with every instruction.
+in k order, is what keeps results reproducible, as in a plain i-k-j loop nest.  One
+tile function per tile shape serves every product of the module (strides and sizes
+are its arguments): tiles are long straight-line code, and LLVM's compile time grows
+with every instruction.
 
-Measured on this machine (AVX-512, float64, 2-16-16-1 MLP products): 10x16 tiles run
-the 100x16 @ 16x16 products at ~2 FMAs per cycle, where OpenBLAS spends 1.3-2x as
-long (its small-matrix kernels plus a call, locks and copies per product).
+Why tiles for small products: OpenBLAS adds a call, locks and copies to its
+small-matrix kernels on every product, while the tiles keep both FMA units busy, so
+the tiles win at sizes such as a 2-16-16-1 MLP's 100x16 @ 16x16 (re-measure:
+``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_matmul.py``, whose default shapes are
+that MLP's products).
 """
 from __future__ import annotations
 
@@ -175,7 +177,8 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
 
 
 #: a tile size the module already has a function for is taken when it costs at most
-#: this much more work than the best size (each shape compiled costs 4-12 ms)
+#: this much more work than the best size (each shape compiled is one more long function
+#: for LLVM: ``Trace.stats["compile_s"]`` shows the compile time)
 SHARED_SIZE_TOLERANCE = 1.03
 
 
@@ -183,13 +186,13 @@ def _tile_rows(M, most, compiled=frozenset()):
     """Rows of a tile, at most ``most``: the size with the least work, counted as
     tiles x (rows + 1).  A last tile that the size does not divide M by overlaps its
     neighbour, computing those rows twice (64 rows in 7-row tiles are 70), and each
-    tile reads its panel of B once more, about the cost of one more row.  Measured
-    here, AVX-512, float32 64x784 @ 784x128 (workload 3's first product), us per
-    product for 8-, 7-, 6-, 5- and 4-row tiles: 134, 152, 146, 149, 156; the count
-    above gives 72, 80, 77, 78, 80.  Larger tiles win ties, and a size in
-    ``compiled`` wins within ``SHARED_SIZE_TOLERANCE``: workload 3's 784-row product
-    takes the 8-row tiles of its 64-row one (882 against 880 for 9 rows), which cut
-    its first compile by ~40 ms."""
+    tile reads its panel of B once more, about the cost of one more row.  The count
+    ranks row counts as their times do (re-measure: float32 64x784 @ 784x128 as tiles
+    of 4 to 8 rows; ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_matmul.py --dtype
+    float32 64,784,128,NN`` times the size chosen).  Larger tiles win ties, and a size
+    in ``compiled`` wins within ``SHARED_SIZE_TOLERANCE``: the MLP step's 784-row
+    product takes the 8-row tiles of its 64-row one (882 against 880 for 9 rows), one
+    tile function fewer to compile."""
     def work(r):
         return -(-M // r) * (r + 1)
     least = min(work(r) for r in range(1, most + 1))

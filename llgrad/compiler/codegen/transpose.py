@@ -2,8 +2,10 @@
 
 The register tiles read B as vectors along its rows, so ``A @ W.T`` (every hidden
 layer's input gradient, ``dh @ W.T``) first copies W transposed.  Element by element
-that copy read a new cache line for every element written (float32 784x128: 64 us,
-a third of the product it fed).  Here it goes in blocks of ``lanes`` x ``lanes``:
+that copy reads a new cache line for every element written, a large share of the
+product it feeds (re-measure: the tiles column of ``OPENBLAS_NUM_THREADS=1 python
+benchmarks/bench_matmul.py --dtype float32 64,128,784,NT`` includes the copy).  Here
+it goes in blocks of ``lanes`` x ``lanes``:
 ``lanes`` vector loads along the source's rows, log2(lanes) rounds of two-vector
 shuffles, ``lanes`` vector stores along the destination's rows; the edges that do
 not fill a block are copied element by element.  Only data moves, so the copy is

@@ -2,8 +2,10 @@
 
 The general path builds a cache key from the whole pytree (structure, every leaf's
 shape and dtype) and hashes it, checks and converts every leaf, and packages the
-outputs leaf by leaf: about 11 µs of Python around the 10 µs of native code of the
-benchmark's tiny MLP, and 2.5 µs around 0.7 µs for its scalar expression.  For a
+outputs leaf by leaf: for a small model, as much Python as its native code takes, or
+several times more (re-measure: ``python -m timeit`` of a small ``llgrad.grad``
+function called with a keyword argument, which always takes this path, against
+``llgrad.profile``'s native time).  For a
 signature whose arguments are leaves or flat dicts, lists and tuples of leaves, all
 Python floats or all numpy arrays, a compiled entry also gets a function that reads
 the leaves straight out of the containers, checks each one exactly (type, shape, dtype
@@ -15,15 +17,17 @@ and the general path decides as before: its checks and errors are the only ones.
 Once that function has answered ``NATIVE_AFTER`` calls, the signature is hot and gets
 a native entry instead (``native_plan``, ``codegen/pyentry.py``, ``runtime/pycall.py``):
 a builtin function whose code makes the same checks by reading object memory and
-builds the same result with the C API, about a microsecond less per call.  The
-Python function stays the path where that does not apply: an interpreter whose
-object layout was not verified, a structure the entry does not build (namedtuples),
-an executable too large to run with the GIL held, or ``LLGRAD_NO_NATIVE_ENTRY=1``.
+builds the same result with the C API, with no Python frame at all (re-measure:
+``python -m timeit`` of a small ``llgrad.jit`` function, then again under
+``LLGRAD_NO_NATIVE_ENTRY=1``).  The Python function stays the path where that does
+not apply: an interpreter whose object layout was not verified, a structure the
+entry does not build (namedtuples), an executable too large to run with the GIL
+held, or ``LLGRAD_NO_NATIVE_ENTRY=1``.
 
 Both that function and the ``packager`` of a signature's outputs (which the general
 path uses too) are generated as Python source, one straight line per signature, as
-``collections.namedtuple`` and ``dataclasses`` do: at a microsecond per call, the
-loops, iterators and ``dict(zip(...))`` of a generic version were a third of the time.
+``collections.namedtuple`` and ``dataclasses`` do: in a call this short, the loops,
+iterators and ``dict(zip(...))`` of a generic version would be a large share of it.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ import numpy as np
 from llgrad.runtime import cache, engine, pyobjects
 
 from llgrad.compiler.frontend import pytree
-from llgrad.compiler.inspection.stages import flops
+from llgrad.ir.primitives import flops
 
 MISS = object()
 
@@ -53,18 +57,23 @@ def signature(args):
     return tuple(map(type, args))
 
 
-#: generating and compiling the checks costs ~0.2 ms a leaf, the price of a few hundred
-#: calls; a call with more leaves than this is no microsecond call anyway
+#: generating and compiling the checks costs per leaf the price of a few hundred calls,
+#: and a call with more leaves than this is no microsecond call anyway (re-measure: time
+#: ``build`` for a signature of many leaves)
 _MAX_LEAVES = 256
 
 
 #: calls a signature's Python fast path answers before its native entry is compiled:
-#: ~20 ms (~2 ms from the disk cache) against 0.5-3 µs saved per call, so a signature
-#: called a few times never pays it and a loop has spent a few ms more by then
+#: generating the entry costs what thousands of calls save (loading it from the disk
+#: cache, hundreds), so a signature called a few times never pays it and a loop has
+#: spent only a little more by then.  Re-measure (no script): time a small
+#: ``llgrad.jit`` function's first 1000 calls and the calls after them, with
+#: ``LLGRAD_NO_CACHE=1`` and without
 NATIVE_AFTER = 1000
 #: a call of an executable of more flops, or touching more bytes (arguments, results
-#: and scratch), than this may take longer than ~50 µs: it keeps the ctypes call,
-#: which releases the GIL while native code runs
+#: and scratch), than this may take long enough that holding the GIL through it would
+#: stall other threads: it keeps the ctypes call, which releases the GIL while native
+#: code runs (``llgrad.profile`` gives such a call's time)
 NATIVE_MAX_FLOPS, NATIVE_MAX_BYTES = 1_000_000, 1 << 20
 
 

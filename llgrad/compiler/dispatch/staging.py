@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
-import sys
 import threading
 import time
 import weakref
@@ -22,46 +20,14 @@ import numpy as np
 from llgrad.ir.errors import DTypeError, GradientError, LlgradError, ShapeError, UnsupportedError
 from llgrad.ir.graph import Graph
 from llgrad.ir.interpret import interpret
-from llgrad.ir.verify import verify
-from llgrad.compiler.frontend import numpy_ops  # noqa: F401  (installs the Python operators on Tracer)
 from llgrad.compiler.dispatch import fastcall, recompiles
 from llgrad.compiler.frontend import pytree
 from llgrad.compiler.autodiff.reverse import vjp
 from llgrad.compiler.autodiff.forward import jvp
-from llgrad.compiler.inspection.stages import Pass, Trace
-from llgrad.compiler.passes.cse import cse
-from llgrad.compiler.passes.dce import dce
-from llgrad.compiler.passes.simplify import simplify
+from llgrad.compiler.inspection.stages import Trace
+from llgrad.compiler.passes.pipeline import optimize
 from llgrad.compiler.passes.rewrite import inline
 from llgrad.compiler.frontend.trace import Tracer, current, input_type, lift, raised_at, trace
-
-
-# CSE first: simplify rebuilds through a hash-consing Builder too, so it would merge
-# any duplicates silently; run first, CSE is the pass that finds (and counts) them.
-PASSES = (("cse", cse), ("simplify", simplify), ("dce", dce))
-
-
-def optimize(graph: Graph, record: list | None = None) -> Graph:
-    """The IR passes, in order, each followed by the verifier (a broken pass is an
-    llgrad bug and must say so here, not as an LLVM error later).  ``record`` gets a
-    ``Pass`` (name, resulting graph, seconds) per pass, for ``Trace.passes``.
-
-    ``LLGRAD_DEBUG=1`` prints what each pass did to stderr; ``LLGRAD_DEBUG=2`` also
-    prints every intermediate graph."""
-    level = int(os.environ.get("LLGRAD_DEBUG", "0") or 0)
-    for name, run in PASSES:
-        before = len(graph.nodes)
-        t0 = time.perf_counter()
-        graph = run(graph)
-        verify(graph)
-        if record is not None:
-            record.append(Pass(name, graph, time.perf_counter() - t0))
-        if level:
-            print(f"llgrad: {name:<8} {graph.name}: {before} -> {len(graph.nodes)} nodes",
-                  file=sys.stderr)
-            if level > 1:
-                print(graph, file=sys.stderr)
-    return graph
 
 
 class Interpreted:
@@ -75,18 +41,29 @@ class Interpreted:
 
 
 def compile_for(graph, backend: str, fastmath: bool, profile: bool = False):
+    """The executable of an optimised graph: native code, or the numpy interpreter."""
     if backend == "interpret":
         return Interpreted(graph)
     from llgrad.compiler.codegen.build import compile_graph
     return compile_graph(graph, fastmath=fastmath, profile=profile)
 
 
+def differentiate(graph: Graph, kind: str, wrt: list[int]) -> Graph | None:
+    """The joint graph a transformation of ``kind`` compiles from the forward
+    ``graph``, differentiated with respect to inputs ``wrt``: none for "jit", forward
+    mode for "jvp", reverse mode otherwise (with cotangent inputs for "vjp")."""
+    if kind == "jit":
+        return None
+    return jvp(graph, wrt) if kind == "jvp" else vjp(graph, wrt, cotangents=kind == "vjp")
+
+
 def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
                   fastmath: bool = False, out_tree=None, times: dict | None = None, *,
-                  values: bool = True) -> Trace:
+                  values: bool = True, profile: bool = False) -> Trace:
     """Optimise and compile the joint graph (the forward graph when there is none) and
     keep every stage for inspection; also how a graph built by hand is inspected.
-    ``values=False`` compiles only the joint graph's gradient outputs."""
+    ``values=False`` compiles only the joint graph's gradient outputs; ``profile``
+    counts the time of every kernel call."""
     times = {} if times is None else times
     passes = []
     optimized = optimize(joint if joint is not None else forward, passes)
@@ -94,7 +71,7 @@ def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
     runs = optimized if not first_output else Graph(
         optimized.inputs, optimized.outputs[first_output:], name=optimized.name)
     t0 = time.perf_counter()
-    executable = compile_for(runs, backend, fastmath)
+    executable = compile_for(runs, backend, fastmath, profile)
     times["compile_s"] = time.perf_counter() - t0
     return Trace(forward, joint, passes, executable, out_tree, times, first_output)
 
@@ -216,8 +193,7 @@ class Staged(functools.partial):
             return graph, None, out_tree, []
         argnums = self._argnums(len(args))
         wrt = [k for a in argnums for k in range(offsets[a][0], offsets[a][0] + offsets[a][1])]
-        joint = (jvp(graph, wrt) if self.kind == "jvp"
-                 else vjp(graph, wrt, cotangents=self.kind == "vjp"))
+        joint = differentiate(graph, self.kind, wrt)
         times["autodiff_s"] = time.perf_counter() - t1
         return graph, joint, out_tree, [(treedefs[a], *offsets[a]) for a in argnums]
 

@@ -1,0 +1,9 @@
+"""The front end: Python functions traced into IR (``trace``), numpy's functions rebuilt
+from primitives (``numpy_ops``), pytrees, and sympy in and out (``sympy_io``).
+
+Importing the package makes the Tracer an array (numpy's protocols, the operators and
+the array methods, from the numpy table), so a tracer works whichever module made it.
+"""
+from llgrad.compiler.frontend import numpy_ops, trace
+
+numpy_ops.attach(trace.Tracer)

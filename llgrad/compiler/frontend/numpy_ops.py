@@ -2,16 +2,23 @@
 
 Every function here has numpy's signature and numpy's semantics (broadcasting,
 dtype promotion with weak Python scalars, keepdims, negative axes) and emits IR
-through the current trace's Builder.  ``UFUNCS`` and ``FUNCTIONS`` map numpy's own
-callables to them, which is how plain ``np.tanh(x)`` on a Tracer lands here; the
-same functions are exported as ``llgrad.numpy``.  Called with no Tracer among the
-arguments they simply run numpy.
+through the current trace's Builder.  Called with no Tracer among the arguments
+they simply run numpy.
+
+``op`` enters each function once in the numpy table (``TABLE``), whose row says
+every way it is reached: the numpy callables it stands for, its names in
+``llgrad.numpy`` and the Tracer methods and operators it is.  The rest is derived
+from the table: ``UFUNCS`` and ``FUNCTIONS``, through which numpy's dispatch
+protocols bring plain ``np.tanh(x)`` on a Tracer here; ``EXPORTS``, the names of
+``llgrad.numpy``; and ``TRACER_METHODS``, which ``attach`` sets on the Tracer class.
 """
 from __future__ import annotations
 
 import builtins
 import functools
 import operator
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -30,14 +37,15 @@ def _has_tracer(values) -> bool:
     return False
 
 
-def op(name: str, numpy_fn=None):
+def traceable(name: str, numpy_fn):
     """Make a front-end function: stamp the user's line on the nodes it builds, turn
-    errors into located ones, and fall back to numpy when nothing is traced."""
+    errors into located ones (naming ``name``), and run ``numpy_fn`` when nothing is
+    traced."""
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             if not _has_tracer(args) and not _has_tracer(kwargs.values()):
-                return (numpy_fn or getattr(np, name))(*args, **kwargs)
+                return numpy_fn(*args, **kwargs)
             ctx = current()
             outer = ctx.builder.source
             if outer is None:
@@ -48,8 +56,42 @@ def op(name: str, numpy_fn=None):
                 raise located(exc, name) from None
             finally:
                 ctx.builder.source = outer
-        wrapper.llgrad_op = name
         return wrapper
+    return deco
+
+
+@dataclass(frozen=True)
+class NumpyFunction:
+    """A row of the numpy table: one front-end function and every way it is reached."""
+    name: str                       # in llgrad.numpy and in error messages
+    fn: Callable
+    numpy: tuple = ()               # numpy's ufuncs and functions it answers on Tracers
+    aliases: tuple = ()             # further names in llgrad.numpy
+    methods: tuple = ()             # Tracer attributes it is: "sum", "__add__"
+    reflected: tuple = ()           # Tracer operators it is with operands swapped: "__radd__"
+    exported: bool = True           # in llgrad.numpy
+
+
+TABLE: dict[str, NumpyFunction] = {}
+
+
+def _numpy_functions(names) -> tuple:
+    """numpy's functions of these names, each once (np.abs is np.absolute)."""
+    return tuple(dict.fromkeys(getattr(np, n) for n in names if hasattr(np, n)))
+
+
+def op(name: str, reference=None, *, numpy=None, **row):
+    """A front-end function (``traceable``) entered in the numpy table as ``name``, with
+    the other fields of its row.  By default it answers for numpy's functions of its
+    names (``name`` and ``aliases``), and runs the first outside a trace; a
+    ``reference`` computes it there instead, for a function numpy lacks."""
+    if numpy is None:
+        numpy = () if reference else _numpy_functions((name, *row.get("aliases", ())))
+
+    def deco(fn):
+        wrapped = traceable(name, reference or numpy[0])(fn)
+        TABLE[name] = NumpyFunction(name, wrapped, numpy, **row)
+        return wrapped
     return deco
 
 
@@ -187,22 +229,23 @@ arctan = op("arctan")(_unary_float("atan"))
 arcsinh = op("arcsinh")(_unary_float("asinh"))
 arccosh = op("arccosh")(_unary_float("acosh"))
 arctanh = op("arctanh")(_unary_float("atanh"))
-negative = op("negative")(_unary_numeric("neg"))
-absolute = abs = op("absolute")(_unary_numeric("abs"))
+negative = op("negative", methods=("__neg__",))(_unary_numeric("neg"))
+absolute = op("absolute", aliases=("abs",), methods=("__abs__",))(_unary_numeric("abs"))
 sign = op("sign")(_unary_numeric("sign"))
-add = op("add")(_binary("add"))
-subtract = op("subtract")(_binary("sub"))
-multiply = op("multiply")(_binary("mul"))
-divide = true_divide = op("divide")(_binary("div", float_only=True))
+add = op("add", methods=("__add__",), reflected=("__radd__",))(_binary("add"))
+subtract = op("subtract", methods=("__sub__",), reflected=("__rsub__",))(_binary("sub"))
+multiply = op("multiply", methods=("__mul__",), reflected=("__rmul__",))(_binary("mul"))
+divide = op("divide", aliases=("true_divide",), methods=("__truediv__",),
+            reflected=("__rtruediv__",))(_binary("div", float_only=True))
 maximum = op("maximum")(_binary("max"))
 minimum = op("minimum")(_binary("min"))
 arctan2 = op("arctan2")(_binary("atan2", float_only=True))
-less = op("less")(_compare("lt"))
-less_equal = op("less_equal")(_compare("le"))
-greater = op("greater")(_compare("gt"))
-greater_equal = op("greater_equal")(_compare("ge"))
-equal = op("equal")(_compare("eq"))
-not_equal = op("not_equal")(_compare("ne"))
+less = op("less", methods=("__lt__",))(_compare("lt"))
+less_equal = op("less_equal", methods=("__le__",))(_compare("le"))
+greater = op("greater", methods=("__gt__",))(_compare("gt"))
+greater_equal = op("greater_equal", methods=("__ge__",))(_compare("ge"))
+equal = op("equal", methods=("__eq__",))(_compare("eq"))
+not_equal = op("not_equal", methods=("__ne__",))(_compare("ne"))
 
 
 def _logical(combine):
@@ -222,7 +265,7 @@ def logical_not(x):
     return _wrap(_b().eq(n, _b().full(False, n.type)))
 
 
-def _bitwise(name, logical):
+def _bitwise(name, logical, **row):
     """& | ^ ~ are logic on bool arrays; on integers (bit operations) they are not
     supported, and say so."""
     def f(*xs):
@@ -230,23 +273,25 @@ def _bitwise(name, logical):
             raise UnsupportedError(f"{name} of integer arrays (bit operations) is not "
                                    f"supported; on bool arrays it is logic")
         return logical(*xs)
-    return op(name)(f)
+    return op(name, **row)(f)
 
 
-bitwise_and = _bitwise("bitwise_and", logical_and)
-bitwise_or = _bitwise("bitwise_or", logical_or)
-bitwise_xor = _bitwise("bitwise_xor", logical_xor)
-invert = _bitwise("invert", logical_not)
+bitwise_and = _bitwise("bitwise_and", logical_and, methods=("__and__",),
+                       reflected=("__rand__",))
+bitwise_or = _bitwise("bitwise_or", logical_or, methods=("__or__",), reflected=("__ror__",))
+bitwise_xor = _bitwise("bitwise_xor", logical_xor, methods=("__xor__",),
+                       reflected=("__rxor__",))
+invert = _bitwise("invert", logical_not, methods=("__invert__",))
 
 
 def _sigmoid_numpy(x):
     return 1 / (1 + np.exp(-np.asarray(x)))
 
 
-sigmoid = logistic = op("sigmoid", _sigmoid_numpy)(_unary_float("logistic"))
+sigmoid = op("sigmoid", _sigmoid_numpy, aliases=("logistic",))(_unary_float("logistic"))
 
 
-@op("positive")
+@op("positive", methods=("__pos__",))
 def positive(x):
     return x
 
@@ -261,7 +306,7 @@ def reciprocal(x):
     return divide(1.0, x)
 
 
-@op("power")
+@op("power", methods=("__pow__",), reflected=("__rpow__",))
 def power(x, y):
     """Small constant exponents become exact products (as numpy's fast paths do)."""
     if not isinstance(y, Tracer) and np.ndim(y) == 0 and _float_dtype(x, y) == result_dtype(x):
@@ -311,7 +356,7 @@ def where(condition, x, y):
                           b.broadcast_to(_as(y, dtype), shape)))
 
 
-@op("clip")
+@op("clip", methods=("clip",))
 def clip(a, a_min=None, a_max=None, **kwargs):
     if kwargs.get("out") is not None:
         raise UnsupportedError("clip(out=...) is not supported")
@@ -371,7 +416,7 @@ def _check_reduce_kwargs(name, kwargs):
             raise UnsupportedError(f"{name}(where=...) is not supported")
 
 
-@op("sum")
+@op("sum", methods=("sum",))
 def sum(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
     _check_reduce_kwargs("sum", dict(out=out, **kwargs))
     a = _traced(a)
@@ -382,7 +427,7 @@ def sum(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
     return _wrap(_keep(node, a.shape, axes, keepdims))
 
 
-@op("mean")
+@op("mean", methods=("mean",))
 def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
     _check_reduce_kwargs("mean", dict(out=out, **kwargs))
     a = _traced(a)
@@ -392,7 +437,7 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
     return divide(sum(astype(a, target), axis=axes, keepdims=keepdims), float(count))
 
 
-@op("max")
+@op("max", aliases=("amax",), methods=("max",))
 def max(a, axis=None, out=None, keepdims=False, **kwargs):
     _check_reduce_kwargs("max", dict(out=out, **kwargs))
     a = _traced(a)
@@ -404,16 +449,13 @@ def max(a, axis=None, out=None, keepdims=False, **kwargs):
     return _wrap(_keep(node, a.shape, axes, keepdims))
 
 
-@op("min")
+@op("min", aliases=("amin",), methods=("min",))
 def min(a, axis=None, out=None, keepdims=False, **kwargs):
     """-max(-a): negation is exact, so this is min, and its gradient is max's."""
     return negative(max(negative(a), axis=axis, out=out, keepdims=keepdims, **kwargs))
 
 
-amax, amin = max, min
-
-
-@op("var")
+@op("var", methods=("var",))
 def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
     _check_reduce_kwargs("var", dict(out=out, **kwargs))
     a = _traced(a)
@@ -424,7 +466,7 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
                   float(count - ddof))
 
 
-@op("std")
+@op("std", methods=("std",))
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
     return sqrt(var(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims, **kwargs))
 
@@ -480,7 +522,7 @@ def _normalize_shape(shape, size):
     return tuple(_integer(d, "a dimension of the new shape") for d in shape)
 
 
-@op("reshape")
+@op("reshape", methods=("reshape",))
 def reshape(a, *shape, order="C", **kwargs):
     shape = kwargs.pop("newshape", kwargs.pop("shape", None)) or shape
     if order != "C":
@@ -491,7 +533,7 @@ def reshape(a, *shape, order="C", **kwargs):
     return _wrap(_b().reshape(a.node, shape=_normalize_shape(shape, a.size)))
 
 
-@op("transpose")
+@op("transpose", methods=("transpose",))
 def transpose(a, *axes):
     if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
         axes = axes[0]
@@ -503,7 +545,7 @@ def transpose(a, *axes):
     return _wrap(_b().transpose(a.node, perm=perm))
 
 
-@op("swapaxes")
+@op("swapaxes", methods=("swapaxes",))
 def swapaxes(a, axis1, axis2):
     perm = list(range(np.ndim(a) if not isinstance(a, Tracer) else a.ndim))
     i, j = _axes(axis1, len(perm))[0], _axes(axis2, len(perm))[0]
@@ -530,7 +572,7 @@ def expand_dims(a, axis):
     return reshape(a, tuple(1 if d in axes else next(it) for d in range(ndim)))
 
 
-@op("squeeze")
+@op("squeeze", methods=("squeeze",))
 def squeeze(a, axis=None):
     a = _traced(a)
     axes = tuple(d for d, n in enumerate(a.shape) if n == 1) if axis is None else _axes(axis, a.ndim)
@@ -540,7 +582,7 @@ def squeeze(a, axis=None):
     return reshape(a, tuple(n for d, n in enumerate(a.shape) if d not in axes))
 
 
-@op("ravel")
+@op("ravel", methods=("ravel", "flatten"))
 def ravel(a, order="C"):
     return reshape(a, (-1,), order=order)
 
@@ -571,7 +613,8 @@ def stack(arrays, axis=0, out=None, **kwargs):
     return concatenate([expand_dims(a, axis) for a in arrays], axis=axis)
 
 
-@op("astype", lambda x, dtype, **kw: np.asarray(x).astype(dtype, **kw))
+@op("astype", lambda x, dtype, **kw: np.asarray(x).astype(dtype, **kw),
+    methods=("astype",))
 def astype(x, dtype, copy=True, **kwargs):
     return _wrap(_as(x, dtype_name(dtype)))
 
@@ -595,7 +638,7 @@ def full_like(a, fill_value, dtype=None, **kwargs):
 # ----------------------------------------------------------------------------------
 # indexing (static integers, slices, None and Ellipsis)
 
-@op("getitem", operator.getitem)
+@op("getitem", operator.getitem, methods=("__getitem__",), exported=False)
 def getitem(x, key):
     key = key if isinstance(key, tuple) else (key,)
     if any(isinstance(k, (Tracer, list, np.ndarray)) for k in key):
@@ -720,7 +763,7 @@ def _float_pair(a, b, name):
     return _as(a, dtype), _as(b, dtype)
 
 
-@op("matmul")
+@op("matmul", methods=("__matmul__",), reflected=("__rmatmul__",))
 def matmul(a, b):
     x, y = _float_pair(a, b, "matmul")
     if x.type.ndim == 0 or y.type.ndim == 0:
@@ -745,7 +788,7 @@ def matmul(a, b):
     return _wrap(out if out.shape == shape else bld.reshape(out, shape=shape))
 
 
-@op("dot")
+@op("dot", methods=("dot",))
 def dot(a, b, out=None):
     if out is not None:
         raise UnsupportedError("dot(out=...) is not supported")
@@ -829,7 +872,7 @@ def einsum(subscripts, *operands, optimize=False):
         else _wrap(result)
 
 
-@op("argmax")
+@op("argmax", methods=("argmax",))
 def argmax(a, axis=None, out=None, keepdims=False):
     """The first index of the maximum (as numpy), as int64: the smallest index whose
     value equals the max (or is NaN), via iota, select and a max-reduction of negated
@@ -849,12 +892,12 @@ def argmax(a, axis=None, out=None, keepdims=False):
     return _wrap(_keep(first, a.shape, (axis,), keepdims))
 
 
-@op("argmin")
+@op("argmin", methods=("argmin",))
 def argmin(a, axis=None, out=None, keepdims=False):
     return argmax(negative(a), axis=axis, out=out, keepdims=keepdims)
 
 
-@op("norm", np.linalg.norm)
+@op("norm", numpy=(np.linalg.norm,))
 def norm(x, ord=None, axis=None, keepdims=False):
     """The 2-norm of vectors and the Frobenius norm of matrices (ord None/2/'fro')."""
     if ord not in (None, 2, "fro") or (ord == 2 and (axis is None and np.ndim(x) == 2
@@ -943,36 +986,19 @@ def hypot(x, y):
 
 
 # ----------------------------------------------------------------------------------
-# dispatch tables: numpy's callables → the functions above
+# numpy's shape queries: answered from the static shape (no IR), so also outside a trace
 
-UFUNCS = {
-    np.add: add, np.subtract: subtract, np.multiply: multiply, np.divide: divide,
-    np.power: power, np.negative: negative, np.positive: positive, np.exp: exp,
-    np.log: log, np.log1p: log1p, np.expm1: expm1, np.sin: sin, np.cos: cos, np.tanh: tanh,
-    np.sqrt: sqrt, np.absolute: absolute, np.sign: sign, np.maximum: maximum,
-    np.minimum: minimum, np.less: less, np.less_equal: less_equal, np.greater: greater,
-    np.greater_equal: greater_equal, np.equal: equal, np.not_equal: not_equal,
-    np.square: square, np.reciprocal: reciprocal, np.matmul: matmul,
-    np.logical_and: logical_and, np.logical_or: logical_or, np.logical_xor: logical_xor,
-    np.logical_not: logical_not, np.bitwise_and: bitwise_and, np.bitwise_or: bitwise_or,
-    np.bitwise_xor: bitwise_xor, np.invert: invert, np.log2: log2, np.log10: log10,
-    np.exp2: exp2, np.sinh: sinh, np.cosh: cosh, np.tan: tan, np.hypot: hypot,
-    np.arcsin: arcsin, np.arccos: arccos, np.arctan: arctan, np.arcsinh: arcsinh,
-    np.arccosh: arccosh, np.arctanh: arctanh, np.arctan2: arctan2,
-}
+def _shape_query(name, fn):
+    TABLE[name] = NumpyFunction(name, fn, _numpy_functions((name,)), exported=False)
 
-FUNCTIONS = {
-    np.sum: sum, np.mean: mean, np.max: max, np.min: min, np.amax: max, np.amin: min,
-    np.var: var, np.std: std, np.dot: dot, np.reshape: reshape, np.transpose: transpose,
-    np.swapaxes: swapaxes, np.broadcast_to: broadcast_to, np.concatenate: concatenate,
-    np.stack: stack, np.clip: clip, np.where: where, np.expand_dims: expand_dims,
-    np.squeeze: squeeze, np.ravel: ravel, np.zeros_like: zeros_like, np.ones_like: ones_like,
-    np.full_like: full_like, np.tensordot: tensordot, np.outer: outer, np.einsum: einsum,
-    np.argmax: argmax, np.argmin: argmin, np.linalg.norm: norm, np.take: take,
-    np.shape: lambda a: _shape(a), np.ndim: lambda a: len(_shape(a)),
-    np.size: lambda a: int(np.prod(_shape(a), dtype=np.int64)),
-}
 
+_shape_query("shape", _shape)
+_shape_query("ndim", lambda a: len(_shape(a)))
+_shape_query("size", lambda a: int(np.prod(_shape(a), dtype=np.int64)))
+
+
+# ----------------------------------------------------------------------------------
+# numpy's dispatch protocols on Tracers
 
 def _numpy_name(fn) -> str:
     module = getattr(fn, "__module__", None) or "numpy"
@@ -981,7 +1007,8 @@ def _numpy_name(fn) -> str:
     return f"{module}.{getattr(fn, '__name__', repr(fn))}"
 
 
-def call_ufunc(ufunc, method, inputs, kwargs):
+def array_ufunc(tracer, ufunc, method, *inputs, **kwargs):
+    """``Tracer.__array_ufunc__``: numpy's ufunc called on traced arrays."""
     if method != "__call__":
         raise located(UnsupportedError(
             f"np.{ufunc.__name__}.{method} is not supported by llgrad"))
@@ -998,59 +1025,34 @@ def call_ufunc(ufunc, method, inputs, kwargs):
     return fn(*inputs)
 
 
-def call_function(func, args, kwargs):
+def array_function(tracer, func, types, args, kwargs):
+    """``Tracer.__array_function__``: numpy's other functions called on traced arrays."""
     fn = FUNCTIONS.get(func)
     if fn is None:
         raise located(UnsupportedError(f"{_numpy_name(func)} is not supported by llgrad"))
     return fn(*args, **kwargs)
 
 
+def _swapped(fn):
+    """``fn`` as a reflected operator: ``2 - x`` is ``x.__rsub__(2)``, so subtract(2, x)."""
+    return lambda self, other: fn(other, self)
+
+
 # ----------------------------------------------------------------------------------
-# Python operators and array methods on Tracers
+# everything derived from the table
 
-def _no_setitem(self, key, value):
-    raise located(UnsupportedError(
-        "traced arrays are immutable: x[...] = v is not supported; build the new array "
-        "with np.where(mask, v, x) or np.concatenate"))
-
-
-def _unsupported_operator(name):
-    def f(*args):
-        raise located(UnsupportedError(f"the operator __{name}__ is not supported by llgrad"))
-    return f
+UFUNCS = {f: row.fn for row in TABLE.values() for f in row.numpy if isinstance(f, np.ufunc)}
+FUNCTIONS = {f: row.fn for row in TABLE.values() for f in row.numpy
+             if not isinstance(f, np.ufunc)}
+EXPORTS = {name: row.fn for row in TABLE.values() if row.exported
+           for name in (row.name, *row.aliases)}
+TRACER_METHODS = {"__array_ufunc__": array_ufunc, "__array_function__": array_function,
+                  **{m: row.fn for row in TABLE.values() for m in row.methods},
+                  **{m: _swapped(row.fn) for row in TABLE.values() for m in row.reflected}}
 
 
-def _install_tracer_methods():
-    def flip(fn):
-        return lambda self, other: fn(other, self)
-
-    binary = {"add": add, "sub": subtract, "mul": multiply, "truediv": divide,
-              "pow": power, "matmul": matmul}
-    for name, fn in binary.items():
-        setattr(Tracer, f"__{name}__", fn)
-        setattr(Tracer, f"__r{name}__", flip(fn))
-    for name, fn in {"lt": less, "le": less_equal, "gt": greater, "ge": greater_equal,
-                     "eq": equal, "ne": not_equal}.items():
-        setattr(Tracer, f"__{name}__", fn)
-    Tracer.__hash__ = object.__hash__
-    for name, fn in {"and": bitwise_and, "or": bitwise_or, "xor": bitwise_xor}.items():
-        setattr(Tracer, f"__{name}__", fn)
-        setattr(Tracer, f"__r{name}__", flip(fn))
-    Tracer.__invert__ = invert
-    Tracer.__neg__ = negative
-    Tracer.__pos__ = positive
-    Tracer.__abs__ = absolute
-    Tracer.__getitem__ = getitem
-    Tracer.__setitem__ = _no_setitem
-    for name in ("floordiv", "mod", "rfloordiv", "rmod", "divmod", "lshift", "rshift"):
-        setattr(Tracer, f"__{name}__", _unsupported_operator(name))
-    Tracer.T = property(lambda self: transpose(self))
-    for name, fn in {"sum": sum, "mean": mean, "max": max, "min": min, "var": var,
-                     "std": std, "reshape": reshape, "transpose": transpose, "dot": dot,
-                     "clip": clip, "astype": astype, "squeeze": squeeze, "ravel": ravel,
-                     "flatten": ravel, "swapaxes": swapaxes, "argmax": argmax,
-                     "argmin": argmin}.items():
-        setattr(Tracer, name, fn)
-
-
-_install_tracer_methods()
+def attach(tracer_class) -> None:
+    """Make ``tracer_class`` (the Tracer) an array: numpy's protocols, the operators
+    and the array methods of the table.  Idempotent: it sets the same functions."""
+    for name, fn in TRACER_METHODS.items():
+        setattr(tracer_class, name, fn)

@@ -79,7 +79,7 @@ def _tables():
     x = names["x"]
     functions = {}
     for name, prim in PRIMITIVES.items():
-        if prim.elementwise:
+        if prim.symbolic:
             expr, symbols = formula(name)
             if expr.is_Function and expr.args == tuple(symbols) and expr.func not in (
                     sp.Max, sp.Min):  # n-ary in sympy: chained in to_ir
@@ -382,7 +382,7 @@ def to_sympy(graph: Graph, output: int = 0, *, standard: bool = True):
     memo: dict = {}
     for node in topological_order([root]):
         args = [memo[i.id] for i in node.inputs]
-        if PRIMITIVES[node.op].elementwise:
+        if PRIMITIVES[node.op].symbolic:
             expr = _reading(node.op, standard).xreplace(dict(zip((x, y), args)))
         else:
             rule = rules.get(node.op)

@@ -1,10 +1,12 @@
 """Tracing: running the user's plain numpy function on Tracer values to record a Graph.
 
 A Tracer stands for an array during a trace.  numpy hands every operation on it to
-us through ``__array_ufunc__`` / ``__array_function__`` (and Python operators), and
-``numpy_ops`` turns each into IR through the trace's Builder, stamping the user's
-file:line on the nodes.  Errors raised while tracing name the user's function, the
-op, the shapes and that line.
+the front end through ``__array_ufunc__`` / ``__array_function__`` (and Python
+operators), which ``numpy_ops`` turns into IR through the trace's Builder, stamping
+the user's file:line on the nodes.  Those protocols, operators and array methods come
+from the numpy table: ``numpy_ops.attach(Tracer)``, which importing the front end
+package does, so this module needs nothing of numpy_ops.  Errors raised while tracing
+name the user's function, the op, the shapes and that line.
 """
 from __future__ import annotations
 
@@ -97,10 +99,12 @@ def located(exc: LlgradError, op: str | None = None) -> LlgradError:
 
 
 class Tracer:
-    """An array being traced.  Behaves like a numpy array of known shape and dtype."""
+    """An array being traced.  Behaves like a numpy array of known shape and dtype
+    once ``numpy_ops.attach`` has given it numpy's protocols, operators and methods."""
 
     __array_priority__ = 1000
     __slots__ = ("node",)
+    __hash__ = object.__hash__   # by identity: == builds a comparison node
 
     def __init__(self, node: Node):
         self.node = node
@@ -110,6 +114,7 @@ class Tracer:
     ndim = property(lambda self: len(self.node.shape))
     size = property(lambda self: self.node.type.size)
     dtype = property(lambda self: self.node.type.np_dtype)
+    T = property(lambda self: self.transpose())
 
     def __len__(self):
         if not self.shape:
@@ -144,21 +149,28 @@ class Tracer:
         raise located(UnsupportedError(f"the array attribute .{name} is not supported by "
                                        f"llgrad"))
 
-    # numpy dispatch -----------------------------------------------------------------
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        from llgrad.compiler.frontend import numpy_ops
-        return numpy_ops.call_ufunc(ufunc, method, inputs, kwargs)
-
-    def __array_function__(self, func, types, args, kwargs):
-        from llgrad.compiler.frontend import numpy_ops
-        return numpy_ops.call_function(func, args, kwargs)
-
     def __array__(self, dtype=None, copy=None):
         raise located(UnsupportedError(
             f"a traced {self.node.type} was converted to a concrete numpy array (np.asarray, "
             "a non-numpy library, an unsupported numpy function, or a numpy function "
             "given a Python list of traced arrays: np.stack them first); its value is "
             "not known at trace time"))
+
+    def __setitem__(self, key, value):
+        raise located(UnsupportedError(
+            "traced arrays are immutable: x[...] = v is not supported; build the new array "
+            "with np.where(mask, v, x) or np.concatenate"))
+
+
+def _unsupported_operator(name):
+    def refuse(*args):
+        raise located(UnsupportedError(f"the operator __{name}__ is not supported by llgrad"))
+    return refuse
+
+
+# said plainly, rather than as Python's TypeError about operand types
+for _name in ("floordiv", "mod", "rfloordiv", "rmod", "divmod", "lshift", "rshift"):
+    setattr(Tracer, f"__{_name}__", _unsupported_operator(_name))
 
 
 def lift(value, ctx: TraceContext | None = None) -> Node:

@@ -18,18 +18,9 @@ from typing import NamedTuple
 from llgrad.ir.errors import LlgradError
 from llgrad.ir.graph import Graph
 from llgrad.ir.walk import forward_ids, scalar_constant
-from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.primitives import flops
 from llgrad.ir.printer import format_graph
 from llgrad.compiler.passes.dce import removed
-
-_ONE_PER_ELEMENT = {"select", "lt", "le", "gt", "ge", "eq", "ne"}  # besides elementwise math
-
-
-class Pass(NamedTuple):
-    """One IR pass as it ran: its name, the graph it returned, its time."""
-    name: str
-    graph: Graph
-    seconds: float
 
 
 class Residual(NamedTuple):
@@ -69,23 +60,6 @@ def _nbytes(type_) -> int:
     if isinstance(type_, tuple):
         return sum(_nbytes(t) for t in type_)
     return type_.size * type_.np_dtype.itemsize
-
-
-def flops(node) -> int:
-    """Arithmetic operations of one node: one per element for elementwise ops (and
-    comparisons, select), one per input element for reductions, 2·M·N·K for a matmul;
-    data movement and leaves cost none."""
-    if node.op == "dot_general":
-        lhs = node.inputs[0].shape
-        contracted = 1
-        for axis in node.attrs["dims"][0][0]:
-            contracted *= lhs[axis]
-        return 2 * node.type.size * contracted
-    if node.op in ("reduce_sum", "reduce_max"):
-        return node.inputs[0].type.size
-    if PRIMITIVES[node.op].elementwise or node.op in _ONE_PER_ELEMENT:
-        return node.type.size
-    return 0
 
 
 class Stats(Mapping):

@@ -149,8 +149,14 @@ RULES = {
 }
 
 
+def _folds(prim) -> bool:
+    """Whether an op on scalar literals folds to a literal: the math ops (those with a
+    formula) and the comparisons."""
+    return prim.symbolic or prim.kind == "comparison"
+
+
 def _rule(b, node, inputs):
-    if PRIMITIVES[node.op].elementwise or node.op in ("lt", "le", "gt", "ge", "eq", "ne"):
+    if _folds(PRIMITIVES[node.op]):
         folded = _fold(b, node, inputs)
         if folded is not None:
             return folded
