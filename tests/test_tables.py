@@ -28,7 +28,9 @@ def _sample(name):
             b = Builder()
             params = case_parameters(b, case)
             return params[0] if name == "parameter" else b.emit(name, *params, **case.attrs)
-    return next(n for n in looped_graph().nodes if n.op == name)
+    sample = next((n for n in looped_graph().nodes if n.op == name), None)
+    assert sample is not None, f"primitive {name} has no case in tests/helpers.py (CASES)"
+    return sample
 
 
 @pytest.mark.parametrize("name", sorted(PRIMITIVES))

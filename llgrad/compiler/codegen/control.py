@@ -5,7 +5,8 @@ becomes an internal function with the same packed-argument convention as the ent
 point, so loops nest.  Per step it reads the carried values from one buffer set and
 writes the new ones to the other (the body may still read an old value after writing
 a new one); the sets swap roles every step, so nothing is copied between steps.
-Per-step results go straight into their row of the stacked output.  The loop's results live in one buffer, part after part (see ``scalar.part_offset``).
+Per-step results go straight into their row of the stacked output.  The loop's results
+live in one buffer, part after part (see ``scalar.part_offset``).
 """
 from __future__ import annotations
 

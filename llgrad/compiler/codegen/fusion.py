@@ -185,7 +185,8 @@ def _epilogues(graph: Graph, kernels: list) -> dict:
     for product, consumer in zip(kernels, kernels[1:]):
         p, e = product.node, consumer.node
         if (p.op == "dot_general" and not product.copy and not consumer.copy
-                and isinstance(row(e), Elementwise) and e.shape == p.shape and p.type.size > 1 and _one_matrix(canonical(p), p.shape)
+                and isinstance(row(e), Elementwise) and e.shape == p.shape
+                and p.type.size > 1 and _one_matrix(canonical(p), p.shape)
                 and any(n is p for n in consumer.reads) and _read_in_place(consumer, p, order)):
             found[id(p)] = consumer
     return found

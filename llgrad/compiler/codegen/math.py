@@ -144,8 +144,9 @@ def tanh(ctx, x, dtype: str):
     libm's, which loop-free regions batch into libmvec calls (``vector_calls``), as
     inlining the same code at each scalar tanh of a loop-free expression adds much
     optimisation to its first call (re-measure: the first call in ``python -m llgrad
-    bench --cold --workloads scalar --systems "llgrad native"``).  The fast-math flags are not applied to the
-    inline form: reassociation would undo its shifter and its hi/lo split.
+    bench --cold --workloads scalar --systems "llgrad native"``).  The fast-math flags
+    are not applied to the inline form: reassociation would undo its shifter and its
+    hi/lo split.
     """
     if "noinline" in ctx.b.function.attributes:
         return _tanh_inline(ctx, x, dtype)

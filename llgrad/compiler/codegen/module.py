@@ -7,13 +7,12 @@ arguments are ``noalias`` (the memory plan guarantees it), so LLVM vectorises it
 loops without runtime overlap checks.  Kernels are ``noinline``: optimising one huge
 function costs LLVM far more than linear time (re-measure: the first call of a
 100-layer network's gradient with the kernels inlined into the entry point), while a
-call per kernel costs nanoseconds.  A run of loop-free (scalar) kernels is one function instead, inlined
-since its code is smaller than the call (``region``: values pass in registers and
-independent math calls run as vector calls).  ``<name>.list`` is a second entry for
-calls from Python (``list_entry``) and large elementwise kernels may run split across
-threads (``parallel``).  Kernels
-whose code is identical (the same layer repeated in a deep network, forward or
-backward) are emitted once and called with other buffers.
+call per kernel costs nanoseconds.  A run of loop-free (scalar) kernels is one function
+instead, inlined since its code is smaller than the call (``region``: values pass in
+registers and independent math calls run as vector calls).  ``<name>.list`` is a second
+entry for calls from Python (``list_entry``) and large elementwise kernels may run split
+across threads (``parallel``).  Kernels whose code is identical (the same layer repeated
+in a deep network, forward or backward) are emitted once and called with other buffers.
 """
 from __future__ import annotations
 

@@ -88,8 +88,9 @@ class Staged(functools.partial):
     A ``functools.partial`` of its front entry, so that a call reaches it without a
     Python frame: first ``_call`` (the Python paths), then, once a signature is hot, its
     native entry (``fastcall``), which answers calls of that signature and passes every
-    other call on to the entry it replaced.  A Python ``__call__`` alone cost ~0.15 µs a
-    call, a fifth of the scalar benchmark's."""
+    other call on to the entry it replaced.  A Python ``__call__`` would add a frame to
+    every call, a large share of a scalar function's (``python -m llgrad bench
+    --workloads scalar --systems "llgrad native"`` times it)."""
 
     def __new__(cls, *args, **kwargs):
         return super().__new__(cls, print)   # the front entry is set by __init__

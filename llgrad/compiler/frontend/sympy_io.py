@@ -47,11 +47,8 @@ def _namespace():
             return sp.exp(self.args[0])
 
     x, y = sp.symbols("x y", real=True)
-    names = {"x": x, "y": y, "logistic": logistic, "log1p": log1p, "expm1": expm1,
-             "exp": sp.exp, "log": sp.log, "sin": sp.sin, "cos": sp.cos, "tanh": sp.tanh,
-             "sqrt": sp.sqrt, "Abs": sp.Abs, "sign": sp.sign, "Max": sp.Max, "Min": sp.Min,
-             "asin": sp.asin, "acos": sp.acos, "atan": sp.atan, "asinh": sp.asinh,
-             "acosh": sp.acosh, "atanh": sp.atanh, "atan2": sp.atan2}
+    # every other name in a formula is sympy's own function of that name
+    names = {"x": x, "y": y, "logistic": logistic, "log1p": log1p, "expm1": expm1}
     return sp, names
 
 

@@ -205,7 +205,7 @@ def trace(fn, flat_types, treedef, fn_name: str, leaf_names, static=None):
 
 def input_type(value, where: str) -> TensorType:
     """The TensorType of an argument leaf; unsupported dtypes are a clear error."""
-    masked = sys.modules.get("numpy.ma")   # unimported (~10 ms): no value is masked
+    masked = sys.modules.get("numpy.ma")   # slow to import: if nobody has, nothing is masked
     if masked is not None and isinstance(value, masked.MaskedArray):
         raise DTypeError(f"{where}: masked arrays are not supported (their mask would be "
                          f"ignored); pass arr.filled(value) or arr.data")
