@@ -1,13 +1,11 @@
 """llgrad: numpy-style Python functions compiled, with their gradients, to native code."""
 from llgrad import numpy, optim  # noqa: F401  (llgrad.numpy, llgrad.optim)
-from llgrad.api import (grad, hessian, hvp, jacfwd, jacobian, jacrev, jit, jvp, value_and_grad,
-                  vjp)
+from llgrad.api import grad, hessian, hvp, jacfwd, jacobian, jacrev, jit, jvp, value_and_grad, vjp
 from llgrad.check import check_grad
+from llgrad.ir.errors import DTypeError, GradientError, LlgradError, ShapeError, UnsupportedError
 from llgrad.profiling import Profile, profile
 from llgrad.symbolic import from_sympy
 from llgrad.train import TrainResult, train
-from llgrad.ir.errors import (DTypeError, GradientError, LlgradError, ShapeError,
-                        UnsupportedError)
 
 __version__ = "0.1.0"
 

@@ -10,8 +10,8 @@ import functools
 
 import numpy as np
 
-from llgrad.compiler.frontend import pytree
 from llgrad.compiler.dispatch.staging import Staged
+from llgrad.compiler.frontend import pytree
 
 
 def _transform(kind):

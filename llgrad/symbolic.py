@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from llgrad.api import jit
-from llgrad.compiler.frontend import numpy_ops
 from llgrad.compiler.dispatch.staging import Staged
+from llgrad.compiler.frontend import numpy_ops
 from llgrad.compiler.frontend.sympy_io import _namespace, to_ir
 from llgrad.compiler.frontend.trace import current
 from llgrad.ir.graph import Builder

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llgrad import profiling
-from llgrad.compiler.frontend import pytree
-from llgrad.compiler.passes.rewrite import inline
 from llgrad.compiler.dispatch.staging import compile_trace, differentiate
+from llgrad.compiler.frontend import pytree
+from llgrad.compiler.frontend.trace import TraceContext, Tracer, input_type, lift, trace
 from llgrad.compiler.passes.pipeline import optimize
-from llgrad.compiler.frontend.trace import Tracer, TraceContext, input_type, lift, trace
+from llgrad.compiler.passes.rewrite import inline
 from llgrad.ir.errors import DTypeError, ShapeError
 from llgrad.ir.graph import Builder, Graph
 from llgrad.ir.types import TensorType

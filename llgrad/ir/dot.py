@@ -9,8 +9,8 @@ can be read side by side.
 """
 from __future__ import annotations
 
-from llgrad.ir.walk import forward_ids, scalar_constant
 from llgrad.ir.printer import format_graph
+from llgrad.ir.walk import forward_ids, scalar_constant
 
 _FORWARD, _BACKWARD, _PARAM = "#dbe9f6", "#fde0c5", "#e2f0d9"
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from llgrad.ir.walk import forward_ids, scalar_constant
 
+
 def _literal(node):
     v = scalar_constant(node)
     if v is None:

@@ -21,9 +21,9 @@ import numpy as np
 
 from llgrad.ir.errors import UnsupportedError
 from llgrad.ir.graph import parameter_identifiers
-from llgrad.ir.walk import scalar_constant
 from llgrad.ir.primitives import PRIMITIVES
 from llgrad.ir.printer import format_graph
+from llgrad.ir.walk import scalar_constant
 
 # The numpy meaning of every primitive, for lines that cannot name a numpy function.
 ops = SimpleNamespace(**{name: prim.evaluate for name, prim in PRIMITIVES.items()})

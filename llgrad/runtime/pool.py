@@ -44,7 +44,6 @@ from llvmlite import ir
 
 from llgrad.llvm.atomics import relax, store_atomic
 from llgrad.llvm.loops import counted_loop
-
 from llgrad.runtime import cache, engine
 
 SYMBOL = "llgrad_parallel"

@@ -11,12 +11,12 @@ rewrite applied to a reverse-mode gradient graph).
 """
 from __future__ import annotations
 
+from llgrad.compiler.autodiff import derivatives as derivative_table
+from llgrad.compiler.autodiff.reverse import float_inputs
+from llgrad.compiler.frontend import sympy_io as sympy_frontend
 from llgrad.ir.errors import GradientError
 from llgrad.ir.graph import Builder, Graph
 from llgrad.ir.primitives import PRIMITIVES
-from llgrad.compiler.autodiff import derivatives as derivative_table
-from llgrad.compiler.frontend import sympy_io as sympy_frontend
-from llgrad.compiler.autodiff.reverse import float_inputs
 
 
 def elementwise_jvp(b, node, tangents):

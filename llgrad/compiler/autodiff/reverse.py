@@ -10,11 +10,11 @@ and no dead derivative is ever built.
 """
 from __future__ import annotations
 
+from llgrad.compiler.autodiff import derivatives as derivative_table
+from llgrad.compiler.frontend import sympy_io as sympy_frontend
 from llgrad.ir.errors import GradientError
 from llgrad.ir.graph import AdjointTable, Builder, Graph
 from llgrad.ir.primitives import PRIMITIVES
-from llgrad.compiler.autodiff import derivatives as derivative_table
-from llgrad.compiler.frontend import sympy_io as sympy_frontend
 
 
 def elementwise_vjp(b, node, g):

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llgrad.compiler.codegen.lowering import row
-from llgrad.compiler.codegen.plan import (Elementwise, IndexMap, Kernel as KernelRow, Leaf, Loop,
-                                          Part, Slice, View)
 from llgrad.compiler.codegen.matmul import canonical
-from llgrad.llvm.scalar import part_offset
+from llgrad.compiler.codegen.plan import Elementwise, IndexMap, Leaf, Loop, Part, Slice, View
+from llgrad.compiler.codegen.plan import Kernel as KernelRow
 from llgrad.ir.graph import Graph, Node
 from llgrad.ir.primitives import PRIMITIVES
+from llgrad.llvm.scalar import part_offset
 
 
 @dataclass

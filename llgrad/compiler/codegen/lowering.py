@@ -10,12 +10,19 @@ from __future__ import annotations
 from llvmlite import ir
 
 from llgrad.compiler.codegen import control, kernels, math, matmul
-from llgrad.compiler.codegen.plan import (Elementwise, IndexMap, Kernel, Leaf, Loop, Part,
-                                          Slice, View)
+from llgrad.compiler.codegen.plan import (
+    Elementwise,
+    IndexMap,
+    Kernel,
+    Leaf,
+    Loop,
+    Part,
+    Slice,
+    View,
+)
 from llgrad.ir.primitives import PRIMITIVES
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.scalar import I64, REGISTER, const, declare, extremum, i64, is_float
-
 
 # ----------------------------------------------------------------------------------
 # elementwise scalars

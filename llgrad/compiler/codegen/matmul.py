@@ -13,13 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from llgrad.runtime.pool import REST_SYMBOL
-
 from llgrad.compiler.codegen import parallel, tiles, transpose
 from llgrad.llvm import atomics
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
 from llgrad.llvm.scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, declare, i64, linearise, store
+from llgrad.runtime.pool import REST_SYMBOL
 
 # Multiply-add may contract to FMA (as BLAS does); it never reorders the sum.
 _CONTRACT = ("contract",)

@@ -16,10 +16,9 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from llgrad.runtime.pool import SYMBOL as POOL_SYMBOL
-
 from llgrad.llvm.loops import counted_loop
 from llgrad.llvm.scalar import I64, PTR, declare, i64
+from llgrad.runtime.pool import SYMBOL as POOL_SYMBOL
 
 #: outputs split from this size: below it, handing out and joining a part costs the
 #: pool much of what splitting saves.  Re-measure: time a 2**15-element float32 update

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from llvmlite import ir
 
 from llgrad.ir.primitives import flops
-
 from llgrad.llvm.scalar import I64, PTR, declare, i64, nbytes
 
 

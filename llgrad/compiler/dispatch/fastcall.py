@@ -39,10 +39,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from llgrad.runtime import cache, engine, pyobjects
-
 from llgrad.compiler.frontend import pytree
 from llgrad.ir.primitives import flops
+from llgrad.runtime import cache, engine, pyobjects
 
 MISS = object()
 
@@ -163,9 +162,8 @@ def _native(kind, argnums, entry, args, leaves, floats):
     plan, objects = planned
 
     def make(fallback):
-        from llgrad.runtime import pycall
-
         from llgrad.compiler.codegen import pyentry
+        from llgrad.runtime import pycall
         key = cache.key("pyentry", json.dumps(plan, sort_keys=True),
                         json.dumps(asdict(pyobjects.OBJECTS)), *engine.context())
         try:

@@ -17,17 +17,17 @@ import weakref
 
 import numpy as np
 
-from llgrad.ir.errors import DTypeError, GradientError, LlgradError, ShapeError, UnsupportedError
-from llgrad.ir.graph import Graph
-from llgrad.ir.interpret import interpret
+from llgrad.compiler.autodiff.forward import jvp
+from llgrad.compiler.autodiff.reverse import vjp
 from llgrad.compiler.dispatch import fastcall, recompiles
 from llgrad.compiler.frontend import pytree
-from llgrad.compiler.autodiff.reverse import vjp
-from llgrad.compiler.autodiff.forward import jvp
+from llgrad.compiler.frontend.trace import Tracer, current, input_type, lift, raised_at, trace
 from llgrad.compiler.inspection.stages import Trace
 from llgrad.compiler.passes.pipeline import optimize
 from llgrad.compiler.passes.rewrite import inline
-from llgrad.compiler.frontend.trace import Tracer, current, input_type, lift, raised_at, trace
+from llgrad.ir.errors import DTypeError, GradientError, LlgradError, ShapeError, UnsupportedError
+from llgrad.ir.graph import Graph
+from llgrad.ir.interpret import interpret
 
 
 class Interpreted:

@@ -22,10 +22,10 @@ from typing import Callable
 
 import numpy as np
 
+from llgrad.compiler.frontend.trace import Tracer, current, lift, located, user_source
 from llgrad.ir.errors import DTypeError, LlgradError, ShapeError, UnsupportedError
 from llgrad.ir.graph import Node
 from llgrad.ir.types import TensorType, dtype_name
-from llgrad.compiler.frontend.trace import Tracer, current, lift, located, user_source
 
 
 def _has_tracer(values) -> bool:

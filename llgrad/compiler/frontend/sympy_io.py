@@ -24,8 +24,8 @@ import numpy as np
 
 from llgrad.ir.errors import UnsupportedError
 from llgrad.ir.graph import Graph, parameter_identifiers
-from llgrad.ir.walk import topological_order
 from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.walk import topological_order
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,7 +73,6 @@ def _tables():
     formulas, never listed by hand.  ``relations``: sympy relational -> comparison.
     ``composites``: sympy functions with no primitive, spelt with ones that have."""
     sp, names = _namespace()
-    x = names["x"]
     functions = {}
     for name, prim in PRIMITIVES.items():
         if prim.symbolic:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import html
 import shutil
 
+from llgrad.compiler.inspection.stages import render_dot
 from llgrad.ir.dot import to_dot
 from llgrad.ir.errors import LlgradError
-from llgrad.compiler.inspection.stages import render_dot
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1em; }

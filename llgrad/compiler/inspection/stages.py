@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import NamedTuple
 
+from llgrad.compiler.passes.dce import removed
 from llgrad.ir.errors import LlgradError
 from llgrad.ir.graph import Graph
-from llgrad.ir.walk import forward_ids, scalar_constant
 from llgrad.ir.primitives import flops
 from llgrad.ir.printer import format_graph
-from llgrad.compiler.passes.dce import removed
+from llgrad.ir.walk import forward_ids, scalar_constant
 
 
 class Residual(NamedTuple):

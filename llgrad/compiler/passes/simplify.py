@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from llgrad.ir.walk import scalar_constant
-from llgrad.ir.primitives import PRIMITIVES
 from llgrad.compiler.passes.rewrite import rebuild
+from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.walk import scalar_constant
 
 
 def _is(node, value) -> bool:
