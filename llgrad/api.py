@@ -187,6 +187,7 @@ def vjp(fn, *primals, backend="native"):
         outputs = entry.executable(*leaves, *ct_leaves)
         return entry.package(outputs)[1]
 
+    pullback.llgrad_vjp = (staged, primals)   # llgrad.export(pullback, cotangent) reads it
     return value, pullback
 
 

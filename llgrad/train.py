@@ -113,6 +113,17 @@ def _sum_of_squares(b, g):
 
 def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend, profile,
                    in_order, grad_norms):
+    outer = training_graph(loss, optimizer, params, state, data, batch_size, steps, in_order,
+                           grad_norms)
+    return compile_trace(outer, None, backend, profile=profile).executable, outer
+
+
+def training_graph(loss, optimizer, params, state, data, batch_size: int, steps: int,
+                   in_order: bool, grad_norms: bool) -> Graph:
+    """``steps`` optimiser steps as one ``loop`` node: (params..., opt_state...,
+    data..., order) -> (params'..., opt_state'..., losses[, grad_norms]), where step
+    ``i`` trains on the rows ``order[i * batch_size:(i + 1) * batch_size]`` of the data
+    (``in_order``: the rows from ``order[i * batch_size]`` on, sliced by address)."""
     p_leaves, p_tree = pytree.flatten(params)
     s_leaves, s_tree = pytree.flatten(state)
     p_names = pytree.leaf_names(p_tree, "params")
@@ -141,8 +152,7 @@ def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, back
     n_carried = len(p_leaves) + len(s_leaves)
     looped = b.loop(*inputs, body=body, trip_count=steps, n_carried=n_carried)
     outputs = [b.tuple_get(looped, index=k) for k in range(n_carried + 1 + grad_norms)]
-    outer = Graph(inputs, outputs, name=f"train_{loss_name}")
-    return compile_trace(outer, None, backend, profile=profile).executable, outer
+    return Graph(inputs, outputs, name=f"train_{loss_name}")
 
 
 _CACHE: dict = {}
@@ -154,7 +164,7 @@ def _signature(p_tree, s_tree, leaves, data):
     return (p_tree, s_tree, tuple((x.shape, x.dtype.str) for x in list(leaves) + list(data)))
 
 
-def _check_data(data, batch_size):
+def check_data(data, batch_size):
     data = tuple(np.ascontiguousarray(x) for x in (data if isinstance(data, (tuple, list)) else (data,)))
     if not data:
         raise ShapeError("train(): data is empty; pass (X, Y) arrays split along axis 0")
@@ -203,7 +213,7 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     kernel of the step (the result's ``profile``, see ``llgrad.profile``)."""
     if profile and backend != "native":
         raise ValueError(f"train(): profile=True needs backend='native', not {backend!r}")
-    data, n = _check_data(data, batch_size)
+    data, n = check_data(data, batch_size)
     if epochs < 1:
         raise ValueError(f"train(): epochs must be at least 1, got {epochs}")
     steps_per_epoch = n // batch_size

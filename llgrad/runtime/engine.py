@@ -60,17 +60,32 @@ def vector_isas() -> tuple[str, ...]:
         _initialise()
         if not _state["libmvec"]:
             return ()
-        features = _state["features"]
-        needs = {"b": "sse4.1", "d": "avx2", "e": "avx512f"}
-        return tuple(isa for isa, feature in needs.items() if features.get(feature))
+        return isas_for(_state["features"])
+
+
+def isas_for(features) -> tuple[str, ...]:
+    """The libmvec ISA letters a CPU with ``features`` (name -> bool) can run."""
+    needs = {"b": "sse4.1", "d": "avx2", "e": "avx512f"}
+    return tuple(isa for isa, feature in needs.items() if features.get(feature))
 
 
 def vector_bits() -> int:
     """Width of the host's vector registers: 512 (AVX-512), 256 (AVX), else 128."""
     with _lock:
         _initialise()
-        features = _state["features"]
-        return 512 if features.get("avx512f") else 256 if features.get("avx") else 128
+        return bits_for(_state["features"])
+
+
+def bits_for(features) -> int:
+    """Vector register width of a CPU with ``features`` (name -> bool)."""
+    return 512 if features.get("avx512f") else 256 if features.get("avx") else 128
+
+
+def has_libmvec() -> bool:
+    """Whether glibc's libmvec could be loaded here."""
+    with _lock:
+        _initialise()
+        return _state["libmvec"]
 
 
 def l2_bytes() -> int:
@@ -128,9 +143,10 @@ class Compiled:
             return _shared_target_machine().emit_assembly(mod)
 
 
-def optimize(llvm_ir: str, *, speed_level: int = 3) -> "llvm.ModuleRef":
+def optimize(llvm_ir: str, *, speed_level: int = 3, tm=None) -> "llvm.ModuleRef":
+    """``llvm_ir`` parsed, verified and optimised for ``tm`` (default: the host)."""
     with _lock:
-        tm = _shared_target_machine()
+        tm = tm or _shared_target_machine()
         mod = llvm.parse_assembly(llvm_ir)
         mod.triple = tm.triple
         mod.data_layout = str(tm.target_data)

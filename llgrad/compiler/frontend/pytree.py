@@ -127,3 +127,25 @@ def map_leaves(fn, *trees):
     for leaves, td in flat[1:]:
         check_same(treedef, td, "a pytree")
     return unflatten(treedef, [fn(*ls) for ls in zip(*(f[0] for f in flat))])
+
+
+def to_data(treedef):
+    """``treedef`` as JSON-ready lists (for an exported library's interface); a
+    namedtuple's class cannot travel, so it is refused."""
+    kind = treedef[0]
+    if kind in ("leaf", "none"):
+        return [kind]
+    if kind == "namedtuple":
+        raise ValueError(f"a namedtuple ({treedef[1].__name__}) cannot be described outside "
+                         f"Python: use a tuple or a dict")
+    children = [to_data(c) for c in treedef[2]]
+    return [kind, list(treedef[1]) if kind == "dict" else treedef[1], children]
+
+
+def from_data(data):
+    """The treedef ``to_data`` described."""
+    kind = data[0]
+    if kind in ("leaf", "none"):
+        return (kind,)
+    children = tuple(from_data(c) for c in data[2])
+    return (kind, tuple(data[1]) if kind == "dict" else data[1], children)
