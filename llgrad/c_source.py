@@ -66,6 +66,7 @@ class Interface:
     link: tuple               # libraries a static link needs (-lm ...)
     python: dict              # how load_library rebuilds the Python interface
     updates: tuple = ()       # (output, input) pairs: results written back into arguments
+    threads: int = 1          # > 1: large kernels run on the library's worker pool
 
     @property
     def updated(self) -> set:
@@ -115,6 +116,8 @@ def header(iface: Interface) -> str:
              f" * Compiled for CPU {iface.target}; no Python, numpy or llvmlite at run time.",
              f" * Link: {iface.name}.so, or {iface.name}.a with "
              f"{' '.join('-l' + lib for lib in iface.link)}.",
+             *([" * Matrix products call the system's CBLAS (cblas_dgemm, cblas_sgemm)."]
+               if "blas" in iface.link else []),
              " * Arrays are C-contiguous (row-major); results must not overlap arguments",
              " * or each other.  Re-entrant: concurrent calls need one workspace each. */",
              f"#ifndef {guard}", f"#define {guard}", "",
@@ -129,6 +132,14 @@ def header(iface: Interface) -> str:
             lines.append(f"#define {_macro(iface, leaf.c_name, 'SIZE')} {leaf.size}"
                          f"  /* {leaf.describe()} */")
         lines.append("")
+    if iface.threads > 1:
+        lines += [f"/* Large kernels run on {iface.threads} threads: the caller's and workers of",
+                  " * the library's pool, started by the first call that needs them, or now by",
+                  f" * {iface.name}_init() (which also makes a forked child start its own).",
+                  f" * {iface.name}_shutdown() parks the workers; they use no CPU until the next",
+                  " * call.  Calls from several threads at once are safe: a call that finds",
+                  " * the pool busy runs its parts itself. */",
+                  f"int {iface.name}_init(void);", f"void {iface.name}_shutdown(void);", ""]
     lines += ["/* Bytes the caller provides as the workspace (any alignment). */",
               f"size_t {iface.name}_workspace_size(void);", "",
               f"/* {iface.summary}",
@@ -183,6 +194,7 @@ def wrapper(iface: Interface) -> str:
         "/* the interface, for llgrad.load_library */",
         f"const char {iface.name}_llgrad_interface[] = {json.dumps(iface.to_json())};", "",
         f"size_t {iface.name}_workspace_size(void) {{ return {iface.workspace_bytes}; }}", "",
+        *(_pool_functions(iface) if iface.threads > 1 else []),
         "static int overlap(const char *a, size_t na, const char *b, size_t nb) {",
         "    return na && nb && a < b + nb && b < a + na;", "}", "",
         f"int {iface.name}(", signature, "{",
@@ -200,6 +212,23 @@ def wrapper(iface: Interface) -> str:
         "    packed[N_ALL] = base;", *placed,
         f"    {iface.kernels}(packed);", *copies,
         f"    return {_macro(iface, 'OK')};", "}", ""])
+
+
+def _pool_functions(iface: Interface) -> list[str]:
+    """``NAME_init`` and ``NAME_shutdown`` over the pool's entry points (runtime/pool.py)."""
+    name = iface.name
+    return [
+        "#include <pthread.h>",
+        f"void {name}_parallel(void (*task)(void *, int64_t), void *ctx, int64_t parts);",
+        f"void {name}_pool_rest(void);", f"void {name}_pool_reset(void);", "",
+        "static void nothing(void *ctx, int64_t part) { (void)ctx; (void)part; }",
+        f"static void at_fork(void) {{ pthread_atfork(0, 0, {name}_pool_reset); }}", "",
+        f"int {name}_init(void) {{",
+        "    static pthread_once_t once = PTHREAD_ONCE_INIT;",
+        "    pthread_once(&once, at_fork);",
+        f"    {name}_parallel(nothing, 0, {iface.threads});   /* starts the workers */",
+        f"    return {_macro(iface, 'OK')};", "}", "",
+        f"void {name}_shutdown(void) {{ {name}_pool_rest(); }}", ""]
 
 
 def _c_array(leaf: Leaf, values) -> str:

@@ -10,6 +10,7 @@ into place only when all of them are built, so a failure leaves nothing behind.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -26,7 +27,8 @@ from llgrad.compiler.frontend import pytree
 from llgrad.compiler.passes.pipeline import optimize
 from llgrad.ir.errors import LlgradError, UnsupportedError
 from llgrad.ir.graph import Graph
-from llgrad.runtime import aot, engine
+from llgrad.runtime import aot, engine, pool
+from llgrad.runtime.blas import SYSTEM_CBLAS
 
 #: the root of the result paths, by transformation
 _VALUE_ROOT = {"jit": "out", "value_and_grad": "value", "vjp": "value"}
@@ -42,13 +44,19 @@ class Exported:
     interface: c_source.Interface
 
 
-def export(f, *example_args, path, name: str | None = None, target: str = "host") -> Exported:
+def export(f, *example_args, path, name: str | None = None, target: str = "host",
+           threads: int = 1, blas: str | None = None) -> Exported:
     """Write ``f`` (``jit``, ``grad``, ``value_and_grad``, ``hessian``, ...; or the
     pullback ``llgrad.vjp`` returned, given example cotangents) for the signature of
     ``example_args`` as ``NAME.so``, ``NAME.a``, ``NAME.h`` and ``NAME_example.c`` in the
     folder ``path``.  ``target``: the CPU to compile for, "host" or any LLVM CPU name
-    ("x86-64" runs on every x86-64 machine, "x86-64-v3" on those with AVX2).  Needs a C
-    compiler (``$CC``, default ``cc``) to link; the library needs none of Python."""
+    ("x86-64" runs on every x86-64 machine, "x86-64-v3" on those with AVX2).
+    ``threads``: large kernels are split across that many threads of llgrad's pool,
+    linked into the library (``NAME_init`` starts its workers, ``NAME_shutdown`` parks
+    them); 1, the default, makes a library with no threads and no global state.
+    ``blas="cblas"``: large products call the system's CBLAS (``cblas_dgemm``, linked
+    with ``-lblas``) instead of llgrad's own kernels.  Needs a
+    C compiler (``$CC``, default ``cc``) to link; the library needs none of Python."""
     staged, args, values = _exported_call(f, example_args)
     name = c_source.c_names([name or staged.name])[0]
     trace = staged.trace(*args)
@@ -58,7 +66,8 @@ def export(f, *example_args, path, name: str | None = None, target: str = "host"
     outputs = _leaves(_output_paths(staged, trace, graph), graph.outputs)
     summary = _summary(staged, graph)
     return _build(name, summary, Graph(graph.inputs, graph.outputs, name=f"{name}_kernels"),
-                  inputs, outputs, leaves, target, path, fastmath=staged.fastmath,
+                  inputs, outputs, leaves, target, path, threads, blas,
+                  fastmath=staged.fastmath,
                   python={"kind": staged.kind, "argnums": staged.argnums,
                           "n_values": trace.n_values,
                           "out_tree": _tree_data(trace.out_tree, name),
@@ -68,7 +77,8 @@ def export(f, *example_args, path, name: str | None = None, target: str = "host"
 
 
 def export_train(loss, params, data, optimizer, *, batch_size: int, steps: int, path,
-                 name: str | None = None, target: str = "host", opt_state=None) -> Exported:
+                 name: str | None = None, target: str = "host", threads: int = 1,
+                 blas: str | None = None, opt_state=None) -> Exported:
     """Write ``steps`` optimiser steps of ``loss(params, *batch)`` as a C library (see
     ``export``).  The C function takes the parameters and the optimiser state (updated
     in place), the data arrays (``data``'s shapes: all the rows, in the caller's
@@ -91,7 +101,7 @@ def export_train(loss, params, data, optimizer, *, batch_size: int, steps: int, 
                f"minibatches of {batch_size} rows")
     return _build(name, summary, Graph(graph.inputs, graph.outputs, name=f"{name}_kernels"),
                   inputs, outputs, [leaf for v in values for leaf in pytree.flatten(v)[0]],
-                  target, path, fastmath=False,
+                  target, path, threads, blas, fastmath=False,
                   updates=tuple((k, k) for k in range(n_carried)),
                   python={"kind": "train", "in_tree": _tree_data(pytree.flatten(values)[1], name),
                           "params": _tree_data(pytree.flatten(params)[1], name),
@@ -145,29 +155,44 @@ def _tree_data(treedef, name):
         raise UnsupportedError(f"llgrad.export of {name}: {exc}") from None
 
 
-def _options(target: str, fastmath: bool) -> CodegenOptions:
-    """Options for a library: one thread, llgrad's own products, no Python entries, and
-    the vector width and libmvec variants of ``target``."""
+def _options(name, target: str, fastmath: bool, threads: int, blas) -> CodegenOptions:
+    """Options for a library: no Python entries, products by llgrad's kernels or the
+    system's CBLAS, and the vector width and libmvec variants of ``target``."""
+    if blas not in (None, "cblas"):
+        raise LlgradError(f"llgrad.export of {name}: blas={blas!r}; use None (llgrad's own "
+                          f"kernels) or 'cblas' (the system's CBLAS)")
     try:
         features = aot.features(target)
     except aot.UnknownCPU:
         raise LlgradError(f"llgrad.export: LLVM knows no CPU named {target!r} (try 'host', "
                           f"'x86-64', 'x86-64-v3' or a name such as 'znver3')") from None
     isas = engine.isas_for(features) if engine.has_libmvec() else ()
-    return CodegenOptions(fastmath=fastmath, vector_isas=isas,
+    gemms = tuple((dtype, g.symbol, g.convention) for dtype, g in SYSTEM_CBLAS.items())
+    return CodegenOptions(fastmath=fastmath, vector_isas=isas, blas=gemms if blas else (),
                           vector_bits=engine.bits_for(features),
-                          tile_panel_bytes=engine.l2_bytes() // 2, threads=1)
+                          tile_panel_bytes=engine.l2_bytes() // 2, threads=threads)
 
 
-def _build(name, summary, graph, inputs, outputs, arguments, target, path, *, fastmath,
-           python, updates=()) -> Exported:
+def _build(name, summary, graph, inputs, outputs, arguments, target, path, threads, blas, *,
+           fastmath, python, updates=()) -> Exported:
     cc = _compiler(name)
-    lowering = Lowering(graph, _options(target, fastmath))
+    if not 1 <= threads <= pool.MAX_WORKERS + 1:
+        raise LlgradError(f"llgrad.export of {name}: threads={threads} must be between 1 "
+                          f"and {pool.MAX_WORKERS + 1}")
+    lowering = Lowering(graph, _options(name, target, fastmath, threads, blas))
     entry = lowering.meta["entry"]
-    obj, optimized = aot.object_code(lowering.llvm_ir, target, hidden=(entry,))
-    link = ("m", "mvec") if "_ZGV" in optimized else ("m",)
+    objects = {f"{name}_kernels.o": aot.object_code(_own_pool(lowering.llvm_ir, name), target,
+                                                   hidden=(entry,))}
+    if threads > 1:
+        objects[f"{name}_pool.o"] = aot.object_code(
+            _own_pool(pool.module_ir(), name), target,
+            hidden=tuple(f"{name}_{role}" for role in _POOL_ROLES.values()))
+    optimized = "".join(text for _, text in objects.values())
+    link = ("blas",) if "cblas_" in optimized else ()
+    link += ("m", "mvec") if "_ZGV" in optimized else ("m",)
+    link += ("pthread",) if threads > 1 else ()
     iface = c_source.Interface(name, summary, inputs, outputs, lowering.meta["arena_bytes"],
-                               entry, target, link, python, updates)
+                               entry, target, link, python, updates, threads)
     folder = _writable_folder(path, name)
     scratch = tempfile.mkdtemp(prefix=f".{name}-", dir=folder)
     try:
@@ -176,14 +201,15 @@ def _build(name, summary, graph, inputs, outputs, arguments, target, path, *, fa
         for file, text in files.items():
             with open(os.path.join(scratch, file), "w") as out:
                 out.write(text)
-        with open(os.path.join(scratch, f"{name}_kernels.o"), "wb") as out:
-            out.write(obj)
+        for file, (code, _) in objects.items():
+            with open(os.path.join(scratch, file), "wb") as out:
+                out.write(code)
         run = _runner(name, scratch)
         run([cc, "-c", "-O2", "-fPIC", "-std=c11", f"{name}.c", "-o", f"{name}_wrapper.o"])
-        objects = [f"{name}_kernels.o", f"{name}_wrapper.o"]
+        linked = [*objects, f"{name}_wrapper.o"]
         libs = [f"-l{lib}" for lib in link]
-        run([cc, "-shared", "-o", f"{name}.so", *objects, *libs, "-Wl,-z,noexecstack"])
-        run(["ar", "rcs", f"{name}.a", *objects])
+        run([cc, "-shared", "-o", f"{name}.so", *linked, *libs, "-Wl,-z,noexecstack"])
+        run(["ar", "rcs", f"{name}.a", *linked])
         run([cc, "-std=c11", f"{name}_example.c", f"{name}.a", *libs, "-o", f"{name}_example"])
         written = {}
         for file in (f"{name}.so", f"{name}.a", f"{name}.h", f"{name}_example.c"):
@@ -193,6 +219,19 @@ def _build(name, summary, graph, inputs, outputs, arguments, target, path, *, fa
         shutil.rmtree(scratch, ignore_errors=True)
     return Exported(written[f"{name}.so"], written[f"{name}.a"], written[f"{name}.h"],
                     written[f"{name}_example.c"], iface)
+
+
+#: the pool's entry points, by their role in a library (``<name>_<role>``)
+_POOL_ROLES = {pool.SYMBOL: "parallel", pool.REST_SYMBOL: "pool_rest",
+               pool.RESET_SYMBOL: "pool_reset"}
+
+
+def _own_pool(llvm_ir: str, name: str) -> str:
+    """``llvm_ir`` with the pool's entry points named for this library, so that two
+    libraries linked into one program each keep their own pool."""
+    for symbol, role in _POOL_ROLES.items():
+        llvm_ir = re.sub(rf'@"?{re.escape(symbol)}"?(?![\w.])', f"@{name}_{role}", llvm_ir)
+    return llvm_ir
 
 
 def _compiler(name) -> str:

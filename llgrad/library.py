@@ -27,10 +27,10 @@ class Library:
     def __init__(self, path):
         self.path = os.path.abspath(os.fspath(path))
         self.name = os.path.basename(self.path).split(".")[0]
-        self._lib = ctypes.CDLL(self.path)
+        self.cdll = ctypes.CDLL(self.path)   # its other functions (NAME_init, ...)
         try:
             text = ctypes.string_at(ctypes.addressof(
-                ctypes.c_char.in_dll(self._lib, f"{self.name}_llgrad_interface")))
+                ctypes.c_char.in_dll(self.cdll, f"{self.name}_llgrad_interface")))
         except ValueError:
             raise LlgradError(f"{self.path} is not a library written by llgrad.export "
                               f"(no {self.name}_llgrad_interface)") from None
@@ -53,11 +53,11 @@ class Library:
         self._package = (self._trained(python) if self._kind == "train" else
                          lambda leaves, outputs: packager(self._kind, self._argnums,
                                                           self._shape, leaves)(outputs))
-        self._function = getattr(self._lib, self.name)
+        self._function = getattr(self.cdll, self.name)
         self._function.restype = ctypes.c_int
         self._function.argtypes = [ctypes.c_void_p] * (len(self.interface.inputs)
                                                        + len(self.interface.returned) + 1)
-        size = getattr(self._lib, f"{self.name}_workspace_size")
+        size = getattr(self.cdll, f"{self.name}_workspace_size")
         size.restype = ctypes.c_size_t
         self.workspace_bytes = size()
         self._local = threading.local()

@@ -22,8 +22,11 @@ import llvmlite.binding as llvm
 @dataclass(frozen=True)
 class Gemm:
     symbol: str        # the name the generated code calls
-    convention: str    # "cblas64": row-major CBLAS with 64-bit ints; "fortran": by pointer
+    convention: str    # "cblas64"/"cblas": row-major CBLAS with 64/32-bit ints; "fortran"
 
+
+#: the system's CBLAS, which an exported library links (``-lblas``)
+SYSTEM_CBLAS = {"float64": Gemm("cblas_dgemm", "cblas"), "float32": Gemm("cblas_sgemm", "cblas")}
 
 _found: dict | None = None
 

@@ -49,6 +49,8 @@ from llgrad.runtime import cache, engine
 SYMBOL = "llgrad_parallel"
 #: ``void llgrad_pool_rest(void)``: spinning workers park now (see above)
 REST_SYMBOL = "llgrad_pool_rest"
+#: ``void llgrad_pool_reset(void)``: what a forked child runs (its parent's workers are gone)
+RESET_SYMBOL = "llgrad_pool_reset"
 #: workers at most (the caller is the 9th thread): split kernels use at most 8 parts
 MAX_WORKERS = 7
 #: pause rounds a worker polls before it sleeps: about a millisecond at x86's pause,
@@ -275,11 +277,17 @@ class _Emitter:
 
     def _reset(self):
         """What a forked child runs: its parent's workers do not exist in it."""
-        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "llgrad_pool_reset")
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), RESET_SYMBOL)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         b.store(_c(0), self.started)
         b.store(_c(0, _I32), self.lock)
         b.ret_void()
+
+
+def module_ir() -> str:
+    """The pool's LLVM IR (what ``install`` compiles; ``llgrad.export`` links it into a
+    library built for several threads)."""
+    return str(_Emitter().module)
 
 
 def install() -> None:
@@ -290,8 +298,7 @@ def install() -> None:
     with _lock:
         if "compiled" in _state:
             return
-        emitter = _Emitter()
-        text = str(emitter.module)
+        text = module_ir()
         key = cache.key("llgrad.pool", text, *engine.context())
         # speed level 0: the pool is atomics and polling loops, nothing the optimiser
         # improves, and level 3 compiles it more slowly (re-measure: time ``install()``
@@ -302,6 +309,6 @@ def install() -> None:
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(compiled))
         llvm.add_symbol(SYMBOL, compiled.address)
         llvm.add_symbol(REST_SYMBOL, compiled.address_of(REST_SYMBOL))
-        reset = ctypes.CFUNCTYPE(None)(compiled.address_of("llgrad_pool_reset"))
+        reset = ctypes.CFUNCTYPE(None)(compiled.address_of(RESET_SYMBOL))
         os.register_at_fork(after_in_child=reset)
         _state["compiled"], _state["reset"] = compiled, reset

@@ -166,8 +166,8 @@ SCALAR_BLAS_MIN_FLOPS = 1024
 
 
 def _fits(gemm, c) -> bool:
-    """Fortran BLAS takes 32-bit sizes; beyond them the (64-bit) tiles run."""
-    return gemm.convention != "fortran" or max(c.M, c.N, c.K) < 2 ** 31
+    """Fortran BLAS and LP64 CBLAS take 32-bit sizes; beyond them the (64-bit) tiles run."""
+    return gemm.convention == "cblas64" or max(c.M, c.N, c.K) < 2 ** 31
 
 
 def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
@@ -181,15 +181,18 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
         at = lambda ptr, per: b.gep(ptr, [b.mul(batch, i64(per * item))],  # noqa: E731
                                     source_etype=ir.IntType(8))
         a, bm, cm = at(A, c.M * c.K), at(Bm, c.K * c.N), at(out, c.M * c.N)
-        if gemm.convention == "cblas64":
-            # cblas_?gemm(RowMajor=101, transA, transB, M, N, K, 1, A, lda, B, ldb, 0, C, N)
+        if gemm.convention in ("cblas", "cblas64"):
+            # cblas_?gemm(RowMajor=101, transA, transB, M, N, K, 1, A, lda, B, ldb, 0, C, N),
+            # sizes 64-bit ("cblas64", numpy's OpenBLAS) or 32-bit (a system CBLAS)
             i32 = ir.IntType(32)
+            size = I64 if gemm.convention == "cblas64" else i32
+            n = lambda value: ir.Constant(size, value)  # noqa: E731
             fn = declare(b.module, gemm.symbol, ir.VoidType(),
-                         [i32] * 3 + [I64] * 3 + [t, PTR, I64, PTR, I64, t, PTR, I64])
+                         [i32] * 3 + [size] * 3 + [t, PTR, size, PTR, size, t, PTR, size])
             trans = {"N": ir.Constant(i32, 111), "T": ir.Constant(i32, 112)}
             b.call(fn, [ir.Constant(i32, 101), trans[layouts[0]], trans[layouts[1]],
-                        i64(c.M), i64(c.N), i64(c.K), ir.Constant(t, 1.0), a, i64(lda),
-                        bm, i64(ldb), ir.Constant(t, 0.0), cm, i64(c.N)])
+                        n(c.M), n(c.N), n(c.K), ir.Constant(t, 1.0), a, n(lda),
+                        bm, n(ldb), ir.Constant(t, 0.0), cm, n(c.N)])
         else:
             # Fortran, column-major: the column-major view of a row-major matrix is its
             # transpose, so C^T = op(B)^T op(A)^T: gemm(tb, ta, N, M, K, 1, B, ldb, A, lda, 0, C, N)
