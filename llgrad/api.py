@@ -37,7 +37,10 @@ value_and_grad.__doc__ = """Like ``grad``, but returns ``(fn(*args), gradient)``
 
 
 def _named(fn, prefix, inner):
+    """``fn`` named for ``inner``, whose parameter names it also shows (``fn`` takes
+    ``*args``): the IR, errors and exported headers then name the user's arguments."""
     fn.__name__ = f"{prefix}_{getattr(inner, '__name__', 'f')}"
+    fn.__wrapped__ = inner
     return fn
 
 

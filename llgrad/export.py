@@ -212,9 +212,15 @@ def _build(name, summary, graph, inputs, outputs, arguments, target, path, threa
         run(["ar", "rcs", f"{name}.a", *linked])
         run([cc, "-std=c11", f"{name}_example.c", f"{name}.a", *libs, "-o", f"{name}_example"])
         written = {}
-        for file in (f"{name}.so", f"{name}.a", f"{name}.h", f"{name}_example.c"):
-            os.replace(os.path.join(scratch, file), os.path.join(folder, file))
-            written[file] = os.path.join(folder, file)
+        try:
+            for file in (f"{name}.so", f"{name}.a", f"{name}.h", f"{name}_example.c"):
+                os.replace(os.path.join(scratch, file), os.path.join(folder, file))
+                written[file] = os.path.join(folder, file)
+        except OSError as exc:   # none or all: the files moved so far go again
+            for moved in written.values():
+                os.remove(moved)
+            raise LlgradError(f"llgrad.export of {name}: cannot write "
+                              f"{os.path.join(folder, file)}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return Exported(written[f"{name}.so"], written[f"{name}.a"], written[f"{name}.h"],

@@ -9,6 +9,7 @@ import ``models``), never from one another; tests/test_structure.py checks that.
 - the sympy oracle tables of scalar functions (first derivatives in
   test_sympy_oracle, higher ones in test_higher_order);
 - a small MLP problem and a check that a vector is its Hessian-vector product;
+- results compared bit for bit, types and structure included;
 - threads started together.
 """
 from __future__ import annotations
@@ -432,6 +433,28 @@ def assert_is_mlp_hvp(hvp, params, xs, ys, direction, eps=1e-5):
     for k in params:
         np.testing.assert_allclose(hvp[k], (plus[k] - minus[k]) / (2 * eps), rtol=1e-6,
                                    atol=1e-8)
+
+
+# ----------------------------------------------------------------------------------
+# results compared bit for bit
+
+def assert_identical(a, b):
+    """``a`` is ``b`` in every respect: the same containers (dict keys in order), the
+    same type of each leaf, and arrays of the same dtype, shape and bytes."""
+    assert type(a) is type(b), (type(a), type(b))
+    if isinstance(a, dict):
+        assert list(a) == list(b)
+        for k in a:
+            assert_identical(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_identical(x, y)
+    elif isinstance(a, (np.ndarray, np.generic)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes()
+    else:
+        assert a == b
 
 
 # ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import run_threads
+from helpers import assert_identical, run_threads
 
 import llgrad
 from benchmarks import workloads
@@ -44,23 +44,6 @@ def pair(transform, fn, args, monkeypatch, **options):
         python(*args)
     assert not is_native(python)
     return native, python
-
-
-def assert_identical(a, b):
-    assert type(a) is type(b), (type(a), type(b))
-    if isinstance(a, dict):
-        assert list(a) == list(b)
-        for k in a:
-            assert_identical(a[k], b[k])
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_identical(x, y)
-    elif isinstance(a, (np.ndarray, np.generic)):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        assert a.tobytes() == b.tobytes()
-    else:
-        assert a == b
 
 
 def same_outcome(f, g, *args):
