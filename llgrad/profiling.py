@@ -90,7 +90,7 @@ def profile(fn, *args, seconds: float = 0.5, **kwargs) -> Profile:
         raise LlgradError(f"llgrad.profile({staged.name}): backend={staged.backend!r} runs no "
                           f"native code to profile; use backend='native'")
     trace, leaves = staged._entry(args, kwargs)
-    if trace is None:
+    if trace is None or trace.executable is None:
         raise LlgradError(f"llgrad.profile({staged.name}) needs concrete arguments, not tracers")
     executable = compile_graph(trace.executable.graph, fastmath=staged.fastmath, profile=True)
     return measure(executable, leaves, staged.name, seconds,

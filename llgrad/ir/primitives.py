@@ -4,8 +4,10 @@ A record holds a primitive's whole story except its machine code: the type rule,
 its meaning in numpy (the reference the interpreter and the tests use), its kind,
 its cost and its derivative.  Elementwise primitives state their derivative as a
 sympy formula (``formula``), differentiated by ``sympy.diff`` on first use;
-the others carry a hand-written reverse-mode rule (``vjp``).  ``lowering`` names
-the row of ``compiler/codegen/lowering.py`` that turns the primitive into LLVM IR.
+the others carry a hand-written reverse-mode rule (``vjp``).  Where sympy's partial
+would be 0·inf at a point where the function is constant, the record states its
+``partials`` in sympy instead (pow).  ``lowering`` names the row of
+``compiler/codegen/lowering.py`` that turns the primitive into LLVM IR.
 
 The kind says what a primitive does with elements, which is what the passes ask:
 
@@ -50,6 +52,7 @@ class Primitive:
     kind: str                   # one of KINDS (see the module docstring)
     flops: Callable             # flops(node) -> arithmetic operations of the node
     formula: Optional[str] = None   # sympy expression in x (and y) for elementwise ops
+    partials: Optional[tuple] = None  # d formula / d x (and y) in sympy, where not sympy's
     vjp: Optional[Callable] = None  # hand-written reverse rule for structural ops
     jvp: Optional[Callable] = None  # hand-written forward rule for structural ops
     linear: bool = False        # forward rule: the same op applied to the tangents
@@ -175,9 +178,19 @@ _ELEMENTWISE = {
     "atanh": ("atanh(x)", np.arctanh, False, False),
     "atan2": ("atan2(x, y)", np.arctan2, False, False),
 }
+#: partials stated by hand, where sympy's are 0·inf at a point where the function is
+#: constant: x ** y is 1 for y = 0 whatever x, and 0 for x = 0 whatever y > 0, but
+#: y·x**(y-1) at x = y = 0 is 0·inf, and x**y·log(x) at x = 0 is 0·(-inf).  Each select
+#: guards an operand of the partial at exactly that point (as autograd does), not the
+#: partial itself: around the whole, the branch not taken would still get a zero adjoint
+#: in a second derivative, times its infinite partial; and elsewhere the partial is
+#: sympy's, so are its own derivatives.  test_derivative_table checks them against sympy's.
+_PARTIALS = {"pow": ("y * x ** Piecewise((1, Eq(x, 0) & Eq(y, 0)), (y - 1, True))",
+                     "x ** y * log(Piecewise((1, Eq(x, 0)), (x, True)))")}
 for _name, (_formula, _fn, _ints, _cheap) in _ELEMENTWISE.items():
     register(_name, (numeric_elementwise if _ints else float_elementwise)(_name),
-             _fn, "elementwise", formula=_formula, recompute=_cheap)
+             _fn, "elementwise", formula=_formula, partials=_PARTIALS.get(_name),
+             recompute=_cheap)
 
 for _name, _fn in {"lt": np.less, "le": np.less_equal, "gt": np.greater,
                    "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}.items():

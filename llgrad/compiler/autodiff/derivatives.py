@@ -6,9 +6,10 @@ the sympy partials of its formula, translated once into Builder steps
 differentiating, much of a process's first compile (time ``python -c "import
 sympy"``); so the recipes are derived once (``python -c "from
 llgrad.compiler.autodiff import derivatives as t; t.write()"``) and shipped in
-``derivatives.json``.  A recipe is used only while its primitive's formula is the text
-it was derived from: an edited or new formula is derived afresh in memory (and
-tests/test_derivative_table.py fails until the table is written again).
+``derivatives.json``.  A recipe is used only while its primitive's formula (and stated
+partials, see pow) are the text it was derived from: an edited or new formula is
+derived afresh in memory (and tests/test_derivative_table.py fails until the table
+is written again).
 """
 from __future__ import annotations
 
@@ -26,11 +27,17 @@ _derived: dict = {}
 def recipes(prim_name: str):
     """Per operand, None (derivative zero almost everywhere) or a recipe that
     ``sympy_frontend.replay`` builds."""
-    formula_text = PRIMITIVES[prim_name].formula
+    source = _source(prim_name)
     entry = shipped().get(prim_name) or _derived.get(prim_name)
-    if entry is None or entry["formula"] != formula_text:
+    if entry is None or {k: entry.get(k) for k in ("formula", "partials")} != source:
         entry = _derived[prim_name] = derive(prim_name)
     return entry["recipes"]
+
+
+def _source(prim_name: str) -> dict:
+    """What a primitive's recipes are derived from: its formula and stated partials."""
+    prim = PRIMITIVES[prim_name]
+    return {"formula": prim.formula, "partials": list(prim.partials) if prim.partials else None}
 
 
 def shipped() -> dict:
@@ -47,7 +54,8 @@ def shipped() -> dict:
 
 def derive(prim_name: str) -> dict:
     from llgrad.compiler.frontend.sympy_io import record_partials
-    return {"formula": PRIMITIVES[prim_name].formula, "recipes": record_partials(prim_name)}
+    source = {k: v for k, v in _source(prim_name).items() if v is not None}
+    return {**source, "recipes": record_partials(prim_name)}
 
 
 def table() -> dict:

@@ -30,6 +30,20 @@ from llgrad.ir.graph import Graph
 from llgrad.ir.interpret import interpret
 
 
+def _closes_over(graph: Graph) -> bool:
+    """Whether ``graph`` reads values of an enclosing trace: parameters not its own,
+    which the function reached through a closure."""
+    own = {id(p) for p in graph.inputs}
+    return any(n.op == "parameter" and id(n) not in own for n in graph.nodes)
+
+
+def _uncompiled(graph, joint, out_tree, layout, times) -> Trace:
+    """The Trace of a call inlined into an enclosing trace: staged, never compiled."""
+    entry = Trace(graph, joint, [], None, out_tree, times)
+    entry.layout = layout
+    return entry
+
+
 class Interpreted:
     """The numpy interpreter behind the Executable interface (``backend="interpret"``)."""
 
@@ -199,8 +213,13 @@ class Staged(functools.partial):
         return graph, joint, out_tree, [(treedefs[a], *offsets[a]) for a in argnums]
 
     def _compile(self, args, kwargs, leaves):
+        """The compiled Trace of this call's signature; one with no executable when the
+        function closes over Tracers of an enclosing trace (``grad(lambda y: x * y)(2.0)``
+        inside a trace of x): its graph reads them, so it is inlined there, not compiled."""
         times = {}
         graph, joint, out_tree, layout = self._stage(args, kwargs, times)
+        if _closes_over(graph):
+            return _uncompiled(graph, joint, out_tree, layout, times)
         values = self.kind != "grad"   # grad never returns the value: what only it needs never runs
         entry = compile_trace(graph, joint, self.backend, self.fastmath, out_tree, times,
                               values=values)
@@ -208,20 +227,20 @@ class Staged(functools.partial):
         entry.package = fastcall.packager(self.kind, self.argnums, entry, leaves)
         return entry
 
-    def _nested(self, args, kwargs, leaves):
-        """Called on Tracers of an enclosing trace: build the joint graph and inline it
+    def _nested(self, args, kwargs, leaves, entry=None):
+        """Called on Tracers of an enclosing trace, or by a function closing over them
+        (``entry``: its staged, uncompiled Trace): build the joint graph and inline it
         there, so the enclosing transformation sees (and can differentiate) ordinary
         IR.  ``grad(grad(f))`` is reverse mode applied to a backward graph."""
-        if self.kind == "jit":
+        if self.kind == "jit" and entry is None:
             return self.fn(*args, **kwargs)
         if self.kind == "vjp":
             raise UnsupportedError(f"llgrad.vjp of {self.name}() inside another llgrad "
                                    f"transformation is not supported")
-        graph, joint, out_tree, layout = self._stage(args, kwargs, {})
-        outer = current().builder
-        nodes = inline(outer, joint, [lift(leaf) for leaf in leaves])
-        entry = Trace(graph, joint, [], None, out_tree, {})
-        entry.layout = layout
+        if entry is None:
+            entry = _uncompiled(*self._stage(args, kwargs, {}), {})
+        joint = entry.ir if entry.backward is None else entry.backward
+        nodes = inline(current().builder, joint, [lift(leaf) for leaf in leaves])
         package = fastcall.packager(self.kind, self.argnums, entry, leaves, tracing=True)
         return package([Tracer(n) for n in nodes])
 
@@ -312,8 +331,8 @@ class Staged(functools.partial):
                     self._last_fast = fast
                     return result
         entry, leaves = self._entry(args, kwargs)
-        if entry is None:  # called on Tracers: inline into the enclosing trace
-            return self._nested(args, kwargs, leaves)
+        if entry is None or entry.executable is None:  # inlined into the enclosing trace
+            return self._nested(args, kwargs, leaves, entry)
         return entry.package(entry.executable(*leaves))
 
     def _entry(self, args, kwargs=None):
@@ -329,6 +348,8 @@ class Staged(functools.partial):
         if entry is None:
             start = time.perf_counter()
             entry = self._compile(args, kwargs, leaves)
+            if entry.executable is None:   # reads an enclosing trace: never cached
+                return entry, leaves
             recompiles.note(self.name, self.kind, list(self._cache), key, self._arg_name,
                             time.perf_counter() - start)
             self._cache[key] = entry

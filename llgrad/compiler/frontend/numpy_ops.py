@@ -84,15 +84,62 @@ def op(name: str, reference=None, *, numpy=None, **row):
     """A front-end function (``traceable``) entered in the numpy table as ``name``, with
     the other fields of its row.  By default it answers for numpy's functions of its
     names (``name`` and ``aliases``), and runs the first outside a trace; a
-    ``reference`` computes it there instead, for a function numpy lacks."""
+    ``reference`` computes it there instead, for a function numpy lacks.  A function
+    that stands for a numpy ufunc takes the ufunc's keywords too (``_ufunc_keywords``)."""
     if numpy is None:
         numpy = () if reference else _numpy_functions((name, *row.get("aliases", ())))
 
     def deco(fn):
+        if numpy and isinstance(numpy[0], np.ufunc):
+            fn = _ufunc_keywords(name, fn)
         wrapped = traceable(name, reference or numpy[0])(fn)
         TABLE[name] = NumpyFunction(name, wrapped, numpy, **row)
         return wrapped
     return deco
+
+
+# ----------------------------------------------------------------------------------
+# numpy's keywords: each front-end function takes those of its numpy counterpart
+
+#: the values of numpy keywords that leave a traced result as numpy's: no output array,
+#: no mask, any memory layout or subclass (a traced array has neither), the CPU, and any
+#: casting rule (which says when numpy refuses a cast; llgrad casts as asked)
+_NEUTRAL = {"out": (None,), "where": (True,), "signature": (None,), "axes": (None,),
+            "axis": (None,), "keepdims": (False,), "order": ("K", "A", "C", "F"),
+            "subok": (True, False), "copy": (None, True, False), "device": (None, "cpu"),
+            "casting": ("no", "equiv", "safe", "same_kind", "unsafe")}
+_WHY = {"out": " (traced arrays are immutable: use the returned value)",
+        "where": " with a mask (combine the results with np.where instead)"}
+
+
+def _accept(name: str, **given) -> None:
+    """Refuse, naming the function and the keyword, a value of a numpy keyword that
+    llgrad does not follow (``_NEUTRAL`` lists the values it does)."""
+    for keyword, value in given.items():
+        if not any(value is v or (isinstance(value, (str, bool, np.bool_)) and value == v)
+                   for v in _NEUTRAL.get(keyword, ())):   # never an array's ==
+            raise UnsupportedError(f"{name}({keyword}=...) is not supported"
+                                   f"{_WHY.get(keyword, '')}")
+
+
+def _ufunc_keywords(name: str, fn):
+    """``fn`` taking the keywords of numpy's ufuncs: ``dtype`` is the result's dtype,
+    computed in it (the operands cast to it, as numpy's loop does) unless the result
+    has it anyway (a comparison's bool); the others only at values that leave the
+    result as it is (``_accept``)."""
+    @functools.wraps(fn)
+    def f(*operands, dtype=None, **kwargs):
+        _accept(name, **kwargs)
+        result = fn(*operands)
+        target = result.node.dtype if dtype is None else dtype_name(dtype)
+        if result.node.dtype == target:
+            return result
+        result = fn(*[astype(x, target) for x in operands])
+        if result.node.dtype != target:
+            raise UnsupportedError(f"{name}(dtype={target}) is not supported: {name} "
+                                   f"gives {result.node.dtype} here")
+        return result
+    return f
 
 
 def _b():
@@ -344,7 +391,11 @@ def _integer_power(x, y):
 
 
 @op("where")
-def where(condition, x, y):
+def where(condition, *x_y):
+    if len(x_y) != 2:
+        raise UnsupportedError("where(condition) alone is np.nonzero, whose shape depends "
+                               "on the values; give both x and y")
+    x, y = x_y
     cond = condition if isinstance(condition, Tracer) else np.asarray(condition)
     if cond.dtype != np.bool_:
         cond = not_equal(cond, 0)
@@ -357,13 +408,19 @@ def where(condition, x, y):
 
 
 @op("clip", methods=("clip",))
-def clip(a, a_min=None, a_max=None, **kwargs):
-    if kwargs.get("out") is not None:
-        raise UnsupportedError("clip(out=...) is not supported")
-    if a_min is not None:
-        a = maximum(a, a_min)
-    if a_max is not None:
-        a = minimum(a, a_max)
+def clip(a, a_min=np._NoValue, a_max=np._NoValue, out=None, *, min=np._NoValue,
+         max=np._NoValue, dtype=None, **kwargs):
+    """numpy's bounds, positional or as min=/max= (numpy 2.1), None or absent for none;
+    the other keywords are those of a ufunc."""
+    _accept("clip", out=out, **kwargs)
+    if dtype is not None:
+        a = astype(a, dtype)
+    low = min if a_min is np._NoValue else a_min
+    high = max if a_max is np._NoValue else a_max
+    if low is not None and low is not np._NoValue:
+        a = maximum(a, low)
+    if high is not None and high is not np._NoValue:
+        a = minimum(a, high)
     return a
 
 
@@ -403,33 +460,27 @@ def _axes(axis, ndim) -> tuple[int, ...]:
 
 
 def _keep(node, x_shape, axes, keepdims):
-    if not keepdims:
+    if not keepdims or keepdims is np._NoValue:
         return node
     return _b().reshape(node, shape=tuple(1 if d in axes else n for d, n in enumerate(x_shape)))
 
 
-def _check_reduce_kwargs(name, kwargs):
-    for k, v in kwargs.items():
-        if v is not None and not (k == "initial" and v is np._NoValue) and k != "where":
-            raise UnsupportedError(f"{name}({k}=...) is not supported")
-        if k == "where" and v is not True and v is not np._NoValue:
-            raise UnsupportedError(f"{name}(where=...) is not supported")
-
-
 @op("sum", methods=("sum",))
-def sum(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-    _check_reduce_kwargs("sum", dict(out=out, **kwargs))
+def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=np._NoValue, where=True):
+    """``initial`` (cast to the sum's dtype, as numpy) is added to every sum."""
+    _accept("sum", out=out, where=where)
     a = _traced(a)
     target = dtype_name(dtype) if dtype is not None else (
         "int64" if a.node.dtype == "bool" else a.node.dtype)
     axes = _axes(axis, a.ndim)
     node = _b().reduce_sum(_as(a, target), axes=axes)
-    return _wrap(_keep(node, a.shape, axes, keepdims))
+    total = _wrap(_keep(node, a.shape, axes, keepdims))
+    return total if initial is np._NoValue else add(total, _wrap(_as(initial, target)))
 
 
 @op("mean", methods=("mean",))
-def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-    _check_reduce_kwargs("mean", dict(out=out, **kwargs))
+def mean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=True):
+    _accept("mean", out=out, where=where)
     a = _traced(a)
     axes = _axes(axis, a.ndim)
     count = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
@@ -437,38 +488,70 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
     return divide(sum(astype(a, target), axis=axes, keepdims=keepdims), float(count))
 
 
+_mean = mean   # for var and std, whose keyword ``mean`` hides the function
+
+
 @op("max", aliases=("amax",), methods=("max",))
-def max(a, axis=None, out=None, keepdims=False, **kwargs):
-    _check_reduce_kwargs("max", dict(out=out, **kwargs))
+def max(a, axis=None, out=None, keepdims=False, initial=np._NoValue, where=True):
+    """``initial`` joins every maximum (and makes one of no elements)."""
+    _accept("max", out=out, where=where)
     a = _traced(a)
     axes = _axes(axis, a.ndim)
     if any(a.shape[d] == 0 for d in axes):
-        raise ShapeError(f"zero-size array {a.shape} to reduction operation max which has "
-                         f"no identity")
-    node = _b().reduce_max(a.node, axes=axes)
-    return _wrap(_keep(node, a.shape, axes, keepdims))
+        if initial is np._NoValue:
+            raise ShapeError(f"zero-size array {a.shape} to reduction operation max which "
+                             f"has no identity")
+        empty = _b().broadcast_to(_as(initial, a.node.dtype),
+                                  tuple(n for d, n in enumerate(a.shape) if d not in axes))
+        return _wrap(_keep(empty, a.shape, axes, keepdims))
+    node = _wrap(_keep(_b().reduce_max(a.node, axes=axes), a.shape, axes, keepdims))
+    return node if initial is np._NoValue else maximum(node, _wrap(_as(initial, a.node.dtype)))
 
 
 @op("min", aliases=("amin",), methods=("min",))
-def min(a, axis=None, out=None, keepdims=False, **kwargs):
+def min(a, axis=None, out=None, keepdims=False, initial=np._NoValue, where=True):
     """-max(-a): negation is exact, so this is min, and its gradient is max's."""
-    return negative(max(negative(a), axis=axis, out=out, keepdims=keepdims, **kwargs))
+    return negative(max(negative(a), axis=axis, out=out, keepdims=keepdims,
+                        initial=initial if initial is np._NoValue else negative(initial),
+                        where=where))
 
 
 @op("var", methods=("var",))
-def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
-    _check_reduce_kwargs("var", dict(out=out, **kwargs))
+def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True,
+        mean=np._NoValue, correction=np._NoValue):
+    """As numpy, the sum of squares over max(n - ddof, 0): with ddof >= n that is a
+    division by zero, inf (nan where every element is equal, or n is 0), and the
+    gradient of that value is not finite either (inf or nan).  ``mean`` is the mean
+    already computed (keepdims=True), ``correction`` another name for ddof."""
+    _accept("var", out=out, where=where)
+    if correction is not np._NoValue:
+        if ddof != 0:
+            raise LlgradError("ddof and correction can't be provided simultaneously")
+        ddof = correction
     a = _traced(a)
     axes = _axes(axis, a.ndim)
     count = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
-    centred = subtract(a, mean(a, axis=axes, dtype=dtype, keepdims=True))
-    return divide(sum(multiply(centred, centred), axis=axes, keepdims=keepdims),
-                  float(count - ddof))
+    centred = subtract(a, _mean(a, axis=axes, dtype=dtype, keepdims=True)
+                       if mean is np._NoValue else mean)
+    return divide(sum(multiply(centred, centred), axis=axes, dtype=dtype, keepdims=keepdims),
+                  float(builtins.max(count - ddof, 0)))
 
 
 @op("std", methods=("std",))
-def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
-    return sqrt(var(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims, **kwargs))
+def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True,
+        mean=np._NoValue, correction=np._NoValue):
+    return _deviation(var(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims,
+                          where=where, mean=mean, correction=correction))
+
+
+def _deviation(v):
+    """sqrt(v) of a variance, whose derivative is 0 where v is 0 (as in PyTorch): exact
+    over one element, where std is constantly 0, and the least subgradient where all
+    elements are equal (std moves as |t| along any direction there).  sqrt's own
+    derivative, inf times var's 0, would be NaN: sqrt sees only positive variances, and
+    where v is 0 (or NaN) the result is v itself, whose gradient there is 0 (or NaN)."""
+    spread = greater(v, 0)
+    return where(spread, sqrt(where(spread, v, 1)), v)
 
 
 def _logsumexp_numpy(a, axis=None, keepdims=False):
@@ -523,10 +606,13 @@ def _normalize_shape(shape, size):
 
 
 @op("reshape", methods=("reshape",))
-def reshape(a, *shape, order="C", **kwargs):
-    shape = kwargs.pop("newshape", kwargs.pop("shape", None)) or shape
-    if order != "C":
-        raise UnsupportedError("reshape(order=...) other than 'C' is not supported")
+def reshape(a, *dims, shape=None, order="C", newshape=None, copy=None):
+    """The shape as numpy takes it: positional (one tuple, or the method's integers),
+    shape= or newshape= (numpy < 2.1).  A traced array is C-ordered, so order 'A' is 'C'."""
+    _accept("reshape", copy=copy)
+    shape = dims or (shape if shape is not None else newshape,)
+    if order not in ("C", "A"):
+        raise UnsupportedError(f"reshape(order={order!r}) is not supported: only 'C' order")
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     a = _traced(a)
@@ -534,9 +620,11 @@ def reshape(a, *shape, order="C", **kwargs):
 
 
 @op("transpose", methods=("transpose",))
-def transpose(a, *axes):
-    if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
-        axes = axes[0]
+def transpose(a, *perm, axes=None):
+    """The axes as numpy's function (axes=, or one tuple) or the method (integers) take them."""
+    if len(perm) == 1 and (perm[0] is None or not isinstance(perm[0], (int, np.integer))):
+        perm = perm[0]
+    axes = perm or axes
     a = _traced(a)
     perm = tuple(reversed(range(a.ndim))) if not axes else tuple(
         operator.index(p) % a.ndim for p in axes)
@@ -584,13 +672,13 @@ def squeeze(a, axis=None):
 
 @op("ravel", methods=("ravel", "flatten"))
 def ravel(a, order="C"):
-    return reshape(a, (-1,), order=order)
+    """A traced array is C-ordered: order 'K' (the memory order) and 'A' are 'C'."""
+    return reshape(a, (-1,), order="C" if order in ("K", "A") else order)
 
 
 @op("concatenate")
-def concatenate(arrays, axis=0, out=None, dtype=None, **kwargs):
-    if out is not None:
-        raise UnsupportedError("concatenate(out=...) is not supported")
+def concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    _accept("concatenate", out=out, casting=casting)
     arrays = list(arrays)
     if axis is None:
         arrays, axis = [ravel(a) for a in arrays], 0
@@ -603,36 +691,46 @@ def concatenate(arrays, axis=0, out=None, dtype=None, **kwargs):
 
 
 @op("stack")
-def stack(arrays, axis=0, out=None, **kwargs):
+def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    _accept("stack", out=out, casting=casting)
     arrays = list(arrays)
     shapes = {tuple(_shape(a)) for a in arrays}
     if len(shapes) != 1:
         raise ShapeError(f"all input arrays must have the same shape, got {sorted(shapes)}")
     ndim = len(shapes.pop()) + 1
     axis = _axes(axis, ndim)[0]
-    return concatenate([expand_dims(a, axis) for a in arrays], axis=axis)
+    return concatenate([expand_dims(a, axis) for a in arrays], axis=axis, dtype=dtype)
 
 
 @op("astype", lambda x, dtype, **kw: np.asarray(x).astype(dtype, **kw),
     methods=("astype",))
-def astype(x, dtype, copy=True, **kwargs):
+def astype(x, dtype, order="K", casting="unsafe", subok=True, copy=True):
+    _accept("astype", order=order, casting=casting, subok=subok, copy=copy)
     return _wrap(_as(x, dtype_name(dtype)))
 
 
-def _full_like(value):
-    def f(a, dtype=None, **kwargs):
-        target = dtype_name(dtype) if dtype is not None else result_dtype(a)
-        return _wrap(_b().full(value, TensorType(_shape(a), target)))
-    return f
-
-
-zeros_like = op("zeros_like")(_full_like(0))
-ones_like = op("ones_like")(_full_like(1))
+def _filled(name, a, value, dtype, order, subok, shape, device):
+    """numpy's full_like: ``a``'s shape and dtype unless ``shape`` and ``dtype`` say."""
+    _accept(name, order=order, subok=subok, device=device)
+    target = dtype_name(dtype) if dtype is not None else result_dtype(a)
+    shape = _shape(a) if shape is None else (
+        (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape))
+    return _wrap(_b().full(value, TensorType(shape, target)))
 
 
 @op("full_like")
-def full_like(a, fill_value, dtype=None, **kwargs):
-    return _full_like(fill_value)(a, dtype)
+def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None, *, device=None):
+    return _filled("full_like", a, fill_value, dtype, order, subok, shape, device)
+
+
+def _full_like(name, value):
+    def f(a, dtype=None, order="K", subok=True, shape=None, *, device=None):
+        return _filled(name, a, value, dtype, order, subok, shape, device)
+    return op(name)(f)
+
+
+zeros_like = _full_like("zeros_like", 0)
+ones_like = _full_like("ones_like", 1)
 
 
 # ----------------------------------------------------------------------------------
@@ -738,9 +836,16 @@ def _gather(x, key):
 
 @op("take")
 def take(a, indices, axis=None, out=None, mode="raise"):
-    if out is not None:
-        raise UnsupportedError("take(out=...) is not supported")
+    """mode 'raise' checks constant indices (traced ones are clamped: no error can stop
+    native code); 'clip' and 'wrap' map constant indices into range as numpy does."""
+    _accept("take", out=out)
     a = _traced(a)
+    if mode != "raise":
+        if mode not in ("clip", "wrap") or _has_tracer([indices]):
+            raise UnsupportedError(f"take(mode={mode!r}) is supported for constant indices "
+                                   f"('clip' or 'wrap')")
+        n = a.size if axis is None else a.shape[_axes(axis, a.ndim)[0]]
+        indices = np.clip(indices, 0, n - 1) if mode == "clip" else np.mod(indices, n)
     if axis is None:
         return getitem(ravel(a), (indices,))
     axis = _axes(axis, a.ndim)[0]
@@ -790,8 +895,7 @@ def matmul(a, b):
 
 @op("dot", methods=("dot",))
 def dot(a, b, out=None):
-    if out is not None:
-        raise UnsupportedError("dot(out=...) is not supported")
+    _accept("dot", out=out)
     if np.ndim(a) == 0 or np.ndim(b) == 0 or (
             isinstance(a, Tracer) and a.ndim == 0) or (isinstance(b, Tracer) and b.ndim == 0):
         return multiply(a, b)
@@ -822,24 +926,66 @@ def tensordot(a, b, axes=2):
 
 @op("outer")
 def outer(a, b, out=None):
+    _accept("outer", out=out)
     return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))
 
 
+def _einsum_subscripts(args):
+    """numpy's sublist form, ``einsum(a, [0, 1], b, [1, 2], [0, 2])``, as subscripts
+    and operands: labels 0-25 are A-Z and 26-51 a-z, Ellipsis is '...', and a last
+    sublist with no operand is the output."""
+    def spell(sublist):
+        letters = []
+        for label in sublist:
+            if label is Ellipsis:
+                letters.append("...")
+                continue
+            n = _integer(label, "an einsum sublist label")
+            if not 0 <= n < 52:
+                raise ShapeError(f"einsum: subscript {n} is not within the valid range "
+                                 f"[0, 52)")
+            letters.append(chr((ord("A") + n) if n < 26 else (ord("a") + n - 26)))
+        return "".join(letters)
+    pairs = len(args) // 2
+    subscripts = ",".join(spell(s) for s in args[1:2 * pairs:2])
+    if len(args) % 2:
+        subscripts += "->" + spell(args[-1])
+    return subscripts, args[0:2 * pairs:2]
+
+
+def _einsum_ellipsis(specs, output, arrow, operands):
+    """'...' spelt out in letters unused elsewhere, one per axis it stands for, aligned
+    at the right as numpy broadcasts them; in an implicit output they come first."""
+    used = "".join(specs) + output
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in used]
+    counts = [a.ndim - len(spec.replace("...", "")) for spec, a in zip(specs, operands)
+              if "..." in spec]
+    fresh = "".join(spare[:builtins.max(counts, default=0)])
+    specs = [spec.replace("...", fresh[len(fresh) - (a.ndim - len(spec) + 3):])
+             if "..." in spec else spec for spec, a in zip(specs, operands)]
+    return specs, (output.replace("...", fresh) if arrow else fresh + output)
+
+
 @op("einsum")
-def einsum(subscripts, *operands, optimize=False):
-    """One or two operands, explicit or implicit output: each index summed away alone
-    is a reduction, the shared ones become one dot_general (contracting, or batch when
-    the output keeps them), then a transpose puts the axes in the output's order."""
-    if "..." in subscripts:
-        raise UnsupportedError("einsum with '...' is not supported")
+def einsum(*operands, out=None, optimize=False, dtype=None, order="K", casting="safe"):
+    """Subscripts or numpy's sublist form; one or two operands, explicit or implicit
+    output: each index summed away alone is a reduction, the shared ones become one
+    dot_general (contracting, or batch when the output keeps them), then a transpose
+    puts the axes in the output's order."""
+    _accept("einsum", out=out, order=order, casting=casting)
+    subscripts, *operands = operands
+    if not isinstance(subscripts, str):
+        subscripts, operands = _einsum_subscripts((subscripts, *operands))
     inputs, arrow, output = subscripts.replace(" ", "").partition("->")
     specs = inputs.split(",")
     if len(specs) != len(operands) or len(specs) not in (1, 2):
         raise UnsupportedError(f"einsum {subscripts!r}: one or two operands are supported")
+    operands = [_traced(a) if dtype is None else astype(a, dtype) for a in operands]
     if not arrow:
-        counts = {c: inputs.count(c) for c in inputs if c != ","}
-        output = "".join(sorted(c for c, n in counts.items() if n == 1))
-    operands = [_traced(a) for a in operands]
+        letters = inputs.replace("...", "")
+        output = "".join(sorted(c for c in set(letters) - {","} if letters.count(c) == 1))
+    if "..." in subscripts:
+        specs, output = _einsum_ellipsis(specs, output, arrow, operands)
     for spec, a in zip(specs, operands):
         if len(spec) != a.ndim or len(set(spec)) != len(spec):
             raise UnsupportedError(f"einsum {subscripts!r}: each operand needs one distinct "
@@ -873,15 +1019,15 @@ def einsum(subscripts, *operands, optimize=False):
 
 
 @op("argmax", methods=("argmax",))
-def argmax(a, axis=None, out=None, keepdims=False):
+def argmax(a, axis=None, out=None, *, keepdims=False):
     """The first index of the maximum (as numpy), as int64: the smallest index whose
     value equals the max (or is NaN), via iota, select and a max-reduction of negated
     indices."""
-    if out is not None:
-        raise UnsupportedError("argmax(out=...) is not supported")
+    _accept("argmax", out=out)
     a = _traced(a)
     if axis is None:
-        return argmax(reshape(a, (-1,)), axis=0)
+        flat = argmax(reshape(a, (-1,)), axis=0)
+        return reshape(flat, (1,) * a.ndim) if keepdims is True else flat
     (axis,) = _axes(axis, a.ndim)
     b = _b()
     index = b.iota(shape=a.shape, dtype="int64", axis=axis)
@@ -893,8 +1039,9 @@ def argmax(a, axis=None, out=None, keepdims=False):
 
 
 @op("argmin", methods=("argmin",))
-def argmin(a, axis=None, out=None, keepdims=False):
-    return argmax(negative(a), axis=axis, out=out, keepdims=keepdims)
+def argmin(a, axis=None, out=None, *, keepdims=False):
+    _accept("argmin", out=out)
+    return argmax(negative(a), axis=axis, keepdims=keepdims)
 
 
 @op("norm", numpy=(np.linalg.norm,))
@@ -992,9 +1139,10 @@ def _shape_query(name, fn):
     TABLE[name] = NumpyFunction(name, fn, _numpy_functions((name,)), exported=False)
 
 
-_shape_query("shape", _shape)
+_shape_query("shape", lambda a: _shape(a))
 _shape_query("ndim", lambda a: len(_shape(a)))
-_shape_query("size", lambda a: int(np.prod(_shape(a), dtype=np.int64)))
+_shape_query("size", lambda a, axis=None: int(np.prod(_shape(a), dtype=np.int64))
+             if axis is None else _shape(a)[axis])
 
 
 # ----------------------------------------------------------------------------------
@@ -1018,11 +1166,7 @@ def array_ufunc(tracer, ufunc, method, *inputs, **kwargs):
     fn = UFUNCS.get(ufunc)
     if fn is None:
         raise located(UnsupportedError(f"np.{ufunc.__name__} is not supported by llgrad"))
-    extra = {k: v for k, v in kwargs.items() if k not in ("out",)}
-    if extra:
-        raise located(UnsupportedError(
-            f"np.{ufunc.__name__}({', '.join(extra)}=...) is not supported"))
-    return fn(*inputs)
+    return fn(*inputs, **{k: v for k, v in kwargs.items() if k != "out"})
 
 
 def array_function(tracer, func, types, args, kwargs):

@@ -101,8 +101,12 @@ def _tables():
 @functools.lru_cache(maxsize=None)
 def partials(prim_name: str):
     """d formula / d operand for each operand; None where the derivative is zero
-    almost everywhere (sign, comparisons), so no adjoint is ever materialised."""
-    sp, _ = _namespace()
+    almost everywhere (sign, comparisons), so no adjoint is ever materialised.  A
+    record's own ``partials`` (pow) are taken as they are written."""
+    sp, names = _namespace()
+    stated = PRIMITIVES[prim_name].partials
+    if stated:
+        return tuple(sp.sympify(d, locals=names) for d in stated)
     expr, symbols = formula(prim_name)
     out = []
     for s in symbols:

@@ -131,6 +131,16 @@ def _pow(b, node, inputs):
     return None
 
 
+def _select(b, node, inputs):
+    """A constant condition picks its branch (pow's partials guard their operands with
+    one, which a constant operand decides); equal branches are either."""
+    cond, x, y = inputs
+    decided = scalar_constant(cond)
+    if decided is not None:
+        return x if decided else y
+    return x if x is y else None
+
+
 RULES = {
     "dot_general": _dot_general,
     "pow": _pow,
@@ -145,7 +155,7 @@ RULES = {
     "broadcast_in_dim": _broadcast,
     "reduce_sum": lambda b, node, inputs: inputs[0] if not node.attrs["axes"] else None,
     "reduce_max": lambda b, node, inputs: inputs[0] if not node.attrs["axes"] else None,
-    "select": lambda b, node, inputs: inputs[1] if inputs[1] is inputs[2] else None,
+    "select": _select,
 }
 
 
