@@ -36,13 +36,18 @@ def load_digits(seed=0):
     return x[order[:cut]], y[order[:cut]], x[order[cut:]], digits.target[order[cut:]]
 
 
+def init_params(hidden=128, seed=0):
+    """float32 weights scaled by 1/sqrt(fan-in) (the inputs are standardised), zero biases."""
+    rng = np.random.default_rng(seed)
+    return {"w1": (rng.normal(size=(64, hidden)) / 8).astype(np.float32),
+            "b1": np.zeros(hidden, np.float32),
+            "w2": (rng.normal(size=(hidden, 10)) / np.sqrt(hidden)).astype(np.float32),
+            "b2": np.zeros(10, np.float32)}
+
+
 def main(epochs=30, hidden=128, progress=True):
     x_train, y_train, x_test, labels_test = load_digits()
-    rng = np.random.default_rng(0)
-    params = {"w1": (rng.normal(size=(64, hidden)) / 8).astype(np.float32),
-              "b1": np.zeros(hidden, np.float32),
-              "w2": (rng.normal(size=(hidden, 10)) / np.sqrt(hidden)).astype(np.float32),
-              "b2": np.zeros(10, np.float32)}
+    params = init_params(hidden)
     result = llgrad.train(loss, params, (x_train, y_train), optim.adam(3e-3), batch_size=64,
                           epochs=epochs, shuffle=0, progress=progress)
     accuracy = float(np.mean(predict(result.params, x_test) == labels_test))

@@ -50,9 +50,8 @@ class Library:
                 n_values=python["n_values"], out_tree=pytree.from_data(python["out_tree"]),
                 layout=[(pytree.from_data(t), start, count)
                         for t, start, count in python["layout"]])
-        self._package = (self._trained(python) if self._kind == "train" else
-                         lambda leaves, outputs: packager(self._kind, self._argnums,
-                                                          self._shape, leaves)(outputs))
+        self._packagers = {}
+        self._package = self._trained(python) if self._kind == "train" else self._packaged
         self._function = getattr(self.cdll, self.name)
         self._function.restype = ctypes.c_int
         self._function.argtypes = [ctypes.c_void_p] * (len(self.interface.inputs)
@@ -85,6 +84,16 @@ class Library:
         outputs = [arrays[written_back[k]] if k in written_back else next(rest)
                    for k in range(len(self.interface.outputs))]
         return self._package(leaves, outputs)
+
+    def _packaged(self, leaves, outputs):
+        """The original function's result; its packager is generated once per type of
+        each argument leaf (Python float or array: what the gradients' types follow)."""
+        key = tuple(map(type, leaves))
+        package = self._packagers.get(key)
+        if package is None:
+            package = self._packagers[key] = packager(self._kind, self._argnums,
+                                                      self._shape, leaves)
+        return package(outputs)
 
     @staticmethod
     def _trained(python):

@@ -1,5 +1,7 @@
 """The examples do what their docstrings promise."""
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -16,10 +18,14 @@ def test_quickstart_runs_and_prints_the_chain_rule_result():
     assert "define void" in out  # the LLVM IR is shown
 
 
-def _digits_example(name):
-    """Import an example that needs scikit-learn's bundled digits, or skip."""
+def _needs_digits():
     pytest.importorskip("sklearn", reason="scikit-learn (optional, examples extra) is not "
                                           "installed: the digits data set ships with it")
+
+
+def _digits_example(name):
+    """Import an example that needs scikit-learn's bundled digits, or skip."""
+    _needs_digits()
     sys.path.insert(0, EXAMPLES)
     try:
         return __import__(name)
@@ -44,3 +50,25 @@ def test_vanishing_gradients_are_measured(tmp_path):
     assert tanh.shape == residual.shape and tanh.shape[1] == vanishing_gradients.DEPTH
     assert tanh[:, 0].mean() < 0.01 * residual[:, 0].mean()
     assert tanh[:, 0].mean() < tanh[:, -1].mean()  # shrinking towards the input
+
+
+def test_export_c_trains_the_digits_mlp_from_c(tmp_path):
+    """examples/export_c: export (Python), make (C), train and test (C alone)."""
+    _needs_digits()
+    for tool in (os.environ.get("CC", "cc"), "make", "ar"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed: building the C example needs a C "
+                        f"compiler, make and ar")
+    folder = os.path.join(EXAMPLES, "export_c")
+
+    def run(*command):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr}"
+        return done.stdout
+    run(sys.executable, os.path.join(folder, "export.py"), str(tmp_path))
+    run("make", "-C", folder, f"BUILD={tmp_path}")
+    out = run(str(tmp_path / "train_digits"))
+    losses = [float(x) for x in re.findall(r"loss (\d+\.\d+)", out)]
+    assert len(losses) == 20 and losses[-1] < 0.2 * losses[0]
+    accuracy = float(re.search(r"test accuracy (\d\.\d+)", out).group(1))
+    assert accuracy > 0.9, out
