@@ -361,6 +361,7 @@ ROUND_TRIPS = {   # name: (the llgrad function, its arguments)
     "grad_argnums_tuple": (llgrad.grad(scalar_loss, argnums=(0, 2)), (A, B, 1.5)),
     "value_and_grad_dict": (llgrad.value_and_grad(mlp_loss), (PARAMS, X, Y)),
     "hessian": (llgrad.hessian(bumpy), (W,)),
+    "jvp": (llgrad.jit(lambda a, t: llgrad.jvp(np.tanh, (a,), (t,))), (A, B)),
 }
 
 
