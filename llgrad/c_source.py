@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from llgrad.ir.graph import identifiers
 
 #: C type of each llgrad dtype (bool is one byte, 0 or 1, as in numpy)
 C_TYPES = {"float64": "double", "float32": "float", "int64": "int64_t", "bool": "bool"}
@@ -92,17 +93,7 @@ class Interface:
 
 def c_names(paths) -> list[str]:
     """Distinct C identifiers for pytree paths: ``params['w1']`` -> ``params_w1``."""
-    out, taken = [], set()
-    for path in paths:
-        base = re.sub(r"\W+", "_", path).strip("_") or "leaf"
-        if base[0].isdigit() or base in _C_KEYWORDS:
-            base = f"arg_{base}"
-        name, k = base, 1
-        while name in taken:
-            name, k = f"{base}_{k}", k + 1
-        taken.add(name)
-        out.append(name)
-    return out
+    return identifiers(paths, _C_KEYWORDS)
 
 
 def _macro(iface, *parts) -> str:

@@ -120,12 +120,19 @@ class AdjointTable:
 def parameter_identifiers(params: Iterable[Node]) -> list[str]:
     """Readable, distinct Python identifiers for parameters: ``params['w1']`` is
     ``params_w1`` (sympy symbols and generated numpy source use them)."""
-    out, taken = [], set()
-    for p in params:
-        base = re.sub(r"\W+", "_", str(p.attrs["name"])).strip("_") or "arg"
+    return identifiers([str(p.attrs["name"]) for p in params], keyword.kwlist)
+
+
+def identifiers(texts: Iterable[str], reserved: Iterable[str] = ()) -> list[str]:
+    """Readable, distinct identifiers for ``texts`` (of Python, or C with its keywords
+    ``reserved``): runs of other characters become ``_``, a leading digit gets ``arg_``,
+    a reserved word a trailing ``_``, and a repeat ``_1``, ``_2``..."""
+    reserved, out, taken = frozenset(reserved), [], set()
+    for text in texts:
+        base = re.sub(r"\W+", "_", text).strip("_") or "arg"
         if base[0].isdigit():
             base = f"arg_{base}"
-        if keyword.iskeyword(base):
+        if base in reserved:
             base = f"{base}_"
         name, k = base, 1
         while name in taken:
