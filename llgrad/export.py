@@ -1,10 +1,10 @@
 """``llgrad.export``: a compiled function as a C library that runs without Python.
 
 The graph that ``f.trace(*example_args)`` compiles is generated again with options
-for a library (one thread, llgrad's own products, no Python entry points), compiled
-ahead of time for the chosen CPU as position-independent code, and linked with a C
-wrapper (``c_source``) into ``NAME.so`` and ``NAME.a``, beside ``NAME.h`` and
-``NAME_example.c``.  Every file is written in a scratch folder inside ``path`` and moved
+for a library (no Python entry points; the threads, products and vector instructions
+asked for), compiled ahead of time for the chosen CPU as position-independent code,
+and linked with a C wrapper (``c_source``) into ``NAME.so`` and ``NAME.a``, beside
+``NAME.h`` and ``NAME_example.c``.  Every file is written in a scratch folder inside ``path`` and moved
 into place only when all of them are built, so a failure leaves nothing behind.
 """
 from __future__ import annotations
@@ -55,8 +55,8 @@ def export(f, *example_args, path, name: str | None = None, target: str = "host"
     linked into the library (``NAME_init`` starts its workers, ``NAME_shutdown`` parks
     them); 1, the default, makes a library with no threads and no global state.
     ``blas="cblas"``: large products call the system's CBLAS (``cblas_dgemm``, linked
-    with ``-lblas``) instead of llgrad's own kernels.  Needs a
-    C compiler (``$CC``, default ``cc``) to link; the library needs none of Python."""
+    with ``-lblas``) instead of llgrad's own kernels.  Needs a C compiler (``$CC``,
+    default ``cc``) to link; the library needs none of Python."""
     staged, args, values = _exported_call(f, example_args)
     name = c_source.c_names([name or staged.name])[0]
     trace = staged.trace(*args)
@@ -64,7 +64,7 @@ def export(f, *example_args, path, name: str | None = None, target: str = "host"
     leaves = [leaf for a in values for leaf in pytree.flatten(a)[0]]
     inputs = _leaves([p.attrs["name"] for p in graph.inputs], graph.inputs)
     outputs = _leaves(_output_paths(staged, trace, graph), graph.outputs)
-    summary = _summary(staged, graph)
+    summary = _summary(staged)
     return _build(name, summary, Graph(graph.inputs, graph.outputs, name=f"{name}_kernels"),
                   inputs, outputs, leaves, target, path, threads, blas,
                   fastmath=staged.fastmath,
@@ -97,8 +97,8 @@ def export_train(loss, params, data, optimizer, *, batch_size: int, steps: int, 
     n_carried = len(pytree.flatten((params, state))[0])
     inputs = _leaves(paths, graph.inputs)
     outputs = _leaves([f"new {p}" for p in paths[:n_carried]] + ["losses"], graph.outputs)
-    summary = (f"{steps} steps of {optimizer.__class__.__name__} on {loss.__name__}() over "
-               f"minibatches of {batch_size} rows")
+    summary = (f"{steps} steps of {optimizer.__class__.__name__} on "
+               f"{getattr(loss, '__name__', 'loss')}() over minibatches of {batch_size} rows")
     return _build(name, summary, Graph(graph.inputs, graph.outputs, name=f"{name}_kernels"),
                   inputs, outputs, [leaf for v in values for leaf in pytree.flatten(v)[0]],
                   target, path, threads, blas, fastmath=False,
@@ -141,7 +141,7 @@ def _output_paths(staged, trace, graph) -> list[str]:
     return paths
 
 
-def _summary(staged, graph) -> str:
+def _summary(staged) -> str:
     what = {"jit": "", "grad": "the gradient of ", "value_and_grad": "the value and gradient of ",
             "vjp": "the value and vector-Jacobian product of "}.get(staged.kind, "")
     argnums = "" if staged.kind == "jit" else f" with respect to argument(s) {staged.argnums}"
