@@ -38,9 +38,9 @@ def from_sympy(expr, symbols: Sequence, *, backend: str = "native", name: str | 
 
     ``expr`` may use + - * / ** (any exponent), rational and real constants (pi, E),
     exp, log, trigonometric and hyperbolic functions and their inverses (atan2 too),
-    sqrt, Abs, sign, Heaviside, Max, Min, Piecewise with relational conditions (and
-    And/Or/Not), and llgrad's own logistic, log1p and expm1 (as ``to_sympy(...,
-    standard=False)`` writes them).  Anything else raises UnsupportedError naming the
+    sqrt, Abs, sign, floor, ceiling, Heaviside, Max, Min, Piecewise with relational
+    conditions (and And/Or/Not), and llgrad's own logistic, log1p and expm1 (as
+    ``to_sympy(..., standard=False)`` writes them).  Anything else raises UnsupportedError naming the
     sympy function, here rather than at the first call.  ``backend`` is the backend of
     calls made outside a trace ("native" or "interpret").
 

@@ -96,13 +96,15 @@ UNARY_FLOAT = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm
                "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "sqrt": np.sqrt,
                "logistic": lambda x: (1 / (1 + np.exp(-x))).astype(x.dtype),
                "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "asinh": np.arcsinh,
-               "acosh": np.arccosh, "atanh": np.arctanh}
+               "acosh": np.arccosh, "atanh": np.arctanh, "floor": np.floor, "ceil": np.ceil,
+               "rint": np.rint, "trunc": np.trunc}
 DOMAIN = {"log": "positive", "sqrt": "positive", "log1p": "log1p", "asin": "unit",
           "acos": "unit", "atanh": "unit", "acosh": "above1"}
 UNARY_NUM = {"neg": np.negative, "abs": np.abs, "sign": np.sign}
 BINARY_NUM = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
-              "min": np.minimum}
+              "min": np.minimum, "fmod": np.fmod}
 BINARY_FLOAT = {"div": np.divide, "pow": np.power, "atan2": np.arctan2}
+BINARY_INT = {"floordiv": np.floor_divide}
 COMPARE = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
            "eq": np.equal, "ne": np.not_equal}
 
@@ -122,7 +124,8 @@ def _cases():
                 cs.append(Case(op, [(shape, dt)], numpy=fn))
         for dt in F:
             cs.append(Case(op, [((12,), dt)], numpy=fn, domain="special"))
-    for table, dtypes, exact in ((BINARY_NUM, FI, True), (BINARY_FLOAT, F, False)):
+    for table, dtypes, exact in ((BINARY_NUM, FI, True), (BINARY_FLOAT, F, False),
+                                 (BINARY_INT, ("int64",), True)):
         for op, fn in table.items():
             for dt in dtypes:
                 for shape in [(), (1,), (0, 2), (3, 4), (37,)]:

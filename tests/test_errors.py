@@ -112,11 +112,6 @@ def test_traced_index_arrays_are_clamped_never_out_of_bounds(backend):
     np.testing.assert_array_equal(got, [3.0, 3.0, 0.0])  # -1 wraps as in numpy; 7, -9 clamp
 
 
-def test_array_index_after_a_slice_is_explained(backend):
-    with pytest.raises(llgrad.UnsupportedError, match="leading axes"):
-        llgrad.jit(lambda x: x[1:, np.array([0, 1])], backend=backend)(A)
-
-
 def test_errors_are_llgrad_errors():
     assert issubclass(llgrad.ShapeError, llgrad.LlgradError)
     assert issubclass(llgrad.ShapeError, ValueError)
@@ -132,7 +127,7 @@ def test_item_assignment_explains_immutability(backend):
         llgrad.jit(assign, backend=backend)(A)
 
 
-@pytest.mark.parametrize("fn", [lambda x: x // 2, lambda x: x % 2,
+@pytest.mark.parametrize("fn", [lambda x: divmod(x, 2), lambda x: x.astype(np.int64) << 1,
                                 lambda x: x.astype(np.int64) & 3])
 def test_unsupported_operators_are_llgrad_errors(fn, backend):
     with pytest.raises(llgrad.UnsupportedError):

@@ -134,6 +134,15 @@ def numeric_elementwise(op):
     return rule
 
 
+def integer_elementwise(op):
+    def rule(types):
+        t = _same_types(op, types)
+        if t.dtype != "int64":
+            raise DTypeError(f"{op} needs int64 operands, got {t.dtype}")
+        return t
+    return rule
+
+
 def comparison(op):
     def rule(types):
         return _same_types(op, types).with_dtype("bool")
@@ -177,6 +186,14 @@ _ELEMENTWISE = {
     "acosh": ("acosh(x)", np.arccosh, False, False),
     "atanh": ("atanh(x)", np.arctanh, False, False),
     "atan2": ("atan2(x, y)", np.arctan2, False, False),
+    # piecewise constant: derivative 0 almost everywhere (the steps' deltas dropped, as
+    # sign's); rint rounds half to even, as np.rint and np.round
+    "floor": ("floor(x)", np.floor, False, True),
+    "ceil": ("ceil(x)", np.ceil, False, True),
+    "rint": ("rint(x)", np.rint, False, True),
+    "trunc": ("trunc(x)", np.trunc, False, True),
+    # C's remainder, with the dividend's sign; integers too (x fmod 0 is 0, as numpy)
+    "fmod": ("x - y*trunc(x/y)", np.fmod, True, False),
 }
 #: partials stated by hand, where sympy's are 0·inf at a point where the function is
 #: constant: x ** y is 1 for y = 0 whatever x, and 0 for x = 0 whatever y > 0, but
@@ -196,6 +213,12 @@ for _name, _fn in {"lt": np.less, "le": np.less_equal, "gt": np.greater,
                    "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}.items():
     register(_name, comparison(_name), _fn, "comparison", differentiable=False,
              recompute=True)
+
+
+# numpy's // of integers (floats' is composed from fmod and floor in the front end): x // 0
+# is 0 and INT64_MIN // -1 wraps to INT64_MIN, as numpy; integers have no derivative
+register("floordiv", integer_elementwise("floordiv"), np.floor_divide, "elementwise",
+         differentiable=False, recompute=True)
 
 
 def _select_type(types):

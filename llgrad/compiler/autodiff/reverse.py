@@ -69,8 +69,9 @@ def pairwise_sum(b, terms: list):
 def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
     """The joint graph of ``graph``: its outputs, then d output / d inputs[wrt_indices].
 
-    With ``cotangents=False`` the graph must have one scalar float output, seeded with
-    1.0 (``grad``).  With ``cotangents=True`` one cotangent parameter per output is
+    With ``cotangents=False`` the graph must have one float output of one element (a
+    scalar, or an array of shape (1,) or (1, 1), as autograd allows), seeded with 1.0
+    (``grad``).  With ``cotangents=True`` one cotangent parameter per output is
     appended to the inputs (``vjp``).
     """
     wrt = float_inputs(graph, wrt_indices, "gradients")
@@ -83,14 +84,15 @@ def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
             inputs.append(seeds[-1])
     else:
         (out,) = graph.outputs if len(graph.outputs) == 1 else (None,)
-        if out is None or out.shape != () or not out.type.is_float:
+        if out is None or out.type.size != 1 or not out.type.is_float:
             got = ", ".join(str(o.type) for o in graph.outputs)
             sources = [o.source for o in graph.outputs if o.source]
             where = f" at {sources[0]}" if sources else ""
             raise GradientError(
-                f"grad needs {graph.name}() to return one float scalar; it returned ({got})"
-                f"{where}. Reduce it (e.g. .sum()) or use llgrad.vjp")
-        seeds = [b.const(1.0, out.dtype)]
+                f"grad needs {graph.name}() to return one float scalar (or an array of one "
+                f"element); it returned ({got}){where}. Reduce it (e.g. .sum()) or use "
+                f"llgrad.vjp")
+        seeds = [b.full(1.0, out.type)]
 
     needed = _depends_on(graph, wrt)
     parts = {}     # id(node) -> the contributions to its adjoint, summed once all are in

@@ -56,6 +56,32 @@ def _sign_int(b, x, dtype):
                  b.zext(b.icmp_signed("<", x, zero), I64))
 
 
+def _safe_divisor(b, y):
+    """``y`` with 1 for -1 and 0: sdiv and srem are undefined for a zero divisor and
+    for INT64_MIN by -1 (their callers give numpy's results there)."""
+    return b.select(b.icmp_unsigned("<=", b.add(y, i64(1)), i64(1)), i64(1), y)
+
+
+def _fmod_int(b, x, y, dtype):
+    """srem: x fmod ±1 is 0, and numpy's x fmod 0 is 0 too, so the safe divisor's
+    remainder is right everywhere."""
+    return b.srem(x, _safe_divisor(b, y))
+
+
+def _floordiv(ctx, args, dtype, attrs):
+    """sdiv rounded down where the remainder's sign is not the divisor's; a divisor of 0
+    gives 0 and one of -1 the negation (wrapping), both undefined for sdiv itself."""
+    b, (x, y) = ctx.b, args
+    safe = _safe_divisor(b, y)
+    quotient, rest = b.sdiv(x, safe), b.srem(x, safe)
+    quotient = b.select(b.icmp_signed("==", y, i64(-1)), b.neg(x),
+                        b.select(b.icmp_signed("==", y, i64(0)), i64(0), quotient))
+    down = b.and_(b.icmp_signed("!=", rest, i64(0)),
+                  b.icmp_unsigned("!=", b.icmp_signed("<", rest, i64(0)),
+                                  b.icmp_signed("<", y, i64(0))))
+    return b.sub(quotient, b.zext(down, I64))
+
+
 def _extremum(order):
     return Elementwise(lambda ctx, args, dtype, attrs: extremum(ctx.b, *args, dtype, order))
 
@@ -199,6 +225,12 @@ LOWERINGS = {
     "acosh": _math("acosh"),
     "atanh": _math("atanh"),
     "atan2": _math("atan2"),
+    "floor": _math("floor"),
+    "ceil": _math("ceil"),
+    "rint": _math("roundeven"),
+    "trunc": _math("trunc"),
+    "fmod": _by_kind(_fbin("frem"), _fmod_int),
+    "floordiv": Elementwise(_floordiv),
     "max": _extremum(">="),
     "min": _extremum("<="),
     "lt": _comparison("<", "<", "<"),

@@ -23,7 +23,7 @@ _SUFFIX = {"float64": "f64", "float32": "f32"}
 
 #: functions with an LLVM intrinsic ``llvm.<name>.<type>``
 INTRINSICS = frozenset({"exp", "log", "sin", "cos", "sqrt", "tanh", "pow", "fabs",
-                        "copysign", "fmuladd"})
+                        "copysign", "fmuladd", "floor", "ceil", "roundeven", "trunc"})
 #: functions only libm has (float32 variants carry an ``f`` suffix)
 LIBM = frozenset({"log1p", "expm1", "asin", "acos", "atan", "asinh", "acosh", "atanh",
                   "atan2"})

@@ -5,5 +5,8 @@ Importing the package makes the Tracer an array (numpy's protocols, the operator
 the array methods, from the numpy table), so a tracer works whichever module made it.
 """
 from llgrad.compiler.frontend import numpy_ops, trace
+from llgrad.compiler.frontend import numpy_shapes  # noqa: F401  (registers its rows)
+from llgrad.compiler.frontend import numpy_indexing  # noqa: F401  (registers its rows)
+from llgrad.compiler.frontend import numpy_math  # noqa: F401  (registers its rows)
 
 numpy_ops.attach(trace.Tracer)

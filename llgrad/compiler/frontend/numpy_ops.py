@@ -155,8 +155,13 @@ def _wrap(node: Node) -> Tracer:
 
 
 def _traced(x) -> Tracer:
-    """``x`` as a Tracer: constants (arrays, scalars) become constant nodes."""
-    return x if isinstance(x, Tracer) else _wrap(lift(x))
+    """``x`` as a Tracer: constants (arrays, scalars) become constant nodes, and (nested)
+    lists or tuples holding Tracers are stacked into one array, as numpy makes one."""
+    if isinstance(x, Tracer):
+        return x
+    if isinstance(x, (list, tuple)) and _has_tracer(x):
+        return stack([_traced(v) for v in x])
+    return _wrap(lift(x))
 
 
 # ----------------------------------------------------------------------------------
@@ -734,131 +739,6 @@ ones_like = _full_like("ones_like", 1)
 
 
 # ----------------------------------------------------------------------------------
-# indexing (static integers, slices, None and Ellipsis)
-
-@op("getitem", operator.getitem, methods=("__getitem__",), exported=False)
-def getitem(x, key):
-    key = key if isinstance(key, tuple) else (key,)
-    if any(isinstance(k, (Tracer, list, np.ndarray)) for k in key):
-        return _gather(x, key)
-    real = [k for k in key if k is not None and k is not Ellipsis]
-    if key.count(Ellipsis) > 1:
-        raise ShapeError("an index can only have a single ellipsis ('...')")
-    if len(real) > x.ndim:
-        raise ShapeError(f"too many indices for array of shape {x.shape}: {key}")
-    if Ellipsis in key:
-        i = key.index(Ellipsis)
-        key = key[:i] + (slice(None),) * (x.ndim - len(real)) + key[i + 1:]
-    else:
-        key = key + (slice(None),) * (x.ndim - len(real))
-    starts, limits, strides, out_shape = [], [], [], []
-    d = 0
-    for k in key:
-        if k is None:
-            out_shape.append(1)
-            continue
-        n = x.shape[d]
-        if isinstance(k, slice):
-            start, stop, step = k.indices(n)
-            if step < 0:
-                raise UnsupportedError("slices with a negative step are not supported")
-            stop = builtins.max(stop, start)
-            starts.append(start), limits.append(stop), strides.append(step)
-            out_shape.append(len(range(start, stop, step)))
-        else:
-            i = _integer(k, "an index")
-            if not -n <= i < n:
-                raise ShapeError(f"index {i} is out of bounds for axis {d} with size {n}")
-            i %= n
-            starts.append(i), limits.append(i + 1), strides.append(1)
-        d += 1
-    b = _b()
-    node = x.node
-    if (tuple(starts), tuple(limits)) != ((0,) * x.ndim, tuple(x.shape)) or any(
-            s != 1 for s in strides):
-        node = b.slice(node, starts=tuple(starts), limits=tuple(limits), strides=tuple(strides))
-    if node.shape != tuple(out_shape):
-        node = b.reshape(node, shape=tuple(out_shape))
-    return _wrap(node)
-
-
-def _index_array(k, n, axis):
-    """An integer index array as an int64 node: negative indices wrap as in numpy;
-    constant indices out of range are numpy's IndexError (a ShapeError here), traced
-    ones are clamped by the gather itself so that no read is ever out of bounds."""
-    if isinstance(k, Tracer):
-        if k.node.dtype != "int64":
-            raise UnsupportedError(f"indexing with a traced {k.node.type} array: only integer "
-                                   f"index arrays are supported (boolean masks have "
-                                   f"data-dependent shapes)")
-        b = _b()
-        return b.select(b.lt(k.node, b.full(0, k.node.type)),
-                        b.add(k.node, b.full(n, k.node.type)), k.node)
-    arr = np.asarray(k)
-    if arr.dtype.kind not in "iu":
-        raise UnsupportedError(f"indexing with a {arr.dtype} array: only integer index arrays "
-                               f"are supported (boolean masks have data-dependent shapes)")
-    if arr.size and (arr.min() < -n or arr.max() >= n):
-        raise ShapeError(f"index {arr.max() if arr.max() >= n else arr.min()} is out of bounds "
-                         f"for axis {axis} with size {n}")
-    return _b().const(np.where(arr < 0, arr + n, arr).astype(np.int64), "int64")
-
-
-def _gather(x, key):
-    """``x[i, j, ...]`` with integer arrays for the leading axes (then only full slices):
-    the leading axes are flattened into one and rows gathered with ``take``, whose
-    gradient is a scatter-add (repeated indices accumulate)."""
-    arrays = []
-    for k in key:
-        if isinstance(k, (Tracer, list, np.ndarray)) or (
-                isinstance(k, (int, np.integer)) and arrays):
-            arrays.append(k)
-        else:
-            break
-    rest = key[len(arrays):]
-    if len(arrays) > x.ndim or any(k != slice(None) for k in rest if k is not Ellipsis):
-        raise UnsupportedError(
-            "array indexing is supported for leading axes followed by full slices only, "
-            "e.g. x[idx], x[rows, cols], x[idx, :]; use static slices otherwise")
-    b = _b()
-    nodes = [_index_array(k, x.shape[d], d) for d, k in enumerate(arrays)]
-    shape = broadcast_shapes(*[n.shape for n in nodes])
-    flat = None
-    for d, n in enumerate(nodes):
-        n = b.broadcast_to(n, shape)
-        flat = n if flat is None else b.add(b.mul(flat, b.full(x.shape[d], n.type)), n)
-    lead = int(np.prod(x.shape[:len(nodes)], dtype=np.int64))
-    rows = b.reshape(x.node, shape=(lead,) + x.shape[len(nodes):])
-    size = int(np.prod(shape, dtype=np.int64))
-    taken = b.take(rows, b.reshape(flat, shape=(size,)))
-    return _wrap(b.reshape(taken, shape=shape + x.shape[len(nodes):]))
-
-
-@op("take")
-def take(a, indices, axis=None, out=None, mode="raise"):
-    """mode 'raise' checks constant indices (traced ones are clamped: no error can stop
-    native code); 'clip' and 'wrap' map constant indices into range as numpy does."""
-    _accept("take", out=out)
-    a = _traced(a)
-    if mode != "raise":
-        if mode not in ("clip", "wrap") or _has_tracer([indices]):
-            raise UnsupportedError(f"take(mode={mode!r}) is supported for constant indices "
-                                   f"('clip' or 'wrap')")
-        n = a.size if axis is None else a.shape[_axes(axis, a.ndim)[0]]
-        indices = np.clip(indices, 0, n - 1) if mode == "clip" else np.mod(indices, n)
-    if axis is None:
-        return getitem(ravel(a), (indices,))
-    axis = _axes(axis, a.ndim)[0]
-    others = [d for d in range(a.ndim) if d != axis]
-    picked = getitem(transpose(a, [axis] + others) if axis else a, (indices,))
-    if not axis:
-        return picked
-    ni = picked.ndim - len(others)  # numpy puts the index axes where ``axis`` was
-    return transpose(picked, [ni + j for j in range(axis)] + list(range(ni))
-                     + [ni + j for j in range(axis, len(others))])
-
-
-# ----------------------------------------------------------------------------------
 # linear algebra
 
 def _float_pair(a, b, name):
@@ -1177,6 +1057,7 @@ def array_function(tracer, func, types, args, kwargs):
     return fn(*args, **kwargs)
 
 
+@functools.cache   # one per function, so that attaching again sets the same methods
 def _swapped(fn):
     """``fn`` as a reflected operator: ``2 - x`` is ``x.__rsub__(2)``, so subtract(2, x)."""
     return lambda self, other: fn(other, self)
@@ -1185,18 +1066,36 @@ def _swapped(fn):
 # ----------------------------------------------------------------------------------
 # everything derived from the table
 
-UFUNCS = {f: row.fn for row in TABLE.values() for f in row.numpy if isinstance(f, np.ufunc)}
-FUNCTIONS = {f: row.fn for row in TABLE.values() for f in row.numpy
-             if not isinstance(f, np.ufunc)}
-EXPORTS = {name: row.fn for row in TABLE.values() if row.exported
-           for name in (row.name, *row.aliases)}
-TRACER_METHODS = {"__array_ufunc__": array_ufunc, "__array_function__": array_function,
-                  **{m: row.fn for row in TABLE.values() for m in row.methods},
-                  **{m: _swapped(row.fn) for row in TABLE.values() for m in row.reflected}}
+UFUNCS: dict = {}
+FUNCTIONS: dict = {}
+EXPORTS: dict = {}
+TRACER_METHODS: dict = {}
+
+
+def _derive() -> None:
+    """Fill the dicts above from the table, in place: ``attach`` derives them again, so
+    the rows that modules imported after this one register (``numpy_shapes``, ...) are
+    in them too."""
+    rows = TABLE.values()
+    for derived, entries in (
+            (UFUNCS, {f: r.fn for r in rows for f in r.numpy if isinstance(f, np.ufunc)}),
+            (FUNCTIONS, {f: r.fn for r in rows for f in r.numpy if not isinstance(f, np.ufunc)}),
+            (EXPORTS, {n: r.fn for r in rows if r.exported for n in (r.name, *r.aliases)}),
+            (TRACER_METHODS, {"__array_ufunc__": array_ufunc,
+                              "__array_function__": array_function,
+                              **{m: r.fn for r in rows for m in r.methods},
+                              **{m: _swapped(r.fn) for r in rows for m in r.reflected}})):
+        derived.clear()
+        derived.update(entries)
+
+
+_derive()
 
 
 def attach(tracer_class) -> None:
     """Make ``tracer_class`` (the Tracer) an array: numpy's protocols, the operators
-    and the array methods of the table.  Idempotent: it sets the same functions."""
+    and the array methods of the table, derived again from it.  Idempotent: it sets
+    the same functions."""
+    _derive()
     for name, fn in TRACER_METHODS.items():
         setattr(tracer_class, name, fn)

@@ -31,7 +31,8 @@ from llgrad.ir.walk import topological_order
 @functools.lru_cache(maxsize=None)
 def _namespace():
     """Symbols and the functions sympy lacks (logistic, log1p, expm1), each with its
-    derivative written in terms of itself so the backward graph can reuse it."""
+    derivative written in terms of itself so the backward graph can reuse it, and the
+    rounding functions (floor, ceil, rint, trunc), whose derivatives are 0."""
     import sympy as sp
 
     class logistic(sp.Function):
@@ -46,9 +47,15 @@ def _namespace():
         def fdiff(self, argindex=1):
             return sp.exp(self.args[0])
 
+    def step(name):
+        """A piecewise-constant function: its derivative is 0 almost everywhere (the
+        steps' Dirac deltas dropped, as sign's are in ``partials``)."""
+        return type(name, (sp.Function,), {"fdiff": lambda self, argindex=1: sp.Integer(0)})
+
     x, y = sp.symbols("x y", real=True)
     # every other name in a formula is sympy's own function of that name
-    names = {"x": x, "y": y, "logistic": logistic, "log1p": log1p, "expm1": expm1}
+    names = {"x": x, "y": y, "logistic": logistic, "log1p": log1p, "expm1": expm1,
+             **{n: step(n) for n in ("floor", "ceil", "rint", "trunc")}}
     return sp, names
 
 
@@ -85,7 +92,8 @@ def _tables():
     expm1 = names["expm1"]
     sinh = lambda a: (expm1(a) - expm1(-a)) / 2  # noqa: E731  (no cancellation near 0)
     cosh = lambda a: (sp.exp(a) + sp.exp(-a)) / 2  # noqa: E731
-    composites = {sp.tan: lambda a: sp.sin(a) / sp.cos(a),
+    composites = {sp.floor: names["floor"], sp.ceiling: names["ceil"],
+                  sp.tan: lambda a: sp.sin(a) / sp.cos(a),
                   sp.cot: lambda a: sp.cos(a) / sp.sin(a),
                   sp.sec: lambda a: 1 / sp.cos(a), sp.csc: lambda a: 1 / sp.sin(a),
                   sp.sinh: sinh, sp.cosh: cosh,

@@ -115,6 +115,8 @@ class Tracer:
     size = property(lambda self: self.node.type.size)
     dtype = property(lambda self: self.node.type.np_dtype)
     T = property(lambda self: self.transpose())
+    real = property(lambda self: np.real(self))   # a real array's parts, from the
+    imag = property(lambda self: np.imag(self))   # numpy table like np.real(x)
 
     def __len__(self):
         if not self.shape:
@@ -152,14 +154,11 @@ class Tracer:
     def __array__(self, dtype=None, copy=None):
         raise located(UnsupportedError(
             f"a traced {self.node.type} was converted to a concrete numpy array (np.asarray, "
-            "a non-numpy library, an unsupported numpy function, or a numpy function "
-            "given a Python list of traced arrays: np.stack them first); its value is "
-            "not known at trace time"))
-
-    def __setitem__(self, key, value):
-        raise located(UnsupportedError(
-            "traced arrays are immutable: x[...] = v is not supported; build the new array "
-            "with np.where(mask, v, x) or np.concatenate"))
+            "a non-numpy library, an unsupported numpy function, or numpy given a Python "
+            "list of traced arrays: np.array([a, b]), np.mean([a, b]), np.r_[a, b], which "
+            "convert each element without asking llgrad; np.stack or np.concatenate them "
+            "first, or call llgrad.numpy's functions, which take such lists); its value "
+            "is not known at trace time"))
 
 
 def _unsupported_operator(name):
