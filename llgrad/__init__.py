@@ -2,6 +2,7 @@
 from llgrad import numpy, optim  # noqa: F401  (llgrad.numpy, llgrad.optim)
 from llgrad.api import grad, hessian, hvp, jacfwd, jacobian, jacrev, jit, jvp, value_and_grad, vjp
 from llgrad.check import check_grad
+from llgrad.debugging import debug_nans
 from llgrad.export import export, export_train
 from llgrad.ir.errors import DTypeError, GradientError, LlgradError, ShapeError, UnsupportedError
 from llgrad.library import load_library
@@ -12,6 +13,6 @@ from llgrad.train import TrainResult, train
 __version__ = "0.1.0"
 
 __all__ = ["jit", "grad", "value_and_grad", "vjp", "jvp", "hessian", "hvp", "jacfwd", "jacrev",
-           "jacobian", "check_grad", "export", "export_train", "load_library", "from_sympy", "profile", "Profile",
+           "jacobian", "check_grad", "debug_nans", "export", "export_train", "load_library", "from_sympy", "profile", "Profile",
            "train", "TrainResult", "numpy", "optim", "LlgradError", "ShapeError", "DTypeError",
            "GradientError", "UnsupportedError", "__version__"]

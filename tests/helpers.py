@@ -97,9 +97,14 @@ UNARY_FLOAT = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm
                "logistic": lambda x: (1 / (1 + np.exp(-x))).astype(x.dtype),
                "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "asinh": np.arcsinh,
                "acosh": np.arccosh, "atanh": np.arctanh, "floor": np.floor, "ceil": np.ceil,
-               "rint": np.rint, "trunc": np.trunc}
+               "rint": np.rint, "trunc": np.trunc,
+               "erf": lambda x: PRIMITIVES["erf"].evaluate(x),
+               "erfc": lambda x: PRIMITIVES["erfc"].evaluate(x),
+               "lgamma": lambda x: PRIMITIVES["lgamma"].evaluate(x),
+               "digamma": lambda x: PRIMITIVES["digamma"].evaluate(x)}
 DOMAIN = {"log": "positive", "sqrt": "positive", "log1p": "log1p", "asin": "unit",
-          "acos": "unit", "atanh": "unit", "acosh": "above1"}
+          "acos": "unit", "atanh": "unit", "acosh": "above1", "lgamma": "positive",
+          "digamma": "positive"}
 UNARY_NUM = {"neg": np.negative, "abs": np.abs, "sign": np.sign}
 BINARY_NUM = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
               "min": np.minimum, "fmod": np.fmod}
@@ -307,7 +312,7 @@ def case_parameters(b, case):
 
 
 #: primitives whose derivative rules raise GradientError (never a silent 0)
-NOT_YET_DIFFERENTIABLE = {"loop", "tuple_get"}
+NOT_YET_DIFFERENTIABLE = {"loop", "tuple_get", "digamma"}  # digamma: trigamma refused
 
 
 def _fd_cases():

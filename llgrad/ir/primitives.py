@@ -157,6 +157,66 @@ def _check_axes(op, axes, ndim):
 # ----------------------------------------------------------------------------------
 # elementwise: the formula is the derivative's source; x and y are the operands
 
+def _special(name, scalar):
+    """numpy meaning of a special function numpy lacks: scipy.special's ufunc where
+    scipy is installed (imported on first use), else the scalar ``math`` function
+    element by element (``scalar`` returning inf where C's does and math raises)."""
+    def evaluate(x):
+        try:
+            import scipy.special as sc
+            out = getattr(sc, name)(x)
+        except ImportError:
+            out = np.vectorize(scalar, otypes=[np.float64])(x)
+        return np.asarray(out).astype(x.dtype)
+    return evaluate
+
+
+def _lgamma_scalar(v):
+    import math
+    try:
+        return math.lgamma(v)
+    except ValueError:   # a pole: C's lgamma (and scipy's gammaln) give +inf
+        return float("inf")
+
+
+def _math_fn(name):
+    import math
+    return getattr(math, name)
+
+
+# digamma by the same steps as its lowering (codegen/lowering.py ``_digamma``)
+DIGAMMA_SHIFT = 10
+#: psi(z) ~ log z - 1/(2z) - sum_k B_2k / (2k z^2k): the coefficients B_2k / 2k
+DIGAMMA_SERIES = (1 / 12, -1 / 120, 1 / 252, -1 / 240, 1 / 132, -691 / 32760, 1 / 12)
+
+
+def digamma_reference(x):
+    """psi(x) in numpy: reflection for x < 0, recurrence up by DIGAMMA_SHIFT, then the
+    asymptotic series (the fallback where scipy is absent)."""
+    x = np.asarray(x)
+    with np.errstate(all="ignore"):
+        t = x.astype(np.float64)
+        neg = t < 0
+        z = np.where(neg, 1 - t, t)
+        shift = sum(1 / (z + k) for k in range(DIGAMMA_SHIFT))
+        z = z + DIGAMMA_SHIFT
+        w = 1 / (z * z)
+        poly = 0.0
+        for c in reversed(DIGAMMA_SERIES):
+            poly = (poly + c) * w
+        psi = np.log(z) - 0.5 / z - poly - shift
+        psi = np.where(neg, psi - np.pi / np.tan(np.pi * t), psi)
+    return psi.astype(x.dtype)
+
+
+def _digamma_evaluate(x):
+    try:
+        import scipy.special as sc
+    except ImportError:
+        return digamma_reference(x)
+    return np.asarray(sc.digamma(x)).astype(x.dtype)
+
+
 _ELEMENTWISE = {
     # name: (formula, numpy, accepts integers, cheap to recompute)
     "neg": ("-x", np.negative, True, True),
@@ -194,6 +254,11 @@ _ELEMENTWISE = {
     "trunc": ("trunc(x)", np.trunc, False, True),
     # C's remainder, with the dividend's sign; integers too (x fmod 0 is 0, as numpy)
     "fmod": ("x - y*trunc(x/y)", np.fmod, True, False),
+    # special functions (llgrad.scipy.special); erf's derivative is 2/sqrt(pi)·exp(-x²),
+    # lgamma's (log|gamma|, scipy's gammaln) is digamma, a primitive of its own below
+    "erf": ("erf(x)", _special("erf", _math_fn("erf")), False, False),
+    "erfc": ("erfc(x)", _special("erfc", _math_fn("erfc")), False, False),
+    "lgamma": ("loggamma(x)", _special("gammaln", _lgamma_scalar), False, False),
 }
 #: partials stated by hand, where sympy's are 0·inf at a point where the function is
 #: constant: x ** y is 1 for y = 0 whatever x, and 0 for x = 0 whatever y > 0, but
@@ -213,6 +278,22 @@ for _name, _fn in {"lt": np.less, "le": np.less_equal, "gt": np.greater,
                    "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal}.items():
     register(_name, comparison(_name), _fn, "comparison", differentiable=False,
              recompute=True)
+
+
+
+
+def _digamma_not_differentiable(b, node, g):
+    """digamma's derivative is trigamma, which llgrad does not compute: refuse loudly
+    (so gammaln has a first derivative, not a second)."""
+    from llgrad.ir.errors import GradientError
+    raise GradientError("digamma is not differentiable in llgrad (its derivative, "
+                        "trigamma, is not implemented): gammaln has first derivatives "
+                        "only")
+
+
+# psi, the derivative of lgamma: computed by a series in the lowering (libm has none)
+register("digamma", float_elementwise("digamma"), _digamma_evaluate, "elementwise",
+         vjp=_digamma_not_differentiable, jvp=_digamma_not_differentiable)
 
 
 # numpy's // of integers (floats' is composed from fmod and floor in the front end): x // 0

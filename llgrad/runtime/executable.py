@@ -57,7 +57,7 @@ class Executable:
     """A compiled Graph: ``exe(*arrays) -> list of fresh numpy arrays``."""
 
     def __init__(self, graph, compiled, *, arena_bytes: int, lowering,
-                 list_address: int = 0):
+                 list_address: int = 0, nan_checks=None):
         self.graph = graph
         self._lowering = lowering   # IR and plan; made again on demand after a cache hit
         self.arena_bytes = arena_bytes
@@ -69,6 +69,29 @@ class Executable:
         self._outputs = [(o.shape, o.type.np_dtype) for o in graph.outputs]
         self._n = len(self._inputs) + len(self._outputs) + 1
         self._local = threading.local()
+        #: (status word, labels) of a module built with ``check_finite`` (codegen/finite.py)
+        self._nan_status = None
+        if nan_checks is not None:
+            self._nan_status = ctypes.c_int64.from_address(nan_checks[0])
+            self._nan_labels = nan_checks[1]
+
+    @property
+    def checks_finite(self) -> bool:
+        """Whether every call checks its kernels' outputs for NaN/Inf (and so must run
+        through ``run``: no scalar or native entry)."""
+        return self._nan_status is not None
+
+    def _raise_nan(self) -> None:
+        """FloatingPointError naming the kernel whose output held a NaN or Inf."""
+        number, self._nan_status.value = self._nan_status.value, 0
+        label = self._nan_labels[number - 1]
+        where = f"{label['pass']} pass" if label["pass"] else "graph"
+        if label.get("adjoint_of"):
+            where += f", adjoint of {label['adjoint_of']}"
+        raise FloatingPointError(
+            f"llgrad.debug_nans: NaN or Inf in the output of {label['op']} "
+            f"({label['type']}; {where}) at {label['source'] or 'an unknown line'}, "
+            f"kernel {label['kernel']} of {label['graph']}()")
 
     @property
     def llvm_ir(self) -> str:
@@ -183,7 +206,7 @@ class Executable:
         addresses are packed once, so a call skips checks (the caller has matched the
         signature: a tuple of Python floats) and allocates no arrays.  None otherwise."""
         scalar = ((), np.dtype(np.float64))
-        if (any((shape, dt) != scalar for _, shape, dt, _ in self._inputs)
+        if (self.checks_finite or any((shape, dt) != scalar for _, shape, dt, _ in self._inputs)
                 or any(out != scalar for out in self._outputs)):
             return None
         n_in, n_out, entry, local = len(self._inputs), len(self._outputs), self._entry, \
@@ -225,6 +248,8 @@ class Executable:
         else:
             packed[:n] = [_address(a) for a in arrays]
             self._entry(address)
+        if self._nan_status is not None and self._nan_status.value:
+            self._raise_nan()
         return outputs
 
     def __repr__(self) -> str:

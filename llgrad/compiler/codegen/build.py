@@ -10,6 +10,8 @@ asks for them (``Trace.llvm_ir``, ``Trace.kernels``).
 """
 from __future__ import annotations
 
+import ctypes
+import os
 from functools import cached_property
 
 from llgrad.compiler.codegen.options import CodegenOptions
@@ -41,10 +43,13 @@ class Lowering:
     @cached_property
     def _module(self):
         from llgrad.compiler.codegen.module import build_module
-        module, entry, labels = build_module(*self.plan, self.options)
+        module, entry, labels, checks = build_module(
+            *self.plan, self.options, getattr(self.graph, "origins", None))
         meta = {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
         if self.options.profile:
             meta["profile"] = labels
+        if self.options.check_finite:
+            meta["nan_checks"] = checks
         return str(module), meta
 
     @property
@@ -56,11 +61,31 @@ class Lowering:
         return self._module[1]
 
 
+#: ``llgrad.debug_nans``: None follows LLGRAD_DEBUG_NANS=1, else what was set
+_debug_nans: list = [None]
+
+
+def set_debug_nans(on) -> None:
+    """Whether graphs compiled from now on check for NaN/Inf (None: the env variable)."""
+    _debug_nans[0] = on
+
+
+def debug_nans() -> bool:
+    """Whether graphs compiled now check every kernel's output for NaN/Inf."""
+    if _debug_nans[0] is None:
+        return os.environ.get("LLGRAD_DEBUG_NANS") == "1"
+    return bool(_debug_nans[0])
+
+
 def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool,
                     blas_min_flops: int | None, threads: int | None,
                     batch_calls: bool = True, profile: bool = False) -> CodegenOptions:
     """The options as the caller asked for them, resolved for this process: the vector
-    ISAs and BLAS symbols found, the thread count, this CPU's vector width and cache."""
+    ISAs and BLAS symbols found, the thread count, this CPU's vector width and cache,
+    and ``debug_nans()`` (which also turns fusion off: each op its own kernel, so a
+    check names the op that made the NaN)."""
+    check_finite = debug_nans()
+    fuse_ops = fuse_ops and not check_finite
     threads = default_parts() if threads is None else threads
     if threads > 1:
         pool.install()       # before any code that calls it is loaded
@@ -72,7 +97,7 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
         blas_min_flops=blas_min_flops, vector_bits=engine.vector_bits(),
         tile_panel_bytes=engine.l2_bytes() // 2,
         object_layout=tuple(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
-        threads=threads, batch_calls=batch_calls, profile=profile)
+        threads=threads, batch_calls=batch_calls, profile=profile, check_finite=check_finite)
 
 
 def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True,
@@ -100,5 +125,9 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
         compiled = engine.jit(lowering.llvm_ir, entry_key, lowering.meta)
     entry = compiled.meta["entry"]
     list_address = compiled.address_of(entry + ".list") if pyobjects.LAYOUT else 0
+    nan_checks = None
+    if options.check_finite:
+        status = ctypes.CFUNCTYPE(ctypes.c_void_p)(compiled.address_of(entry + ".nan_status"))
+        nan_checks = (status(), compiled.meta["nan_checks"])
     return Executable(graph, compiled, arena_bytes=compiled.meta["arena_bytes"],
-                      lowering=lowering, list_address=list_address)
+                      lowering=lowering, list_address=list_address, nan_checks=nan_checks)

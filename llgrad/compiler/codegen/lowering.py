@@ -93,6 +93,35 @@ def _logistic(ctx, x, dtype):
     return b.fdiv(one, b.fadd(one, e, flags=flags), flags=flags)
 
 
+def _digamma(ctx, x, dtype):
+    """psi(x), which libm lacks: for x < 0 the reflection psi(1 - x) - pi/tan(pi x);
+    then psi(z) = psi(z + n) - sum 1/(z + k) up to z + n >= n (DIGAMMA_SHIFT = 10),
+    where the asymptotic series log z - 1/(2z) - sum B_2k/(2k z^2k) (7 terms) is
+    accurate to about 1e-16 relative; as the interpreter's digamma_reference."""
+    from llgrad.ir.primitives import DIGAMMA_SERIES, DIGAMMA_SHIFT
+    b, flags = ctx.b, ctx.flags
+    c = lambda v: const(dtype, v)  # noqa: E731
+    neg = b.fcmp_ordered("<", x, c(0.0))
+    z = b.select(neg, b.fsub(c(1.0), x, flags=flags), x)
+    shift = None
+    for k in range(DIGAMMA_SHIFT):
+        term = b.fdiv(c(1.0), b.fadd(z, c(float(k)), flags=flags), flags=flags)
+        shift = term if shift is None else b.fadd(shift, term, flags=flags)
+    z = b.fadd(z, c(float(DIGAMMA_SHIFT)), flags=flags)
+    w = b.fdiv(c(1.0), b.fmul(z, z, flags=flags), flags=flags)
+    poly = c(0.0)
+    for coeff in reversed(DIGAMMA_SERIES):
+        poly = b.fmul(b.fadd(poly, c(coeff), flags=flags), w, flags=flags)
+    psi = b.fsub(math.call(ctx, "log", [z], dtype, flags),
+                 b.fdiv(c(0.5), z, flags=flags), flags=flags)
+    psi = b.fsub(b.fsub(psi, poly, flags=flags), shift, flags=flags)
+    pix = b.fmul(c(3.141592653589793), x, flags=flags)
+    tan = b.fdiv(math.call(ctx, "sin", [pix], dtype, flags),
+                 math.call(ctx, "cos", [pix], dtype, flags), flags=flags)
+    reflected = b.fsub(psi, b.fdiv(c(3.141592653589793), tan, flags=flags), flags=flags)
+    return b.select(neg, reflected, psi)
+
+
 def _comparison(float_op, int_op, bool_op):
     def lower(ctx, args, dtype, attrs):
         b, (x, y) = ctx.b, args
@@ -225,6 +254,10 @@ LOWERINGS = {
     "acosh": _math("acosh"),
     "atanh": _math("atanh"),
     "atan2": _math("atan2"),
+    "erf": _math("erf"),
+    "erfc": _math("erfc"),
+    "lgamma": _math("lgamma"),
+    "digamma": _float_only(_digamma),
     "floor": _math("floor"),
     "ceil": _math("ceil"),
     "rint": _math("roundeven"),

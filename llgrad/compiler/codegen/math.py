@@ -26,13 +26,13 @@ INTRINSICS = frozenset({"exp", "log", "sin", "cos", "sqrt", "tanh", "pow", "fabs
                         "copysign", "fmuladd", "floor", "ceil", "roundeven", "trunc"})
 #: functions only libm has (float32 variants carry an ``f`` suffix)
 LIBM = frozenset({"log1p", "expm1", "asin", "acos", "atan", "asinh", "acosh", "atanh",
-                  "atan2"})
+                  "atan2", "erf", "erfc", "lgamma"})
 
 
 #: functions glibc's libmvec provides, with their parameter count
 LIBMVEC = {"exp": 1, "log": 1, "sin": 1, "cos": 1, "tanh": 1, "expm1": 1, "log1p": 1,
            "pow": 2, "asin": 1, "acos": 1, "atan": 1, "asinh": 1, "acosh": 1, "atanh": 1,
-           "atan2": 2}
+           "atan2": 2, "erf": 1, "erfc": 1}   # erf, erfc: glibc 2.35, as tanh
 #: vector ISA letter of the x86 vector ABI -> register bits
 ISA_BITS = {"b": 128, "d": 256, "e": 512}
 

@@ -22,7 +22,7 @@ import re
 import numpy as np
 from llvmlite import ir
 
-from llgrad.compiler.codegen import math, parallel, profile, region
+from llgrad.compiler.codegen import finite, math, parallel, profile, region
 from llgrad.compiler.codegen.context import KernelContext
 from llgrad.compiler.codegen.epilogue import Epilogue
 from llgrad.compiler.codegen.kernels import clamped_start
@@ -93,19 +93,24 @@ def _constant_global(module, node, name):
     return g
 
 
-def build_module(fusion, memory, options: CodegenOptions) -> tuple[ir.Module, str, list]:
-    """Lower a fused, memory-planned graph: the module, its entry symbol, and the
-    profile's labels, one per timed call site (empty unless ``options.profile``)."""
+def build_module(fusion, memory, options: CodegenOptions,
+                 origins: dict | None = None) -> tuple[ir.Module, str, list, list]:
+    """Lower a fused, memory-planned graph: the module, its entry symbol, the
+    profile's labels, one per timed call site (empty unless ``options.profile``), and
+    the NaN/Inf checks' labels (empty unless ``options.check_finite``; ``origins``:
+    what each node's pass is, see ``finite.label``)."""
     module = ir.Module(name=fusion.graph.name)
-    state = ModuleState(module, options, profile=[] if options.profile else None)
+    state = ModuleState(module, options, profile=[] if options.profile else None,
+                        checks=[] if options.check_finite else None, origins=origins)
     state.lower_graph = functools.partial(lower_graph, state)
     entry_name = _symbol(fusion.graph.name)
     entry = lower_graph(state, fusion, memory, entry_name)
     labels = profile.finish(state, entry_name)
+    checks = finite.finish(state, entry_name)
     if options.object_layout is not None:
         list_entry(module, entry, len(fusion.graph.inputs), options.object_layout)
     math.finish(state)
-    return module, entry_name, labels
+    return module, entry_name, labels, checks
 
 
 def list_entry(module, entry: ir.Function, n_inputs: int, layout) -> ir.Function:
@@ -185,7 +190,7 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
         stop = t
         while stop < len(kernels) and region.loop_free(kernels[stop]):
             stop += 1
-        if stop > t:
+        if stop > t and state.checks is None:   # checked: each kernel its own call
             fn = region.emit(state, f"{name}.k{t}_scalars", list(enumerate(kernels))[t:stop],
                              memory, address_in, last_read)
             with profile.timed(state, eb, lambda: profile.kernel_label(name, t, kernels[t:stop])):
@@ -196,6 +201,8 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
         with profile.timed(state, eb, lambda: profile.kernel_label(
                 name, t, kernels[t:t + 1 + paired], epilogue=paired)):
             _emit_kernel(state, name, eb, address, t, kernels[t], fusion, memory, globals_)
+        finite.check(state, eb, graph, [(k, kernels[k].node, memory.outputs[k])
+                                        for k in range(t, t + 1 + paired)], address)
         t += 1 + paired
     eb.ret_void()
     return entry

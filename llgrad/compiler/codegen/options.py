@@ -31,7 +31,8 @@ class CodegenOptions:
     (None: no entry taking a Python list, see ``module.list_entry``).
     ``threads``: how many pieces a large kernel or product is split into.
     ``batch_calls``: loop-free code runs independent math calls as libmvec vector calls.
-    ``profile``: time counters around every kernel call."""
+    ``profile``: time counters around every kernel call.
+    ``check_finite``: a NaN/Inf scan of every kernel's float output (``finite``)."""
     fastmath: bool = False
     fuse_ops: bool = True
     vector_isas: tuple[str, ...] = ()
@@ -43,6 +44,7 @@ class CodegenOptions:
     threads: int = 1
     batch_calls: bool = True
     profile: bool = False
+    check_finite: bool = False
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -76,3 +78,5 @@ class ModuleState:
     loop_bodies: int = 0                                  # body functions emitted so far
     carried: set = field(default_factory=set)  # ids of loop-carried body parameters
     profile: Optional[list] = None             # one label per timed call site
+    checks: Optional[list] = None              # one label per NaN/Inf check (finite)
+    origins: Optional[dict] = None             # id(node) -> (pass, adjoint of)

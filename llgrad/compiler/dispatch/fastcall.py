@@ -148,7 +148,8 @@ def _native(kind, argnums, entry, args, leaves, floats):
     """``make(fallback) -> builtin or None`` for the native entry of this signature, or
     None where it does not apply (see the module docstring)."""
     executable = entry.executable
-    if os.environ.get("LLGRAD_NO_NATIVE_ENTRY") == "1" or pyobjects.OBJECTS is None:
+    if (os.environ.get("LLGRAD_NO_NATIVE_ENTRY") == "1" or pyobjects.OBJECTS is None
+            or getattr(executable, "checks_finite", False)):   # run() raises on a NaN
         return None
     touched = executable.arena_bytes + sum(
         int(np.prod(shape)) * dtype.itemsize

@@ -28,6 +28,7 @@ from llgrad.compiler.passes.rewrite import inline
 from llgrad.ir.errors import DTypeError, GradientError, LlgradError, ShapeError, UnsupportedError
 from llgrad.ir.graph import Graph
 from llgrad.ir.interpret import interpret
+from llgrad.ir.walk import forward_ids, topological_order
 
 
 def _closes_over(graph: Graph) -> bool:
@@ -71,6 +72,43 @@ def differentiate(graph: Graph, kind: str, wrt: list[int]) -> Graph | None:
     return jvp(graph, wrt) if kind == "jvp" else vjp(graph, wrt, cotangents=kind == "vjp")
 
 
+def origins(joint: Graph | None, optimized: Graph) -> dict:
+    """``id(node) -> (pass, adjoint of)`` for the nodes of the optimised graph, for
+    ``llgrad.debug_nans``'s reports: "forward" if the function's values need it (every
+    node without a ``joint`` graph made by reverse mode), else "backward".  The passes
+    rebuild nodes, so whose adjoint a backward node is, is found by matching: the
+    forward values (as "op (line)") whose adjoint is a joint node of the same op, type
+    and line as the node or, failing that, as the nearest node reading it; None when
+    none matches."""
+    order = topological_order(optimized.outputs)
+    if joint is None or joint.adjoints is None:
+        return {id(n): ("forward", None) for n in order}
+    adjoints = joint.adjoints
+    of = {}
+    for n in topological_order(joint.outputs):
+        forward = adjoints.of(n)
+        if forward:
+            of.setdefault((n.op, str(n.type), n.source), ", ".join(
+                f"parameter {m.attrs.get('name', '')}".rstrip() if m.op == "parameter"
+                else f"{m.op} ({m.source})" if m.source else m.op for m in forward))
+    forward = forward_ids(optimized, adjoints.n_forward)
+    result = {}
+    readers: dict = {}
+    for n in order:
+        for x in n.inputs:
+            readers.setdefault(id(x), []).append(n)
+    for n in reversed(order):
+        if id(n) in forward:
+            result[id(n)] = ("forward", None)
+            continue
+        mine = of.get((n.op, str(n.type), n.source))
+        if mine is None:
+            mine = next((result[id(r)][1] for r in readers.get(id(n), ())
+                         if result[id(r)][1] is not None), None)
+        result[id(n)] = ("backward", mine)
+    return result
+
+
 def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
                   fastmath: bool = False, out_tree=None, times: dict | None = None, *,
                   values: bool = True, profile: bool = False) -> Trace:
@@ -84,6 +122,7 @@ def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
     first_output = len(forward.outputs) if joint is not None and not values else 0
     runs = optimized if not first_output else Graph(
         optimized.inputs, optimized.outputs[first_output:], name=optimized.name)
+    runs.origins = origins(joint, optimized)
     t0 = time.perf_counter()
     executable = compile_for(runs, backend, fastmath, profile)
     times["compile_s"] = time.perf_counter() - t0

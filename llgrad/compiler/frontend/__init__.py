@@ -6,6 +6,7 @@ the array methods, from the numpy table), so a tracer works whichever module mad
 """
 from llgrad.compiler.frontend import numpy_ops, trace
 from llgrad.compiler.frontend import numpy_shapes  # noqa: F401  (registers its rows)
+from llgrad.compiler.frontend import scipy_special  # noqa: F401  (registers its rows)
 from llgrad.compiler.frontend import numpy_indexing  # noqa: F401  (registers its rows)
 from llgrad.compiler.frontend import numpy_math  # noqa: F401  (registers its rows)
 

@@ -1044,9 +1044,18 @@ def array_ufunc(tracer, ufunc, method, *inputs, **kwargs):
         raise located(UnsupportedError(f"np.{ufunc.__name__}(out=...) is not supported "
                                        f"(traced arrays are immutable)"))
     fn = UFUNCS.get(ufunc)
+    if fn is None and _scipy_ufunc(ufunc):
+        fn = SCIPY_UFUNCS.get(ufunc.__name__)
     if fn is None:
         raise located(UnsupportedError(f"np.{ufunc.__name__} is not supported by llgrad"))
     return fn(*inputs, **{k: v for k, v in kwargs.items() if k != "out"})
+
+
+def _scipy_ufunc(ufunc) -> bool:
+    """Whether ``ufunc`` is one of scipy.special's (``SCIPY_UFUNCS`` has some)."""
+    import sys
+    special = sys.modules.get("scipy.special")
+    return special is not None and getattr(special, ufunc.__name__, None) is ufunc
 
 
 def array_function(tracer, func, types, args, kwargs):
@@ -1067,6 +1076,7 @@ def _swapped(fn):
 # everything derived from the table
 
 UFUNCS: dict = {}
+SCIPY_UFUNCS: dict = {}     # scipy.special's ufuncs by name (frontend/scipy_special.py)
 FUNCTIONS: dict = {}
 EXPORTS: dict = {}
 TRACER_METHODS: dict = {}

@@ -47,6 +47,10 @@ def _namespace():
         def fdiff(self, argindex=1):
             return sp.exp(self.args[0])
 
+    class digamma(sp.Function):
+        """psi, lgamma's derivative: the ``digamma`` primitive, whose own derivative
+        (trigamma) llgrad refuses (its record's rules raise GradientError)."""
+
     def step(name):
         """A piecewise-constant function: its derivative is 0 almost everywhere (the
         steps' Dirac deltas dropped, as sign's are in ``partials``)."""
@@ -55,6 +59,7 @@ def _namespace():
     x, y = sp.symbols("x y", real=True)
     # every other name in a formula is sympy's own function of that name
     names = {"x": x, "y": y, "logistic": logistic, "log1p": log1p, "expm1": expm1,
+             "digamma": digamma,
              **{n: step(n) for n in ("floor", "ceil", "rint", "trunc")}}
     return sp, names
 
@@ -87,6 +92,7 @@ def _tables():
             if expr.is_Function and expr.args == tuple(symbols) and expr.func not in (
                     sp.Max, sp.Min):  # n-ary in sympy: chained in to_ir
                 functions[expr.func] = name
+    functions[names["digamma"]] = "digamma"   # no formula: its derivative is refused
     relations = {sp.StrictLessThan: "lt", sp.LessThan: "le", sp.StrictGreaterThan: "gt",
                  sp.GreaterThan: "ge", sp.Equality: "eq", sp.Unequality: "ne"}
     expm1 = names["expm1"]
@@ -97,6 +103,9 @@ def _tables():
                   sp.cot: lambda a: sp.cos(a) / sp.sin(a),
                   sp.sec: lambda a: 1 / sp.cos(a), sp.csc: lambda a: 1 / sp.sin(a),
                   sp.sinh: sinh, sp.cosh: cosh,
+                  # loggamma's derivative, polygamma(0, x); higher orders untranslated
+                  sp.polygamma: lambda n, a: (names["digamma"](a) if n == 0
+                                              else sp.Function("polygamma")(n, a)),
                   sp.coth: lambda a: cosh(a) / sinh(a),
                   sp.sech: lambda a: 1 / cosh(a), sp.csch: lambda a: 1 / sinh(a),
                   # sympy's acot takes values in (-pi/2, pi/2]; atan(1/a) would lose

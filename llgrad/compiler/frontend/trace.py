@@ -153,12 +153,35 @@ class Tracer:
 
     def __array__(self, dtype=None, copy=None):
         raise located(UnsupportedError(
-            f"a traced {self.node.type} was converted to a concrete numpy array (np.asarray, "
+            f"{_scipy_caller()}a traced {self.node.type} was converted to a concrete numpy array (np.asarray, "
             "a non-numpy library, an unsupported numpy function, or numpy given a Python "
             "list of traced arrays: np.array([a, b]), np.mean([a, b]), np.r_[a, b], which "
             "convert each element without asking llgrad; np.stack or np.concatenate them "
             "first, or call llgrad.numpy's functions, which take such lists); its value "
             "is not known at trace time"))
+
+
+def _scipy_caller() -> str:
+    """Where scipy.special's own function (logsumexp, softmax...) converts a traced
+    array, the advice to call llgrad.scipy.special's instead ("" elsewhere)."""
+    import sys
+    frame = sys._getframe(2)
+    name = None
+    while frame is not None:   # the outermost scipy.special frame: the user's call
+        if frame.f_globals.get("__name__", "").startswith("scipy.special"):
+            name = frame.f_code.co_name
+        frame = frame.f_back
+    if name is None:
+        return ""
+    if name in LLGRAD_SCIPY:
+        return (f"scipy.special.{name} does not take traced arrays: call "
+                f"llgrad.scipy.special.{name} instead. ")
+    return (f"scipy.special.{name} does not take traced arrays (llgrad.scipy.special "
+            f"has {', '.join(sorted(LLGRAD_SCIPY))}). ")
+
+
+#: llgrad.scipy.special's functions (filled by frontend/scipy_special.py)
+LLGRAD_SCIPY: set = set()
 
 
 def _unsupported_operator(name):

@@ -1,0 +1,1 @@
+"""scipy's functions on traced arrays: ``from llgrad.scipy import special``."""
