@@ -29,9 +29,10 @@ class Lowering:
     runtime needs (entry symbol, arena size).  Deterministic, so an executable
     loaded from the cache shows the same IR and plan as the one that was stored."""
 
-    def __init__(self, graph: Graph, options: CodegenOptions):
+    def __init__(self, graph: Graph, options: CodegenOptions, origins=None):
         self.graph = graph
         self.options = options
+        self._origins = origins   # () -> id(node) -> (pass, adjoint of), for NaN checks
 
     @cached_property
     def plan(self):
@@ -43,8 +44,8 @@ class Lowering:
     @cached_property
     def _module(self):
         from llgrad.compiler.codegen.module import build_module
-        module, entry, labels, checks = build_module(
-            *self.plan, self.options, getattr(self.graph, "origins", None))
+        origins = self._origins() if self.options.check_finite and self._origins else None
+        module, entry, labels, checks = build_module(*self.plan, self.options, origins)
         meta = {"entry": entry, "arena_bytes": self.plan[1].arena_bytes}
         if self.options.profile:
             meta["profile"] = labels
@@ -103,7 +104,8 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
 def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True,
                   libmvec: bool = True, blas: bool = True,
                   blas_min_flops: int | None = None, threads: int | None = None,
-                  batch_calls: bool = True, profile: bool = False) -> Executable:
+                  batch_calls: bool = True, profile: bool = False,
+                  origins=None) -> Executable:
     """Compile ``graph`` for the host CPU.
 
     ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
@@ -113,12 +115,14 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     ``threads``: pieces a large elementwise kernel is split into (default: the usable
     cores, or ``LLGRAD_THREADS``; 1: never split); ``batch_calls=False`` keeps the
     math calls of loop-free code one scalar libm call each (see codegen/vector_calls.py);
-    ``profile=True`` counts the time of every kernel call (``llgrad.profile``).
+    ``profile=True`` counts the time of every kernel call (``llgrad.profile``);
+    ``origins()``, asked only when ``llgrad.debug_nans`` is on, says each node's pass
+    and whose adjoint it is (``dispatch.staging.origins``), for the NaN reports.
     """
     options = codegen_options(fastmath=fastmath, fuse_ops=fuse_ops, libmvec=libmvec,
                               blas=blas, blas_min_flops=blas_min_flops, threads=threads,
                               batch_calls=batch_calls, profile=profile)
-    lowering = Lowering(graph, options)
+    lowering = Lowering(graph, options, origins)
     entry_key = cache.key(fingerprint(graph), options.cache_key(), *engine.context())
     compiled = engine.load(entry_key)
     if compiled is None:

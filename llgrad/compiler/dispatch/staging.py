@@ -55,12 +55,13 @@ class Interpreted:
         return interpret(self.graph, *args)
 
 
-def compile_for(graph, backend: str, fastmath: bool, profile: bool = False):
-    """The executable of an optimised graph: native code, or the numpy interpreter."""
+def compile_for(graph, backend: str, fastmath: bool, profile: bool = False, origins=None):
+    """The executable of an optimised graph: native code, or the numpy interpreter
+    (``origins``: see ``compile_graph``)."""
     if backend == "interpret":
         return Interpreted(graph)
     from llgrad.compiler.codegen.build import compile_graph
-    return compile_graph(graph, fastmath=fastmath, profile=profile)
+    return compile_graph(graph, fastmath=fastmath, profile=profile, origins=origins)
 
 
 def differentiate(graph: Graph, kind: str, wrt: list[int]) -> Graph | None:
@@ -122,9 +123,9 @@ def compile_trace(forward: Graph, joint: Graph | None, backend: str = "native",
     first_output = len(forward.outputs) if joint is not None and not values else 0
     runs = optimized if not first_output else Graph(
         optimized.inputs, optimized.outputs[first_output:], name=optimized.name)
-    runs.origins = origins(joint, optimized)
     t0 = time.perf_counter()
-    executable = compile_for(runs, backend, fastmath, profile)
+    executable = compile_for(runs, backend, fastmath, profile,
+                             origins=functools.partial(origins, joint, optimized))
     times["compile_s"] = time.perf_counter() - t0
     return Trace(forward, joint, passes, executable, out_tree, times, first_output)
 
