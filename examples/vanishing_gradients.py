@@ -6,8 +6,9 @@ ReLU and residual connections, trained on the digits with llgrad.train.
 ``TrainResult.grad_norms`` holds every parameter's gradient norm at every step,
 recorded by the native loop.  In the plain tanh stack (small initialisation) the
 norms shrink layer by layer towards the input; the residual ReLU stack keeps them
-of one order of magnitude.  The plot is saved to vanishing_gradients.png
-(matplotlib optional: without it the table below is the result).
+of one order of magnitude.  ``TrainResult.plot()`` draws each run's loss and gradient
+norms (log axis), saved to vanishing_gradients-tanh.png and -residual.png
+(matplotlib, the ``plots`` extra, optional: without it the table below is the result).
 """
 import sys
 
@@ -59,11 +60,11 @@ def main(epochs=10, plot="vanishing_gradients.png"):
     x, y, _, _ = load_digits()
     runs = {"tanh, plain": (plain_tanh, init(0.5)),
             "ReLU + residual": (residual_relu, init(0.5))}
-    norms = {}
+    norms, results = {}, {}
     for name, (loss, params) in runs.items():
         result = llgrad.train(loss, params, (x.astype(np.float64), y.astype(np.float64)),
                               optim.sgd(0.05), batch_size=64, epochs=epochs, shuffle=0)
-        norms[name] = layer_norms(result)
+        norms[name], results[name] = layer_norms(result), result
         print(f"{name:>16}: loss {result.loss_history[:5].mean():.3f} -> "
               f"{result.loss_history[-5:].mean():.3f} in {result.seconds:.2f} s")
     print("\nmean gradient norm of each hidden layer's weights (layer 1 = nearest the input)")
@@ -73,22 +74,16 @@ def main(epochs=10, plot="vanishing_gradients.png"):
     try:
         import matplotlib
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        print("matplotlib is not installed: no plot (pip install 'llgrad[plots]')",
+              file=sys.stderr)
         return norms
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, (name, n) in zip(axes, norms.items()):
-        for d in range(DEPTH):
-            ax.semilogy(n[:, d], color=plt.cm.viridis(d / (DEPTH - 1)), lw=1,
-                        label=f"layer {d + 1}" if d in (0, DEPTH - 1) else None)
-        ax.set_title(name)
-        ax.set_xlabel("training step")
-        ax.legend()
-    axes[0].set_ylabel("‖∂loss/∂W‖ per hidden layer")
-    fig.tight_layout()
-    fig.savefig(plot, dpi=120)
-    print(f"plot saved to {plot}")
+    for name, result in results.items():
+        fig = result.plot()
+        fig.suptitle(f"{name}: the hidden layers' norms, layer 1 nearest the input")
+        path = plot.replace(".png", "-tanh.png" if "tanh" in name else "-residual.png")
+        fig.savefig(path, dpi=110)
+        print(f"plot saved to {path}")
     return norms
 
 

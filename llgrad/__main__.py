@@ -4,7 +4,7 @@
     python -m llgrad inspect examples/mlp.py:loss --stage backward # one stage (default: all)
     python -m llgrad inspect model.py:f --shapes "3x2,4x3"         # float64 arrays of these shapes
     python -m llgrad inspect model.py:loss 'params={w:f32[784,128],b:f32[128]}' x=f32[64,784]
-    python -m llgrad inspect examples/mlp.py:loss --html report.html   # every stage on one page
+    python -m llgrad inspect examples/mlp.py:loss --html report.html   # the linked inspector page
     python -m llgrad bench model.py:loss ...                       # native vs the numpy interpreter
     python -m llgrad bench model.py:loss ... --profile             # and the time of every kernel
     python -m llgrad bench [--quick] [--out bench-results]          # the benchmark suite (a checkout's benchmarks/)
@@ -205,9 +205,7 @@ def inspect(args):
             print(f";; ---- {stage} ----")
             print(STAGES[stage](trace))
         if args.html:
-            from llgrad.compiler.inspection.report import html_report
-            with open(args.html, "w") as f:
-                f.write(html_report(trace, f"llgrad: {args.function}"))
+            trace.to_html(args.html, title=f"llgrad: {args.function}")
             print(f";; wrote {args.html}")
     except Exception as e:
         if os.environ.get("LLGRAD_DEBUG") or not isinstance(e, (LlgradError, TypeError,
@@ -292,7 +290,8 @@ def main(argv=None):
         if name == "inspect":
             p.add_argument("--stage", default="all", choices=["all", *STAGES])
             p.add_argument("--shapes", help='float64 inputs of these shapes, e.g. "3x2,4x3"')
-            p.add_argument("--html", metavar="FILE", help="write every stage to one HTML page")
+            p.add_argument("--html", metavar="FILE", help="write the inspector page: every stage, "
+                           "linked to the source lines")
             p.add_argument("--argnums", type=_argnums, help='differentiate these arguments '
                            'only, e.g. "0" (default: every argument that is all floats)')
         else:

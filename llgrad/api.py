@@ -10,6 +10,7 @@ import functools
 
 import numpy as np
 
+from llgrad.compiler.dispatch.batching import batched_call
 from llgrad.compiler.dispatch.staging import Staged
 from llgrad.compiler.frontend import pytree
 
@@ -44,39 +45,31 @@ def _named(fn, prefix, inner):
     return fn
 
 
+def _name(fn) -> str:
+    return getattr(fn, "__name__", "f")
+
+
 def _size(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
-def _one_hot(x):
-    """One pytree like ``x`` per element of its leaves: 1 there, 0 everywhere else,
-    in leaf order and row-major order within a leaf."""
+def _basis(x):
+    """The standard basis of the elements of ``x``'s leaves (in leaf order, row-major
+    within a leaf) as one pytree like ``x`` whose leaves carry the basis vectors on a
+    new axis 0: vmap maps a jvp or a pullback over that axis."""
     leaves, tree = pytree.flatten(x)
-    return [pytree.unflatten(tree, [np.eye(1, _size(np.shape(leaf)), i).reshape(np.shape(leaf))
-                                    if k == j else np.zeros(np.shape(leaf))
-                                    for k, leaf in enumerate(leaves)])
-            for j, leaf_j in enumerate(leaves) for i in range(_size(np.shape(leaf_j)))]
+    sizes = [_size(np.shape(leaf)) for leaf in leaves]
+    columns = np.split(np.eye(sum(sizes)), np.cumsum(sizes)[:-1], axis=1)
+    return pytree.unflatten(tree, [c.reshape((sum(sizes),) + np.shape(leaf))
+                                   for c, leaf in zip(columns, leaves)])
 
 
-def _blocks(parts, out_shape, x, axis):
-    """One output leaf's Jacobian in the structure of ``x``: for each leaf ``xj`` of
-    ``x`` an array of shape ``out_shape + xj.shape``, stacked (along ``axis``: -1 for
-    columns of forward mode, 0 for rows of reverse mode) from ``parts[j]``, the
-    derivatives with respect to xj's elements."""
-    leaves, tree = pytree.flatten(x)
-    return pytree.unflatten(tree, [
-        np.reshape(np.stack(part, axis=axis), out_shape + np.shape(leaf)) if part
-        else np.zeros(out_shape + np.shape(leaf))
-        for part, leaf in zip(parts, leaves)])
-
-
-def _by_leaf(items, x):
-    """``items`` (one per element of x's leaves, in ``_one_hot`` order) split per leaf."""
-    out, start = [], 0
-    for leaf in pytree.flatten(x)[0]:
-        out.append(items[start:start + _size(np.shape(leaf))])
-        start += _size(np.shape(leaf))
-    return out
+def _ranges(tree):
+    """(leaf, start, size) for each leaf of ``tree``: where its elements sit in
+    ``_basis``'s order."""
+    leaves = pytree.flatten(tree)[0]
+    sizes = [_size(np.shape(leaf)) for leaf in leaves]
+    return list(zip(leaves, np.cumsum([0] + sizes[:-1]).tolist(), sizes))
 
 
 def _one_argnum(argnums, what):
@@ -86,41 +79,47 @@ def _one_argnum(argnums, what):
 
 
 def jacfwd(fn, argnums: int = 0, *, backend="native", fastmath=False):
-    """The Jacobian of ``fn`` with respect to argument ``argnums`` by forward mode (one
-    jvp per element of the argument): each output leaf ``o`` becomes, for an array
-    argument ``x``, an array of shape ``o.shape + x.shape`` (for a pytree argument, a
-    pytree of them, as jax.jacfwd).  Cheaper than ``jacrev`` for few inputs, many
-    outputs."""
+    """The Jacobian of ``fn`` with respect to argument ``argnums`` by forward mode (the
+    jvp mapped by vmap over the basis of the argument: one batched pass): each output
+    leaf ``o`` becomes, for an array argument ``x``, an array of shape ``o.shape +
+    x.shape`` (for a pytree argument, a pytree of them, as jax.jacfwd).  Cheaper than
+    ``jacrev`` for few inputs, many outputs."""
     return Staged(_named(_forward_jacobian(fn, _one_argnum(argnums, "jacfwd")), "jacfwd", fn),
                   "jit", backend=backend, fastmath=fastmath)
 
 
 def _forward_jacobian(fn, argnums):
     def jac(*args):
+        def column(tangent):
+            return Staged(fn, "jvp", argnums=argnums).pushforward(args, [tangent])[1][0]
+
         x = args[argnums]
-        value, columns = Staged(fn, "jvp", argnums=argnums).pushforward(args, _one_hot(x))
-        leaves, tree = pytree.flatten(value)
-        return pytree.unflatten(tree, [
-            _blocks(_by_leaf([pytree.flatten(c)[0][k] for c in columns], x),
-                    np.shape(leaf), x, axis=-1) for k, leaf in enumerate(leaves)])
+        x_tree = pytree.flatten(x)[1]
+        columns, tree = pytree.flatten(batched_call(column, (_basis(x),), 0, -1, _name(fn)))
+        return pytree.unflatten(tree, [pytree.unflatten(x_tree, [
+            np.reshape(c[..., start:start + n], np.shape(c)[:-1] + np.shape(xj))
+            for xj, start, n in _ranges(x)]) for c in columns])
     return jac
 
 
 def jacrev(fn, argnums: int = 0, *, backend="native", fastmath=False):
-    """The Jacobian by reverse mode (one pullback per output element), in the same
-    layout as ``jacfwd``: cheaper for many inputs, few outputs."""
+    """The Jacobian by reverse mode (the pullback mapped by vmap over the basis of the
+    outputs: one batched pass), in the same layout as ``jacfwd``: cheaper for many
+    inputs, few outputs."""
     _one_argnum(argnums, "jacrev")
 
     def jac(*args):
-        x = args[argnums]
+        def row(cotangents):
+            graph, _, _, (results,) = Staged(fn, "vjp", argnums=argnums).inline_joint(
+                args, [list(cotangents)])
+            return results[len(graph.outputs):][:len(x_leaves)]
+
+        x_leaves, x_tree = pytree.flatten(args[argnums])
         leaves, tree = pytree.flatten(fn(*args))
-        graph, _, _, results = Staged(fn, "vjp", argnums=argnums).inline_joint(
-            args, [pytree.flatten(c)[0] for c in _one_hot(tuple(leaves))])
-        n_x = len(pytree.flatten(x)[0])
-        rows = _by_leaf([r[len(graph.outputs):][:n_x] for r in results], tuple(leaves))
-        return pytree.unflatten(tree, [
-            _blocks([[row[j] for row in rows[k]] for j in range(n_x)], np.shape(leaf), x,
-                    axis=0) for k, leaf in enumerate(leaves)])
+        rows = batched_call(row, (_basis(tuple(leaves)),), 0, 0, _name(fn))
+        return pytree.unflatten(tree, [pytree.unflatten(x_tree, [
+            np.reshape(r[start:start + n], np.shape(o) + np.shape(xj))
+            for xj, r in zip(x_leaves, rows)]) for o, start, n in _ranges(tuple(leaves))])
 
     return Staged(_named(jac, "jacrev", fn), "jit", backend=backend, fastmath=fastmath)
 
@@ -128,9 +127,10 @@ def jacrev(fn, argnums: int = 0, *, backend="native", fastmath=False):
 def hessian(fn, argnums: int = 0, *, backend="native", fastmath=False):
     """The second derivatives of scalar ``fn`` with respect to argument ``argnums``:
     ``x.shape + x.shape`` for an array ``x`` (for a pytree, a pytree of pytrees, as
-    jax.hessian).  Forward over reverse: ``jacfwd`` of the gradient graph, one jvp per
-    element of ``x``, all sharing the forward and backward passes through
-    hash-consing.  Meant for small ``x``; for a Hessian-vector product use ``hvp``."""
+    jax.hessian).  Forward over reverse: ``jacfwd`` of the gradient graph, its jvp
+    mapped by vmap over the basis of ``x`` (the forward and backward passes computed
+    once, the tangents as one batch).  The result has ``x.size ** 2`` elements; for a
+    Hessian-vector product use ``hvp``."""
     gradient = Staged(fn, "grad", argnums=_one_argnum(argnums, "hessian"))
     return Staged(_named(_forward_jacobian(gradient, argnums), "hessian", fn), "jit",
                   backend=backend, fastmath=fastmath)

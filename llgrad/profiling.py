@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import Counter
+import html
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,33 @@ class Profile:
                      f"  outside kernels ({around})")
         return "\n".join(lines)
 
+    def _repr_html_(self):
+        return f"<pre>{html.escape(str(self))}</pre>"
+
+    def plot(self, top: int = 20):
+        """The time per call of the ``top`` slowest kernels as horizontal bars, labelled
+        by op and source line: a matplotlib Figure (matplotlib: the ``plots`` extra)."""
+        plt = pyplot("Profile.plot()")
+        rows = sorted((r for r in self.rows if r["depth"] == 0),
+                      key=lambda r: r["seconds"])[-top:]
+        fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.2))
+        ax.barh([f"k{r['label']['kernels'][0]} {r['label']['op']}  {r['source'] or ''}"
+                 for r in rows], [r["seconds"] / self.calls * 1e6 for r in rows])
+        ax.set_xlabel("µs per call")
+        ax.set_title(f"{self.name}: {self.seconds_per_call * 1e6:.1f} µs a call")
+        fig.tight_layout()
+        return fig
+
+
+def pyplot(what: str):
+    """matplotlib.pyplot, or an ImportError saying which extra brings it."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError(f"{what} draws with matplotlib, which is not installed: "
+                          f"pip install 'llgrad[plots]' (or matplotlib)") from None
+    return plt
+
 
 def _fused(ops: list) -> str:
     """What a kernel computes in its loop besides its own op: each op, or for a long
@@ -102,7 +130,10 @@ def measure(executable, leaves, name: str, seconds: float, python_call=None) -> 
     three times) through its bare native entry, and read its counters; time
     ``python_call()`` too when given (the plain function as a user calls it)."""
     counters = Counters(executable)
-    kept = executable(*leaves)        # fills this thread's argument slots; keeps outputs
+    # fills this thread's argument slots with these arrays' addresses: they are kept
+    # alive while the entry runs (a Python scalar's converted array would be freed)
+    arrays = executable.check(leaves)
+    kept = executable.run(list(arrays))
     entry, slots = executable._entry, executable._thread_state()[1]
     counters.start()
     calls, t0 = 0, time.perf_counter()
@@ -110,7 +141,7 @@ def measure(executable, leaves, name: str, seconds: float, python_call=None) -> 
         entry(slots)
         calls += 1
     prof = counters.read(name, calls, time.perf_counter() - t0)
-    del kept
+    del kept, arrays
     if python_call is not None:    # the best of three runs: the first may be warming up
         n, best = max(1, calls // 8), float("inf")
         for _ in range(3):

@@ -22,7 +22,7 @@ import numpy as np
 
 from llgrad.api import jit
 from llgrad.compiler.dispatch.staging import Staged
-from llgrad.compiler.frontend import numpy_ops
+from llgrad.compiler.frontend import numpy_ops, numpy_support
 from llgrad.compiler.frontend.sympy_io import _namespace, to_ir
 from llgrad.compiler.frontend.trace import current
 from llgrad.ir.graph import Builder
@@ -64,14 +64,14 @@ def from_sympy(expr, symbols: Sequence, *, backend: str = "native", name: str | 
         if len(args) != len(symbols):
             raise TypeError(f"{fn.__name__}() takes {len(symbols)} arguments "
                             f"({', '.join(map(str, symbols))}), got {len(args)}")
-        dtype = numpy_ops._float_dtype(*args) if args else "float64"
-        operands = numpy_ops._operands(args, dtype)
-        values = [numpy_ops._wrap(_build(current().builder, e, symbols, operands))
+        dtype = numpy_support.float_dtype(*args) if args else "float64"
+        operands = numpy_support.broadcast_operands(args, dtype)
+        values = [numpy_support.wrap(_build(current().builder, e, symbols, operands))
                   for e in entries]
         if not matrix:
             return values[0]
         stacked = numpy_ops.stack(values, axis=-1)
-        return numpy_ops.reshape(stacked, numpy_ops._shape(stacked)[:-1] + tuple(expr.shape))
+        return numpy_ops.reshape(stacked, stacked.shape[:-1] + tuple(expr.shape))
 
     build.__name__ = build.__qualname__ = name or "sympy_function"
     fn = numpy_ops.traceable("from_sympy", jit(build, backend=backend))(build)

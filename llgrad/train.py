@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llgrad import profiling
+from llgrad import distributed, profiling, saving
 from llgrad.compiler.dispatch.staging import compile_trace, differentiate
 from llgrad.compiler.frontend import pytree
 from llgrad.compiler.frontend.trace import TraceContext, Tracer, input_type, lift, trace
@@ -52,12 +52,37 @@ class TrainResult:
     def seconds_per_epoch(self) -> float:
         return self.seconds / max(self.epochs, 1)
 
+    def plot(self):
+        """The loss of every step and, on a log axis, every parameter's gradient norm:
+        a matplotlib Figure (matplotlib: the ``plots`` extra)."""
+        plt = profiling.pyplot("TrainResult.plot()")
+        panels = 1 + (self.grad_norms is not None)
+        fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
+        axes[0][0].plot(self.loss_history, lw=1)
+        axes[0][0].set(title="loss", xlabel="step")
+        if self.grad_norms is not None:
+            norms, treedef = pytree.flatten(self.grad_norms)
+            ax = axes[0][1]
+            for name, norm in zip(pytree.leaf_names(treedef, "params"), norms):
+                ax.semilogy(norm, lw=1, label=name)
+            ax.set(title="gradient norm per parameter", xlabel="step")
+            if len(norms) <= 12:
+                ax.legend(fontsize="small")
+        fig.tight_layout()
+        return fig
+
+    def _repr_html_(self):
+        return (f"<p>llgrad.train: {self.steps} steps, {self.epochs} epochs in "
+                f"{self.seconds:.2f} s (compiled in {self.compile_seconds:.2f} s); loss "
+                f"{self.loss_history[0]:.4g} &rarr; {self.loss_history[-1]:.4g}</p>")
+
 
 def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n_state,
-               n_data, batch_size, in_order, grad_norms):
+               n_data, batch_size, in_order, grad_norms, reduce=None):
     """The loop body: (i, params..., state..., data..., order) -> (params'..., state'...,
     loss[, grad_norms]).  ``in_order``: the data are not shuffled, so every batch is the
-    rows from its first index on."""
+    rows from its first index on.  ``reduce(b, loss, grads)``: the loss and gradients
+    the step goes on with (``distributed.GradientMean``: their means over MPI ranks)."""
     with TraceContext("train_step") as ctx:
         b = ctx.builder
         step = b.parameter(index=0, type=TensorType((), "int64"), name="step")
@@ -74,6 +99,8 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
             rows = b.dynamic_slice(order, start, size=batch_size)
             batch = [b.take(x, rows) for x in data]
         value, *grads = inline(b, loss_joint, params + batch)
+        if reduce is not None:
+            value, grads = reduce(b, value, grads)
         new_params, new_state = optimizer.update(
             pytree.unflatten(param_tree, [Tracer(g) for g in grads]),
             pytree.unflatten(state_tree, [Tracer(s) for s in state]),
@@ -112,14 +139,14 @@ def _sum_of_squares(b, g):
 
 
 def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend, profile,
-                   in_order, grad_norms):
+                   in_order, grad_norms, reduce=None):
     outer = training_graph(loss, optimizer, params, state, data, batch_size, steps, in_order,
-                           grad_norms)
+                           grad_norms, reduce)
     return compile_trace(outer, None, backend, profile=profile).executable, outer
 
 
 def training_graph(loss, optimizer, params, state, data, batch_size: int, steps: int,
-                   in_order: bool, grad_norms: bool) -> Graph:
+                   in_order: bool, grad_norms: bool, reduce=None) -> Graph:
     """``steps`` optimiser steps as one ``loop`` node: (params..., opt_state...,
     data..., order) -> (params'..., opt_state'..., losses[, grad_norms]), where step
     ``i`` trains on the rows ``order[i * batch_size:(i + 1) * batch_size]`` of the data
@@ -145,7 +172,8 @@ def training_graph(loss, optimizer, params, state, data, batch_size: int, steps:
     type_names = (p_names + pytree.leaf_names(s_tree, "opt_state")
                   + [f"data[{k}]" for k in range(len(data))] + ["order"])
     body = _step_body(joint, optimizer, p_tree, s_tree, list(zip(types, type_names)),
-                      len(p_leaves), len(s_leaves), len(data), batch_size, in_order, grad_norms)
+                      len(p_leaves), len(s_leaves), len(data), batch_size, in_order, grad_norms,
+                      reduce)
 
     b = Builder()
     inputs = [b.parameter(index=k, type=t, name=n) for k, (t, n) in enumerate(zip(types, type_names))]
@@ -188,20 +216,54 @@ def _epoch_orders(n, batch_size, epochs, shuffle):
     return np.concatenate(orders).astype(np.int64)
 
 
-def _progress(done, total, loss, elapsed):
-    stream, width = sys.stderr, 30
-    filled = int(width * done / total)
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {done}/{total} "
-                 f"loss {loss:.4g} {elapsed:.2f}s")
-    if done == total:
-        stream.write("\n")
-    stream.flush()
+class _Progress:
+    """``train(progress=True)``: tqdm's bar (``tqdm.auto``: a widget in a notebook) with
+    its rate, ETA and the current loss when tqdm is installed (the ``progress`` extra),
+    else a plain bar on stderr.  Updated between native chunks."""
+
+    def __init__(self, total: int):
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            tqdm = None
+        self.total = total
+        self.bar = None if tqdm is None else tqdm(total=total, unit="step", desc="train")
+
+    def update(self, done: int, loss: float, elapsed: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            self.bar.update(done - self.bar.n)
+        else:
+            width = 30
+            filled = int(width * done / self.total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {done}/"
+                             f"{self.total} loss {loss:.4g} {elapsed:.2f}s"
+                             + ("\n" if done == self.total else ""))
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _agree_across_ranks(comm, loss, params, opt_state, data, optimizer, batch_size,
+                        **settings):
+    """Every rank checks its own arguments, then all compare them (``distributed.agree``):
+    parameters, optimiser and its state, batch size and steps per epoch, ``settings``."""
+    def describe():
+        checked, n = check_data(data, batch_size)
+        state = optimizer.init(params) if opt_state is None else opt_state
+        return distributed.describe_training(loss, params, state, checked, optimizer,
+                                             batch_size=batch_size,
+                                             steps_per_epoch=n // batch_size, **settings)
+    distributed.agree(comm, describe)
 
 
 def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, shuffle=None,
           progress: bool = False, callback=None, steps_per_call: int | None = None,
           opt_state=None, grad_norms: bool = True, backend: str = "native",
-          profile: bool = False) -> TrainResult:
+          profile: bool = False, comm=None, checkpoint_every: int | None = None,
+          checkpoint_path=None) -> TrainResult:
     """Train ``params`` to minimise ``loss(params, *batch)`` over minibatches of ``data``.
 
     ``shuffle=None`` keeps the data order; an int seeds a deterministic permutation per
@@ -210,9 +272,29 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     training after its chunk.  ``grad_norms=False`` leaves the per-step gradient norms
     out (the result's ``grad_norms`` is None): they are the step's only reductions over
     whole gradients, ~3% of a 784-128-10 MLP's step.  ``profile=True`` times every
-    kernel of the step (the result's ``profile``, see ``llgrad.profile``)."""
+    kernel of the step (the result's ``profile``, see ``llgrad.profile``).
+
+    ``comm`` (an ``mpi4py.MPI.Comm``): data-parallel training, each rank on its own
+    shard of ``data``, the gradients averaged over the ranks in every step by an
+    ``MPI_Allreduce`` inside the native loop (see ``llgrad.distributed`` and
+    docs/distributed.md).  ``checkpoint_every=k`` writes ``llgrad.save``'s checkpoint
+    to ``checkpoint_path`` every k steps; a ``checkpoint_path`` that exists is resumed
+    from, with the results of an uninterrupted run (see ``llgrad.saving``)."""
     if profile and backend != "native":
         raise ValueError(f"train(): profile=True needs backend='native', not {backend!r}")
+    if checkpoint_every is not None and (checkpoint_path is None or checkpoint_every < 1):
+        raise ValueError(f"train(): checkpoint_every={checkpoint_every} needs a count of at "
+                         f"least 1 and a checkpoint_path")
+    resumed = saving.resume(checkpoint_path, comm)
+    if resumed is not None:
+        params, opt_state = resumed.params, resumed.opt_state
+    if comm is not None:   # one collective: every rank goes on, or every rank raises
+        _agree_across_ranks(comm, loss, params, opt_state, data, optimizer, batch_size,
+                            epochs=epochs, shuffled=shuffle is not None,
+                            steps_per_call=steps_per_call, grad_norms=grad_norms,
+                            checkpoint_every=checkpoint_every,
+                            resumed_at=None if resumed is None else resumed.step)
+        callback = None if callback is None else distributed.agreed_callback(callback, comm)
     data, n = check_data(data, batch_size)
     if epochs < 1:
         raise ValueError(f"train(): epochs must be at least 1, got {epochs}")
@@ -221,8 +303,12 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     if steps_per_call is None:
         epochs_per_call = 1 if (progress or callback) else -(-MIN_CHUNK_STEPS // steps_per_epoch)
         steps_per_call = steps_per_epoch * epochs_per_call
-    chunk = max(1, min(steps_per_call, total))
+    chunk = max(1, min(steps_per_call, total, checkpoint_every or total))
     state = optimizer.init(params) if opt_state is None else opt_state
+    if comm is not None:
+        params, state = distributed.broadcast(comm, (params, state))
+        shuffle = distributed.rank_seed(shuffle, comm)
+    reduce = None if comm is None else distributed.GradientMean.of(comm)
     order = _epoch_orders(n, batch_size, epochs, shuffle)
     in_order = shuffle is None
 
@@ -231,24 +317,32 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     losses, norms = [], []
     compile_seconds = run_seconds = 0.0
     done, graph = 0, None
+    if resumed is not None:
+        done = resumed.step
+        losses = [np.zeros(0) if resumed.loss_history is None else resumed.loss_history]
+        norms = [resumed.grad_norms] if grad_norms and resumed.grad_norms is not None else []
     runs = profiling.Runs(f"train({getattr(loss, '__name__', 'loss')})") if profile else None
     leaves = [np.asarray(x) for x in p_leaves + s_leaves]
     signature = _signature(p_tree, s_tree, leaves, data)
+    # with comm, rank 0's bar only (the others still cut their chunks by epochs, as it does)
+    bar = _Progress(total) if progress and (comm is None or comm.Get_rank() == 0) else None
     while done < total:
         steps = min(chunk, total - done)
         key = (loss, optimizer, batch_size, steps, backend, signature, profile, in_order,
-               grad_norms)
+               grad_norms, reduce)
         if key not in _CACHE:
             t0 = time.perf_counter()
             _CACHE[key] = _compile_chunk(loss, optimizer, params, state, data, batch_size,
-                                         steps, backend, profile, in_order, grad_norms)
+                                         steps, backend, profile, in_order, grad_norms,
+                                         reduce)
             compile_seconds += time.perf_counter() - t0
         executable, graph = _CACHE[key]
         if runs is not None:
             runs.before(executable)
+        native = executable if comm is None else distributed.guarded(
+            executable, comm, f"training steps {done} to {done + steps - 1}")
         t0 = time.perf_counter()
-        outputs = executable(*leaves, *data,
-                             order[done * batch_size:(done + steps) * batch_size])
+        outputs = native(*leaves, *data, order[done * batch_size:(done + steps) * batch_size])
         elapsed = time.perf_counter() - t0
         run_seconds += elapsed
         if runs is not None:
@@ -258,13 +352,23 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
         losses.append(step_losses)
         norms += step_norms
         done += steps
-        if progress:
-            _progress(done, total, float(step_losses[-1]), run_seconds)
+        if checkpoint_every and done // checkpoint_every > (done - steps) // checkpoint_every:
+            saving.save_from_root(
+                checkpoint_path, comm, pytree.unflatten(p_tree, leaves[:len(p_leaves)]),
+                pytree.unflatten(s_tree, leaves[len(p_leaves):]), done,
+                loss_history=np.concatenate(losses),
+                grad_norms=np.concatenate(norms) if norms else None)
+        if bar is not None:
+            bar.update(done, float(step_losses[-1]), run_seconds)
         if callback is not None:
             info = {"step": done, "epoch": done / steps_per_epoch, "loss": step_losses,
                     "params": pytree.unflatten(p_tree, leaves[:len(p_leaves)])}
             if callback(info) is False:
                 break
+    if comm is not None:   # the slowest rank's times, so the result is the same on all
+        run_seconds, compile_seconds = distributed.slowest(comm, run_seconds, compile_seconds)
+    if bar is not None:
+        bar.close()
     return TrainResult(
         params=pytree.unflatten(p_tree, leaves[:len(p_leaves)]),
         opt_state=pytree.unflatten(s_tree, leaves[len(p_leaves):]),

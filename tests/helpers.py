@@ -255,6 +255,17 @@ def _cases():
                            args=(_random(_RNG, (rows, 2), dt, "any"), idx,
                                  _random(_RNG, (len(idx), 2), dt, "any")),
                            numpy=_numpy_scatter_add))
+    for dt in ALL:   # ties (few distinct values), and NaN and signed zeros in "special"
+        for shape in [(1,), (7,), (3, 4), (0, 3), (3, 0), (2, 1, 5), (37,)]:
+            for domain in ("any", "special") if dt in F else ("any",):
+                cs.append(Case("argsort", [(shape, dt)], domain=domain,
+                               numpy=lambda x: np.argsort(x, axis=-1, kind="stable")))
+    for dt in FI:   # sums in numpy's order: exact
+        for shape in [(1,), (7,), (3, 4), (0, 3), (2, 1, 5), (37,)]:
+            for reverse in (False, True):
+                cs.append(Case("cumsum", [(shape, dt)], {"reverse": reverse},
+                               numpy=lambda x, r=reverse: np.flip(np.cumsum(
+                                   np.flip(x, -1), -1), -1) if r else np.cumsum(x, -1)))
     return cs
 
 
@@ -301,8 +312,44 @@ def _numpy_update(x, u, s):
     return out
 
 
+def _linalg_cases():
+    """The linear-algebra primitives on well-posed matrices (positive definite for
+    cholesky, distinct eigenvalues and singular values), one and a batch of two."""
+    rng, cs = np.random.default_rng(7), []
+    tri = lambda lower: lambda a, r: np.linalg.solve(np.tril(a) if lower else  # noqa: E731
+                                                     np.triu(a, 1) + np.eye(3), r)
+    for lead in [(), (2,)]:
+        a = rng.standard_normal(lead + (3, 3))
+        spd = a @ np.swapaxes(a, -1, -2) + 3 * np.eye(3)
+        spd = (spd + np.swapaxes(spd, -1, -2)) / 2
+        rhs, tall = rng.standard_normal(lead + (3, 2)), rng.standard_normal(lead + (4, 3))
+        for dt in F:
+            one, two = [(a.shape, dt)], [(a.shape, dt), (rhs.shape, dt)]
+            common = dict(exact=False, terms=64)
+            cs += [Case("cholesky", one, args=(spd,), numpy=np.linalg.cholesky, **common),
+                   Case("triangular_solve", two, {"lower": True, "unit": False},
+                        args=(a + 4 * np.eye(3), rhs), numpy=tri(True), **common),
+                   Case("triangular_solve", two, {"lower": False, "unit": True},
+                        args=(a, rhs), numpy=tri(False), **common),
+                   Case("solve", two, args=(a, rhs), numpy=np.linalg.solve, **common),
+                   Case("slogdet", one, args=(a,), numpy=lambda x: np.stack(
+                       np.linalg.slogdet(x), -1), **common),
+                   Case("eigh", one, args=(a,), numpy=PRIMITIVES["eigh"].evaluate, **common),
+                   Case("svd", [(tall.shape, dt)], args=(tall,),
+                        numpy=PRIMITIVES["svd"].evaluate, **common),
+                   Case("qr", [(tall.shape, dt)], {"complete": False}, args=(tall,),
+                        numpy=lambda x: PRIMITIVES["qr"].evaluate(x, complete=False),
+                        **common)]
+    # complete Q has no derivative for tall matrices: float32 only, out of FD_CASES
+    cs.append(Case("qr", [((4, 3), "float32")], {"complete": True}, args=(tall[..., 0, :, :]
+                   if tall.ndim == 3 else tall,), numpy=lambda x: PRIMITIVES["qr"].evaluate(
+                       x, complete=True), exact=False, terms=64))
+    return cs
+
+
 #: every primitive, every dtype it accepts, awkward shapes: the suite's one table of cases
 CASES = _cases()
+CASES += _linalg_cases()
 
 
 def case_parameters(b, case):
@@ -311,8 +358,16 @@ def case_parameters(b, case):
             for i, (s, d) in enumerate(case.types)]
 
 
-#: primitives whose derivative rules raise GradientError (never a silent 0)
+#: primitives whose derivative rules raise GradientError (never a silent 0), and loop
+#: and tuple_get, whose bodies the one-op cases cannot express: tests/test_scan.py checks
+#: their derivatives against finite differences and unrolled programs
 NOT_YET_DIFFERENTIABLE = {"loop", "tuple_get", "digamma"}  # digamma: trigamma refused
+#: likewise cond (several results), and the primitives whose derivative is given, not
+#: their numpy meaning's (stop_gradient's is zero, a custom call's the user's rule):
+#: tests/test_cond.py and tests/test_custom_rules.py check those
+NOT_YET_DIFFERENTIABLE |= {"cond", "stop_gradient", "custom_vjp_call", "custom_jvp_call"}
+#: and while and checkpoint (a body graph each): tests/test_while_loop.py, test_recompute.py
+NOT_YET_DIFFERENTIABLE |= {"while", "checkpoint"}
 
 
 def _fd_cases():
@@ -356,6 +411,49 @@ def central_differences(graph, args, k, eps):
     return expected
 
 
+def branched_graph():
+    """A traced graph with a cond, a custom_vjp and a custom_jvp call and a
+    stop_gradient (samples of those primitives, which the one-op cases cannot build)."""
+    @llgrad.custom_vjp
+    def clipped(x):
+        return x
+
+    clipped.defvjp(lambda x: (x, ()), lambda _, g: (lnp.clip(g, -1.0, 1.0),))
+
+    @llgrad.custom_jvp
+    def doubled(x):
+        return 2 * x
+
+    doubled.defjvp(lambda primals, tangents: (2 * primals[0], 2 * tangents[0]))
+
+    def f(x):
+        y = llgrad.cond(x.sum() > 0, np.sin, np.cos, clipped(x))
+        return doubled(y) + llgrad.stop_gradient(x)
+
+    return llgrad.jit(f).trace(np.ones(3)).ir
+
+
+def central_gradient(f, x, eps=1e-6):
+    """d f / d x of a scalar numpy function by central differences, element by element."""
+    grad = np.zeros_like(x)
+    for i in range(x.size):
+        step = np.zeros_like(x)
+        step.flat[i] = eps
+        grad.flat[i] = (f(x + step) - f(x - step)) / (2 * eps)
+    return grad
+
+
+def central_jacobian(f, x, eps=1e-6):
+    """d f / d x of an array function by central differences: f's shape + x's shape
+    (of a gradient function, the Hessian)."""
+    columns = []
+    for i in range(x.size):
+        step = np.zeros_like(x)
+        step.flat[i] = eps
+        columns.append((np.asarray(f(x + step)) - np.asarray(f(x - step))) / (2 * eps))
+    return np.moveaxis(np.array(columns), 0, -1).reshape(np.shape(columns[0]) + x.shape)
+
+
 def looped_graph():
     """c ↦ c squared three times, as a native loop."""
     b = Builder()
@@ -366,6 +464,16 @@ def looped_graph():
     c0 = outer.parameter(index=0, type=TensorType((), "float64"), name="c0")
     looped = outer.loop(c0, body=body, trip_count=3, n_carried=1)
     return Graph([c0], [outer.tuple_get(looped, index=0)], name="looped")
+
+
+def collective_graph():
+    """An all-reduce of a flat buffer (MPICH-style handles: built and inspected, never
+    run here; tests/test_distributed.py runs collectives in MPI jobs)."""
+    b = Builder()
+    x = b.parameter(index=0, type=TensorType((5,), "float64"), name="x")
+    summed = b.allreduce_sum(x, comm=0x44000000, datatype=0x4C00080B, reduce_op=0x58000003,
+                             handle_bits=32)
+    return Graph([x], [summed], name="collective")
 
 
 # ----------------------------------------------------------------------------------

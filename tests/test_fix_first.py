@@ -204,6 +204,9 @@ ARGS = {"where": lambda x: (x > 0.5, x, 0.0), "clip": lambda x: (x, 0.2, 0.8),
         "dot": lambda x: (x, B.T), "tensordot": lambda x: (x, B),
         "outer": lambda x: (x[0], B[1]), "einsum": lambda x: ("ij,kj->ik", x, B),
         "matmul": lambda x: (x, B.T), "invert": lambda x: (x > 0.5,),
+        # square matrices for the linear algebra that needs them
+        "linalg.solve": lambda x: (x @ x.T + np.eye(2), B[:, 0]),
+        "linalg.matrix_power": lambda x: (x @ x.T, 3),
         **{name: lambda x: (x, B) for name in ("append", "cross", "kron")},
         **{name: lambda x: (x, [1]) for name in ("split", "array_split", "vsplit", "dsplit")},
         **{name: lambda x: (x, 1) for name in ("hsplit", "pad", "repeat", "roll", "rollaxis",
@@ -211,6 +214,8 @@ ARGS = {"where": lambda x: (x > 0.5, x, 0.0), "clip": lambda x: (x, 0.2, 0.8),
         "moveaxis": lambda x: (x, 0, 1),
         "select": lambda x: ([x > 0.5, x < 0.2], [x, B]), "linspace": lambda x: (x[0], x[1], 4),
         "quantile": lambda x: (x, 0.3), "percentile": lambda x: (x, [30, 60]),
+        # kth 1 of 3 elements: every valid partition is the sorted order
+        **{name: lambda x: (x, 1) for name in ("partition", "argpartition")},
         **{name: lambda x: (x > 0.5, B > 0.5) for name in ("bitwise_and", "bitwise_or",
                                                            "bitwise_xor")}}
 
@@ -270,6 +275,11 @@ def _call(fn, positional, n, names, keywords, x):
 
 
 def _same(got, want):
+    if isinstance(want, tuple):    # factorisations: each factor, up to its columns' signs
+        assert isinstance(got, tuple) and len(got) == len(want)
+        for g, w in zip(got, want):
+            _same(np.abs(g), np.abs(w))
+        return
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape
     if want.dtype.kind == "f":

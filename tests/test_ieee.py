@@ -237,3 +237,13 @@ def test_what_numpy_refuses_is_a_clear_error(fn, error, words, mode):
     with pytest.raises(error, match=words) as info:
         run(fn, mode, arg)
     assert "test_ieee.py:" in str(info.value) and "<lambda>()" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_subtracting_a_negative_zero_is_adding_zero_not_nothing(mode):
+    """x - (-0.0) is +0.0 at x = -0.0, so the simplifier keeps it (x - (+0.0) is x)."""
+    x = np.array([-0.0, 0.0, 1.0, -np.inf, np.nan])
+    for fn in (lambda a: a - (-0.0), lambda a: a - 0.0):
+        got, want = run(fn, mode, x), fn(x)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

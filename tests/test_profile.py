@@ -97,3 +97,15 @@ def test_profiling_needs_native_code(rng):
     with pytest.raises(ValueError, match="profile=True needs backend='native'"):
         llgrad.train(mlp_loss, params, (x, y), optim.sgd(0.1), batch_size=10, profile=True,
                      backend="interpret")
+
+
+@pytest.mark.parametrize("x, taken", [(2.0, "sub"), (3.0, "mul")])
+def test_profile_runs_on_a_python_scalar_argument(x, taken):
+    """A Python float is converted to an array for the native call; the profile's calls
+    read that array, not memory freed after the first call: the branch its value picks
+    is the one whose kernel ran."""
+    def f(v):
+        return llgrad.cond(v > 2.5, lambda v: v * 100.0, lambda v: v - 1.0, v)
+    prof = llgrad.profile(f, x, seconds=0.01)
+    ran = {r["label"]["op"] for r in prof.rows if r["depth"] == 1 and r["calls"]}
+    assert ran == {taken}

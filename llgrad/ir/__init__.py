@@ -5,4 +5,9 @@ from llgrad.ir.primitives import PRIMITIVES, Primitive
 from llgrad.ir.types import TensorType
 from llgrad.ir.verify import verify
 
+# each registers its records in PRIMITIVES (see the end of primitives.py)
+from llgrad.ir import (  # noqa: E402,F401
+    primitives_checkpoint, primitives_collective, primitives_cond, primitives_custom,
+    primitives_linalg, primitives_scan, primitives_sort, primitives_while)
+
 __all__ = ["Builder", "Graph", "Node", "PRIMITIVES", "Primitive", "TensorType", "interpret", "verify"]

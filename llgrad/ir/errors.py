@@ -19,3 +19,8 @@ class UnsupportedError(LlgradError, NotImplementedError):
 
 class GradientError(LlgradError, TypeError):
     """A request for a gradient that does not exist (non-scalar output, integer input)."""
+
+
+class LoopLimitError(LlgradError, RuntimeError):
+    """A ``while_loop`` that needed more steps than its ``max_steps`` (raised after the
+    native call, which stopped the loop rather than write past its tape)."""

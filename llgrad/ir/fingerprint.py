@@ -34,14 +34,19 @@ def _graph(graph: Graph, h) -> None:
         position[id(node)] = k
         inputs = ",".join(str(position[id(i)]) for i in node.inputs)
         h.update(b"%d=%s(%s):" % (k, node.op.encode(), inputs.encode()))
-        _value(node.type, h)
-        for name in sorted(node.attrs):
-            h.update(b" %s=" % name.encode())
-            _value(node.attrs[name], h)
+        node_value(node, h)
         h.update(b"\n")
     for role, nodes in (("in", graph.inputs), ("out", graph.outputs)):
         h.update(b"%s %s\n" % (role.encode(), ",".join(str(position[id(n)])
                                                        for n in nodes).encode()))
+
+
+def node_value(node, h) -> None:
+    """What one node computes, its inputs aside: its type and its attributes (sorted)."""
+    _value(node.type, h)
+    for name in sorted(node.attrs):
+        h.update(b" %s=" % name.encode())
+        _value(node.attrs[name], h)
 
 
 def _text(s: str) -> bytes:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.primitives_cond import clamp_index
+from llgrad.ir.primitives_checkpoint import run_checkpoint
+from llgrad.ir.primitives_while import run_while
 from llgrad.ir.types import check_fits_int64
 
 
@@ -25,8 +28,16 @@ def _run_loop(node, *values):
     return tuple(carried) + tuple(per_step)
 
 
+def _run_cond(node, index, *operands):
+    """Run only the branch the (clamped) index chooses."""
+    branches = node.attrs["branches"]
+    return tuple(interpret(branches[clamp_index(index, len(branches))], *operands))
+
+
 # Primitives whose evaluation needs the interpreter itself (a body graph to run).
-STRUCTURED = {"loop": _run_loop}
+STRUCTURED = {"loop": _run_loop, "cond": _run_cond,
+              "while": lambda node, *v: run_while(interpret, node, *v),
+              "checkpoint": lambda node, *v: run_checkpoint(interpret, node, *v)}
 
 
 def interpret(graph, *args) -> list[np.ndarray]:

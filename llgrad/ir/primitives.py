@@ -31,6 +31,10 @@ store them (no transcendental calls).
 
 A vjp rule is ``vjp(b, node, g) -> one adjoint (or None) per input``: ``b`` is the
 Builder of the joint graph, ``node`` the forward node, ``g`` its adjoint.
+
+``batch`` is vmap's rule (``ir/batch_rules.py`` says its contract): by default the
+kind's (elementwise ops broadcast unbatched operands, reductions shift their axes, the
+rest run per example), stated here for the shape, indexing and dot_general records.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from llgrad.ir import batch_rules
 from llgrad.ir.errors import DTypeError, ShapeError
 from llgrad.ir.types import TensorType
 
@@ -55,6 +60,7 @@ class Primitive:
     partials: Optional[tuple] = None  # d formula / d x (and y) in sympy, where not sympy's
     vjp: Optional[Callable] = None  # hand-written reverse rule for structural ops
     jvp: Optional[Callable] = None  # hand-written forward rule for structural ops
+    batch: Optional[Callable] = None  # vmap's rule (ir/batch_rules.py); by default the kind's
     linear: bool = False        # forward rule: the same op applied to the tangents
     differentiable: bool = True
     pure: bool = True           # False: never merged by hash-consing (parameters)
@@ -92,6 +98,7 @@ def register(name, type_rule, evaluate, kind, *, lowering=None, flops=None,
              **fields) -> Primitive:
     if kind not in KINDS:
         raise ValueError(f"primitive {name}: kind {kind!r} is not one of {KINDS}")
+    fields.setdefault("batch", batch_rules.KIND_BATCH[kind])
     prim = Primitive(name, type_rule, evaluate, lowering or name, kind,
                      flops or _KIND_FLOPS[kind], **fields)
     PRIMITIVES[name] = prim
@@ -525,20 +532,30 @@ def _iota_eval(shape, dtype, axis):
                            .reshape(kept), shape).copy()
 
 
+def _concatenate_batch(b, node, args, batched):
+    return b.concatenate(*batch_rules.all_batched(b, args, batched),
+                         axis=node.attrs["axis"] + 1)
+
+
 register("broadcast_in_dim", _broadcast_in_dim_type, _broadcast_in_dim_eval, "structural",
-         vjp=_broadcast_in_dim_vjp, linear=True)
+         vjp=_broadcast_in_dim_vjp, linear=True,
+         batch=batch_rules.leading_axis(shape="size", dims="axis"))
 register("reshape", _reshape_type, lambda x, shape: x.reshape(shape), "structural",
-         vjp=lambda b, node, g: (b.reshape(g, shape=node.inputs[0].shape),), linear=True)
+         vjp=lambda b, node, g: (b.reshape(g, shape=node.inputs[0].shape),), linear=True,
+         batch=batch_rules.leading_axis(shape="size"))
 register("transpose", _transpose_type, lambda x, perm: np.transpose(x, perm).copy(),
-         "structural", vjp=_transpose_vjp, linear=True)
+         "structural", vjp=_transpose_vjp, linear=True,
+         batch=batch_rules.leading_axis(perm="axis"))
 register("slice", _slice_type,
          lambda x, starts, limits, strides: x[tuple(
              slice(s, l, st) for s, l, st in zip(starts, limits, strides))].copy(),
-         "indexing", vjp=_slice_vjp, linear=True)
-register("pad", _pad_type, _pad_eval, "indexing", vjp=_pad_vjp, linear=True)
+         "indexing", vjp=_slice_vjp, linear=True,
+         batch=batch_rules.leading_axis(starts=0, limits="size", strides=1))
+register("pad", _pad_type, _pad_eval, "indexing", vjp=_pad_vjp, linear=True,
+         batch=batch_rules.leading_axis(low=0, high=0, interior=0))
 register("concatenate", lambda types, axis: _concatenate_type(types, axis),
          lambda *xs, axis: np.concatenate(xs, axis=axis), "structural",
-         vjp=_concatenate_vjp, linear=True)
+         vjp=_concatenate_vjp, linear=True, batch=_concatenate_batch)
 register("iota", lambda types, shape, dtype, axis: TensorType(shape, dtype), _iota_eval,
          "structural", differentiable=False)
 
@@ -577,15 +594,31 @@ def _dynamic_update_slice_eval(x, update, start):
     return out
 
 
+def _rows_batch(at, index_batched=batch_rules.per_example):
+    """The batching rule of an op on rows (axis 0) chosen by its operand ``at`` (a start
+    or indices): while that is unbatched, the same op with the batch moved behind the
+    rows of the other operands; else ``index_batched``."""
+    def rule(b, node, args, batched):
+        if batched[at]:
+            return index_batched(b, node, args, batched)
+        n = batch_rules.batch_size(args, batched)
+        moved = [a if k == at else batch_rules.move_axis(
+            b, batch_rules.with_batch(b, a, flag, n), 0, 1)
+            for k, (a, flag) in enumerate(zip(args, batched))]
+        return batch_rules.move_axis(b, b.emit(node.op, *moved, **node.attrs), 1, 0)
+    return rule
+
+
 register("dynamic_slice", _dynamic_slice_type,
          lambda x, start, size: x[_clamped_start(start, size, x.shape[0]):][:size].copy(),
          "indexing", vjp=lambda b, node, g: (b.dynamic_update_slice(
-             b.full(0.0, node.inputs[0].type), g, node.inputs[1]), None), linear=True)
+             b.full(0.0, node.inputs[0].type), g, node.inputs[1]), None), linear=True,
+         batch=_rows_batch(1))
 register("dynamic_update_slice", _dynamic_update_slice_type, _dynamic_update_slice_eval,
          "indexing", vjp=lambda b, node, g: (
              b.dynamic_update_slice(g, b.full(0.0, node.inputs[1].type), node.inputs[2]),
              b.dynamic_slice(g, node.inputs[2], size=node.inputs[1].shape[0]), None),
-         linear=True)
+         linear=True, batch=_rows_batch(2))
 
 
 def _take_type(types):
@@ -615,13 +648,42 @@ def _scatter_add_eval(x, idx, updates):
     return out
 
 
+def _flat_rows(b, idx, rows):
+    """Batched row indices (one row of them per example) into arrays of ``rows`` rows as
+    indices into the rows of all examples' arrays one after another, each clamped to
+    its own example as take clamps."""
+    clamped = b.max(b.min(idx, b.full(rows - 1, idx.type)), b.full(0, idx.type))
+    offsets = b.mul(b.iota(shape=idx.shape, dtype="int64", axis=0), b.full(rows, idx.type))
+    return b.reshape(b.add(clamped, offsets), shape=(idx.type.size,))
+
+
+def _take_batched_indices(b, node, args, batched):
+    x, idx = args
+    if not batched[0]:   # the same table for every example: one take of all indices
+        out = b.take(x, b.reshape(idx, shape=(idx.type.size,)))
+        return b.reshape(out, shape=idx.shape + x.shape[1:])
+    n, rows = x.shape[:2]
+    out = b.take(b.reshape(x, shape=(n * rows,) + x.shape[2:]), _flat_rows(b, idx, rows))
+    return b.reshape(out, shape=idx.shape + x.shape[2:])
+
+
+def _scatter_add_batched_indices(b, node, args, batched):
+    x, idx, updates = batch_rules.all_batched(b, args, batched)
+    n, rows = x.shape[:2]
+    out = b.scatter_add(b.reshape(x, shape=(n * rows,) + x.shape[2:]),
+                        _flat_rows(b, idx, rows),
+                        b.reshape(updates, shape=(idx.type.size,) + updates.shape[2:]))
+    return b.reshape(out, shape=x.shape)
+
+
 register("take", _take_type,
          lambda x, idx: x[np.clip(idx, 0, x.shape[0] - 1)],  # clamped like dynamic_slice
          "indexing", vjp=lambda b, node, g: (
              b.scatter_add(b.full(0.0, node.inputs[0].type), node.inputs[1], g), None),
-         linear=True)
+         linear=True, batch=_rows_batch(1, _take_batched_indices))
 register("scatter_add", _scatter_add_type, _scatter_add_eval, "indexing",
-         vjp=lambda b, node, g: (g, None, b.take(g, node.inputs[1])), linear=True)
+         vjp=lambda b, node, g: (g, None, b.take(g, node.inputs[1])), linear=True,
+         batch=_rows_batch(1, _scatter_add_batched_indices))
 
 
 # ----------------------------------------------------------------------------------
@@ -710,8 +772,28 @@ def _dot_general_flops(node) -> int:
     return 2 * node.type.size * contracted
 
 
+def _dot_general_batch(b, node, args, batched):
+    """Both operands batched: the batch becomes the first batch dimension.  One: the
+    batch is a free axis of that operand, moved to the front of the result."""
+    lhs, rhs = args
+    (lc, rc), (lb, rb) = node.attrs["dims"]
+
+    def up(axes):
+        return tuple(a + 1 for a in axes)
+
+    if all(batched):
+        return b.dot_general(lhs, rhs, dims=((up(lc), up(rc)), ((0,) + up(lb), (0,) + up(rb))))
+    if batched[0]:   # lhs's axis 0 is its first free axis
+        out, at = b.dot_general(lhs, rhs, dims=((up(lc), rc), (up(lb), rb))), len(lb)
+    else:            # rhs's first free axis comes after lhs's free axes
+        out = b.dot_general(lhs, rhs, dims=((lc, up(rc)), (lb, up(rb))))
+        at = lhs.type.ndim - len(lc)
+    return batch_rules.move_axis(b, out, at, 0)
+
+
 register("dot_general", lambda types, dims: _dot_general_type(types, dims), _dot_general_eval,
-         "structural", flops=_dot_general_flops, vjp=_dot_general_vjp, jvp=_dot_general_jvp)
+         "structural", flops=_dot_general_flops, vjp=_dot_general_vjp, jvp=_dot_general_jvp,
+         batch=_dot_general_batch)
 
 
 # ----------------------------------------------------------------------------------
@@ -758,18 +840,32 @@ def _loop_type(types, body, trip_count, n_carried):
 
 
 def _loop_not_differentiable(b, node, g):
-    """Both derivative rules of loop: refuse loudly rather than give a silent zero."""
+    """The rules of loop and tuple_get until ``compiler/autodiff/loops.py`` installs the
+    real ones (importing the autodiff package does; they build IR with the compiler's
+    reverse and forward mode, which ``ir`` may not import): refuse loudly meanwhile."""
     from llgrad.ir.errors import GradientError
-    raise GradientError(f"{node.op} (a native loop) is not differentiable, in reverse or "
-                        f"forward mode (differentiate the body instead)")
+    raise GradientError(f"{node.op}: its derivative rules are installed by "
+                        f"llgrad.compiler.autodiff, which was not imported")
 
 
 def _structured_eval(**attrs):
     raise RuntimeError("loop is evaluated by the interpreter, which runs its body")
 
 
+def _loop_flops(node) -> int:
+    """The body's arithmetic, once per step."""
+    return node.attrs["trip_count"] * sum(flops(n) for n in node.attrs["body"].nodes)
+
+
 register("loop", lambda types, **attrs: _loop_type(types, **attrs), _structured_eval,
-         "structural", vjp=_loop_not_differentiable, jvp=_loop_not_differentiable)
+         "structural", flops=_loop_flops, vjp=_loop_not_differentiable,
+         jvp=_loop_not_differentiable)
 register("tuple_get", lambda types, index: types[0][index],
          lambda x, index: x[index], "structural", vjp=_loop_not_differentiable,
-         jvp=_loop_not_differentiable)
+         jvp=_loop_not_differentiable,
+         # a batched node of several results is the tuple of them, batched by its rule
+         batch=lambda b, node, args, batched: args[0][node.attrs["index"]])
+
+# Records of further families (linear algebra, sorting, collectives, control flow, custom
+# rules) live in llgrad/ir/primitives_*.py; llgrad/ir/__init__.py imports them, so the
+# table is whole wherever llgrad.ir is imported and no module imports its importer.

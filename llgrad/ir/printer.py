@@ -40,9 +40,11 @@ def _format_attr(value):
 
 
 def format_graph(graph, indent: str = "", names: dict | None = None,
-                 notes: dict | None = None) -> str:
+                 notes: dict | None = None, n_carried: int | None = None) -> str:
     """The text form; ``names`` (id(node) -> "%k") is filled in as lines are written,
-    so a caller can refer to values by the names the reader sees."""
+    so a caller can refer to values by the names the reader sees.  A loop's body
+    (``n_carried`` given) ends by saying which value each carried one becomes for the
+    next step, and which values are stacked per step."""
     names = {} if names is None else names
     notes = notes or {}
     lines = []
@@ -65,7 +67,7 @@ def format_graph(graph, indent: str = "", names: dict | None = None,
             continue
         args = ", ".join(name(i) for i in node.inputs)
         attrs = " ".join(f"{k}={_format_attr(v)}" for k, v in node.attrs.items()
-                         if k != "body")
+                         if k not in ("body", "branches"))
         type_ = (", ".join(map(str, node.type)) if isinstance(node.type, tuple)
                  else str(node.type))
         text = f"{indent}  {name(node)}: {type_} = {node.op} {args}"
@@ -81,7 +83,16 @@ def format_graph(graph, indent: str = "", names: dict | None = None,
             text = f"{text:<72}  # {'  '.join(remarks)}"
         lines.append(text)
         if "body" in node.attrs:
-            lines.append(format_graph(node.attrs["body"], indent + "    ", names))
+            lines.append(format_graph(node.attrs["body"], indent + "    ", names,
+                                      n_carried=node.attrs.get("n_carried")))
+        for branch in node.attrs.get("branches", ()):   # a cond's, each once, indented
+            lines.append(format_graph(branch, indent + "    ", names))
     outs = ", ".join(name(o) for o in graph.outputs)
-    lines.append(f"{indent}  return {outs}")
+    text = f"{indent}  return {outs}"
+    if n_carried is not None:
+        carried = ", ".join(f"{name(p)} <- {name(o)}" for p, o in
+                            zip(graph.inputs[1:1 + n_carried], graph.outputs))
+        stacked = ", ".join(name(o) for o in graph.outputs[n_carried:])
+        text = f"{text:<72}  # carried: {carried or 'none'}; stacked per step: {stacked or 'none'}"
+    lines.append(text)
     return "\n".join(lines)

@@ -75,16 +75,19 @@ def to_python(graph) -> str:
     for node in graph.nodes:
         if node.op == "parameter" or scalar_constant(node) is not None:
             continue
-        if "body" in node.attrs:
+        if "body" in node.attrs or "branches" in node.attrs:
             raise UnsupportedError(f"as_python cannot write {graph.name}(): its {node.op} "
-                                   f"node has a body graph (a compiled loop)")
+                                   f"node has a body graph (a compiled loop) or branch "
+                                   f"graphs (a cond)")
         var[id(node)] = names[id(node)].replace("%", "v")
         if node.op == "constant":
             call = _array(node.attrs["value"])
         else:
             fn = PRIMITIVES[node.op].evaluate
             args = [expr(i) for i in node.inputs]
-            args += [f"{k}={v!r}" for k, v in node.attrs.items()]
+            # a custom rule's graphs matter only to differentiation: its value is
+            # its first operand
+            args += [f"{k}={v!r}" for k, v in node.attrs.items() if not hasattr(v, "nodes")]
             call = f"{_numpy_name(fn) or 'ops.' + node.op}({', '.join(args)})"
         line = f"    {var[id(node)]} = {call}"
         note = f"{node.type}  {node.source or ''}".rstrip()

@@ -25,6 +25,8 @@ def verify(graph) -> None:
             raise VerifyError(f"{node.op} #{node.id} has type {node.type}, rule says {expected}")
         if "body" in node.attrs:
             verify(node.attrs["body"])
+        for branch in node.attrs.get("branches", ()):
+            verify(branch)
         seen.add(id(node))
     for o in graph.outputs:
         if id(o) not in seen:

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from llgrad.ir.errors import DTypeError, ShapeError
+from llgrad.ir.errors import DTypeError, LoopLimitError, ShapeError
 from llgrad.ir.types import check_fits_int64, dtype_name
 
 _ALIGN = 64
@@ -57,7 +57,7 @@ class Executable:
     """A compiled Graph: ``exe(*arrays) -> list of fresh numpy arrays``."""
 
     def __init__(self, graph, compiled, *, arena_bytes: int, lowering,
-                 list_address: int = 0, nan_checks=None):
+                 list_address: int = 0, nan_checks=None, loop_status=None):
         self.graph = graph
         self._lowering = lowering   # IR and plan; made again on demand after a cache hit
         self.arena_bytes = arena_bytes
@@ -74,12 +74,16 @@ class Executable:
         if nan_checks is not None:
             self._nan_status = ctypes.c_int64.from_address(nan_checks[0])
             self._nan_labels = nan_checks[1]
+        #: the status word of a module with a bounded while_loop (codegen/while_loop.py):
+        #: 0, or the address of the message of the loop that ran out of steps
+        self._loop_status = (None if loop_status is None
+                             else ctypes.c_int64.from_address(loop_status))
 
     @property
-    def checks_finite(self) -> bool:
-        """Whether every call checks its kernels' outputs for NaN/Inf (and so must run
-        through ``run``: no scalar or native entry)."""
-        return self._nan_status is not None
+    def checks_status(self) -> bool:
+        """Whether a call may fail in native code (NaN checks, a while_loop's max_steps)
+        and so must run through ``run``, which raises: no scalar or native entry."""
+        return self._nan_status is not None or self._loop_status is not None
 
     def _raise_nan(self) -> None:
         """FloatingPointError naming the kernel whose output held a NaN or Inf."""
@@ -206,7 +210,7 @@ class Executable:
         addresses are packed once, so a call skips checks (the caller has matched the
         signature: a tuple of Python floats) and allocates no arrays.  None otherwise."""
         scalar = ((), np.dtype(np.float64))
-        if (self.checks_finite or any((shape, dt) != scalar for _, shape, dt, _ in self._inputs)
+        if (self.checks_status or any((shape, dt) != scalar for _, shape, dt, _ in self._inputs)
                 or any(out != scalar for out in self._outputs)):
             return None
         n_in, n_out, entry, local = len(self._inputs), len(self._outputs), self._entry, \
@@ -250,6 +254,9 @@ class Executable:
             self._entry(address)
         if self._nan_status is not None and self._nan_status.value:
             self._raise_nan()
+        if self._loop_status is not None and self._loop_status.value:
+            message, self._loop_status.value = self._loop_status.value, 0
+            raise LoopLimitError(ctypes.string_at(message).decode())
         return outputs
 
     def __repr__(self) -> str:

@@ -66,6 +66,34 @@ def pairwise_sum(b, terms: list):
     return terms[0]
 
 
+def _differentiable(type_) -> bool:
+    """Whether a value carries an adjoint: a float tensor, or a multi-result node's
+    tuple of results (a loop's, whose adjoint is a tuple too)."""
+    return isinstance(type_, tuple) or type_.is_float
+
+
+def _total(b, node, terms):
+    """A node's adjoint from its contributions.  A multi-result node's are tuples (one
+    entry per result, None where a result got nothing: see tuple_get's rule), summed
+    result by result."""
+    if not isinstance(node.type, tuple):
+        return pairwise_sum(b, terms)
+    return tuple(pairwise_sum(b, found) if found else None
+                 for found in ([t[k] for t in terms if t[k] is not None]
+                               for k in range(len(node.type))))
+
+
+def _contributions(b, prim, node, g, needed):
+    """The rule's adjoint per input.  A rule marked ``selective`` (a loop's) is told
+    which inputs need one, so it builds no others (a reversed loop would otherwise sum
+    the adjoint of every array the body reads, on every step)."""
+    rule = vjp_rule(prim)
+    if getattr(rule, "selective", False):
+        return rule(b, node, g, [id(x) in needed and _differentiable(x.type)
+                                 for x in node.inputs])
+    return rule(b, node, g)
+
+
 def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
     """The joint graph of ``graph``: its outputs, then d output / d inputs[wrt_indices].
 
@@ -104,7 +132,7 @@ def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
     for node in reversed(graph.nodes):
         if id(node) not in parts:
             continue
-        g = adjoint[id(node)] = pairwise_sum(b, parts.pop(id(node)))
+        g = adjoint[id(node)] = _total(b, node, parts.pop(id(node)))
         if node.op == "parameter":
             continue
         prim = PRIMITIVES[node.op]
@@ -115,8 +143,8 @@ def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
                 raise GradientError(f"{node.op} is not differentiable")
             continue
         b.source = node.source
-        for x, contribution in zip(node.inputs, vjp_rule(prim)(b, node, g)):
-            if contribution is None or id(x) not in needed or not x.type.is_float:
+        for x, contribution in zip(node.inputs, _contributions(b, prim, node, g, needed)):
+            if contribution is None or id(x) not in needed or not _differentiable(x.type):
                 continue
             parts.setdefault(id(x), []).append(contribution)
     b.source = None
@@ -124,7 +152,8 @@ def vjp(graph: Graph, wrt_indices, cotangents: bool = False) -> Graph:
     names = [f"d{graph.name}/d{p.attrs['name']}" for p in wrt]
     out_names = list(graph.output_names or [f"out[{k}]" for k in range(len(graph.outputs))])
     adjoints = AdjointTable(len(graph.outputs), [
-        (node, adjoint[id(node)]) for node in graph.nodes if id(node) in adjoint])
+        (node, adjoint[id(node)]) for node in graph.nodes
+        if id(node) in adjoint and not isinstance(node.type, tuple)])
     joint = Graph(inputs, list(graph.outputs) + grads, name=f"{graph.name}_vjp",
                   output_names=out_names + names, adjoints=adjoints)
     joint.pruned = b.created - (len(joint.nodes) - len(graph.nodes))

@@ -14,11 +14,13 @@ import ctypes
 import os
 from functools import cached_property
 
+from llgrad.compiler.codegen.debuginfo import sources_key
 from llgrad.compiler.codegen.options import CodegenOptions
 from llgrad.compiler.codegen.parallel import default_parts
+from llgrad.compiler.codegen.while_loop import ACCESSOR as LIMITS_ACCESSOR
 from llgrad.ir.fingerprint import fingerprint
 from llgrad.ir.graph import Graph
-from llgrad.runtime import cache, engine, pool, pyobjects
+from llgrad.runtime import cache, engine, mpi, pool, pyobjects
 from llgrad.runtime.blas import available as blas_symbols
 from llgrad.runtime.executable import Executable
 
@@ -123,7 +125,10 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
                               blas=blas, blas_min_flops=blas_min_flops, threads=threads,
                               batch_calls=batch_calls, profile=profile)
     lowering = Lowering(graph, options, origins)
-    entry_key = cache.key(fingerprint(graph), options.cache_key(), *engine.context())
+    # the source lines too: the object code's line table names them
+    entry_key = cache.key(fingerprint(graph), options.cache_key(), sources_key(graph),
+                          *engine.context())
+    mpi.resolve_for(graph)   # before any code calling MPI is loaded
     compiled = engine.load(entry_key)
     if compiled is None:
         compiled = engine.jit(lowering.llvm_ir, entry_key, lowering.meta)
@@ -133,5 +138,8 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     if options.check_finite:
         status = ctypes.CFUNCTYPE(ctypes.c_void_p)(compiled.address_of(entry + ".nan_status"))
         nan_checks = (status(), compiled.meta["nan_checks"])
+    limits = compiled.address_of(entry + LIMITS_ACCESSOR)   # a while_loop's max_steps
+    loop_status = ctypes.CFUNCTYPE(ctypes.c_void_p)(limits)() if limits else None
     return Executable(graph, compiled, arena_bytes=compiled.meta["arena_bytes"],
-                      lowering=lowering, list_address=list_address, nan_checks=nan_checks)
+                      lowering=lowering, list_address=list_address, nan_checks=nan_checks,
+                      loop_status=loop_status)

@@ -83,7 +83,9 @@ class KernelContext:
             if known is not None:
                 return known[1]
             args = [self.read(x, index) for x in node.inputs]
+            mark = self.state.lines.mark(self.b)
             value = r.scalar(self, args, node.inputs[-1].dtype, node.attrs)
+            self.state.lines.tag(mark, self.b, node)
             self._computed[id(node), id(index)] = (index, value)
             return value
         if isinstance(r, (IndexMap, View)):

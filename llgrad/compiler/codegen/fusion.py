@@ -19,7 +19,8 @@ and activation, an optimizer's update of a weight by its gradient) is the produc
 *epilogue*: it runs on each band of rows as soon as the product has written them, while
 they are still in cache (``codegen.epilogue``).  reshape
 is a view of its operand's buffer, and so is a dynamic_slice of a stored operand (at
-an address computed from its start when the code runs).  Graph outputs are written
+an address computed from its start when the code runs) and a static slice of one whose
+elements are contiguous there (``contiguous_start``).  Graph outputs are written
 straight into the caller's output arrays when possible, otherwise copied there at the
 end.
 """
@@ -30,7 +31,8 @@ from typing import Optional
 
 from llgrad.compiler.codegen.lowering import row
 from llgrad.compiler.codegen.matmul import canonical
-from llgrad.compiler.codegen.plan import Elementwise, IndexMap, Leaf, Loop, Part, Slice, View
+from llgrad.compiler.codegen.plan import (Branches, Elementwise, IndexMap, Leaf, Loop, Part,
+                                          Slice, View)
 from llgrad.compiler.codegen.plan import Kernel as KernelRow
 from llgrad.ir.graph import Graph, Node
 from llgrad.ir.primitives import PRIMITIVES
@@ -45,7 +47,7 @@ class Kernel:
     copy: bool = False                       # only copies an existing value to an output
     reads: list = field(default_factory=list)   # materialised nodes it reads
     inlined: list = field(default_factory=list)  # nodes computed inside its loops
-    body: Optional[FusionPlan] = None        # a loop's: the plan of its body graph
+    body: Optional[FusionPlan] = None        # a loop's body's plan (a cond's: per branch)
 
 
 @dataclass
@@ -68,8 +70,7 @@ class FusionPlan:
         root = self.root(node)
         if id(root) not in self.slices:
             return [root]
-        operand, start = root.inputs
-        return self.roots(operand) + self.roots(start)
+        return [r for x in root.inputs for r in self.roots(x)]
 
     def summary(self) -> str:
         lines = []
@@ -80,6 +81,25 @@ class FusionPlan:
             runs = "  (epilogue of the product above)" if id(k) in epilogues else ""
             lines.append(f"{'copy' if k.copy else k.node.op} {k.node.type}{where}{fused}{runs}")
         return "\n".join(lines)
+
+
+def contiguous_start(node: Node) -> Optional[int]:
+    """The first element of a static slice that is one run of its operand's elements
+    (leading axes cut to one index, one axis to a range of it, the rest whole), else
+    None.  Such a slice of a stored operand is read in place, at an address, like a
+    dynamic_slice: an RNN unrolled over ``xs[t]`` copies no step's input."""
+    if node.op != "slice" or node.type.size == 0:
+        return None
+    a, shape = node.attrs, node.inputs[0].shape
+    start, step, whole = 0, 1, True   # whole: every axis after this one is whole
+    for axis in reversed(range(len(shape))):
+        n = node.shape[axis]
+        if (not whole and n != 1) or (n > 1 and a["strides"][axis] != 1):
+            return None
+        start += a["starts"][axis] * step
+        step *= shape[axis]
+        whole = whole and n == shape[axis]
+    return start
 
 
 def _accepts_inline(consumer: Node, operand: Node) -> bool:
@@ -144,7 +164,8 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
     for n in graph.nodes:
         if id(n) in inlined or isinstance(row(n), Leaf):
             continue
-        if isinstance(row(n), Slice) and id(n.inputs[0]) not in inlined:
+        if ((isinstance(row(n), Slice) or contiguous_start(n) is not None)
+                and id(n.inputs[0]) not in inlined):
             slices[id(n)] = n
             continue
         if isinstance(row(n), (View, Part)) and id(n.inputs[0]) not in inlined:
@@ -157,6 +178,8 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
                 offsets[id(n)] = offset
             continue
         body = fuse(n.attrs["body"], enabled=enabled) if isinstance(row(n), Loop) else None
+        if isinstance(row(n), Branches):
+            body = tuple(fuse(g, enabled=enabled) for g in n.attrs["branches"])
         kernel = Kernel(n, body=body)
         kernels.append(kernel)
         owners[id(n)] = kernel

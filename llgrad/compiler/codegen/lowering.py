@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from llgrad.compiler.codegen import control, kernels, math, matmul
+from llgrad.compiler.codegen import control, kernels, linalg, math, matmul
+from llgrad.compiler.codegen.scan import emit_cumsum
+from llgrad.compiler.codegen.sort import emit_argsort, scratch_bytes as sort_scratch
+from llgrad.compiler.codegen.collective import emit_allreduce_sum
+from llgrad.compiler.codegen import branches
+from llgrad.compiler.codegen import call as region_call
+from llgrad.compiler.codegen.while_loop import emit_while, scratch_bytes as while_scratch
 from llgrad.compiler.codegen.plan import (
+    Branches,
     Elementwise,
     IndexMap,
     Kernel,
@@ -196,6 +203,11 @@ def _read_iota(ctx, node, index):
     return b.sitofp(i, REGISTER[to])
 
 
+def _read_first(ctx, node, index):
+    """The identity's read: its first operand at the same index."""
+    return ctx.read(node.inputs[0], index)
+
+
 def _read_reshape(ctx, node, index):
     (x,) = node.inputs
     if x.type.ndim == 0:
@@ -289,11 +301,32 @@ LOWERINGS = {
     "dynamic_update_slice": Kernel(kernels.emit_dynamic_update_slice),
     "take": Kernel(kernels.emit_take),
     "scatter_add": Kernel(kernels.emit_scatter_add),
+    "argsort": Kernel(emit_argsort, scratch=sort_scratch, inline_inputs=False),
+    "cumsum": Kernel(emit_cumsum),
     "dot_general": Kernel(matmul.emit_dot_general, scratch=matmul.scratch_bytes,
                           inline_inputs=False),
+    # linear algebra: one matrix of the batch at a time (codegen/linalg.py)
+    "cholesky": Kernel(linalg.emit_cholesky, inline_inputs=False),
+    "triangular_solve": Kernel(linalg.emit_triangular_solve, inline_inputs=False),
+    "solve": Kernel(linalg.emit_solve, scratch=linalg.square_scratch, inline_inputs=False),
+    "slogdet": Kernel(linalg.emit_slogdet, scratch=linalg.square_scratch,
+                      inline_inputs=False),
+    "eigh": Kernel(linalg.emit_eigh, scratch=linalg.eigh_scratch, inline_inputs=False),
+    "svd": Kernel(linalg.emit_svd, scratch=linalg.svd_scratch, inline_inputs=False),
+    "qr": Kernel(linalg.emit_qr, scratch=linalg.qr_scratch, inline_inputs=False),
     # structured control flow: the body graph is lowered to a function called per step
     "loop": Loop(control.emit_loop, scratch=control.scratch_bytes, inline_inputs=False),
     "tuple_get": Part(),
+    "cond": Branches(branches.emit_cond, scratch=branches.scratch_bytes, inline_inputs=False),
+    # values whose derivative is given, not derived: the identity on their first input
+    "stop_gradient": Elementwise(lambda ctx, args, dtype, attrs: args[0]),
+    "custom_vjp_call": View(_read_first, lambda n: False),
+    "custom_jvp_call": View(_read_first, lambda n: False),
+    "while": Loop(emit_while, scratch=while_scratch, inline_inputs=False),  # while_loop.py
+    "checkpoint": Loop(region_call.emit_call, scratch=region_call.scratch_bytes,
+                       inline_inputs=False),
+    # collectives: one MPI call each, a kernel of its own (see codegen/collective.py)
+    "allreduce_sum": Kernel(emit_allreduce_sum, inline_inputs=False),
     # views and leaves
     "reshape": View(_read_reshape, lambda n: n.inputs[0].type.ndim > 0),
     "parameter": Leaf(),

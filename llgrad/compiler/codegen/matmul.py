@@ -261,8 +261,9 @@ def emit_dot_general(ctx, node, out):
         if ctx.epilogue is not None:
             ctx.epilogue.run_all(b)
         return
-    # a stored W of A @ W.T is transposed by the bands of C that read it (``_emit_tiles``)
-    banded = need_r and len(rhs.shape) == 2 and _blockwise(ctx, rhs, c.rhs_perm)
+    # a stored W (N x K) of A @ W.T is transposed by the bands of C that read it
+    # (``_emit_tiles``); not a W whose two axes are both contracted (one column of K)
+    banded = need_r and rhs.shape == (c.N, c.K) and _blockwise(ctx, rhs, c.rhs_perm)
     if banded:
         Bm = r_scratch
     else:

@@ -11,10 +11,13 @@ until the epilogue's step too: the epilogue's output never takes their bytes.
 """
 from __future__ import annotations
 
+import bisect
+import heapq
 from dataclasses import dataclass
 
+from llgrad.compiler.codegen.fusion import contiguous_start
 from llgrad.compiler.codegen.lowering import row
-from llgrad.compiler.codegen.plan import Kernel, Loop
+from llgrad.compiler.codegen.plan import Branches, Kernel, Loop
 from llgrad.llvm.scalar import ALIGN, nbytes
 
 
@@ -28,11 +31,13 @@ class Buffer:
 @dataclass(frozen=True, eq=False)
 class SliceBuffer(Buffer):
     """Rows of ``source`` from row ``min(max(start, 0), last_start)`` on, where
-    ``start`` is the int64 scalar stored in ``start``: a dynamic_slice by address."""
+    ``start`` is the int64 scalar stored in ``start``: a dynamic_slice by address.
+    A static slice has no ``start``: the bytes of ``source`` from ``offset`` on."""
     source: Buffer = None
     start: Buffer = None
     row_bytes: int = 0
     last_start: int = 0
+    offset: int = 0
 
 
 @dataclass
@@ -42,7 +47,7 @@ class MemoryPlan:
     outputs: list        # per kernel: Buffer it writes
     arena_bytes: int
     constants: list      # constant nodes, by Buffer.index
-    bodies: list         # per kernel: a loop's body's MemoryPlan, else None
+    bodies: list         # per kernel: a loop's body's MemoryPlan (a cond's: per branch)
 
     def summary(self) -> str:
         used = sum(b.nbytes for b in {id(b): b for b in self.buffers.values()}.values()
@@ -105,7 +110,11 @@ def plan_memory(fusion) -> MemoryPlan:
         outputs.append(buf)
     numbers = {key: k for k, key in enumerate(fusion.slices)}
     for n in graph.nodes:    # in order: a view of a slice, or a slice of a view
-        if id(n) in numbers:
+        if id(n) in numbers and n.op == "slice":
+            buffers[id(n)] = SliceBuffer("slice", numbers[id(n)], _nbytes(n),
+                                         buffers[id(n.inputs[0])], offset=nbytes(
+                                             n.type.with_shape((contiguous_start(n),))))
+        elif id(n) in numbers:
             operand, start = n.inputs
             row_bytes = nbytes(operand.type.with_shape(operand.shape[1:]))
             buffers[id(n)] = SliceBuffer("slice", numbers[id(n)], _nbytes(n),
@@ -130,21 +139,59 @@ def _scratch(kernel, bodies: list, t: int) -> tuple:
     if isinstance(r, Loop):
         bodies[t] = plan_memory(kernel.body)
         return r.scratch(kernel.node, bodies[t].arena_bytes)
+    if isinstance(r, Branches):
+        bodies[t] = tuple(plan_memory(branch) for branch in kernel.body)
+        return r.scratch(kernel.node, max(m.arena_bytes for m in bodies[t]))
     return r.scratch(kernel.node) if isinstance(r, Kernel) else ()
 
 
 def _assign_offsets(requests):
-    """First fit: each buffer takes the lowest offset free during its whole lifetime."""
-    placed, offsets, top = [], {}, 0
+    """First fit: each buffer takes the lowest offset free during its whole lifetime.
+
+    Requests are taken in order of their first step, so the bytes busy when one starts
+    are those of the buffers placed before it whose lifetime reaches its start: a
+    malloc and free simulation.  The free gaps below the highest busy byte are kept
+    merged, so a placement scans the gaps, not every buffer placed (a gradient keeps
+    thousands of residuals alive at once)."""
+    offsets, top = {}, 0
+    live = []            # heap of (last step, offset, size) of the buffers busy now
+    gaps = []            # sorted, merged [lo, hi) free ranges below ``high``
+    high = 0             # end of the highest busy byte
     for start, end, want, key in sorted(requests, key=lambda r: r[0]):
+        while live and live[0][0] < start:
+            _, lo, size = heapq.heappop(live)
+            high = _release(gaps, lo, lo + size, high)
         size = -(-max(want, 1) // ALIGN) * ALIGN
-        busy = sorted((off, off + sz) for s, e, off, sz in placed if s <= end and start <= e)
-        offset = 0
-        for lo, hi in busy:
-            if offset + size <= lo:
-                break
-            offset = max(offset, hi)
-        placed.append((start, end, offset, size))
+        offset = _take(gaps, size)
+        if offset is None:
+            offset, high = high, high + size
+        heapq.heappush(live, (end, offset, size))
         offsets[key] = offset
         top = max(top, offset + size)
     return offsets, top
+
+
+def _take(gaps: list, size: int):
+    """The lowest offset of a gap of at least ``size`` bytes, now taken; None if none."""
+    for k, (lo, hi) in enumerate(gaps):
+        if hi - lo >= size:
+            if hi - lo == size:
+                del gaps[k]
+            else:
+                gaps[k] = (lo + size, hi)
+            return lo
+    return None
+
+
+def _release(gaps: list, lo: int, hi: int, high: int) -> int:
+    """Free ``[lo, hi)``, merged with the gaps beside it; returns the new ``high``."""
+    k = bisect.bisect(gaps, (lo, hi))
+    if k < len(gaps) and gaps[k][0] == hi:
+        hi = gaps.pop(k)[1]
+    if k and gaps[k - 1][1] == lo:
+        k -= 1
+        lo = gaps.pop(k)[0]
+    if hi == high:
+        return lo
+    gaps.insert(k, (lo, hi))
+    return high

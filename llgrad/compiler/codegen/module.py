@@ -17,14 +17,16 @@ in a deep network, forward or backward) are emitted once and called with other b
 from __future__ import annotations
 
 import functools
+import os
 import re
 
 import numpy as np
 from llvmlite import ir
 
-from llgrad.compiler.codegen import finite, math, parallel, profile, region
+from llgrad.compiler.codegen import debuginfo, finite, math, parallel, profile, region
 from llgrad.compiler.codegen.context import KernelContext
 from llgrad.compiler.codegen.epilogue import Epilogue
+from llgrad.compiler.codegen.kernel_key import kernel_key
 from llgrad.compiler.codegen.kernels import clamped_start
 from llgrad.compiler.codegen.lowering import row
 from llgrad.compiler.codegen.options import CodegenOptions, ModuleState
@@ -110,6 +112,7 @@ def build_module(fusion, memory, options: CodegenOptions,
     if options.object_layout is not None:
         list_entry(module, entry, len(fusion.graph.inputs), options.object_layout)
     math.finish(state)
+    debuginfo.attach(module, state.lines)
     return module, entry_name, labels, checks
 
 
@@ -150,10 +153,13 @@ def buffer_addresses(b: ir.IRBuilder, packed, *, n_in: int, n_out: int, globals_
                 addresses[id(buf)] = b.gep(arena, [i64(buf.index)], inbounds=True,
                                            source_etype=I8)
             elif buf.kind == "slice":   # first needed after its start is stored
-                start = load(b, address(buf.start), i64(0), "int64")
-                row = clamped_start(b, start, 0, buf.last_start)
-                addresses[id(buf)] = b.gep(address(buf.source), [b.mul(row, i64(buf.row_bytes))],
-                                           inbounds=True, source_etype=I8)
+                at = i64(buf.offset)
+                if buf.start is not None:
+                    start = load(b, address(buf.start), i64(0), "int64")
+                    row = clamped_start(b, start, 0, buf.last_start)
+                    at = b.mul(row, i64(buf.row_bytes))
+                addresses[id(buf)] = b.gep(address(buf.source), [at], inbounds=True,
+                                           source_etype=I8)
             else:
                 addresses[id(buf)] = globals_[buf.index]
         return addresses[id(buf)]
@@ -184,17 +190,23 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
     for buf in memory.buffers.values():   # a slice reads its operand and start from
         if buf.kind == "slice":           # memory: a region must store them
             for pinned in (buf.source, buf.start):
-                last_read[region.key(pinned)] = len(kernels)
+                if pinned is not None:
+                    last_read[region.key(pinned)] = len(kernels)
+    top, parts, next_part = eb, [], 0
     t = 0
     while t < len(kernels):
+        if len(kernels) > CALLS_PER_PART and t >= next_part:
+            eb, address = _part(state, top, f"{name}.part{t}", address_in, graph)
+            parts.append(eb)
+            next_part = t + CALLS_PER_PART
         stop = t
         while stop < len(kernels) and region.loop_free(kernels[stop]):
             stop += 1
         if stop > t and state.checks is None:   # checked: each kernel its own call
-            fn = region.emit(state, f"{name}.k{t}_scalars", list(enumerate(kernels))[t:stop],
+            fn = region.emit(state, f"{name}.k{t}_scalars", list(enumerate(kernels[t:stop], t)),
                              memory, address_in, last_read)
             with profile.timed(state, eb, lambda: profile.kernel_label(name, t, kernels[t:stop])):
-                eb.call(_shared(state, fn), [entry.args[0]])
+                eb.call(_shared(state, fn), [eb.function.args[0]])
             t = stop
             continue
         paired = id(kernels[t].node) in fusion.epilogues   # kernel t + 1 runs inside it
@@ -204,8 +216,30 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
         finite.check(state, eb, graph, [(k, kernels[k].node, memory.outputs[k])
                                         for k in range(t, t + 1 + paired)], address)
         t += 1 + paired
-    eb.ret_void()
+    for b in parts + [top]:
+        b.ret_void()
     return entry
+
+
+#: kernel calls per function of a large graph: the entry calls functions that each
+#: call this many kernels.  LLVM's register allocator takes far more than linear time
+#: over one function of thousands of calls, each with buffer addresses that stay live
+#: across the rest (re-measure: the machine code stage of ``python
+#: benchmarks/bench_compile.py --programs jacjac``, with this at 10**9)
+CALLS_PER_PART = int(os.environ.get("LLGRAD_CALLS_PER_PART", 128))
+
+
+def _part(state, top: ir.IRBuilder, name: str, address_in, graph):
+    """A function ``void name(ptr args)`` the builder ``top`` calls, to run the next
+    kernels of a large graph: its builder, and its own ``buf -> address``."""
+    fn = ir.Function(state.module, ir.FunctionType(ir.VoidType(), [PTR]), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")      # inlined back, it would undo the split
+    fn.args[0].add_attribute("captures(none)")
+    top.call(fn, [top.function.args[0]])
+    finite.check(state, top, graph, [], None)   # a failure inside ends the caller too
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    return b, address_in(b, fn.args[0])
 
 
 def _emit_kernel(state, name, eb, address, t, kernel, fusion, memory, globals_):
@@ -220,6 +254,42 @@ def _emit_kernel(state, name, eb, address, t, kernel, fusion, memory, globals_):
     flat = loop and (kernel.copy or not needs_axes(node, fusion.inlined))
     unit = (parallel.split_unit(threads, node.type.size, node.shape[0] if node.shape else 1, flat)
             if loop else None)
+    params, key = _keyed(kernel, t, fusion, memory, ranged=unit is not None, flat=flat)
+    fn = state.kernel_keys.get(key)    # a repeat: the same code over other buffers
+    if fn is None:
+        fn, params = _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat)
+        if key is not None:
+            state.kernel_keys[key] = fn
+    if unit is not None:
+        parallel.call_split(state, eb, fn, [address(buf) for buf in params],
+                            node.type.size if flat else node.shape[0], threads, unit)
+    else:
+        eb.call(fn, [address(buf) for buf in params])
+
+
+def _keyed(kernel, t, fusion, memory, *, ranged: bool, flat: bool):
+    """The buffers kernel ``t``'s function receives, and its ``kernel_key`` (None for a
+    loop or branches: their code depends on plans of their own); a product with an
+    epilogue is keyed with it, and with where the epilogue's buffers are among its own."""
+    after = fusion.epilogues.get(id(kernel.node))
+    e_params = _kernel_params(after, memory, t + 1)[0] if after is not None else ()
+    params = _kernel_params(kernel, memory, t, e_params)[0]
+    if kernel.body is not None:
+        return params, None
+    key = kernel_key(kernel, fusion.inlined, memory, params, ranged=ranged, flat=flat)
+    if after is not None:
+        slots = {id(buf): k for k, buf in enumerate(params)}
+        key += kernel_key(after, fusion.inlined, memory, e_params, ranged=True,
+                          flat=not needs_axes(after.node, fusion.inlined))
+        key += repr([slots[id(buf)] for buf in e_params]).encode()
+    return params, key
+
+
+def _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat):
+    """Kernel ``t``'s function, emitted (or an identical one emitted before), and the
+    buffers its pointer arguments receive."""
+    node = kernel.node
+    r = row(node)
     after = fusion.epilogues.get(id(node))
     if after is not None:
         e_fn, e_params, e_flat = _ranged_function(state, name, t + 1, after, fusion, memory,
@@ -239,11 +309,7 @@ def _emit_kernel(state, name, eb, address, t, kernel, fusion, memory, globals_):
         _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy,
                                  fn.args[len(params):] if unit else None, by_rows=not flat)
     ctx.b.ret_void()
-    if unit is not None:
-        parallel.call_split(state, eb, _shared(state, fn), [address(buf) for buf in params],
-                            node.type.size if flat else node.shape[0], threads, unit)
-    else:
-        eb.call(_shared(state, fn), [address(buf) for buf in params])
+    return _shared(state, fn), params
 
 
 def _ranged_function(state, name, t, kernel, fusion, memory, globals_):
@@ -263,17 +329,12 @@ def _kernel_function(state, name, t, kernel, memory, globals_, *, ranged, extra=
     scratch, the ``extra`` buffers not among those (what an epilogue it runs reads and
     writes), then ``i64 lo, hi`` when ``ranged``."""
     node = kernel.node
-    read_bufs = []
-    for n in kernel.reads:
-        buf = memory.buffers[id(n)]
-        if buf.kind != "constant" and all(buf is not r for r in read_bufs):
-            read_bufs.append(buf)
-    own = [memory.outputs[t]] + read_bufs + list(memory.scratch[t])
-    params = own + [buf for buf in extra if all(buf is not p for p in own)]
+    params, n_reads, n_own = _kernel_params(kernel, memory, t, extra)
     signature = ir.FunctionType(ir.VoidType(), [PTR] * len(params) + [I64, I64] * ranged)
     fn = ir.Function(state.module, signature,
                      f"{name}.k{t}_{'copy' if kernel.copy else node.op}")
     fn.linkage = "internal"
+    state.lines.kernel(fn, node)
     if not all(region.is_scalar(n) for n in (node, *kernel.reads)):
         fn.attributes.add("noinline")  # a loop; a scalar kernel is cheaper inlined
     # LLVM defaults to 256-bit vectors even with AVX-512; full-width libmvec
@@ -283,7 +344,7 @@ def _kernel_function(state, name, t, kernel, memory, globals_, *, ranged, extra=
     for i, arg in enumerate(fn.args[:len(params)]):
         arg.add_attribute("noalias")
         arg.add_attribute("captures(none)")
-        if 0 < i <= len(read_bufs):
+        if 0 < i <= n_reads:
             set.add(arg.attributes, "readonly")
     arg_of = {id(buf): arg for buf, arg in zip(params, fn.args)}
     pointers = {}
@@ -291,7 +352,22 @@ def _kernel_function(state, name, t, kernel, memory, globals_, *, ranged, extra=
         buf = memory.buffers[id(n)]
         pointers[id(n)] = globals_[buf.index] if buf.kind == "constant" else arg_of[id(buf)]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    return fn, params, KernelContext(b, pointers, fn.args[1 + len(read_bufs):len(own)], state)
+    return fn, params, KernelContext(b, pointers, fn.args[1 + n_reads:n_own], state)
+
+
+def _kernel_params(kernel, memory, t, extra=()):
+    """The buffers kernel ``t``'s pointer arguments receive: its output, each distinct
+    stored input (constants are globals, not arguments), its scratch, then the
+    ``extra`` buffers not among those; with the counts of stored inputs and of all
+    but the extra ones."""
+    read_bufs = []
+    for n in kernel.reads:
+        buf = memory.buffers[id(n)]
+        if buf.kind != "constant" and all(buf is not r for r in read_bufs):
+            read_bufs.append(buf)
+    own = [memory.outputs[t]] + read_bufs + list(memory.scratch[t])
+    params = own + [buf for buf in extra if all(buf is not p for p in own)]
+    return params, len(read_bufs), len(own)
 
 
 def _shared(state: ModuleState, fn: ir.Function) -> ir.Function:

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 from llvmlite import ir
 
+from llgrad.compiler.codegen.debuginfo import Lines
 from llgrad.runtime.blas import Gemm
 
 
@@ -74,9 +75,11 @@ class ModuleState:
     vector_fns: list = field(default_factory=list)        # libmvec declarations (math)
     vector_variants: dict = field(default_factory=dict)   # scalar symbol -> {lanes: fn}
     kernels: dict = field(default_factory=dict)           # kernel text -> its function
+    kernel_keys: dict = field(default_factory=dict)       # kernel_key -> its function
     split_parts: dict = field(default_factory=dict)       # (kernel, size, parts, unit) -> fn
     loop_bodies: int = 0                                  # body functions emitted so far
     carried: set = field(default_factory=set)  # ids of loop-carried body parameters
     profile: Optional[list] = None             # one label per timed call site
     checks: Optional[list] = None              # one label per NaN/Inf check (finite)
     origins: Optional[dict] = None             # id(node) -> (pass, adjoint of)
+    lines: Lines = field(default_factory=Lines)  # source lines seen (debuginfo)

@@ -14,6 +14,7 @@ A row says how a primitive becomes LLVM IR, in one of these forms:
   nest: ``emit(ctx, node, out)``.
 - ``Loop``: a kernel whose body is a graph of its own, planned (fused, given memory)
   as a whole graph is.
+- ``Branches``: a kernel that runs one of several graphs (cond), each planned so.
 - ``View``: same bytes, new shape (reshape).
 - ``Slice``: a block of whole rows chosen by a start read at run time
   (dynamic_slice): the operand's bytes from that row on, or a copy when the operand
@@ -54,6 +55,13 @@ class Loop(Kernel):
     """A counted loop whose body is a graph: the planner fuses the body and plans its
     memory like a whole graph's, and ``scratch(node, body_arena_bytes)`` says what
     the loop needs besides the body's own arena."""
+
+
+@dataclass(frozen=True)
+class Branches(Kernel):
+    """A kernel that runs one of its node's ``branches`` graphs: the planner fuses and
+    plans each as a whole graph, and ``scratch(node, arena_bytes)`` gets the largest
+    branch arena, which the branches share (only one of them runs)."""
 
 
 @dataclass(frozen=True)

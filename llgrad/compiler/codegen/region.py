@@ -47,7 +47,6 @@ def emit(state, name: str, kernels, memory, address_in, last_read: dict):
     inline a large region.
     """
     stop = kernels[-1][0]
-    live_after = {k for k, t in last_read.items() if t > stop}
     fn = ir.Function(state.module, ir.FunctionType(ir.VoidType(), [PTR]), name)
     fn.linkage = "internal"
     fn.args[0].add_attribute("captures(none)")
@@ -70,7 +69,8 @@ def emit(state, name: str, kernels, memory, address_in, last_read: dict):
         out = memory.outputs[t]
         written[key(out)] = value
         # stored at once: a value held in a register to the end of a long region spills
-        if last_write[key(out)] == t and (out.kind == "output" or key(out) in live_after):
+        if last_write[key(out)] == t and (out.kind == "output"
+                                          or last_read.get(key(out), -1) > stop):
             store(b, value, address(out), i64(0), node.dtype)
     if state.options.batch_calls:
         batch_calls(state, b.block)

@@ -149,7 +149,7 @@ def _native(kind, argnums, entry, args, leaves, floats):
     None where it does not apply (see the module docstring)."""
     executable = entry.executable
     if (os.environ.get("LLGRAD_NO_NATIVE_ENTRY") == "1" or pyobjects.OBJECTS is None
-            or getattr(executable, "checks_finite", False)):   # run() raises on a NaN
+            or getattr(executable, "checks_status", False)):   # run() raises
         return None
     touched = executable.arena_bytes + sum(
         int(np.prod(shape)) * dtype.itemsize

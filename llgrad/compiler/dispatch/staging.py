@@ -337,6 +337,12 @@ class Staged(functools.partial):
     def __repr__(self):
         return f"<llgrad {self.kind} of {self.name}>"
 
+    def _repr_html_(self):
+        """A notebook shows the inspector of the signature compiled last."""
+        if not self._cache:
+            return f"<p>llgrad {self.kind} of <code>{self.name}</code>: not called yet</p>"
+        return list(self._cache.values())[-1]._repr_html_()
+
     def __get__(self, obj, objtype=None):
         """Not a method when stored on a class (newer Pythons make partials bind)."""
         return self
@@ -388,6 +394,7 @@ class Staged(functools.partial):
         if entry is None:
             start = time.perf_counter()
             entry = self._compile(args, kwargs, leaves)
+            entry.function = self.fn   # the inspector page shows its source
             if entry.executable is None:   # reads an enclosing trace: never cached
                 return entry, leaves
             recompiles.note(self.name, self.kind, list(self._cache), key, self._arg_name,

@@ -9,5 +9,9 @@ from llgrad.compiler.frontend import numpy_shapes  # noqa: F401  (registers its 
 from llgrad.compiler.frontend import scipy_special  # noqa: F401  (registers its rows)
 from llgrad.compiler.frontend import numpy_indexing  # noqa: F401  (registers its rows)
 from llgrad.compiler.frontend import numpy_math  # noqa: F401  (registers its rows)
+from llgrad.compiler.frontend import numpy_sort  # noqa: F401  (registers its rows)
+from llgrad.compiler.frontend import numpy_einsum  # noqa: F401  (registers its rows)
+from llgrad.compiler.frontend import numpy_logic  # noqa: F401  (registers its rows)
+from llgrad.compiler.frontend import numpy_linalg  # noqa: F401  (registers its rows)
 
 numpy_ops.attach(trace.Tracer)

@@ -30,17 +30,8 @@ import numpy as np
 from llgrad.compiler.frontend.numpy_ops import (
     TABLE,
     NumpyFunction,
-    _accept,
-    _as,
-    _axes,
-    _b,
-    _has_tracer,
-    _integer,
-    _traced,
-    _wrap,
     add,
     astype,
-    broadcast_shapes,
     clip,
     divide,
     greater_equal,
@@ -52,6 +43,17 @@ from llgrad.compiler.frontend.numpy_ops import (
     subtract,
     traceable,
     where,
+)
+from llgrad.compiler.frontend.numpy_support import (
+    accept,
+    as_node,
+    broadcast_shapes,
+    builder,
+    has_tracer,
+    integer,
+    normalize_axes,
+    traced,
+    wrap,
 )
 from llgrad.compiler.frontend.trace import Tracer
 from llgrad.ir.errors import DTypeError, ShapeError, UnsupportedError
@@ -91,8 +93,8 @@ def _entry(k):
         return "slice", k
     if isinstance(k, (bool, np.bool_)):
         return "bool", bool(k)
-    if isinstance(k, (list, tuple)) and _has_tracer(k):
-        k = _traced(k)
+    if isinstance(k, (list, tuple)) and has_tracer(k):
+        k = traced(k)
     if isinstance(k, Tracer):
         if k.node.dtype == "bool":
             raise UnsupportedError(
@@ -110,7 +112,7 @@ def _entry(k):
         if arr.ndim == 0 and arr.dtype.kind in "iu":
             return "int", int(arr)
         return "array", arr
-    return "int", _integer(k, "an index")
+    return "int", integer(k, "an index")
 
 
 def _bounded(i: int, n: int, axis: int) -> int:
@@ -132,7 +134,7 @@ def _index_array(k, n: int, axis: int):
             raise ShapeError(f"cannot index axis {axis} of size 0 with a traced {t} array")
         if t.size == 0:
             return np.zeros(t.shape, np.int64)
-        b = _b()
+        b = builder()
         i = b.select(b.lt(k.node, b.full(0, t)), b.add(k.node, b.full(n, t)), k.node)
         return b.min(b.max(i, b.full(0, t)), b.full(n - 1, t))
     arr = np.asarray(k)
@@ -265,7 +267,7 @@ def _plan(axes: list[_Axis]) -> _Plan:
 
 def _numbers(plan: _Plan):
     """The plan's row numbers as an int64 node of its block's shape."""
-    b, block, total = _b(), TensorType(plan.block, "int64"), None
+    b, block, total = builder(), TensorType(plan.block, "int64"), None
     for dims, index, scale in plan.terms:
         if index is None:
             part = b.iota(shape=plan.block, dtype="int64", axis=dims[0])
@@ -295,16 +297,16 @@ def _constant_numbers(plan: _Plan) -> np.ndarray:
 
 def _shaped(node: Node, shape) -> Node:
     shape = tuple(shape)
-    return node if node.shape == shape else _b().reshape(node, shape=shape)
+    return node if node.shape == shape else builder().reshape(node, shape=shape)
 
 
 def _gather(x: Tracer, plan: _Plan) -> Tracer:
-    b = _b()
+    b = builder()
     if plan.empty:
-        return _wrap(b.full(0, TensorType(plan.shape, x.node.dtype)))
+        return wrap(b.full(0, TensorType(plan.shape, x.node.dtype)))
     rows = _shaped(x.node, (plan.rows,) + plan.rest)
     taken = b.take(rows, _shaped(_numbers(plan), (math.prod(plan.block),)))
-    return _wrap(_shaped(taken, plan.shape))
+    return wrap(_shaped(taken, plan.shape))
 
 
 def _sliced(x: Tracer, axes: list[_Axis]) -> Tracer:
@@ -317,15 +319,15 @@ def _sliced(x: Tracer, axes: list[_Axis]) -> Tracer:
     strides = tuple(a.step for a in real)
     node = x.node
     if (starts, limits, strides) != ((0,) * x.ndim, x.shape, (1,) * x.ndim):
-        node = _b().slice(node, starts=starts, limits=limits, strides=strides)
-    return _wrap(_shaped(node, [a.count for a in axes if a.keep]))
+        node = builder().slice(node, starts=starts, limits=limits, strides=strides)
+    return wrap(_shaped(node, [a.count for a in axes if a.keep]))
 
 
 @op("getitem", operator.getitem, methods=("__getitem__",), exported=False)
 def getitem(x, key):
     """``x[key]`` as numpy reads every key: integers, slices (any step), None, ...,
     integer arrays (constant or traced) and constant boolean masks, on any axes."""
-    x = _traced(x)
+    x = traced(x)
     axes = _read_key(x.shape, key)
     if all(a.index is None and a.step > 0 for a in axes):
         return _sliced(x, axes)
@@ -348,7 +350,7 @@ def _modulo(indices, n: int):
 
 def _index_values(indices):
     """Indices as a Tracer (when any is traced) or a numpy array."""
-    return _traced(indices) if _has_tracer([indices]) else np.asarray(indices)
+    return traced(indices) if has_tracer([indices]) else np.asarray(indices)
 
 
 @op("take")
@@ -356,11 +358,11 @@ def take(a, indices, axis=None, out=None, mode="raise"):
     """numpy's modes: 'raise' checks constant indices (traced ones are clamped, as the
     module's docstring says), 'clip' clips every index into range (a negative one to
     0), 'wrap' takes it modulo the axis' size."""
-    _accept("take", out=out)
-    a, indices = _traced(a), _index_values(indices)
+    accept("take", out=out)
+    a, indices = traced(a), _index_values(indices)
     if axis is None:
         a, axis = ravel(a), 0
-    axis = _axes(axis, a.ndim)[0]
+    axis = normalize_axes(axis, a.ndim)[0]
     if mode not in ("raise", "clip", "wrap"):
         raise UnsupportedError(f"take(mode={mode!r}): the mode must be 'raise', 'clip' "
                                f"or 'wrap'")
@@ -379,7 +381,7 @@ def _along_axis(shape, indices, axis) -> tuple:
         raise ShapeError("`indices` and `arr` must have the same number of dimensions")
     if indices.dtype.kind not in "iu":
         raise DTypeError("`indices` must be an integer array")
-    axis = _axes(axis, len(shape))[0]
+    axis = normalize_axes(axis, len(shape))[0]
     return tuple(indices if d == axis else np.arange(n).reshape(
         [n if e == d else 1 for e in range(len(shape))]) for d, n in enumerate(shape))
 
@@ -395,7 +397,7 @@ def _flat_along(arr, indices, axis):
 
 @op("take_along_axis")
 def take_along_axis(arr, indices, axis=-1):
-    arr, indices = _traced(arr), _index_values(indices)
+    arr, indices = traced(arr), _index_values(indices)
     flat, axis = _flat_along(arr, indices, axis)
     return getitem(flat, _along_axis(flat.shape, indices, axis))
 
@@ -417,7 +419,7 @@ def put_along_axis(arr, indices, values, axis, inplace=True):
             "np.put_along_axis writes into its array, and traced arrays are immutable; "
             "llgrad.numpy.put_along_axis(arr, indices, values, axis, inplace=False) "
             "returns the new array")
-    arr, indices = _traced(arr), _index_values(indices)
+    arr, indices = traced(arr), _index_values(indices)
     flat, axis = _flat_along(arr, indices, axis)
     return reshape(_update(flat, _along_axis(flat.shape, indices, axis), values, False),
                    arr.shape)
@@ -484,18 +486,18 @@ def _broadcasts(shape, target) -> bool:
 
 
 def _update(x, key, values, accumulate: bool) -> Tracer:
-    x = _traced(x)
+    x = traced(x)
     mask = key[0] if isinstance(key, tuple) and len(key) == 1 else key
     if isinstance(mask, Tracer) and mask.node.dtype == "bool":
         return _masked_update(x, mask, values, accumulate)
     plan = _plan(_read_key(x.shape, key))
-    values = _as(_traced(values), x.node.dtype)
+    values = as_node(traced(values), x.node.dtype)
     if not _broadcasts(values.shape, plan.shape):
         raise ShapeError(f"could not broadcast input array from shape {values.shape} "
                          f"into shape {plan.shape}")
     if plan.empty:
         return x
-    b = _b()
+    b = builder()
     values = _shaped(b.broadcast_to(values, plan.shape), (math.prod(plan.block),) + plan.rest)
     if plan.constant and not accumulate:   # numpy assigns in order: the last repeat stays
         numbers = _constant_numbers(plan).ravel()
@@ -517,7 +519,7 @@ def _update(x, key, values, accumulate: bool) -> Tracer:
         updated = b.ne(wide, b.full(0, wide.type))
     else:
         updated = b.scatter_add(rows, numbers, values)
-    return _wrap(_shaped(updated, x.shape))
+    return wrap(_shaped(updated, x.shape))
 
 
 def _masked_update(x: Tracer, mask: Tracer, values, accumulate: bool) -> Tracer:
@@ -536,8 +538,8 @@ def _masked_update(x: Tracer, mask: Tracer, values, accumulate: bool) -> Tracer:
                                f"{row}, written to every selected row (np.where); values "
                                f"of shape {values.shape} would have to match the number of "
                                f"selected rows, which depends on the mask's values")
-    b = _b()
-    chosen = _wrap(b.broadcast_in_dim(mask.node, shape=x.shape, dims=tuple(range(k))))
+    b = builder()
+    chosen = wrap(b.broadcast_in_dim(mask.node, shape=x.shape, dims=tuple(range(k))))
     return where(chosen, add(x, values) if accumulate else values, x)
 
 

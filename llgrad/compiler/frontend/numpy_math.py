@@ -2,18 +2,20 @@
 the small elementwise functions around them, rebuilt from primitives: more rows of the
 numpy table (``numpy_ops.op``), with numpy's signatures, dtypes and special values.
 
-Three things are built here rather than being primitives:
+How three of them are built:
 
-- Products and cumulative sums and products are trees of ``mul`` and ``add`` (a
-  halving tree for ``prod``, Hillis-Steele doubling for the scans), so reverse mode
-  differentiates them like any other arithmetic: the adjoint reaching a factor is the
-  product of the others, also where other factors are zero (never ``prod / x``).
+- Products and cumulative products are trees of ``mul`` (a halving tree for ``prod``,
+  Hillis-Steele doubling for ``cumprod``), so reverse mode differentiates them like
+  any other arithmetic: the adjoint reaching a factor is the product of the others,
+  also where other factors are zero (never ``prod / x``).  Cumulative sums are the
+  ``cumsum`` primitive (ir/primitives_scan.py), one pass in numpy's order.
 - numpy's remainder and floor division follow numpy's own C code (``npy_divmod``):
   C's ``fmod`` (the primitive), moved by the divisor where the signs differ, a zero
   remainder signed like the divisor, and a quotient snapped to a whole number.
-- Order statistics (median, percentile, quantile) sort along the axis with a bitonic
-  network of ``minimum`` and ``maximum`` (static sizes, no sort primitive), so the
-  gradient goes to the elements taken, ties sharing it.
+- Order statistics (median, percentile, quantile) take elements of the array sorted
+  along the axes (``numpy_sort``, the ``argsort`` primitive), so the gradient goes
+  to the elements taken through the permutation (of tied elements, to the one the
+  stable order puts at the position taken).
 """
 from __future__ import annotations
 
@@ -22,22 +24,9 @@ import builtins
 import numpy as np
 
 from llgrad.compiler.frontend.numpy_ops import (
-    _accept,
-    _as,
-    _axes,
-    _b,
-    _binary,
-    _float_dtype,
-    _has_tracer,
-    _integer,
-    _shape,
-    _traced,
-    _unary_float,
-    _wrap,
     absolute,
     add,
     astype,
-    broadcast_shapes,
     concatenate,
     divide,
     equal,
@@ -56,13 +45,30 @@ from llgrad.compiler.frontend.numpy_ops import (
     op,
     ravel,
     reshape,
-    result_dtype,
     sin,
     subtract,
     sum,
     transpose,
     where,
     zeros_like,
+)
+from llgrad.compiler.frontend.numpy_sort import sorted_last
+from llgrad.compiler.frontend.numpy_support import (
+    accept,
+    as_node,
+    binary,
+    broadcast_shapes,
+    builder,
+    float_dtype,
+    has_tracer,
+    integer,
+    normalize_axes,
+    on_last_axis,
+    result_dtype,
+    shape_of,
+    traced,
+    unary_float,
+    wrap,
 )
 from llgrad.ir.errors import DTypeError, ShapeError, UnsupportedError
 from llgrad.ir.types import TensorType, dtype_name
@@ -75,12 +81,12 @@ def _part(x, axis: int, start: int, stop: int):
     """x[..., start:stop, ...] along ``axis``."""
     starts, limits = [0] * x.ndim, list(x.shape)
     starts[axis], limits[axis] = start, stop
-    return _wrap(_b().slice(x.node, starts=tuple(starts), limits=tuple(limits),
-                            strides=(1,) * x.ndim))
+    return wrap(builder().slice(x.node, starts=tuple(starts), limits=tuple(limits),
+                                strides=(1,) * x.ndim))
 
 
 def _filled(value, shape, dtype: str):
-    return _wrap(_b().full(value, TensorType(tuple(shape), dtype)))
+    return wrap(builder().full(value, TensorType(tuple(shape), dtype)))
 
 
 def _resized(shape, axis: int, n: int) -> tuple:
@@ -92,7 +98,7 @@ def _isnan(x):
 
 
 def _as_float(x):
-    return astype(x, _float_dtype(x))
+    return astype(x, float_dtype(x))
 
 
 # ----------------------------------------------------------------------------------
@@ -102,16 +108,16 @@ def _as_float(x):
 def _rounding(prim):
     def f(x):
         if result_dtype(x) in ("int64", "bool"):
-            return _traced(x)
-        return _unary_float(prim)(x)
+            return traced(x)
+        return unary_float(prim)(x)
     return f
 
 
 floor = op("floor")(_rounding("floor"))
 ceil = op("ceil")(_rounding("ceil"))
 trunc = op("trunc")(_rounding("trunc"))
-rint = op("rint")(_unary_float("rint"))
-fmod = op("fmod")(_binary("fmod"))
+rint = op("rint")(unary_float("rint"))
+fmod = op("fmod")(binary("fmod"))
 
 
 @op("round", aliases=("around",), methods=("round",))
@@ -119,9 +125,9 @@ def round(a, decimals=0, out=None):
     """Half to even, as numpy: a float is scaled by 10**decimals, rounded by rint and
     scaled back; an integer is itself for decimals >= 0, and else the nearest multiple
     of 10**-decimals, computed exactly with remainders."""
-    _accept("round", out=out)
-    decimals = _integer(decimals, "decimals")
-    a = _traced(a)
+    accept("round", out=out)
+    decimals = integer(decimals, "decimals")
+    a = traced(a)
     dtype = a.node.dtype
     if dtype == "bool":
         raise DTypeError("round of a bool array is float16 in numpy, which llgrad does "
@@ -179,7 +185,7 @@ def floor_divide(x, y):
     """Integers: the primitive.  Floats: (x - x % y) / y snapped to a whole number, x / y
     where y is 0, a zero quotient signed like x / y; its derivative is 0."""
     if result_dtype(x, y) in ("int64", "bool"):
-        return _binary("floordiv")(x, y)   # bools refused by name
+        return binary("floordiv")(x, y)   # bools refused by name
     m = fmod(x, y)
     quotient = divide(x, y)
     exact = divide(subtract(x, m), y)
@@ -218,7 +224,7 @@ def _log_add(exponential, scale):
     (infinities included) give |x - y| = 0, so inf + inf is inf, not NaN.  At a tie each
     operand gets half the derivative (max's rule; |.|' is 0 at 0)."""
     def f(x1, x2):
-        dtype = _float_dtype(x1, x2)
+        dtype = float_dtype(x1, x2)
         x, y = astype(x1, dtype), astype(x2, dtype)
         apart = absolute(where(equal(x, y), 0.0, subtract(x, y)))
         return add(maximum(x, y), multiply(log1p(exponential(negative(apart))), scale))
@@ -246,8 +252,8 @@ def sinc(x):
 def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     """NaN, +inf and -inf replaced (by default by 0 and the dtype's largest and
     smallest finite values); integers and bools are themselves."""
-    _accept("nan_to_num", copy=copy)
-    x = _traced(x)
+    accept("nan_to_num", copy=copy)
+    x = traced(x)
     if x.node.dtype not in ("float32", "float64"):
         return x
     info = np.finfo(x.dtype)
@@ -272,7 +278,7 @@ rad2deg = op("rad2deg", aliases=("degrees",))(_scaled(180.0 / np.pi))
 
 @op("real")
 def real(val):
-    return _traced(val)
+    return traced(val)
 
 
 @op("imag")
@@ -285,7 +291,7 @@ def conjugate(x):
     if result_dtype(x) == "bool":
         raise DTypeError("conjugate of a bool array is int8 in numpy, which llgrad does "
                          "not support; convert it first")
-    return _traced(x)
+    return traced(x)
 
 
 @op("angle")
@@ -314,8 +320,8 @@ def select(condlist, choicelist, default=0):
         if result_dtype(cond) != "bool":
             raise DTypeError(f"invalid entry {i} in condlist: should be boolean ndarray")
     dtype = result_dtype(*choicelist, default)
-    shape = broadcast_shapes(*[_shape(v) for v in (*condlist, *choicelist, default)])
-    result = _wrap(_b().broadcast_to(_as(default, dtype), shape))
+    shape = broadcast_shapes(*[shape_of(v) for v in (*condlist, *choicelist, default)])
+    result = wrap(builder().broadcast_to(as_node(default, dtype), shape))
     for cond, choice in reversed(list(zip(condlist, choicelist))):
         result = where(cond, choice, result)
     return result
@@ -326,16 +332,16 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
              device=None):
     """numpy's evenly spaced values between traced ``start`` and ``stop`` (static
     ``num``): start + i·step, the last one ``stop`` itself when ``endpoint``."""
-    _accept("linspace", device=device)
-    num = _integer(num, "num")
+    accept("linspace", device=device)
+    num = integer(num, "num")
     if num < 0:
         raise ShapeError(f"Number of samples, {num}, must be non-negative.")
     div = num - 1 if endpoint else num
-    dt = _float_dtype(start, stop)
+    dt = float_dtype(start, stop)
     start, stop = astype(start, dt), astype(stop, dt)
     delta = subtract(stop, start)
     shape = broadcast_shapes(start.shape, stop.shape)
-    y = _wrap(_b().iota(shape=(num,) + shape, dtype=dt, axis=0))
+    y = wrap(builder().iota(shape=(num,) + shape, dtype=dt, axis=0))
     if div > 0:
         step = divide(delta, float(div))
         y = where(equal(step, 0), multiply(divide(y, float(div)), delta), multiply(y, step))
@@ -344,9 +350,9 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
         y = multiply(y, delta)
     y = add(y, start)
     if endpoint and num > 1:
-        last = reshape(_wrap(_b().broadcast_to(stop.node, shape)), (1,) + shape)
+        last = reshape(wrap(builder().broadcast_to(stop.node, shape)), (1,) + shape)
         y = concatenate([_part(y, 0, 0, num - 1), last], axis=0)
-    axis = _axes(axis, y.ndim)[0]
+    axis = normalize_axes(axis, y.ndim)[0]
     if axis:
         y = transpose(y, [*range(1, axis + 1), 0, *range(axis + 1, y.ndim)])
     if dtype is not None:
@@ -386,17 +392,17 @@ def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=np._NoValue
          where=True):
     """A halving tree of multiplications per axis (1 for no elements); ``initial``
     multiplies every product."""
-    _accept("prod", out=out, where=where)
-    a = _traced(a)
+    accept("prod", out=out, where=where)
+    a = traced(a)
     target = _accumulated_dtype(a, dtype)
-    axes = _axes(axis, a.ndim)
+    axes = normalize_axes(axis, a.ndim)
     x = astype(a, target)
     for d in axes:
         x = _combined(x, d, multiply, 1)
     kept = tuple(1 if d in axes else n for d, n in enumerate(a.shape))
     dropped = tuple(n for d, n in enumerate(a.shape) if d not in axes)
     x = reshape(x, kept if _kept(keepdims) else dropped)
-    return x if initial is np._NoValue else multiply(x, _wrap(_as(initial, target)))
+    return x if initial is np._NoValue else multiply(x, wrap(as_node(initial, target)))
 
 
 def _scan(name, combine, identity):
@@ -404,11 +410,11 @@ def _scan(name, combine, identity):
     Hillis-Steele doubling: after the step with shift s every element combines the 2s
     elements ending at it, the missing ones read as ``identity``."""
     def f(a, axis=None, dtype=None, out=None):
-        _accept(name, out=out)
-        a = _traced(a)
+        accept(name, out=out)
+        a = traced(a)
         if axis is None:
             a, axis = ravel(a), 0
-        axis = _axes(axis, a.ndim)[0]
+        axis = normalize_axes(axis, a.ndim)[0]
         x = astype(a, _accumulated_dtype(a, dtype))
         n, shift = x.shape[axis], 1
         while shift < n:
@@ -419,45 +425,30 @@ def _scan(name, combine, identity):
     return op(name, methods=(name,))(f)
 
 
-cumsum = _scan("cumsum", add, 0)
 cumprod = _scan("cumprod", multiply, 1)
 
 
+@op("cumsum", methods=("cumsum",))
+def cumsum(a, axis=None, dtype=None, out=None):
+    """The ``cumsum`` primitive along the axis (moved last): one pass adding left to
+    right, numpy's order, so numpy's result."""
+    accept("cumsum", out=out)
+    a = traced(a)
+    if axis is None:
+        a, axis = ravel(a), 0
+    x = astype(a, _accumulated_dtype(a, dtype))
+    return on_last_axis(x, normalize_axes(axis, a.ndim)[0],
+                        lambda t: wrap(builder().cumsum(t.node, reverse=False)))
+
+
 # ----------------------------------------------------------------------------------
-# order statistics: a bitonic sorting network of minimum and maximum
-
-
-def _sorted_last(x):
-    """``x`` sorted ascending along its last axis: padded with +inf to a power of two,
-    then the bitonic network, each step one minimum and one maximum over all pairs
-    (i, i + j) at once, the pairs' order (ascending or descending) by their block."""
-    n, lead = x.shape[-1], x.shape[:-1]
-    size = 1 << builtins.max(n - 1, 0).bit_length()
-    if size > n:
-        x = concatenate([x, _filled(np.inf, lead + (size - n,), x.node.dtype)], axis=-1)
-    k = 2
-    while k <= size:
-        j = k // 2
-        while j:
-            blocks = size // (2 * j)
-            pairs = reshape(x, lead + (blocks, 2, j))
-            first, second = _part(pairs, len(lead) + 1, 0, 1), _part(pairs, len(lead) + 1, 1, 2)
-            low, high = minimum(first, second), maximum(first, second)
-            up = (np.arange(blocks) * 2 * j & k) == 0
-            if not up.all():
-                up = up.reshape(blocks, 1, 1)
-                low, high = where(up, low, high), where(up, high, low)
-            x = reshape(concatenate([low, high], axis=len(lead) + 1), lead + (size,))
-            j //= 2
-        k *= 2
-    return _part(x, len(lead), 0, n)
-
+# order statistics: the values sorted along the axes (numpy_sort)
 
 def _reduced_last(a, axis, dtype: str):
     """``a`` in ``dtype`` with the axes reduced over moved last and made one axis,
     and those axes."""
     a = astype(a, dtype)
-    axes = _axes(axis, a.ndim)
+    axes = normalize_axes(axis, a.ndim)
     rest = [d for d in range(a.ndim) if d not in axes]
     count = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
     moved = transpose(a, rest + list(axes)) if a.ndim > 1 else a
@@ -487,14 +478,14 @@ def _last(x, i: int):
 @op("median")
 def median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     """The middle element along the axes, or the mean of the middle two."""
-    _accept("median", out=out)
-    a = _traced(a)
-    dtype = _float_dtype(a)
+    accept("median", out=out)
+    a = traced(a)
+    dtype = float_dtype(a)
     x, axes = _reduced_last(a, axis, dtype)
     n = x.shape[-1]
     if n == 0:   # numpy's mean of nothing
         return _keepdims(_filled(np.nan, x.shape[:-1], dtype), a, axes, keepdims)
-    s = _sorted_last(x)
+    s = sorted_last(x)
     middle = _last(s, n // 2)
     if n % 2 == 0:
         middle = divide(add(_last(s, n // 2 - 1), middle), 2.0)
@@ -511,8 +502,8 @@ def _quantiles(name, a, q, fractions, axis, method, keepdims, weights, interpola
                out):
     """The linear method (numpy's default) at constant fractions: the sorted values at
     floor and ceil of q·(n - 1), interpolated; q's axes come first."""
-    _accept(name, out=out)
-    if _has_tracer([q]):
+    accept(name, out=out)
+    if has_tracer([q]):
         raise UnsupportedError(f"{name} needs constant q (its positions in the sorted "
                                f"array decide the shape of the computation)")
     method = interpolation if interpolation is not None else method
@@ -523,14 +514,14 @@ def _quantiles(name, a, q, fractions, axis, method, keepdims, weights, interpola
     if fractions.size and not (np.all(fractions >= 0) and np.all(fractions <= 1)):
         raise ShapeError(f"{'Percentiles' if name == 'percentile' else 'Quantiles'} must "
                          f"be in the range [{'0, 100' if name == 'percentile' else '0, 1'}]")
-    a = _traced(a)
+    a = traced(a)
     reference = np.percentile if name == "percentile" else np.quantile
     dtype = dtype_name(np.asarray(reference(np.zeros(1, a.dtype), q)).dtype)
     x, axes = _reduced_last(a, axis, dtype)
     if x.shape[-1] == 0:
         raise ShapeError(f"{name} of an empty axis: cannot do a non-empty take from an "
                          f"empty axes")
-    s, n = _sorted_last(x), x.shape[-1]
+    s, n = sorted_last(x), x.shape[-1]
     values = []
     for f in fractions.ravel():
         virtual = f * (n - 1)
@@ -547,13 +538,13 @@ def _quantiles(name, a, q, fractions, axis, method, keepdims, weights, interpola
 @op("quantile")
 def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
              keepdims=False, *, weights=None, interpolation=None):
-    return _quantiles("quantile", a, q, 0 if _has_tracer([q]) else q, axis, method,
+    return _quantiles("quantile", a, q, 0 if has_tracer([q]) else q, axis, method,
                       keepdims, weights, interpolation, out)
 
 
 @op("percentile")
 def percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
                keepdims=False, *, weights=None, interpolation=None):
-    fractions = 0 if _has_tracer([q]) else np.true_divide(q, 100)
+    fractions = 0 if has_tracer([q]) else np.true_divide(q, 100)
     return _quantiles("percentile", a, q, fractions, axis, method, keepdims, weights,
                       interpolation, out)

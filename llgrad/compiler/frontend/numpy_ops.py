@@ -22,19 +22,32 @@ from typing import Callable
 
 import numpy as np
 
-from llgrad.compiler.frontend.trace import Tracer, current, lift, located, user_source
+from llgrad.compiler.frontend.numpy_support import (
+    accept,
+    as_node,
+    binary,
+    bool_and,
+    bool_or,
+    broadcast_operands,
+    broadcast_shapes,
+    builder,
+    compare,
+    float_dtype,
+    float_pair,
+    has_tracer,
+    integer,
+    keep_dims,
+    normalize_axes,
+    result_dtype,
+    shape_of,
+    traced,
+    unary_float,
+    unary_numeric,
+    wrap,
+)
+from llgrad.compiler.frontend.trace import Tracer, current, located, user_source
 from llgrad.ir.errors import DTypeError, LlgradError, ShapeError, UnsupportedError
-from llgrad.ir.graph import Node
 from llgrad.ir.types import TensorType, dtype_name
-
-
-def _has_tracer(values) -> bool:
-    for v in values:
-        if isinstance(v, Tracer):
-            return True
-        if isinstance(v, (list, tuple)) and _has_tracer(v):
-            return True
-    return False
 
 
 def traceable(name: str, numpy_fn):
@@ -44,7 +57,7 @@ def traceable(name: str, numpy_fn):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            if not _has_tracer(args) and not _has_tracer(kwargs.values()):
+            if not has_tracer(args) and not has_tracer(kwargs.values()):
                 return numpy_fn(*args, **kwargs)
             ctx = current()
             outer = ctx.builder.source
@@ -98,38 +111,34 @@ def op(name: str, reference=None, *, numpy=None, **row):
     return deco
 
 
+#: the rows that refuse, by name, with the reason their error gives
+#: (docs/numpy-support.md lists them apart from what is merely not supported)
+REFUSED: dict[str, str] = {}
+
+
+def refuse(name: str, reason: str, reference=None, **row):
+    """A row answering numpy's ``name`` on traced arrays with an UnsupportedError that
+    says ``reason`` (and what to use instead), not the generic "not supported"."""
+    shown = name if "." in name else f"np.{name}"
+
+    def refusal(*args, **kwargs):
+        raise UnsupportedError(f"{shown} is not supported on traced arrays: {reason}")
+    REFUSED[name] = reason
+    return op(name, reference, exported=False, **row)(refusal)
+
+
 # ----------------------------------------------------------------------------------
 # numpy's keywords: each front-end function takes those of its numpy counterpart
-
-#: the values of numpy keywords that leave a traced result as numpy's: no output array,
-#: no mask, any memory layout or subclass (a traced array has neither), the CPU, and any
-#: casting rule (which says when numpy refuses a cast; llgrad casts as asked)
-_NEUTRAL = {"out": (None,), "where": (True,), "signature": (None,), "axes": (None,),
-            "axis": (None,), "keepdims": (False,), "order": ("K", "A", "C", "F"),
-            "subok": (True, False), "copy": (None, True, False), "device": (None, "cpu"),
-            "casting": ("no", "equiv", "safe", "same_kind", "unsafe")}
-_WHY = {"out": " (traced arrays are immutable: use the returned value)",
-        "where": " with a mask (combine the results with np.where instead)"}
-
-
-def _accept(name: str, **given) -> None:
-    """Refuse, naming the function and the keyword, a value of a numpy keyword that
-    llgrad does not follow (``_NEUTRAL`` lists the values it does)."""
-    for keyword, value in given.items():
-        if not any(value is v or (isinstance(value, (str, bool, np.bool_)) and value == v)
-                   for v in _NEUTRAL.get(keyword, ())):   # never an array's ==
-            raise UnsupportedError(f"{name}({keyword}=...) is not supported"
-                                   f"{_WHY.get(keyword, '')}")
 
 
 def _ufunc_keywords(name: str, fn):
     """``fn`` taking the keywords of numpy's ufuncs: ``dtype`` is the result's dtype,
     computed in it (the operands cast to it, as numpy's loop does) unless the result
     has it anyway (a comparison's bool); the others only at values that leave the
-    result as it is (``_accept``)."""
+    result as it is (``accept``)."""
     @functools.wraps(fn)
     def f(*operands, dtype=None, **kwargs):
-        _accept(name, **kwargs)
+        accept(name, **kwargs)
         result = fn(*operands)
         target = result.node.dtype if dtype is None else dtype_name(dtype)
         if result.node.dtype == target:
@@ -142,179 +151,57 @@ def _ufunc_keywords(name: str, fn):
     return f
 
 
-def _b():
-    return current().builder
-
-
-def _node(x) -> Node:
-    return lift(x)
-
-
-def _wrap(node: Node) -> Tracer:
-    return Tracer(node)
-
-
-def _traced(x) -> Tracer:
-    """``x`` as a Tracer: constants (arrays, scalars) become constant nodes, and (nested)
-    lists or tuples holding Tracers are stacked into one array, as numpy makes one."""
-    if isinstance(x, Tracer):
-        return x
-    if isinstance(x, (list, tuple)) and _has_tracer(x):
-        return stack([_traced(v) for v in x])
-    return _wrap(lift(x))
-
-
-# ----------------------------------------------------------------------------------
-# promotion and broadcasting
-
-def _dtype_key(x):
-    """What np.result_type should see: dtypes for arrays, the value for Python scalars
-    (NEP 50: ``float32_array * 2.0`` stays float32)."""
-    if isinstance(x, Tracer):
-        return x.dtype
-    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
-        return x
-    if isinstance(x, complex):
-        raise DTypeError("complex numbers are not supported by llgrad")
-    return np.asarray(x).dtype
-
-
-def result_dtype(*values) -> str:
-    try:
-        return dtype_name(np.result_type(*[_dtype_key(v) for v in values]))
-    except TypeError as exc:
-        raise DTypeError(str(exc)) from None
-
-
-def _as(x, dtype: str) -> Node:
-    """``x`` as a node of ``dtype``: constants are made in it, nodes converted."""
-    if not isinstance(x, Tracer):
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "biuf":
-            raise DTypeError(f"dtype {arr.dtype} is not supported by llgrad")
-        return _b().const(arr.astype(TensorType((), dtype).np_dtype), dtype)
-    node = x.node
-    return node if node.dtype == dtype else _b().convert(node, dtype=dtype)
-
-
-def broadcast_shapes(*shapes):
-    try:
-        return tuple(np.broadcast_shapes(*shapes))
-    except ValueError:
-        raise ShapeError("operands could not be broadcast together with shapes "
-                         + " ".join(str(tuple(s)) for s in shapes)) from None
-
-
-def _shape(x):
-    return x.shape if isinstance(x, Tracer) else np.shape(x)
-
-
-def _operands(values, dtype):
-    shape = broadcast_shapes(*[_shape(v) for v in values])
-    return [_b().broadcast_to(_as(v, dtype), shape) for v in values]
-
-
-def _float_dtype(*values) -> str:
-    dtype = result_dtype(*values)
-    return dtype if dtype in ("float32", "float64") else "float64"
-
-
-def _unary_float(prim):
-    def f(x):
-        (n,) = _operands([x], _float_dtype(x))
-        return _wrap(_b().emit(prim, n))
-    return f
-
-
-def _unary_numeric(prim):
-    def f(x):
-        dtype = result_dtype(x)
-        if dtype == "bool":
-            raise DTypeError(f"{prim} does not accept bool arrays")
-        return _wrap(_b().emit(prim, _as(x, dtype)))
-    return f
-
-
-def _bool_or(x, y):
-    return _b().select(x, _b().full(True, x.type), y)
-
-
-def _bool_and(x, y):
-    return _b().select(x, y, _b().full(False, x.type))
-
-
-# numpy's arithmetic on two bool arrays is logic: a + b is a | b, a * b is a & b
-_BOOL_ARITHMETIC = {"add": _bool_or, "max": _bool_or, "mul": _bool_and, "min": _bool_and}
-
-
-def _binary(prim, float_only=False):
-    def f(x, y):
-        dtype = _float_dtype(x, y) if float_only else result_dtype(x, y)
-        if dtype == "bool" and prim in _BOOL_ARITHMETIC:
-            return _wrap(_BOOL_ARITHMETIC[prim](*_operands([x, y], "bool")))
-        if dtype == "bool":
-            raise DTypeError(f"{prim} does not accept bool arrays")
-        return _wrap(_b().emit(prim, *_operands([x, y], dtype)))
-    return f
-
-
-def _compare(prim):
-    def f(x, y):
-        return _wrap(_b().emit(prim, *_operands([x, y], result_dtype(x, y))))
-    return f
-
-
 # ----------------------------------------------------------------------------------
 # elementwise functions
 
-exp = op("exp")(_unary_float("exp"))
-log = op("log")(_unary_float("log"))
-log1p = op("log1p")(_unary_float("log1p"))
-expm1 = op("expm1")(_unary_float("expm1"))
-sin = op("sin")(_unary_float("sin"))
-cos = op("cos")(_unary_float("cos"))
-tanh = op("tanh")(_unary_float("tanh"))
-sqrt = op("sqrt")(_unary_float("sqrt"))
-arcsin = op("arcsin")(_unary_float("asin"))
-arccos = op("arccos")(_unary_float("acos"))
-arctan = op("arctan")(_unary_float("atan"))
-arcsinh = op("arcsinh")(_unary_float("asinh"))
-arccosh = op("arccosh")(_unary_float("acosh"))
-arctanh = op("arctanh")(_unary_float("atanh"))
-negative = op("negative", methods=("__neg__",))(_unary_numeric("neg"))
-absolute = op("absolute", aliases=("abs",), methods=("__abs__",))(_unary_numeric("abs"))
-sign = op("sign")(_unary_numeric("sign"))
-add = op("add", methods=("__add__",), reflected=("__radd__",))(_binary("add"))
-subtract = op("subtract", methods=("__sub__",), reflected=("__rsub__",))(_binary("sub"))
-multiply = op("multiply", methods=("__mul__",), reflected=("__rmul__",))(_binary("mul"))
+exp = op("exp")(unary_float("exp"))
+log = op("log")(unary_float("log"))
+log1p = op("log1p")(unary_float("log1p"))
+expm1 = op("expm1")(unary_float("expm1"))
+sin = op("sin")(unary_float("sin"))
+cos = op("cos")(unary_float("cos"))
+tanh = op("tanh")(unary_float("tanh"))
+sqrt = op("sqrt")(unary_float("sqrt"))
+arcsin = op("arcsin")(unary_float("asin"))
+arccos = op("arccos")(unary_float("acos"))
+arctan = op("arctan")(unary_float("atan"))
+arcsinh = op("arcsinh")(unary_float("asinh"))
+arccosh = op("arccosh")(unary_float("acosh"))
+arctanh = op("arctanh")(unary_float("atanh"))
+negative = op("negative", methods=("__neg__",))(unary_numeric("neg"))
+absolute = op("absolute", aliases=("abs",), methods=("__abs__",))(unary_numeric("abs"))
+sign = op("sign")(unary_numeric("sign"))
+add = op("add", methods=("__add__",), reflected=("__radd__",))(binary("add"))
+subtract = op("subtract", methods=("__sub__",), reflected=("__rsub__",))(binary("sub"))
+multiply = op("multiply", methods=("__mul__",), reflected=("__rmul__",))(binary("mul"))
 divide = op("divide", aliases=("true_divide",), methods=("__truediv__",),
-            reflected=("__rtruediv__",))(_binary("div", float_only=True))
-maximum = op("maximum")(_binary("max"))
-minimum = op("minimum")(_binary("min"))
-arctan2 = op("arctan2")(_binary("atan2", float_only=True))
-less = op("less", methods=("__lt__",))(_compare("lt"))
-less_equal = op("less_equal", methods=("__le__",))(_compare("le"))
-greater = op("greater", methods=("__gt__",))(_compare("gt"))
-greater_equal = op("greater_equal", methods=("__ge__",))(_compare("ge"))
-equal = op("equal", methods=("__eq__",))(_compare("eq"))
-not_equal = op("not_equal", methods=("__ne__",))(_compare("ne"))
+            reflected=("__rtruediv__",))(binary("div", float_only=True))
+maximum = op("maximum")(binary("max"))
+minimum = op("minimum")(binary("min"))
+arctan2 = op("arctan2")(binary("atan2", float_only=True))
+less = op("less", methods=("__lt__",))(compare("lt"))
+less_equal = op("less_equal", methods=("__le__",))(compare("le"))
+greater = op("greater", methods=("__gt__",))(compare("gt"))
+greater_equal = op("greater_equal", methods=("__ge__",))(compare("ge"))
+equal = op("equal", methods=("__eq__",))(compare("eq"))
+not_equal = op("not_equal", methods=("__ne__",))(compare("ne"))
 
 
 def _logical(combine):
     def f(x, y):
-        return _wrap(combine(*_operands([x, y], "bool")))
+        return wrap(combine(*broadcast_operands([x, y], "bool")))
     return f
 
 
-logical_and = op("logical_and")(_logical(_bool_and))
-logical_or = op("logical_or")(_logical(_bool_or))
-logical_xor = op("logical_xor")(_logical(lambda x, y: _b().ne(x, y)))
+logical_and = op("logical_and")(_logical(bool_and))
+logical_or = op("logical_or")(_logical(bool_or))
+logical_xor = op("logical_xor")(_logical(lambda x, y: builder().ne(x, y)))
 
 
 @op("logical_not")
 def logical_not(x):
-    (n,) = _operands([x], "bool")
-    return _wrap(_b().eq(n, _b().full(False, n.type)))
+    (n,) = broadcast_operands([x], "bool")
+    return wrap(builder().eq(n, builder().full(False, n.type)))
 
 
 def _bitwise(name, logical, **row):
@@ -340,7 +227,7 @@ def _sigmoid_numpy(x):
     return 1 / (1 + np.exp(-np.asarray(x)))
 
 
-sigmoid = op("sigmoid", _sigmoid_numpy, aliases=("logistic",))(_unary_float("logistic"))
+sigmoid = op("sigmoid", _sigmoid_numpy, aliases=("logistic",))(unary_float("logistic"))
 
 
 @op("positive", methods=("__pos__",))
@@ -361,7 +248,7 @@ def reciprocal(x):
 @op("power", methods=("__pow__",), reflected=("__rpow__",))
 def power(x, y):
     """Small constant exponents become exact products (as numpy's fast paths do)."""
-    if not isinstance(y, Tracer) and np.ndim(y) == 0 and _float_dtype(x, y) == result_dtype(x):
+    if not isinstance(y, Tracer) and np.ndim(y) == 0 and float_dtype(x, y) == result_dtype(x):
         e = float(y)
         if e == 1:
             return multiply(x, 1) if not isinstance(x, Tracer) else x
@@ -373,7 +260,7 @@ def power(x, y):
             return reciprocal(x)
     if result_dtype(x, y) == "int64":
         return _integer_power(x, y)
-    return _binary("pow", float_only=True)(x, y)
+    return binary("pow", float_only=True)(x, y)
 
 
 def _integer_power(x, y):
@@ -405,11 +292,11 @@ def where(condition, *x_y):
     if cond.dtype != np.bool_:
         cond = not_equal(cond, 0)
     dtype = result_dtype(x, y)
-    shape = broadcast_shapes(_shape(cond), _shape(x), _shape(y))
-    b = _b()
-    c = b.broadcast_to(_as(cond, "bool"), shape)
-    return _wrap(b.select(c, b.broadcast_to(_as(x, dtype), shape),
-                          b.broadcast_to(_as(y, dtype), shape)))
+    shape = broadcast_shapes(shape_of(cond), shape_of(x), shape_of(y))
+    b = builder()
+    c = b.broadcast_to(as_node(cond, "bool"), shape)
+    return wrap(b.select(c, b.broadcast_to(as_node(x, dtype), shape),
+                         b.broadcast_to(as_node(y, dtype), shape)))
 
 
 @op("clip", methods=("clip",))
@@ -417,7 +304,7 @@ def clip(a, a_min=np._NoValue, a_max=np._NoValue, out=None, *, min=np._NoValue,
          max=np._NoValue, dtype=None, **kwargs):
     """numpy's bounds, positional or as min=/max= (numpy 2.1), None or absent for none;
     the other keywords are those of a ufunc."""
-    _accept("clip", out=out, **kwargs)
+    accept("clip", out=out, **kwargs)
     if dtype is not None:
         a = astype(a, dtype)
     low = min if a_min is np._NoValue else a_min
@@ -441,55 +328,27 @@ def relu(x):
 # ----------------------------------------------------------------------------------
 # reductions
 
-def _integer(value, what: str) -> int:
-    """A static integer (axis, index, dimension); a float such as NaN is a clear error."""
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise DTypeError(f"{what} must be an integer, got {value!r}") from None
-
-
-def _axes(axis, ndim) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
-    out = []
-    for a in axes:
-        a = _integer(a, "axis")
-        if not -ndim <= a < ndim:
-            raise ShapeError(f"axis {a} is out of bounds for an array of dimension {ndim}")
-        out.append(a % ndim if ndim else a)
-    if len(set(out)) != len(out):
-        raise ShapeError(f"duplicate value in axis {axis}")
-    return tuple(sorted(out))
-
-
-def _keep(node, x_shape, axes, keepdims):
-    if not keepdims or keepdims is np._NoValue:
-        return node
-    return _b().reshape(node, shape=tuple(1 if d in axes else n for d, n in enumerate(x_shape)))
-
 
 @op("sum", methods=("sum",))
 def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=np._NoValue, where=True):
     """``initial`` (cast to the sum's dtype, as numpy) is added to every sum."""
-    _accept("sum", out=out, where=where)
-    a = _traced(a)
+    accept("sum", out=out, where=where)
+    a = traced(a)
     target = dtype_name(dtype) if dtype is not None else (
         "int64" if a.node.dtype == "bool" else a.node.dtype)
-    axes = _axes(axis, a.ndim)
-    node = _b().reduce_sum(_as(a, target), axes=axes)
-    total = _wrap(_keep(node, a.shape, axes, keepdims))
-    return total if initial is np._NoValue else add(total, _wrap(_as(initial, target)))
+    axes = normalize_axes(axis, a.ndim)
+    node = builder().reduce_sum(as_node(a, target), axes=axes)
+    total = wrap(keep_dims(node, a.shape, axes, keepdims))
+    return total if initial is np._NoValue else add(total, wrap(as_node(initial, target)))
 
 
 @op("mean", methods=("mean",))
 def mean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=True):
-    _accept("mean", out=out, where=where)
-    a = _traced(a)
-    axes = _axes(axis, a.ndim)
+    accept("mean", out=out, where=where)
+    a = traced(a)
+    axes = normalize_axes(axis, a.ndim)
     count = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
-    target = dtype_name(dtype) if dtype is not None else _float_dtype(a)
+    target = dtype_name(dtype) if dtype is not None else float_dtype(a)
     return divide(sum(astype(a, target), axis=axes, keepdims=keepdims), float(count))
 
 
@@ -499,18 +358,18 @@ _mean = mean   # for var and std, whose keyword ``mean`` hides the function
 @op("max", aliases=("amax",), methods=("max",))
 def max(a, axis=None, out=None, keepdims=False, initial=np._NoValue, where=True):
     """``initial`` joins every maximum (and makes one of no elements)."""
-    _accept("max", out=out, where=where)
-    a = _traced(a)
-    axes = _axes(axis, a.ndim)
+    accept("max", out=out, where=where)
+    a = traced(a)
+    axes = normalize_axes(axis, a.ndim)
     if any(a.shape[d] == 0 for d in axes):
         if initial is np._NoValue:
             raise ShapeError(f"zero-size array {a.shape} to reduction operation max which "
                              f"has no identity")
-        empty = _b().broadcast_to(_as(initial, a.node.dtype),
-                                  tuple(n for d, n in enumerate(a.shape) if d not in axes))
-        return _wrap(_keep(empty, a.shape, axes, keepdims))
-    node = _wrap(_keep(_b().reduce_max(a.node, axes=axes), a.shape, axes, keepdims))
-    return node if initial is np._NoValue else maximum(node, _wrap(_as(initial, a.node.dtype)))
+        empty = builder().broadcast_to(as_node(initial, a.node.dtype),
+                                       tuple(n for d, n in enumerate(a.shape) if d not in axes))
+        return wrap(keep_dims(empty, a.shape, axes, keepdims))
+    node = wrap(keep_dims(builder().reduce_max(a.node, axes=axes), a.shape, axes, keepdims))
+    return node if initial is np._NoValue else maximum(node, wrap(as_node(initial, a.node.dtype)))
 
 
 @op("min", aliases=("amin",), methods=("min",))
@@ -528,13 +387,13 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=Tru
     division by zero, inf (nan where every element is equal, or n is 0), and the
     gradient of that value is not finite either (inf or nan).  ``mean`` is the mean
     already computed (keepdims=True), ``correction`` another name for ddof."""
-    _accept("var", out=out, where=where)
+    accept("var", out=out, where=where)
     if correction is not np._NoValue:
         if ddof != 0:
             raise LlgradError("ddof and correction can't be provided simultaneously")
         ddof = correction
-    a = _traced(a)
-    axes = _axes(axis, a.ndim)
+    a = traced(a)
+    axes = normalize_axes(axis, a.ndim)
     count = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
     centred = subtract(a, _mean(a, axis=axes, dtype=dtype, keepdims=True)
                        if mean is np._NoValue else mean)
@@ -559,38 +418,38 @@ def _deviation(v):
     return where(spread, sqrt(where(spread, v, 1)), v)
 
 
-def _logsumexp_numpy(a, axis=None, keepdims=False):
+def logsumexp_reference(a, axis=None, keepdims=False):
     m = np.max(a, axis=axis, keepdims=True)
     out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
-@op("logsumexp", _logsumexp_numpy)
+@op("logsumexp", logsumexp_reference)
 def logsumexp(a, axis=None, keepdims=False):
     """Max-shifted, so it never overflows; the shift is a constant for the gradient's
     purposes only in value, not in IR (its adjoint cancels exactly)."""
-    a = _traced(a)
+    a = traced(a)
     m = max(a, axis=axis, keepdims=True)
     out = add(log(sum(exp(subtract(a, m)), axis=axis, keepdims=True)), m)
-    return out if keepdims else squeeze(out, axis=_axes(axis, a.ndim))
+    return out if keepdims else squeeze(out, axis=normalize_axes(axis, a.ndim))
 
 
-def _softmax_numpy(a, axis=-1):
+def softmax_reference(a, axis=-1):
     e = np.exp(a - np.max(a, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
-@op("softmax", _softmax_numpy)
+@op("softmax", softmax_reference)
 def softmax(a, axis=-1):
     e = exp(subtract(a, max(a, axis=axis, keepdims=True)))
     return divide(e, sum(e, axis=axis, keepdims=True))
 
 
-def _log_softmax_numpy(a, axis=-1):
-    return a - _logsumexp_numpy(a, axis=axis, keepdims=True)
+def log_softmax_reference(a, axis=-1):
+    return a - logsumexp_reference(a, axis=axis, keepdims=True)
 
 
-@op("log_softmax", _log_softmax_numpy)
+@op("log_softmax", log_softmax_reference)
 def log_softmax(a, axis=-1):
     return subtract(a, logsumexp(a, axis=axis, keepdims=True))
 
@@ -607,21 +466,21 @@ def _normalize_shape(shape, size):
         if known == 0 or size % known:
             raise ShapeError(f"cannot reshape array of size {size} into shape {tuple(shape)}")
         shape[shape.index(-1)] = size // known
-    return tuple(_integer(d, "a dimension of the new shape") for d in shape)
+    return tuple(integer(d, "a dimension of the new shape") for d in shape)
 
 
 @op("reshape", methods=("reshape",))
 def reshape(a, *dims, shape=None, order="C", newshape=None, copy=None):
     """The shape as numpy takes it: positional (one tuple, or the method's integers),
     shape= or newshape= (numpy < 2.1).  A traced array is C-ordered, so order 'A' is 'C'."""
-    _accept("reshape", copy=copy)
+    accept("reshape", copy=copy)
     shape = dims or (shape if shape is not None else newshape,)
     if order not in ("C", "A"):
         raise UnsupportedError(f"reshape(order={order!r}) is not supported: only 'C' order")
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    a = _traced(a)
-    return _wrap(_b().reshape(a.node, shape=_normalize_shape(shape, a.size)))
+    a = traced(a)
+    return wrap(builder().reshape(a.node, shape=_normalize_shape(shape, a.size)))
 
 
 @op("transpose", methods=("transpose",))
@@ -630,18 +489,18 @@ def transpose(a, *perm, axes=None):
     if len(perm) == 1 and (perm[0] is None or not isinstance(perm[0], (int, np.integer))):
         perm = perm[0]
     axes = perm or axes
-    a = _traced(a)
+    a = traced(a)
     perm = tuple(reversed(range(a.ndim))) if not axes else tuple(
         operator.index(p) % a.ndim for p in axes)
     if sorted(perm) != list(range(a.ndim)):
         raise ShapeError(f"axes {axes} don't match array of shape {a.shape}")
-    return _wrap(_b().transpose(a.node, perm=perm))
+    return wrap(builder().transpose(a.node, perm=perm))
 
 
 @op("swapaxes", methods=("swapaxes",))
 def swapaxes(a, axis1, axis2):
     perm = list(range(np.ndim(a) if not isinstance(a, Tracer) else a.ndim))
-    i, j = _axes(axis1, len(perm))[0], _axes(axis2, len(perm))[0]
+    i, j = normalize_axes(axis1, len(perm))[0], normalize_axes(axis2, len(perm))[0]
     perm[i], perm[j] = perm[j], perm[i]
     return transpose(a, perm)
 
@@ -649,26 +508,26 @@ def swapaxes(a, axis1, axis2):
 @op("broadcast_to")
 def broadcast_to(array, shape, subok=False):
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    x = _traced(array)
+    x = traced(array)
     if broadcast_shapes(x.shape, shape) != shape:
         raise ShapeError(f"cannot broadcast {x.shape} to {shape}")
-    return _wrap(_b().broadcast_to(x.node, shape))
+    return wrap(builder().broadcast_to(x.node, shape))
 
 
 @op("expand_dims")
 def expand_dims(a, axis):
-    a = _traced(a)
+    a = traced(a)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     ndim = a.ndim + len(axes)
-    axes = _axes(axes, ndim)
+    axes = normalize_axes(axes, ndim)
     it = iter(a.shape)
     return reshape(a, tuple(1 if d in axes else next(it) for d in range(ndim)))
 
 
 @op("squeeze", methods=("squeeze",))
 def squeeze(a, axis=None):
-    a = _traced(a)
-    axes = tuple(d for d, n in enumerate(a.shape) if n == 1) if axis is None else _axes(axis, a.ndim)
+    a = traced(a)
+    axes = tuple(d for d, n in enumerate(a.shape) if n == 1) if axis is None else normalize_axes(axis, a.ndim)
     for d in axes:
         if a.shape[d] != 1:
             raise ShapeError(f"cannot squeeze axis {d} of size {a.shape[d]}")
@@ -683,44 +542,44 @@ def ravel(a, order="C"):
 
 @op("concatenate")
 def concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
-    _accept("concatenate", out=out, casting=casting)
+    accept("concatenate", out=out, casting=casting)
     arrays = list(arrays)
     if axis is None:
         arrays, axis = [ravel(a) for a in arrays], 0
     target = dtype_name(dtype) if dtype is not None else result_dtype(*arrays)
-    nodes = [_as(a, target) for a in arrays]
+    nodes = [as_node(a, target) for a in arrays]
     ndim = nodes[0].type.ndim
     if ndim == 0:
         raise ShapeError("zero-dimensional arrays cannot be concatenated")
-    return _wrap(_b().concatenate(*nodes, axis=_axes(axis, ndim)[0]))
+    return wrap(builder().concatenate(*nodes, axis=normalize_axes(axis, ndim)[0]))
 
 
 @op("stack")
 def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
-    _accept("stack", out=out, casting=casting)
+    accept("stack", out=out, casting=casting)
     arrays = list(arrays)
-    shapes = {tuple(_shape(a)) for a in arrays}
+    shapes = {tuple(shape_of(a)) for a in arrays}
     if len(shapes) != 1:
         raise ShapeError(f"all input arrays must have the same shape, got {sorted(shapes)}")
     ndim = len(shapes.pop()) + 1
-    axis = _axes(axis, ndim)[0]
+    axis = normalize_axes(axis, ndim)[0]
     return concatenate([expand_dims(a, axis) for a in arrays], axis=axis, dtype=dtype)
 
 
 @op("astype", lambda x, dtype, **kw: np.asarray(x).astype(dtype, **kw),
     methods=("astype",))
 def astype(x, dtype, order="K", casting="unsafe", subok=True, copy=True):
-    _accept("astype", order=order, casting=casting, subok=subok, copy=copy)
-    return _wrap(_as(x, dtype_name(dtype)))
+    accept("astype", order=order, casting=casting, subok=subok, copy=copy)
+    return wrap(as_node(x, dtype_name(dtype)))
 
 
 def _filled(name, a, value, dtype, order, subok, shape, device):
     """numpy's full_like: ``a``'s shape and dtype unless ``shape`` and ``dtype`` say."""
-    _accept(name, order=order, subok=subok, device=device)
+    accept(name, order=order, subok=subok, device=device)
     target = dtype_name(dtype) if dtype is not None else result_dtype(a)
-    shape = _shape(a) if shape is None else (
+    shape = shape_of(a) if shape is None else (
         (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape))
-    return _wrap(_b().full(value, TensorType(shape, target)))
+    return wrap(builder().full(value, TensorType(shape, target)))
 
 
 @op("full_like")
@@ -741,16 +600,10 @@ ones_like = _full_like("ones_like", 1)
 # ----------------------------------------------------------------------------------
 # linear algebra
 
-def _float_pair(a, b, name):
-    dtype = result_dtype(a, b)
-    if dtype not in ("float32", "float64"):
-        dtype = "float64"
-    return _as(a, dtype), _as(b, dtype)
-
 
 @op("matmul", methods=("__matmul__",), reflected=("__rmatmul__",))
 def matmul(a, b):
-    x, y = _float_pair(a, b, "matmul")
+    x, y = float_pair(a, b)
     if x.type.ndim == 0 or y.type.ndim == 0:
         raise ShapeError("matmul: input operand does not have enough dimensions "
                          f"(shapes {x.shape} and {y.shape})")
@@ -758,9 +611,9 @@ def matmul(a, b):
     if x.shape[-1] != y.shape[k_y]:
         raise ShapeError(f"matmul: shapes {x.shape} and {y.shape} are not aligned: "
                          f"{x.shape[-1]} (dim {x.type.ndim - 1}) != {y.shape[k_y]} (dim {k_y})")
-    bld = _b()
+    bld = builder()
     if x.type.ndim <= 2 and y.type.ndim <= 2:
-        return _wrap(bld.dot_general(x, y, dims=(((x.type.ndim - 1,), (0,)), ((), ()))))
+        return wrap(bld.dot_general(x, y, dims=(((x.type.ndim - 1,), (0,)), ((), ()))))
     x2 = x if x.type.ndim > 1 else bld.reshape(x, shape=(1,) + x.shape)
     y2 = y if y.type.ndim > 1 else bld.reshape(y, shape=y.shape + (1,))
     batch = broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
@@ -770,26 +623,26 @@ def matmul(a, b):
     out = bld.dot_general(x2, y2, dims=(((nb + 1,), (nb,)), (tuple(range(nb)), tuple(range(nb)))))
     shape = batch + (x.shape[-2:-1] if x.type.ndim > 1 else ()) + (
         y.shape[-1:] if y.type.ndim > 1 else ())
-    return _wrap(out if out.shape == shape else bld.reshape(out, shape=shape))
+    return wrap(out if out.shape == shape else bld.reshape(out, shape=shape))
 
 
 @op("dot", methods=("dot",))
 def dot(a, b, out=None):
-    _accept("dot", out=out)
+    accept("dot", out=out)
     if np.ndim(a) == 0 or np.ndim(b) == 0 or (
             isinstance(a, Tracer) and a.ndim == 0) or (isinstance(b, Tracer) and b.ndim == 0):
         return multiply(a, b)
-    x, y = _float_pair(a, b, "dot")
+    x, y = float_pair(a, b)
     k_y = 0 if y.type.ndim == 1 else y.type.ndim - 2
     if x.shape[-1] != y.shape[k_y]:
         raise ShapeError(f"dot: shapes {x.shape} and {y.shape} are not aligned: "
                          f"{x.shape[-1]} (dim {x.type.ndim - 1}) != {y.shape[k_y]} (dim {k_y})")
-    return _wrap(_b().dot_general(x, y, dims=(((x.type.ndim - 1,), (k_y,)), ((), ()))))
+    return wrap(builder().dot_general(x, y, dims=(((x.type.ndim - 1,), (k_y,)), ((), ()))))
 
 
 @op("tensordot")
 def tensordot(a, b, axes=2):
-    x, y = _float_pair(a, b, "tensordot")
+    x, y = float_pair(a, b)
     if isinstance(axes, (int, np.integer)):
         la = tuple(range(x.type.ndim - axes, x.type.ndim))
         lb = tuple(range(axes))
@@ -801,101 +654,13 @@ def tensordot(a, b, axes=2):
     if any(x.shape[i] != y.shape[j] for i, j in zip(la, lb)) or len(la) != len(lb):
         raise ShapeError(f"tensordot: shape-mismatch for sum: {x.shape} axes {la}, "
                          f"{y.shape} axes {lb}")
-    return _wrap(_b().dot_general(x, y, dims=((la, lb), ((), ()))))
+    return wrap(builder().dot_general(x, y, dims=((la, lb), ((), ()))))
 
 
 @op("outer")
 def outer(a, b, out=None):
-    _accept("outer", out=out)
+    accept("outer", out=out)
     return multiply(reshape(a, (-1, 1)), reshape(b, (1, -1)))
-
-
-def _einsum_subscripts(args):
-    """numpy's sublist form, ``einsum(a, [0, 1], b, [1, 2], [0, 2])``, as subscripts
-    and operands: labels 0-25 are A-Z and 26-51 a-z, Ellipsis is '...', and a last
-    sublist with no operand is the output."""
-    def spell(sublist):
-        letters = []
-        for label in sublist:
-            if label is Ellipsis:
-                letters.append("...")
-                continue
-            n = _integer(label, "an einsum sublist label")
-            if not 0 <= n < 52:
-                raise ShapeError(f"einsum: subscript {n} is not within the valid range "
-                                 f"[0, 52)")
-            letters.append(chr((ord("A") + n) if n < 26 else (ord("a") + n - 26)))
-        return "".join(letters)
-    pairs = len(args) // 2
-    subscripts = ",".join(spell(s) for s in args[1:2 * pairs:2])
-    if len(args) % 2:
-        subscripts += "->" + spell(args[-1])
-    return subscripts, args[0:2 * pairs:2]
-
-
-def _einsum_ellipsis(specs, output, arrow, operands):
-    """'...' spelt out in letters unused elsewhere, one per axis it stands for, aligned
-    at the right as numpy broadcasts them; in an implicit output they come first."""
-    used = "".join(specs) + output
-    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in used]
-    counts = [a.ndim - len(spec.replace("...", "")) for spec, a in zip(specs, operands)
-              if "..." in spec]
-    fresh = "".join(spare[:builtins.max(counts, default=0)])
-    specs = [spec.replace("...", fresh[len(fresh) - (a.ndim - len(spec) + 3):])
-             if "..." in spec else spec for spec, a in zip(specs, operands)]
-    return specs, (output.replace("...", fresh) if arrow else fresh + output)
-
-
-@op("einsum")
-def einsum(*operands, out=None, optimize=False, dtype=None, order="K", casting="safe"):
-    """Subscripts or numpy's sublist form; one or two operands, explicit or implicit
-    output: each index summed away alone is a reduction, the shared ones become one
-    dot_general (contracting, or batch when the output keeps them), then a transpose
-    puts the axes in the output's order."""
-    _accept("einsum", out=out, order=order, casting=casting)
-    subscripts, *operands = operands
-    if not isinstance(subscripts, str):
-        subscripts, operands = _einsum_subscripts((subscripts, *operands))
-    inputs, arrow, output = subscripts.replace(" ", "").partition("->")
-    specs = inputs.split(",")
-    if len(specs) != len(operands) or len(specs) not in (1, 2):
-        raise UnsupportedError(f"einsum {subscripts!r}: one or two operands are supported")
-    operands = [_traced(a) if dtype is None else astype(a, dtype) for a in operands]
-    if not arrow:
-        letters = inputs.replace("...", "")
-        output = "".join(sorted(c for c in set(letters) - {","} if letters.count(c) == 1))
-    if "..." in subscripts:
-        specs, output = _einsum_ellipsis(specs, output, arrow, operands)
-    for spec, a in zip(specs, operands):
-        if len(spec) != a.ndim or len(set(spec)) != len(spec):
-            raise UnsupportedError(f"einsum {subscripts!r}: each operand needs one distinct "
-                                   f"index per axis (repeated indices are not supported)")
-    # sum away indices that appear in one operand only and not in the output
-    for k, (spec, a) in enumerate(zip(specs, operands)):
-        others = "".join(specs[:k] + specs[k + 1:]) + output
-        lonely = [d for d, c in enumerate(spec) if c not in others]
-        if lonely:
-            operands[k] = sum(a, axis=tuple(lonely))
-            specs[k] = "".join(c for d, c in enumerate(spec) if d not in lonely)
-    if len(operands) == 1:
-        (spec,), (a,) = specs, operands
-        return transpose(a, [spec.index(c) for c in output]) if a.ndim > 1 else a
-    (ls, rs), (x, y) = specs, operands
-    x, y = _float_pair(x, y, "einsum")
-    shared = [c for c in ls if c in rs]
-    batch = [c for c in shared if c in output]
-    contract = [c for c in shared if c not in output]
-    for c in shared:
-        if x.shape[ls.index(c)] != y.shape[rs.index(c)]:
-            raise ShapeError(f"einsum {subscripts!r}: index {c} has sizes "
-                             f"{x.shape[ls.index(c)]} and {y.shape[rs.index(c)]}")
-    result = _b().dot_general(x, y, dims=((tuple(ls.index(c) for c in contract),
-                                          tuple(rs.index(c) for c in contract)),
-                                         (tuple(ls.index(c) for c in batch),
-                                          tuple(rs.index(c) for c in batch))))
-    order = batch + [c for c in ls if c not in shared] + [c for c in rs if c not in shared]
-    return transpose(_wrap(result), [order.index(c) for c in output]) if len(order) > 1 \
-        else _wrap(result)
 
 
 @op("argmax", methods=("argmax",))
@@ -903,35 +668,25 @@ def argmax(a, axis=None, out=None, *, keepdims=False):
     """The first index of the maximum (as numpy), as int64: the smallest index whose
     value equals the max (or is NaN), via iota, select and a max-reduction of negated
     indices."""
-    _accept("argmax", out=out)
-    a = _traced(a)
+    accept("argmax", out=out)
+    a = traced(a)
     if axis is None:
         flat = argmax(reshape(a, (-1,)), axis=0)
         return reshape(flat, (1,) * a.ndim) if keepdims is True else flat
-    (axis,) = _axes(axis, a.ndim)
-    b = _b()
+    (axis,) = normalize_axes(axis, a.ndim)
+    b = builder()
     index = b.iota(shape=a.shape, dtype="int64", axis=axis)
     # a NaN is the maximum (np.max propagates it), and equals nothing: mark it itself
     hit = logical_or(equal(a, max(a, axis=axis, keepdims=True)), not_equal(a, a))
     candidates = b.select(hit.node, index, b.full(a.shape[axis], index.type))
     first = b.neg(b.reduce_max(b.neg(candidates), axes=(axis,)))
-    return _wrap(_keep(first, a.shape, (axis,), keepdims))
+    return wrap(keep_dims(first, a.shape, (axis,), keepdims))
 
 
 @op("argmin", methods=("argmin",))
 def argmin(a, axis=None, out=None, *, keepdims=False):
-    _accept("argmin", out=out)
+    accept("argmin", out=out)
     return argmax(negative(a), axis=axis, keepdims=keepdims)
-
-
-@op("norm", numpy=(np.linalg.norm,))
-def norm(x, ord=None, axis=None, keepdims=False):
-    """The 2-norm of vectors and the Frobenius norm of matrices (ord None/2/'fro')."""
-    if ord not in (None, 2, "fro") or (ord == 2 and (axis is None and np.ndim(x) == 2
-                                                     or isinstance(axis, tuple))):
-        raise UnsupportedError(f"np.linalg.norm(ord={ord!r}) is not supported: only the "
-                               f"2-norm of vectors and the Frobenius norm")
-    return sqrt(sum(multiply(x, x), axis=axis, keepdims=keepdims))
 
 
 def _scaled_log(base):
@@ -947,7 +702,7 @@ log10 = op("log10")(_scaled_log(10.0))
 @op("exp2")
 def exp2(x):
     """pow(2, x): exp(x·ln 2) would carry ln 2's rounding error times x (4e-14 at 710)."""
-    return _binary("pow", float_only=True)(2.0, x)
+    return binary("pow", float_only=True)(2.0, x)
 
 
 def _where_small(x, small, large, cut=1.0):
@@ -1003,7 +758,7 @@ def hypot(x, y):
     through an integer exponent, so it is a constant to the derivative (differentiating
     through a float scale overflowed at |x| ~ 1e154).  An infinite operand gives inf
     even beside a NaN, as numpy."""
-    dtype = _float_dtype(x, y)
+    dtype = float_dtype(x, y)
     limit = 1000 if dtype == "float64" else 100   # keeps s and 1/s finite
     exponent = astype(log2(maximum(absolute(x), absolute(y))), np.int64)
     s = exp2(astype(negative(clip(exponent, -limit, limit)), dtype))
@@ -1019,10 +774,10 @@ def _shape_query(name, fn):
     TABLE[name] = NumpyFunction(name, fn, _numpy_functions((name,)), exported=False)
 
 
-_shape_query("shape", lambda a: _shape(a))
-_shape_query("ndim", lambda a: len(_shape(a)))
-_shape_query("size", lambda a, axis=None: int(np.prod(_shape(a), dtype=np.int64))
-             if axis is None else _shape(a)[axis])
+_shape_query("shape", lambda a: shape_of(a))
+_shape_query("ndim", lambda a: len(shape_of(a)))
+_shape_query("size", lambda a, axis=None: int(np.prod(shape_of(a), dtype=np.int64))
+             if axis is None else shape_of(a)[axis])
 
 
 # ----------------------------------------------------------------------------------

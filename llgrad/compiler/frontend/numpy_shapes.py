@@ -11,7 +11,7 @@ traced arrays and numpy's functions given such a list (``np.mean([a, b])``) conv
 each element without asking it (only ``like=`` dispatches), and ``np.r_``/``np.c_``
 convert every piece that way too; ``Tracer.__array__`` refuses those conversions and
 names ``np.stack``/``np.concatenate``.  ``llgrad.numpy.array`` and every function of
-the table take such lists (``numpy_ops._traced`` stacks them).
+the table take such lists (``numpy_support.traced`` stacks them).
 """
 from __future__ import annotations
 
@@ -22,13 +22,6 @@ import warnings
 import numpy as np
 
 from llgrad.compiler.frontend.numpy_ops import (
-    _accept,
-    _axes,
-    _b,
-    _has_tracer,
-    _integer,
-    _traced,
-    _wrap,
     add,
     astype,
     broadcast_to,
@@ -40,12 +33,21 @@ from llgrad.compiler.frontend.numpy_ops import (
     op,
     ravel,
     reshape,
-    result_dtype,
     stack,
     subtract,
     sum,
     transpose,
     where,
+)
+from llgrad.compiler.frontend.numpy_support import (
+    accept,
+    builder,
+    has_tracer,
+    integer,
+    normalize_axes,
+    result_dtype,
+    traced,
+    wrap,
 )
 from llgrad.ir.errors import DTypeError, ShapeError, UnsupportedError
 from llgrad.ir.types import dtype_name
@@ -53,7 +55,7 @@ from llgrad.ir.types import dtype_name
 
 def _axis(axis, ndim) -> int:
     """One axis, negative counted from the end, checked against ``ndim``."""
-    return _axes(axis, ndim)[0]
+    return normalize_axes(axis, ndim)[0]
 
 
 def _axis_list(axis, ndim) -> list[int]:
@@ -71,7 +73,7 @@ def _axis_tuple(axis, ndim) -> tuple[int, ...]:
 
 
 def _static(value, what: str):
-    if _has_tracer([value]):
+    if has_tracer([value]):
         raise UnsupportedError(f"{what} must be static (it decides the result's shape); "
                                f"pass a Python or numpy value, not a traced array")
     return value
@@ -80,7 +82,7 @@ def _static(value, what: str):
 def _along(a, axis: int, key):
     """``a[..., key, ...]``, ``key`` on ``axis`` and full slices elsewhere: a slice
     with a positive step, or an integer (which drops the axis)."""
-    a = _traced(a)
+    a = traced(a)
     n = a.shape[axis]
     if isinstance(key, slice):
         start, stop, step = key.indices(n)
@@ -91,11 +93,11 @@ def _along(a, axis: int, key):
     if (start, stop, step) != (0, n, 1):
         starts, limits, strides = [0] * a.ndim, list(a.shape), [1] * a.ndim
         starts[axis], limits[axis], strides[axis] = start, stop, step
-        node = _b().slice(node, starts=tuple(starts), limits=tuple(limits),
-                          strides=tuple(strides))
+        node = builder().slice(node, starts=tuple(starts), limits=tuple(limits),
+                               strides=tuple(strides))
     if not isinstance(key, slice):
-        node = _b().reshape(node, shape=a.shape[:axis] + a.shape[axis + 1:])
-    return _wrap(node)
+        node = builder().reshape(node, shape=a.shape[:axis] + a.shape[axis + 1:])
+    return wrap(node)
 
 
 def _gathered(a, index, axis: int):
@@ -109,7 +111,7 @@ def _gathered(a, index, axis: int):
         return a
     others = [d for d in range(a.ndim) if d != axis]
     rows = _moved(a, [axis] + others).node
-    taken = _wrap(_b().take(rows, _b().const(index, "int64")))
+    taken = wrap(builder().take(rows, builder().const(index, "int64")))
     return _moved(taken, [*range(1, axis + 1), 0, *range(axis + 1, a.ndim)])
 
 
@@ -136,8 +138,8 @@ def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, ndm
     """Nested lists and tuples of traced arrays stacked into one (``np.array`` itself
     converts them without asking llgrad: this is ``llgrad.numpy.array``, or
     ``np.array(..., like=x)``)."""
-    _accept("array", copy=copy, order=order, subok=subok)
-    a = _traced(object)
+    accept("array", copy=copy, order=order, subok=subok)
+    a = traced(object)
     if ndmax and a.ndim > ndmax:
         raise UnsupportedError(f"array(ndmax={ndmax}) below the nesting depth makes an "
                                f"object array, which llgrad does not trace")
@@ -147,7 +149,7 @@ def array(object, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, ndm
 
 @op("asarray", aliases=("asanyarray",))
 def asarray(a, dtype=None, order=None, *, device=None, copy=None, like=None):
-    _accept("asarray", device=device, copy=copy, order=order or "K")
+    accept("asarray", device=device, copy=copy, order=order or "K")
     return array(a, dtype)
 
 
@@ -155,7 +157,7 @@ def asarray(a, dtype=None, order=None, *, device=None, copy=None, like=None):
 def append(arr, values, axis=None):
     if axis is None:
         return concatenate([ravel(arr), ravel(values)])
-    return concatenate([_traced(arr), _traced(values)], axis=axis)
+    return concatenate([traced(arr), traced(values)], axis=axis)
 
 
 # ----------------------------------------------------------------------------------
@@ -164,7 +166,7 @@ def append(arr, values, axis=None):
 def _at_least(name, grow):
     """atleast_Nd: each array reshaped by ``grow(shape)``; one array alone, else a tuple."""
     def f(*arys):
-        out = tuple(_reshaped(a, grow(a.shape)) for a in map(_traced, arys))
+        out = tuple(_reshaped(a, grow(a.shape)) for a in map(traced, arys))
         return out[0] if len(out) == 1 else out
     return op(name)(f)
 
@@ -196,7 +198,7 @@ def dstack(tup):
 def column_stack(tup):
     """1-d arrays become columns, 0-d ones 1x1; the rest are stacked as they are."""
     def column(a):
-        a = _traced(a)
+        a = traced(a)
         return reshape(a, (-1, 1)) if a.ndim < 2 else a
     return concatenate([column(a) for a in tup], axis=1)
 
@@ -208,33 +210,33 @@ def column_stack(tup):
 def array_split(ary, indices_or_sections, axis=0):
     """A number of sections (the first ``n % sections`` one longer) or the indices
     between pieces, which are sliced as Python slices (clamped, possibly empty)."""
-    a = _traced(ary)
+    a = traced(ary)
     axis = _axis(axis, a.ndim)
     n = a.shape[axis]
     cuts = _static(indices_or_sections, "array_split's indices_or_sections")
     if np.ndim(cuts) == 0:
-        sections = _integer(cuts, "the number of sections")
+        sections = integer(cuts, "the number of sections")
         if sections <= 0:
             raise ShapeError("number sections must be larger than 0.")
         each, extras = divmod(n, sections)
         bounds = np.cumsum([0] + extras * [each + 1] + (sections - extras) * [each]).tolist()
     else:
-        bounds = [0, *(_integer(i, "a split index") for i in cuts), n]
+        bounds = [0, *(integer(i, "a split index") for i in cuts), n]
     return [_along(a, axis, slice(start, stop)) for start, stop in itertools.pairwise(bounds)]
 
 
 @op("split")
 def split(ary, indices_or_sections, axis=0):
-    a = _traced(ary)
+    a = traced(ary)
     if np.ndim(_static(indices_or_sections, "split's indices_or_sections")) == 0 and (
-            a.shape[_axis(axis, a.ndim)] % _integer(indices_or_sections, "sections")):
+            a.shape[_axis(axis, a.ndim)] % integer(indices_or_sections, "sections")):
         raise ShapeError("array split does not result in an equal division")
     return array_split(a, indices_or_sections, axis=axis)
 
 
 def _split_along(name, least, axis_of):
     def f(ary, indices_or_sections):
-        a = _traced(ary)
+        a = traced(ary)
         if a.ndim < least:
             raise ShapeError(f"{name} only works on arrays of {least} or more dimensions")
         return split(a, indices_or_sections, axis=axis_of(a.ndim))
@@ -253,7 +255,7 @@ dsplit = _split_along("dsplit", 3, lambda ndim: 2)
 def repeat(a, repeats, axis=None):
     """Static repeats: one count for every entry is a broadcast (its gradient a sum),
     one count per entry a gather with numpy's own index ``np.repeat(arange(n), r)``."""
-    a = _traced(a)
+    a = traced(a)
     if axis is None:
         a, axis = ravel(a), 0
     axis = _axis(axis, a.ndim)
@@ -278,8 +280,8 @@ def _interleaved(a, lead, reps):
 
 @op("tile")
 def tile(A, reps):
-    a = _traced(A)
-    reps = tuple(_integer(r, "a repetition") for r in (
+    a = traced(A)
+    reps = tuple(integer(r, "a repetition") for r in (
         (reps,) if np.ndim(_static(reps, "tile's reps")) == 0 else reps))
     if any(r < 0 for r in reps):
         raise ShapeError("negative dimensions are not allowed")
@@ -294,7 +296,7 @@ def tile(A, reps):
 def kron(a, b):
     """Every product a[i]·b[j] at i·shape(b) + j: the operands' axes interleaved
     (a's at even positions, b's at odd ones), multiplied by broadcasting."""
-    b = _traced(b)
+    b = traced(b)
     a = array(a, ndmin=b.ndim)
     if a.ndim == 0 or b.ndim == 0:
         return multiply(a, b)
@@ -311,7 +313,7 @@ def kron(a, b):
 @op("roll")
 def roll(a, shift, axis=None):
     """Each axis's shifts summed (as numpy), then two slices swapped."""
-    a = _traced(a)
+    a = traced(a)
     if axis is None:
         return reshape(roll(ravel(a), shift, 0), a.shape)
     pairs = np.broadcast(_static(shift, "roll's shift"), _axis_list(axis, a.ndim))
@@ -319,7 +321,7 @@ def roll(a, shift, axis=None):
         raise ShapeError("'shift' and 'axis' should be scalars or 1D sequences")
     shifts = [0] * a.ndim
     for s, d in pairs:
-        shifts[d] += _integer(s, "a shift")
+        shifts[d] += integer(s, "a shift")
     for d, s in enumerate(shifts):
         n = a.shape[d]
         if n and s % n:
@@ -332,7 +334,7 @@ def roll(a, shift, axis=None):
 def flip(m, axis=None):
     """Reversal along each axis: a gather with the constant index n-1, ..., 0 (slices
     take only positive steps)."""
-    m = _traced(m)
+    m = traced(m)
     for d in range(m.ndim) if axis is None else _axis_tuple(axis, m.ndim):
         m = _gathered(m, np.arange(m.shape[d] - 1, -1, -1), d)
     return m
@@ -340,7 +342,7 @@ def flip(m, axis=None):
 
 def _flip_one(name, least, axis):
     def f(m):
-        m = _traced(m)
+        m = traced(m)
         if m.ndim < least:
             raise ShapeError(f"Input must be >= {least}-d.")
         return flip(m, axis)
@@ -353,7 +355,7 @@ fliplr = _flip_one("fliplr", 2, 1)
 
 @op("rot90")
 def rot90(m, k=1, axes=(0, 1)):
-    m = _traced(m)
+    m = traced(m)
     axes = tuple(axes)
     if len(axes) != 2:
         raise ShapeError("len(axes) must be 2.")
@@ -373,7 +375,7 @@ def rot90(m, k=1, axes=(0, 1)):
 
 @op("moveaxis")
 def moveaxis(a, source, destination):
-    a = _traced(a)
+    a = traced(a)
     source, destination = _axis_tuple(source, a.ndim), _axis_tuple(destination, a.ndim)
     if len(source) != len(destination):
         raise ShapeError("`source` and `destination` arguments must have the same number "
@@ -386,10 +388,10 @@ def moveaxis(a, source, destination):
 
 @op("rollaxis")
 def rollaxis(a, axis, start=0):
-    a = _traced(a)
+    a = traced(a)
     n = a.ndim
     axis = _axis(axis, n)
-    start = _integer(start, "start")
+    start = integer(start, "start")
     start += n if start < 0 else 0
     if not 0 <= start < n + 1:
         raise ShapeError(f"'start' arg requires {-n} <= start < {n + 1}, but {start} was "
@@ -435,7 +437,7 @@ def pad(array, pad_width, mode="constant", **kwargs):
     """Modes constant (and empty, as zeros), edge, reflect, symmetric and wrap, with
     static widths.  Constant padding is the pad primitive (zeros), with other
     constants chosen in by a constant mask; the other modes gather entries."""
-    a = _traced(array)
+    a = traced(array)
     if not isinstance(mode, str) or mode not in _PAD_KEYWORDS:
         raise UnsupportedError(f"pad(mode={mode!r}) is not supported: modes "
                                f"{', '.join(_PAD_KEYWORDS)}")
@@ -455,8 +457,8 @@ def pad(array, pad_width, mode="constant", **kwargs):
                                      f"'constant' or 'empty'")
                 a = _gathered(a, np.pad(np.arange(a.shape[d]), (low, high), mode=mode), d)
         return a
-    padded = _wrap(_b().pad(a.node, low=tuple(widths[:, 0].tolist()),
-                            high=tuple(widths[:, 1].tolist()), interior=(0,) * a.ndim))
+    padded = wrap(builder().pad(a.node, low=tuple(widths[:, 0].tolist()),
+                                high=tuple(widths[:, 1].tolist()), interior=(0,) * a.ndim))
     values = np.pad(np.zeros(a.shape, a.dtype), widths,
                     constant_values=_static(kwargs.get("constant_values", 0),
                                             "pad's constant_values"))
@@ -472,19 +474,19 @@ def pad(array, pad_width, mode="constant", **kwargs):
 def diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
     """Repeated differences of neighbours (not_equal for bool, as numpy), after
     ``prepend`` and ``append`` (scalars broadcast to one slice) join ``a``."""
-    n = _integer(n, "the order n")
+    n = integer(n, "the order n")
     if n == 0:
         return a
     if n < 0:
         raise ShapeError(f"order must be non-negative but got {n!r}")
-    a = _traced(a)
+    a = traced(a)
     if a.ndim == 0:
         raise ShapeError("diff requires input that is at least one dimensional")
     axis = _axis(axis, a.ndim)
     one = a.shape[:axis] + (1,) + a.shape[axis + 1:]
 
     def slab(extra):   # a scalar is one slice of it
-        extra = _traced(extra)
+        extra = traced(extra)
         return broadcast_to(extra, one) if extra.ndim == 0 else extra
     pieces = [slab(prepend)] if prepend is not np._NoValue else []
     pieces += [a] + ([slab(append)] if append is not np._NoValue else [])
@@ -567,7 +569,7 @@ def _gradient_along(f, axis, dx, edge_order):
 @op("gradient")
 def gradient(f, *varargs, axis=None, edge_order=1):
     """One array per axis (a tuple of them for several axes), float64 for integers."""
-    f = _traced(f)
+    f = traced(f)
     axes = tuple(range(f.ndim)) if axis is None else _axis_tuple(axis, f.ndim)
     spacings = _spacings(varargs, axes, f.shape)
     if edge_order not in (1, 2):
@@ -591,7 +593,7 @@ def gradient(f, *varargs, axis=None, edge_order=1):
 @op("tril")
 def tril(m, k=0):
     """numpy's own mask, np.tri over the last two axes (a 1-d ``m`` gives a matrix)."""
-    m = _traced(m)
+    m = traced(m)
     if m.ndim == 0:
         raise ShapeError("tril needs an array of at least one dimension")
     return where(np.tri(*m.shape[-2:], k=k, dtype=bool), m, np.zeros(1, m.dtype))
@@ -599,7 +601,7 @@ def tril(m, k=0):
 
 @op("triu")
 def triu(m, k=0):
-    m = _traced(m)
+    m = traced(m)
     if m.ndim == 0:
         raise ShapeError("triu needs an array of at least one dimension")
     return where(np.tri(*m.shape[-2:], k=k - 1, dtype=bool), np.zeros(1, m.dtype), m)
@@ -609,13 +611,13 @@ def triu(m, k=0):
 def diagonal(a, offset=0, axis1=0, axis2=1):
     """The two axes moved last and flattened together: the diagonal is then one strided
     slice (step n2 + 1), and it comes last, as in numpy."""
-    a = _traced(a)
+    a = traced(a)
     if a.ndim < 2:
         raise ShapeError("diag requires an array of at least two dimensions")
     axis1, axis2 = _axis(axis1, a.ndim), _axis(axis2, a.ndim)
     if axis1 == axis2:
         raise ShapeError("axis1 and axis2 cannot be the same")
-    k = _integer(offset, "offset")
+    k = integer(offset, "offset")
     rest = [d for d in range(a.ndim) if d not in (axis1, axis2)]
     n1, n2 = a.shape[axis1], a.shape[axis2]
     flat = reshape(_moved(a, rest + [axis1, axis2]), [a.shape[d] for d in rest] + [n1 * n2])
@@ -629,8 +631,8 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
 def diag(v, k=0):
     """A 1-d ``v`` on the k-th diagonal of a square matrix (v spread over rows, kept on
     the diagonal, then padded by |k|); of a 2-d ``v``, its k-th diagonal."""
-    v = _traced(v)
-    k = _integer(k, "k")
+    v = traced(v)
+    k = integer(k, "k")
     if v.ndim == 2:
         return diagonal(v, k)
     if v.ndim != 1:
@@ -644,7 +646,7 @@ def diag(v, k=0):
 
 @op("trace", methods=("trace",))
 def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
-    _accept("trace", out=out)
+    accept("trace", out=out)
     return sum(diagonal(a, offset, axis1, axis2), axis=-1, dtype=dtype)
 
 
@@ -658,7 +660,7 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
     and two 2-vectors give the scalar a0·b1 - a1·b0."""
     if axis is not None:
         axisa = axisb = axisc = axis
-    a, b = _traced(a), _traced(b)
+    a, b = traced(a), traced(b)
     if a.ndim < 1 or b.ndim < 1:
         raise ShapeError("At least one array has zero dimension")
     a, b = moveaxis(a, _axis(axisa, a.ndim), -1), moveaxis(b, _axis(axisb, b.ndim), -1)
@@ -692,7 +694,7 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
 def inner(a, b):
     """Sums of products over the last axes: a dot_general for floats, products and a
     sum for integers and bools (which stay exact, and bool, as numpy's)."""
-    a, b = _traced(a), _traced(b)
+    a, b = traced(a), traced(b)
     if a.ndim == 0 or b.ndim == 0:
         return multiply(a, b)
     if a.shape[-1] != b.shape[-1]:
@@ -701,7 +703,7 @@ def inner(a, b):
     dtype = result_dtype(a, b)
     if dtype in ("float32", "float64"):
         x, y = astype(a, dtype), astype(b, dtype)
-        return _wrap(_b().dot_general(x.node, y.node, dims=(((a.ndim - 1,), (b.ndim - 1,)),
+        return wrap(builder().dot_general(x.node, y.node, dims=(((a.ndim - 1,), (b.ndim - 1,)),
                                                             ((), ()))))
     products = multiply(reshape(a, a.shape[:-1] + (1,) * (b.ndim - 1) + a.shape[-1:]), b)
     total = sum(products, axis=-1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from llgrad.compiler.frontend import numpy_ops as _np
+from llgrad.compiler.frontend import numpy_support as _support
 from llgrad.compiler.frontend import trace as _trace
 from llgrad.compiler.frontend.numpy_ops import op
 from llgrad.ir.errors import UnsupportedError
@@ -61,7 +62,7 @@ def _primitive_numpy(prim):
 @op("scipy.special.expit", _reference("expit", _primitive_numpy("logistic")),
     numpy=(), exported=False)
 def expit(x):
-    return _np._unary_float("logistic")(x)
+    return _support.unary_float("logistic")(x)
 
 
 def _logit_numpy(x):
@@ -93,20 +94,20 @@ def xlogy(x, y):
 @op("scipy.special.erf", _reference("erf", _primitive_numpy("erf")), numpy=(),
     exported=False)
 def erf(z):
-    return _np._unary_float("erf")(z)
+    return _support.unary_float("erf")(z)
 
 
 @op("scipy.special.erfc", _reference("erfc", _primitive_numpy("erfc")),
     numpy=(), exported=False)
 def erfc(x):
-    return _np._unary_float("erfc")(x)
+    return _support.unary_float("erfc")(x)
 
 
 @op("scipy.special.gammaln", _reference("gammaln", _primitive_numpy("lgamma")),
     numpy=(), exported=False)
 def gammaln(x):
     """log|gamma(x)|; its derivative is digamma, whose own derivative is refused."""
-    return _np._unary_float("lgamma")(x)
+    return _support.unary_float("lgamma")(x)
 
 
 def _logsumexp_numpy(a, axis=None, b=None, keepdims=False, return_sign=False):
@@ -116,7 +117,7 @@ def _logsumexp_numpy(a, axis=None, b=None, keepdims=False, return_sign=False):
     if b is not None:
         with np.errstate(divide="ignore"):
             a = a + np.log(np.asarray(b, dtype=a.dtype))
-    return _np._logsumexp_numpy(a, axis=axis, keepdims=keepdims)
+    return _np.logsumexp_reference(a, axis=axis, keepdims=keepdims)
 
 
 @op("scipy.special.logsumexp", _reference("logsumexp", _logsumexp_numpy), numpy=(),
@@ -129,22 +130,22 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
                                "supported on traced arrays")
     if b is None:
         return _np.logsumexp(a, axis=axis, keepdims=keepdims)
-    a = _np._traced(a)
+    a = _support.traced(a)
     m = _np.max(a, axis=axis, keepdims=True)
     s = _np.sum(_np.multiply(b, _np.exp(_np.subtract(a, m))), axis=axis, keepdims=True)
     out = _np.add(_np.log(s), m)
-    return out if keepdims else _np.squeeze(out, axis=_np._axes(axis, out.ndim))
+    return out if keepdims else _np.squeeze(out, axis=_support.normalize_axes(axis, out.ndim))
 
 
 @op("scipy.special.softmax", _reference("softmax", lambda x, axis=None:
-                                         _np._softmax_numpy(_float(x), axis=axis)),
+                                         _np.softmax_reference(_float(x), axis=axis)),
     numpy=(), exported=False)
 def softmax(x, axis=None):
     return _np.softmax(x, axis=axis)
 
 
 @op("scipy.special.log_softmax", _reference("log_softmax", lambda x, axis=None:
-                                             _np._log_softmax_numpy(_float(x), axis=axis)),
+                                             _np.log_softmax_reference(_float(x), axis=axis)),
     numpy=(), exported=False)
 def log_softmax(x, axis=None):
     return _np.log_softmax(x, axis=axis)

@@ -20,7 +20,8 @@ from llgrad.ir.errors import DTypeError, LlgradError, UnsupportedError
 from llgrad.ir.graph import Builder, Graph, Node
 from llgrad.ir.types import TensorType, dtype_name
 
-_LLGRAD_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the package (llgrad/), whose API modules (llgrad.cond...) are not the user's code either
+_LLGRAD_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
 _state = threading.local()
 
@@ -133,8 +134,10 @@ class Tracer:
         raise located(UnsupportedError(
             f"Python control flow (if/while/and/or) on a traced {self.node.type}: its "
             "truth value is not known at trace time (shapes are static, values are "
-            "not); compute both branches and choose with np.where(cond, a, b), or pass "
-            "the deciding value as a static argument (static_argnums)"))
+            "not); branch with llgrad.cond(pred, true_fn, false_fn, *operands) (only the "
+            "chosen branch runs), compute both and choose with np.where(cond, a, b), loop "
+            "with llgrad.while_loop / llgrad.fori_loop, or pass the deciding value as a "
+            "static argument (static_argnums)"))
 
     def __float__(self):
         raise located(UnsupportedError(
@@ -162,26 +165,43 @@ class Tracer:
 
 
 def _scipy_caller() -> str:
-    """Where scipy.special's own function (logsumexp, softmax...) converts a traced
-    array, the advice to call llgrad.scipy.special's instead ("" elsewhere)."""
+    """Where scipy.special's or scipy.linalg's own function (logsumexp, solve_triangular...)
+    converts a traced array, the advice to call llgrad.scipy's instead ("" elsewhere)."""
     import sys
     frame = sys._getframe(2)
-    name = None
-    while frame is not None:   # the outermost scipy.special frame: the user's call
-        if frame.f_globals.get("__name__", "").startswith("scipy.special"):
-            name = frame.f_code.co_name
+    found = None
+    while frame is not None:   # the outermost scipy.special (linalg) frame: the user's call
+        found = _scipy_function(frame) or found
         frame = frame.f_back
-    if name is None:
+    if found is None:
         return ""
-    if name in LLGRAD_SCIPY:
-        return (f"scipy.special.{name} does not take traced arrays: call "
-                f"llgrad.scipy.special.{name} instead. ")
-    return (f"scipy.special.{name} does not take traced arrays (llgrad.scipy.special "
-            f"has {', '.join(sorted(LLGRAD_SCIPY))}). ")
+    module, name = found
+    ours = _LLGRAD_SCIPY_BY_MODULE[module]
+    if name in ours:
+        return (f"scipy.{module}.{name} does not take traced arrays: call "
+                f"llgrad.scipy.{module}.{name} instead. ")
+    return (f"scipy.{module}.{name} does not take traced arrays (llgrad.scipy.{module} "
+            f"has {', '.join(sorted(ours))}). ")
+
+
+def _scipy_function(frame):
+    """(submodule, name) of the scipy.special or scipy.linalg function running in
+    ``frame``, also where scipy's batching decorator (scipy._lib's ``wrapper`` of ``f``)
+    converts the arrays before the function itself runs; else None."""
+    module, name = frame.f_globals.get("__name__", ""), frame.f_code.co_name
+    if module.startswith("scipy._lib"):
+        wrapped = frame.f_locals.get("f")
+        module = getattr(wrapped, "__module__", None) or ""
+        name = getattr(wrapped, "__name__", name)
+    return next(((sub, name) for sub in _LLGRAD_SCIPY_BY_MODULE
+                 if module.startswith(f"scipy.{sub}")), None)
 
 
 #: llgrad.scipy.special's functions (filled by frontend/scipy_special.py)
 LLGRAD_SCIPY: set = set()
+#: llgrad.scipy.linalg's functions (filled by frontend/numpy_linalg.py)
+LLGRAD_SCIPY_LINALG: set = set()
+_LLGRAD_SCIPY_BY_MODULE = {"special": LLGRAD_SCIPY, "linalg": LLGRAD_SCIPY_LINALG}
 
 
 def _unsupported_operator(name):
@@ -215,14 +235,21 @@ def trace(fn, flat_types, treedef, fn_name: str, leaf_names, static=None):
             args = static(args)
         result = fn(*args)
         leaves, out_tree = pytree.flatten(result)
-        outputs = []
-        for leaf in leaves:
-            try:
-                outputs.append(lift(leaf, ctx))
-            except LlgradError as exc:
-                raise located(exc) from None
+        outputs = output_nodes(leaves, ctx)
         out_names = pytree.leaf_names(out_tree, "out")
     return Graph(params, outputs, name=fn_name, output_names=out_names), out_tree
+
+
+def output_nodes(leaves, ctx: TraceContext) -> list[Node]:
+    """Nodes for the leaves a traced function returned; a leaf that is not an array
+    (or a number) is an error at the user's line."""
+    outputs = []
+    for leaf in leaves:
+        try:
+            outputs.append(lift(leaf, ctx))
+        except LlgradError as exc:
+            raise located(exc) from None
+    return outputs
 
 
 def input_type(value, where: str) -> TensorType:

@@ -4,17 +4,19 @@
 (``ir``), the joint graph as reverse mode produced it (``backward``), the graph after
 each pass (``passes``) and the one compiled (``optimized``, with its fusion kernels),
 the values the backward pass keeps (``residuals``), numbers about all of it
-(``stats``), and the generated code (``llvm_ir``, ``llvm_ir_optimized``, ``asm``).
+(``stats``, with the bytes kept and the flops checkpoints pay to recompute), and the
+generated code (``llvm_ir``, ``llvm_ir_optimized``, ``asm``).
 Everything is computed from the graphs when asked, so it cannot drift from them.
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
+import html
 from collections.abc import Mapping
 from functools import cached_property
 from typing import NamedTuple
 
+from llgrad.compiler.inspection.svg import draw, render_dot
+from llgrad.compiler.autodiff.checkpoint import recomputed_flops
 from llgrad.compiler.passes.dce import removed
 from llgrad.ir.errors import LlgradError
 from llgrad.ir.graph import Graph
@@ -33,7 +35,9 @@ class Residual(NamedTuple):
     source: str | None
 
     def __str__(self):
-        return f"{self.name}: {self.type} {self.op}, {self.nbytes} bytes  {self.source or ''}"
+        shown = (", ".join(map(str, self.type)) if isinstance(self.type, tuple)
+                 else self.type)   # a loop's results: its stacked residuals among them
+        return f"{self.name}: {shown} {self.op}, {self.nbytes} bytes  {self.source or ''}"
 
 
 class Annotated:
@@ -54,6 +58,17 @@ class Annotated:
         return format_graph(self.graph, notes=self.notes)
 
     __repr__ = __str__
+
+    def _repr_svg_(self):
+        return draw(self.graph, "")
+
+
+def _argument_bytes(node) -> bool:
+    """Whether ``node`` is an argument or a constant, or a view of one's bytes (a
+    reshape, rows by ``dynamic_slice``): nothing the forward pass made or keeps."""
+    while node.op in ("reshape", "dynamic_slice"):
+        node = node.inputs[0]
+    return node.op in ("parameter", "constant")
 
 
 def _nbytes(type_) -> int:
@@ -100,7 +115,8 @@ class Stats(Mapping):
         for key, label in (("kernels", "fused kernels"), ("cse_merges", "CSE merges"),
                            ("dce_removals", "DCE removals"), ("flops", "flops"),
                            ("bytes_moved", "bytes moved"), ("arena_bytes", "arena bytes"),
-                           ("residual_bytes", "residual bytes")):
+                           ("residual_bytes", "residual bytes"),
+                           ("recomputed_flops", "recomputed flops")):
             if v.get(key) is not None:
                 lines.append(f"{label:<15} {v[key]:>12,}")
         return "\n".join(lines)
@@ -108,11 +124,17 @@ class Stats(Mapping):
     def __repr__(self):
         return repr(self._values)
 
+    def _repr_html_(self):
+        return f"<pre>{html.escape(str(self))}</pre>"
+
 
 class Trace:
     """Everything llgrad made for one signature; see the module docstring.
 
     ``backward`` is None for ``jit`` (there is no reverse pass)."""
+
+    #: the Python function traced (the staged function sets it): the page's source
+    function = None
 
     def __init__(self, forward: Graph, joint: Graph | None, passes: list, executable,
                  out_tree, times: dict, first_output: int = 0):
@@ -176,7 +198,7 @@ class Trace:
 
     @property
     def residuals(self) -> list[Residual]:
-        """The forward values the backward pass of the compiled graph reads (literals
+        """The forward values the backward pass of the compiled graph reads (constants
         and the arguments themselves are not kept, so not listed)."""
         if self.backward is None:
             return []
@@ -189,8 +211,8 @@ class Trace:
             if id(node) in forward:
                 continue
             for i in node.inputs:
-                if (id(i) in forward and i.op != "parameter" and scalar_constant(i) is None
-                        and id(i) in names):
+                if (id(i) in forward and not _argument_bytes(i)
+                        and scalar_constant(i) is None and id(i) in names):
                     kept[id(i)] = i
         return [Residual(names[id(n)], n.op, n.type, _nbytes(n.type), n.source)
                 for n in graph.nodes if id(n) in kept]
@@ -217,6 +239,7 @@ class Trace:
         values["bytes_moved"] = _bytes_moved(self._compiled, plan)
         values["arena_bytes"] = getattr(self.executable, "arena_bytes", None)
         values["residual_bytes"] = sum(r.nbytes for r in self.residuals)
+        values["recomputed_flops"] = recomputed_flops(self._compiled)
         values.update(self._times)
         for p in self.passes:
             values[f"{p.name}_s"] = p.seconds
@@ -282,18 +305,25 @@ class Trace:
     def __repr__(self):
         return f"<llgrad.Trace of {self.ir.name}: {dict(self.stats)}>"
 
+    def to_html(self, path=None, *, title: str | None = None, profile=None) -> str:
+        """The inspector page (``inspection/page.py``): every stage linked to the
+        source lines; also written to ``path`` when given.  ``profile``: an
+        ``llgrad.profile`` of the same function, shown in a tab of its own."""
+        from llgrad.compiler.inspection.page import html_report
+        page = html_report(self, title or f"llgrad: {self.ir.name}", profile=profile)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(page)
+        return page
 
-def render_dot(text: str, fmt: str = "svg") -> bytes:
-    """Graphviz's drawing of DOT ``text``, or a clear error when ``dot`` is absent."""
-    exe = shutil.which("dot")
-    if exe is None:
-        raise LlgradError("drawing a graph needs Graphviz's `dot` program, which is not on "
-                          "PATH (install graphviz, e.g. `apt install graphviz`); "
-                          "Trace.to_dot() gives the text without it")
-    done = subprocess.run([exe, f"-T{fmt}"], input=text.encode(), capture_output=True)
-    if done.returncode:
-        raise LlgradError(f"dot -T{fmt} failed: {done.stderr.decode(errors='replace')}")
-    return done.stdout
+    def _repr_html_(self):
+        """A notebook shows the inspector page inline."""
+        from llgrad.compiler.inspection.page import inline_frame
+        return inline_frame(self.to_html())
+
+    def _repr_svg_(self):
+        """The drawing of the joint graph (the forward graph for jit)."""
+        return draw(self._source, "")
 
 
 def _bytes_moved(graph: Graph, plan) -> int:

@@ -1,6 +1,6 @@
 """Constant folding and algebraic identities that are exact under IEEE semantics.
 
-``x * 1 → x`` and ``x - 0 → x`` hold for every float including -0, inf and NaN;
+``x * 1 → x`` and ``x - (+0) → x`` hold for every float including -0, inf and NaN;
 ``x * 0 → 0`` and ``x + 0 → x`` do not (NaN, inf, -0) and are deliberately absent.
 Rules are data: one function per primitive name, each returning a replacement or None.
 """
@@ -52,8 +52,9 @@ def _add(b, node, inputs):
 
 
 def _sub(b, node, inputs):
+    """x - (+0) is x; x - (-0) is x + 0, which is +0 for x = -0, so it stays."""
     x, y = inputs
-    if _is(y, 0):
+    if _is(y, 0) and not np.signbit(scalar_constant(y)):
         return x
     if y.op == "neg":
         return b.add(x, y.inputs[0])

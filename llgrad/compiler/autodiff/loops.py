@@ -1,0 +1,315 @@
+"""Derivatives of ``loop`` (and of ``tuple_get``, which reads its results).
+
+A ``loop`` node runs its body Graph ``(step, carried..., invariants...) ->
+(carried'..., per-step...)`` ``trip_count`` times and yields the final carried values,
+then each per-step value stacked over the steps.  Its rules are installed into the
+primitive records here (``ir`` may not import the compiler), when the autodiff package
+is imported.
+
+Reverse mode (``loop_vjp``) is two loops:
+
+1. the forward loop again, its body also returning each carried value as the step
+   began, so the loop stacks them: the residuals, one row per step
+   (``with_carries``).  It has the forward loop's inputs and its body extends the
+   forward body, so the pass ``passes/loop_merge.py`` runs the two as one loop;
+2. the reversed loop (``reverse_loop``), which walks the steps from the last to the
+   first, reads the carry of step i from those stacks and runs the body's own joint
+   vjp graph for that step, carrying the adjoints of the carried values and summing
+   those of the invariants.
+
+An invariant the body reads only as its row of the current step (a ``scan``'s xs:
+``dynamic_slice(xs, i)``, or ``dynamic_slice(xs, T-1-i)`` when reversed) gets its
+adjoint row by row as a per-step result of the reversed loop, instead of summing a
+whole-array adjoint on every step (quadratic in the trip count).
+
+Forward mode (``loop_jvp``) is one loop carrying each float carried value's tangent
+beside it; the body is the body's jvp graph.
+
+Everything here is ordinary IR built through the Builder, so a derivative of a loop is
+differentiated again like any other graph (grad of grad through a scan: the reversed
+loop is itself a loop).
+"""
+from __future__ import annotations
+
+import dataclasses
+import weakref
+
+from llgrad.compiler.autodiff.forward import jvp
+from llgrad.compiler.autodiff.reverse import vjp
+from llgrad.compiler.frontend.loops import STEP, reverse_rows, row
+from llgrad.ir.graph import Builder, Graph
+from llgrad.ir.inline import inline
+from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.types import TensorType
+from llgrad.ir.walk import scalar_constant
+
+#: body -> {what was derived from it: its body with the carried values stacked, its
+#: reversal per (trip count, wanted invariants), its tangent body per tangent positions};
+#: weak, so a body's derived graphs live as long as the body
+_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _derived(body: Graph, key, make):
+    """``make()`` once per body and key: the same Graph for the same request, so the
+    Builder merges a rule applied twice (and each body is differentiated once)."""
+    table = _DERIVED.setdefault(body, {})
+    if key not in table:
+        table[key] = make()
+    return table[key]
+
+
+def _float(t) -> bool:
+    return isinstance(t, TensorType) and t.is_float
+
+
+def with_carries(body: Graph, n_carried: int) -> tuple[Graph, list[int]]:
+    """``body`` with each carried value, as it enters the step, also among its per-step
+    results, and the index of each one's stack among the loop's results.  The same
+    Graph for the same body (so the Builder merges repeated requests), and ``body``
+    itself when it already returns every carried value per step."""
+    def make():
+        outputs = list(body.outputs)
+        positions = []
+        for p in body.inputs[1:1 + n_carried]:
+            k = next((k for k in range(n_carried, len(outputs)) if outputs[k] is p), None)
+            if k is None:
+                outputs.append(p)
+                k = len(outputs) - 1
+            positions.append(k)
+        extended = None if len(outputs) == len(body.outputs) else Graph(
+            body.inputs, outputs, name=body.name)
+        return extended, positions
+
+    extended, positions = _derived(body, ("with_carries", n_carried), make)
+    return (extended or body), positions
+
+
+def _row_reads(body: Graph, n_carried: int, trip_count: int) -> dict:
+    """{invariant index: (the dynamic_slice node, reversed)} for each float invariant the
+    body reads only as one row, at step i (or at T-1-i, ``reversed``)."""
+    step = body.inputs[0]
+    readers: dict = {}
+    for node in body.nodes:
+        for x in node.inputs:
+            readers.setdefault(id(x), []).append(node)
+    rows = {}
+    for j, p in enumerate(body.inputs[1 + n_carried:]):
+        uses = readers.get(id(p), [])
+        if not (_float(p.type) and len(uses) == 1 and uses[0].op == "dynamic_slice"
+                and uses[0].inputs[0] is p and uses[0].attrs["size"] == 1):
+            continue
+        index = uses[0].inputs[1]
+        if index is step:
+            rows[j] = (uses[0], False)
+        elif (index.op == "sub" and index.inputs[1] is step
+              and scalar_constant(index.inputs[0]) == trip_count - 1):
+            rows[j] = (uses[0], True)
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reversal:
+    """What the reversed loop of one body needs, built once per (body, trip count)."""
+    joint: Graph          # vjp of the body with row reads as parameters
+    rows: dict            # invariant index -> (dynamic_slice node, reversed)
+    carried_wrt: tuple    # carried indices with adjoints (the float ones)
+    invariant_wrt: tuple  # invariant indices with summed adjoints (float, not rows)
+
+
+def _reversal(body: Graph, n_carried: int, trip_count: int, wanted_invariants) -> _Reversal:
+    return _derived(body, ("reversal", n_carried, trip_count, tuple(wanted_invariants)),
+                    lambda: _make_reversal(body, n_carried, trip_count, wanted_invariants))
+
+
+def _make_reversal(body: Graph, n_carried: int, trip_count: int, wanted_invariants):
+    rows = {j: r for j, r in _row_reads(body, n_carried, trip_count).items()
+            if j in wanted_invariants}
+    b = Builder()
+    row_params = {id(node): b.parameter(index=len(body.inputs) + k, type=node.type,
+                                        name=f"row[{body.inputs[1 + n_carried + j].attrs['name']}]")
+                  for k, (j, (node, _)) in enumerate(rows.items())}
+    outputs = inline(b, body, body.inputs, lambda b, node, inputs: row_params.get(id(node)))
+    rowed = Graph(list(body.inputs) + list(row_params.values()), outputs, name=body.name)
+    carried_wrt = tuple(j for j in range(n_carried) if _float(body.inputs[1 + j].type))
+    invariant_wrt = tuple(j for j in wanted_invariants if j not in rows)
+    wrt = ([1 + j for j in carried_wrt] + [1 + n_carried + j for j in invariant_wrt]
+           + list(range(len(body.inputs), len(rowed.inputs))))
+    return _Reversal(vjp(rowed, wrt, cotangents=True), rows, carried_wrt, invariant_wrt)
+
+
+def reverse_loop(b: Builder, body: Graph, n_carried: int, trip_count: int, invariants,
+                 stacked, carried_adjoint, per_step_adjoint, wanted_invariants=None):
+    """The reversed loop of a ``loop``: the adjoints of its inputs, built with ``b``.
+
+    - ``body``: the forward body, ``(step, carried..., invariants...) -> (carried'...,
+      per-step...)``; ``n_carried``, ``trip_count``: the forward loop's.
+    - ``invariants``: the forward loop's invariant inputs (nodes of ``b``'s graph).
+    - ``stacked``: per carried value, a node ``[trip_count, *shape]`` whose row i is its
+      value as step i began (``with_carries`` makes the forward loop produce them).
+    - ``carried_adjoint``: per carried value, the adjoint of its final value, or None.
+    - ``per_step_adjoint``: per per-step result, the adjoint of its stack, or None.
+    - ``wanted_invariants``: the invariant indices whose adjoints are wanted (default:
+      every float one); others are not computed.
+
+    Returns (adjoint per carried input, adjoint per invariant input), None where the
+    value is not float or not wanted.  The reversed loop runs ``trip_count`` steps, step
+    k handling forward step i = trip_count-1-k: it carries the carried values' adjoints
+    and the sums of the invariants', and reads row i of ``stacked`` and of each
+    per-step adjoint.  Rows of an invariant read one per step (``_row_reads``) come out
+    as its per-step results, reordered to the forward order."""
+    nc = n_carried
+    inv_types = [p.type for p in body.inputs[1 + nc:]]
+    if wanted_invariants is None:
+        wanted_invariants = [j for j, t in enumerate(inv_types) if _float(t)]
+    plan = _reversal(body, nc, trip_count, wanted_invariants)
+    n_out = len(body.outputs)
+    per_step = [k for k in range(n_out - nc) if per_step_adjoint[k] is not None]
+
+    rb = Builder()
+    k = rb.parameter(index=0, type=STEP, name="step")
+    params = [k]
+
+    def param(type_, name):
+        params.append(rb.parameter(index=len(params), type=type_, name=name))
+        return params[-1]
+
+    a_carried = [param(body.inputs[1 + j].type, f"adjoint[carried[{j}]]")
+                 for j in plan.carried_wrt]
+    a_invariant = [param(inv_types[j], f"adjoint[invariant[{j}]]") for j in plan.invariant_wrt]
+    s_params = [param(s.type, f"stacked[carried[{j}]]") for j, s in enumerate(stacked)]
+    g_params = [param(per_step_adjoint[q].type, f"adjoint[per_step[{q}]]") for q in per_step]
+    v_params = [param(t, body.inputs[1 + nc + j].attrs["name"]) for j, t in enumerate(inv_types)]
+
+    i = rb.sub(rb.const(trip_count - 1, "int64"), k)
+
+    carried_now = [row(rb, s, i) for s in s_params]
+    cotangents = [rb.full(0, o.type) for o in body.outputs]
+    for pos, j in enumerate(plan.carried_wrt):
+        cotangents[j] = a_carried[pos]
+    for pos, q in enumerate(per_step):
+        cotangents[nc + q] = row(rb, g_params[pos], i)
+    row_values = [rb.dynamic_slice(v_params[j], k if reversed_ else i, size=1)
+                  for j, (_, reversed_) in plan.rows.items()]
+    outs = inline(rb, plan.joint, [i, *carried_now, *v_params, *row_values, *cotangents])
+    grads = outs[n_out:]
+    n_cw, n_iw = len(plan.carried_wrt), len(plan.invariant_wrt)
+    new_invariant = [rb.add(a, d) for a, d in zip(a_invariant, grads[n_cw:n_cw + n_iw])]
+    reversed_body = Graph(params, grads[:n_cw] + new_invariant + grads[n_cw + n_iw:],
+                          name=f"{body.name}_reversed")
+
+    init = [carried_adjoint[j] if carried_adjoint[j] is not None
+            else b.full(0.0, body.inputs[1 + j].type) for j in plan.carried_wrt]
+    init += [b.full(0.0, inv_types[j]) for j in plan.invariant_wrt]
+    looped = b.loop(*init, *stacked, *[per_step_adjoint[q] for q in per_step], *invariants,
+                    body=reversed_body, trip_count=trip_count, n_carried=n_cw + n_iw)
+    results = [b.tuple_get(looped, index=r) for r in range(len(looped.type))]
+
+    d_carried = [None] * nc
+    for pos, j in enumerate(plan.carried_wrt):
+        d_carried[j] = results[pos]
+    d_invariant = [None] * len(inv_types)
+    for pos, j in enumerate(plan.invariant_wrt):
+        d_invariant[j] = results[n_cw + pos]
+    for pos, (j, (_, reversed_)) in enumerate(plan.rows.items()):
+        rows = b.reshape(results[n_cw + n_iw + pos], shape=inv_types[j].shape)
+        d_invariant[j] = rows if reversed_ else reverse_rows(b, rows)
+    return d_carried, d_invariant
+
+
+def loop_vjp(b: Builder, node, g, wanted=None):
+    """Adjoints of a loop's inputs from the adjoints ``g`` of its results (a tuple, None
+    where a result has none); ``wanted``: per input, whether its adjoint is needed."""
+    body, trip, nc = node.attrs["body"], node.attrs["trip_count"], node.attrs["n_carried"]
+    invariants = node.inputs[nc:]
+    if all(a is None for a in g):
+        return [None] * len(node.inputs)
+    if trip == 0:   # the loop passes its initial carried values through
+        return list(g[:nc]) + [None] * len(invariants)
+    extended, positions = with_carries(body, nc)
+    forward = b.loop(*node.inputs, body=extended, trip_count=trip, n_carried=nc)
+    stacked = [b.tuple_get(forward, index=k) for k in positions]
+    wanted_invariants = [j for j, x in enumerate(invariants) if _float(x.type)
+                         and (wanted is None or wanted[nc + j])]
+    d_carried, d_invariant = reverse_loop(
+        b, body, nc, trip, invariants, stacked, list(g[:nc]), list(g[nc:]), wanted_invariants)
+    return d_carried + d_invariant
+
+
+loop_vjp.selective = True   # reverse mode passes ``wanted`` (see reverse.vjp)
+
+
+def _tangent_body(body: Graph, nc: int, carried_t: tuple, invariant_t: tuple) -> Graph:
+    """The body of the forward-mode loop: ``(step, carried..., their tangents...,
+    invariants..., their tangents...) -> (carried'..., tangents'..., per-step...,
+    float per-step tangents...)``."""
+    return _derived(body, ("tangents", nc, carried_t, invariant_t),
+                    lambda: _make_tangent_body(body, nc, carried_t, invariant_t))
+
+
+def _make_tangent_body(body: Graph, nc: int, carried_t: tuple, invariant_t: tuple) -> Graph:
+    joint = jvp(body, [1 + j for j in carried_t] + [1 + nc + j for j in invariant_t])
+    n_out = len(body.outputs)
+    b = Builder()
+    params = [b.parameter(index=0, type=STEP, name="step")]
+
+    def param(p, name):
+        params.append(b.parameter(index=len(params), type=p.type, name=name))
+        return params[-1]
+
+    carried = [param(p, p.attrs["name"]) for p in body.inputs[1:1 + nc]]
+    t_carried = [param(body.inputs[1 + j], f"tangent[{body.inputs[1 + j].attrs['name']}]")
+                 for j in carried_t]
+    invariants = [param(p, p.attrs["name"]) for p in body.inputs[1 + nc:]]
+    t_invariants = [param(body.inputs[1 + nc + j],
+                          f"tangent[{body.inputs[1 + nc + j].attrs['name']}]")
+                    for j in invariant_t]
+    outs = inline(b, joint, [params[0], *carried, *invariants, *t_carried, *t_invariants])
+    values, tangents = outs[:n_out], outs[n_out:]
+    float_steps = [q for q in range(nc, n_out) if _float(body.outputs[q].type)]
+    return Graph(params, values[:nc] + [tangents[j] for j in carried_t] + values[nc:]
+                 + [tangents[q] for q in float_steps], name=f"{body.name}_jvp")
+
+
+def loop_jvp(b: Builder, node, tangents):
+    """Tangents of a loop's results (a tuple, None where there is none): one loop that
+    carries every float carried value's tangent beside it."""
+    body, trip, nc = node.attrs["body"], node.attrs["trip_count"], node.attrs["n_carried"]
+    carried, invariants = node.inputs[:nc], node.inputs[nc:]
+    carried_t = tuple(j for j in range(nc) if _float(carried[j].type))
+    invariant_t = tuple(j for j, t in enumerate(tangents[nc:]) if t is not None)
+    if all(tangents[j] is None for j in carried_t) and not invariant_t:
+        return None
+    t_body = _tangent_body(body, nc, carried_t, invariant_t)
+    t_init = [tangents[j] if tangents[j] is not None else b.full(0.0, carried[j].type)
+              for j in carried_t]
+    looped = b.loop(*carried, *t_init, *invariants, *[tangents[nc + j] for j in invariant_t],
+                    body=t_body, trip_count=trip, n_carried=nc + len(carried_t))
+    n_out, n_ct = len(body.outputs), len(carried_t)
+    out = [None] * n_out
+    for pos, j in enumerate(carried_t):
+        out[j] = b.tuple_get(looped, index=nc + pos)
+    float_steps = [q for q in range(nc, n_out) if _float(body.outputs[q].type)]
+    for pos, q in enumerate(float_steps):
+        out[q] = b.tuple_get(looped, index=n_out + n_ct + pos)
+    return tuple(out)
+
+
+def tuple_get_vjp(b, node, g):
+    """The adjoint of one result, as the loop's adjoint tuple with None elsewhere."""
+    index = node.attrs["index"]
+    return (tuple(g if k == index else None for k in range(len(node.inputs[0].type))),)
+
+
+def tuple_get_jvp(b, node, tangents):
+    (t,) = tangents
+    return None if t is None else t[node.attrs["index"]]
+
+
+def install() -> None:
+    """Put these rules into the records of ``loop`` and ``tuple_get``."""
+    for name, rules in {"loop": (loop_vjp, loop_jvp),
+                        "tuple_get": (tuple_get_vjp, tuple_get_jvp)}.items():
+        PRIMITIVES[name] = dataclasses.replace(PRIMITIVES[name], vjp=rules[0], jvp=rules[1])
+
+
+install()

@@ -1,0 +1,233 @@
+"""Derivatives of ``while`` (``llgrad.while_loop``), installed into its record.
+
+Reverse mode (``while_vjp``) is a loop over the recorded trip count N, run backwards:
+step s of the reversed loop handles forward step k = N-1-s.  It needs the carry as
+step k began:
+
+- with ``max_steps`` the forward loop recorded it: row k of the carry's tape;
+- without, nothing was recorded and the reversed loop recomputes it from the initial
+  carry, running the body k times in a nested ``while`` (memory of one carry, time
+  quadratic in N: give ``max_steps`` for long loops).
+
+Then it runs the joint vjp graph of one step (``_step_vjp``: the body without its
+condition, differentiated with cotangents), carrying the adjoints of the float
+carried values and the running sums of the invariants'.  The reversed loop is itself
+a ``while`` node (its condition ``s + 1 < N``), so it has a dynamic trip count with no
+new primitive, and differentiating a gradient again (second order) applies these rules
+to it: the reversed loop has no ``max_steps``, so its own reversal recomputes.
+``reversed_while`` is the general form, which a loop with a trip count known only at
+run time (``fori_loop`` with traced bounds) can share.
+
+An adjoint that reaches a tape (the reversed loop reads tapes, so a second derivative
+gives them adjoints) adds, row by row, to the adjoint of the carry as that step began.
+
+Forward mode (``while_jvp``) is one ``while`` carrying the tangents of the float
+carried values beside them; its body is the step's jvp graph.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from llgrad.compiler.autodiff.forward import jvp
+from llgrad.compiler.autodiff.loops import _derived
+from llgrad.compiler.autodiff.reverse import vjp
+from llgrad.ir.graph import Builder, Graph
+from llgrad.ir.inline import inline
+from llgrad.ir.primitives import PRIMITIVES
+from llgrad.ir.primitives_while import STEPS, tape_index, trip_index
+from llgrad.ir.types import TensorType
+
+
+def _float(t) -> bool:
+    return isinstance(t, TensorType) and t.is_float
+
+
+def _step(body: Graph) -> Graph:
+    """The body without its condition: ``(step, carried..., invariants...) -> carried'``."""
+    return _derived(body, "step", lambda: Graph(body.inputs, body.outputs[1:], name=body.name))
+
+
+def _step_vjp(body: Graph, nc: int, carried_wrt: tuple, invariant_wrt: tuple) -> Graph:
+    """The joint vjp graph of one step: inputs (step, carried..., invariants...,
+    cotangent per carried'), outputs (carried'..., adjoints of ``carried_wrt``, then of
+    ``invariant_wrt``)."""
+    wrt = [1 + j for j in carried_wrt] + [1 + nc + j for j in invariant_wrt]
+    return _derived(body, ("step_vjp", carried_wrt, invariant_wrt),
+                    lambda: vjp(_step(body), wrt, cotangents=True))
+
+
+def _replay(body: Graph, nc: int) -> Graph:
+    """The body of the nested loop that recomputes the carry as step k began: the same
+    step, with invariants (k, invariants...) and the condition ``step + 1 < k``."""
+    def make():
+        b = Builder()
+        step = b.parameter(index=0, type=STEPS, name="step")
+        carried = [b.parameter(index=1 + j, type=p.type, name=p.attrs["name"])
+                   for j, p in enumerate(body.inputs[1:1 + nc])]
+        k = b.parameter(index=1 + nc, type=STEPS, name="until")
+        invariants = [b.parameter(index=2 + nc + j, type=p.type, name=p.attrs["name"])
+                      for j, p in enumerate(body.inputs[1 + nc:])]
+        new = inline(b, _step(body), [step, *carried, *invariants])
+        more = b.lt(b.add(step, b.const(1, "int64")), k)
+        return Graph([step, *carried, k, *invariants], [more, *new], name=f"{body.name}_replay")
+    return _derived(body, ("replay", nc), make)
+
+
+def _row(b: Builder, x, at):
+    return b.reshape(b.dynamic_slice(x, at, size=1), shape=x.shape[1:])
+
+
+def reversed_while(b: Builder, step_vjp: Graph, nc: int, carried_wrt, invariant_wrt,
+                   trips, carry_at, sources, invariants, carried_adjoint, row_adjoints=()):
+    """The reversed loop over ``trips`` forward steps, built with ``b``; returns (adjoint
+    per ``carried_wrt``, summed adjoint per ``invariant_wrt``).
+
+    - ``step_vjp``: ``_step_vjp`` of the forward body; ``nc`` its carried count.
+    - ``carry_at(rb, k, sources, invariants) -> carry as step k began``, built with the
+      reversed body's Builder ``rb`` from the body's parameters standing for
+      ``sources`` (tapes, or the initial carry) and ``invariants``.
+    - ``carried_adjoint``: per ``carried_wrt``, the adjoint of the final value (a node).
+    - ``row_adjoints``: (position in ``carried_wrt``, node [max_steps, *shape]) whose
+      row k adds to that carry's adjoint at step k (a tape's adjoint).
+    """
+    inv_types = [p.type for p in step_vjp.inputs[1 + nc:1 + nc + len(invariants)]]
+    carried_types = [p.type for p in step_vjp.inputs[1:1 + nc]]
+    rb = Builder()
+    params = [rb.parameter(index=0, type=STEPS, name="step")]
+
+    def param(type_, name):
+        params.append(rb.parameter(index=len(params), type=type_, name=name))
+        return params[-1]
+
+    a_carried = [param(carried_types[j], f"adjoint[carry[{j}]]") for j in carried_wrt]
+    a_invariant = [param(inv_types[j], f"adjoint[invariant[{j}]]") for j in invariant_wrt]
+    n = param(STEPS, "trips")
+    s_params = [param(x.type, f"source[{j}]") for j, x in enumerate(sources)]
+    r_params = [param(x.type, f"adjoint[tape[{pos}]]") for pos, x in row_adjoints]
+    v_params = [param(t, f"invariant[{j}]") for j, t in enumerate(inv_types)]
+
+    s = params[0]
+    one = rb.const(1, "int64")
+    k = rb.sub(rb.sub(n, one), s)
+    carried_now = carry_at(rb, k, s_params, v_params)
+    cotangents = [rb.full(0, t) for t in carried_types]
+    for pos, j in enumerate(carried_wrt):
+        cotangents[j] = a_carried[pos]
+    outs = inline(rb, step_vjp, [k, *carried_now, *v_params, *cotangents])
+    grads = outs[nc:]
+    d_carried = list(grads[:len(carried_wrt)])
+    for (pos, _), tape_adjoint in zip(row_adjoints, r_params):
+        d_carried[pos] = rb.add(d_carried[pos], _row(rb, tape_adjoint, k))
+    d_invariant = [rb.add(a, d) for a, d in zip(a_invariant, grads[len(carried_wrt):])]
+    more = rb.lt(rb.add(s, one), n)
+    body = Graph(params, [more, *d_carried, *d_invariant], name=f"{step_vjp.name}_reversed")
+
+    init = list(carried_adjoint) + [b.full(0.0, inv_types[j]) for j in invariant_wrt]
+    looped = b.emit("while", b.lt(b.const(0, "int64"), trips), *init, trips, *sources,
+                    *[x for _, x in row_adjoints], *invariants, body=body,
+                    n_carried=len(init), max_steps=None, where=None)
+    results = [b.tuple_get(looped, index=r) for r in range(len(init))]
+    return results[:len(carried_wrt)], results[len(carried_wrt):]
+
+
+def while_vjp(b: Builder, node, g, wanted=None):
+    """Adjoints of a while's inputs (condition, carried..., invariants...) from those of
+    its results ``g`` (a tuple, None where a result has none)."""
+    body, nc = node.attrs["body"], node.attrs["n_carried"]
+    limit = node.attrs["max_steps"]
+    carried, invariants = node.inputs[1:1 + nc], node.inputs[1 + nc:]
+    n_inputs = len(node.inputs)
+    carried_wrt = tuple(j for j in range(nc) if _float(carried[j].type))
+    invariant_wrt = tuple(j for j, x in enumerate(invariants) if _float(x.type)
+                          and (wanted is None or wanted[1 + nc + j]))
+    tape_adjoints = [] if limit is None else [
+        (pos, g[tape_index(node, j)]) for pos, j in enumerate(carried_wrt)
+        if g[tape_index(node, j)] is not None]
+    if all(g[j] is None for j in carried_wrt) and not tape_adjoints:
+        return [None] * n_inputs
+    trips = b.tuple_get(node, index=trip_index(node))
+    final = [g[j] if g[j] is not None else b.full(0.0, carried[j].type) for j in carried_wrt]
+    if limit is not None:
+        sources = [b.tuple_get(node, index=tape_index(node, j)) for j in range(nc)]
+
+        def carry_at(rb, k, tapes, _invariants):
+            return [_row(rb, tape, k) for tape in tapes]
+    else:
+        sources = list(carried)
+        replay = _replay(body, nc)
+
+        def carry_at(rb, k, initial, invariant_params):
+            again = rb.emit("while", rb.lt(rb.const(0, "int64"), k), *initial, k,
+                            *invariant_params, body=replay, n_carried=nc, max_steps=None,
+                            where=None)
+            return [rb.tuple_get(again, index=j) for j in range(nc)]
+
+    d_carried, d_invariant = reversed_while(
+        b, _step_vjp(body, nc, carried_wrt, invariant_wrt), nc, carried_wrt, invariant_wrt,
+        trips, carry_at, sources, invariants, final, tape_adjoints)
+    out = [None] * n_inputs
+    for pos, j in enumerate(carried_wrt):
+        out[1 + j] = d_carried[pos]
+    for pos, j in enumerate(invariant_wrt):
+        out[1 + nc + j] = d_invariant[pos]
+    return out
+
+
+while_vjp.selective = True   # reverse mode passes ``wanted`` (see reverse.vjp)
+
+
+def _tangent_body(body: Graph, nc: int, carried_t: tuple, invariant_t: tuple) -> Graph:
+    """``(step, carried..., tangents..., invariants..., their tangents...) ->
+    (condition, carried'..., tangents'...)``."""
+    def make():
+        joint = jvp(_step(body), [1 + j for j in carried_t] + [1 + nc + j for j in invariant_t])
+        b = Builder()
+        params = [b.parameter(index=0, type=STEPS, name="step")]
+
+        def param(p, name):
+            params.append(b.parameter(index=len(params), type=p.type, name=name))
+            return params[-1]
+
+        values = [param(p, p.attrs["name"]) for p in body.inputs[1:1 + nc]]
+        t_carried = [param(body.inputs[1 + j], f"tangent[carry[{j}]]") for j in carried_t]
+        inv = [param(p, p.attrs["name"]) for p in body.inputs[1 + nc:]]
+        t_inv = [param(body.inputs[1 + nc + j], f"tangent[invariant[{j}]]")
+                 for j in invariant_t]
+        outs = inline(b, joint, [params[0], *values, *inv, *t_carried, *t_inv])
+        (more,) = inline(b, Graph(body.inputs, body.outputs[:1]), [params[0], *values, *inv])
+        new_values, tangents = outs[:nc], outs[nc:]
+        return Graph(params, [more, *new_values, *[tangents[j] for j in carried_t]],
+                     name=f"{body.name}_jvp")
+    return _derived(body, ("tangents", nc, carried_t, invariant_t), make)
+
+
+def while_jvp(b: Builder, node, tangents):
+    """Tangents of a while's results: one while carrying the float tangents."""
+    body, nc = node.attrs["body"], node.attrs["n_carried"]
+    carried, invariants = node.inputs[1:1 + nc], node.inputs[1 + nc:]
+    carried_t = tuple(j for j in range(nc) if _float(carried[j].type))
+    invariant_t = tuple(j for j, t in enumerate(tangents[1 + nc:]) if t is not None)
+    if all(tangents[1 + j] is None for j in carried_t) and not invariant_t:
+        return None
+    t_init = [tangents[1 + j] if tangents[1 + j] is not None else b.full(0.0, carried[j].type)
+              for j in carried_t]
+    looped = b.emit("while", node.inputs[0], *carried, *t_init, *invariants,
+                    *[tangents[1 + nc + j] for j in invariant_t],
+                    body=_tangent_body(body, nc, carried_t, invariant_t),
+                    n_carried=nc + len(carried_t), max_steps=node.attrs["max_steps"],
+                    where=node.attrs["where"])
+    out = [None] * len(node.type)
+    for pos, j in enumerate(carried_t):
+        out[j] = b.tuple_get(looped, index=nc + pos)
+        if node.attrs["max_steps"] is not None:   # a tape's tangent: the tangents' tape
+            out[tape_index(node, j)] = b.tuple_get(looped, index=tape_index(looped, nc + pos))
+    return tuple(out)
+
+
+def install() -> None:
+    """Put these rules into the record of ``while``."""
+    PRIMITIVES["while"] = dataclasses.replace(PRIMITIVES["while"], vjp=while_vjp,
+                                              jvp=while_jvp)
+
+
+install()
