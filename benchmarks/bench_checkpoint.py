@@ -3,8 +3,9 @@
     python benchmarks/bench_checkpoint.py [--steps 10000] [--width 256] [--repeats 3]
 
 A tanh RNN ``h = tanh(h @ W + x_t)`` over T steps (float64, one sequence), the loss
-the sum of the final state's squares; its gradient with respect to W and the inputs,
-by ``llgrad.scan`` with ``checkpoint=None``, ``100`` and ``"sqrt"`` (k = ceil(sqrt T)).
+the sum of the final state's squares; its gradient with respect to W (the inputs' would
+add T x width floats to every mode's arena), by ``llgrad.scan`` with
+``checkpoint=None``, ``100`` and ``"sqrt"`` (k = ceil(sqrt T)).
 Each mode runs in a fresh subprocess (so ``ru_maxrss`` is that mode's peak alone),
 which prints:
 
@@ -56,7 +57,7 @@ def run_mode(mode: str, steps: int, width: int, repeats: int) -> dict:
         h, _ = llgrad.scan(step, np.zeros(width), xs, checkpoint=checkpoint)
         return np.sum(h ** 2)
 
-    grad = llgrad.grad(loss, argnums=(0, 1))
+    grad = llgrad.grad(loss)
     stats = grad.trace(w, xs).stats
     grad(w, xs)
     times, cpu = [], []

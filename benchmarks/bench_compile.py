@@ -1,7 +1,8 @@
 """Compile time against program size: does the compiler's own time grow linearly?
 
     python benchmarks/bench_compile.py [--programs rnn,lstm,mlp,jacjac] [--max-nodes 50000]
-                                       [--repeats 1] [--plot docs/images/compile_time.png]
+                                       [--repeats 1] [--save after.json]
+                                       [--plot docs/images/compile_time.png --before before.json]
 
 Each program is built by a Python ``for`` loop, so its graph grows with one size
 parameter: an unrolled tanh RNN and an unrolled LSTM cell (T steps), an MLP (depth
@@ -18,7 +19,9 @@ Every stage is timed on its own, the on-disk cache off:
   LLVM optimisation (parse, verify, O3) and machine code (MCJIT): the steps of
   ``codegen.build.compile_graph``, called one by one on the graph the trace compiles.
 
-The table gives, per size, the compiled graph's node count, the kernels and LLVM
+Times are this process's CPU time unless ``--clock wall``: LLVM and the passes run on
+one thread, and on a machine shared with other work wall time measures the
+neighbours too.  The table gives, per size, the compiled graph's node count, the kernels and LLVM
 functions made of it and every stage's seconds (the median of ``--repeats``); the
 closing lines give the slope of log(time) against log(nodes), least squares over the
 sizes of at least ``--fit-from`` nodes (the fixed cost of a compile hides the growth
@@ -27,6 +30,7 @@ below that), for the whole compile and for each stage.  A slope of 1 is linear.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -127,7 +131,7 @@ def measure(program: str, size: int) -> dict:
     graph = trace._compiled
     options = codegen_options(fastmath=False, fuse_ops=True, libmvec=True, blas=True,
                               blas_min_flops=None, threads=None)
-    clock = time.perf_counter
+    clock = time.perf_counter     # see --clock
     t0 = clock()
     fusion = fuse(graph)
     t1 = clock()
@@ -186,7 +190,7 @@ def run_program(program: str, args) -> list[dict]:
     return rows
 
 
-def plot(results: dict, path: str) -> None:
+def plot(results: dict, path: str, before: dict | None = None) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -194,12 +198,18 @@ def plot(results: dict, path: str) -> None:
     except ImportError:
         print("matplotlib is not installed: no plot", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for program, rows in results.items():
-        ax.loglog([r["nodes"] for r in rows], [r["total"] for r in rows], "o-", label=program)
-    lo = min(r["nodes"] for rows in results.values() for r in rows)
-    hi = max(r["nodes"] for rows in results.values() for r in rows)
-    base = min(r["total"] for rows in results.values() for r in rows)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for k, (program, rows) in enumerate(results.items()):
+        color = f"C{k}"
+        ax.loglog([r["nodes"] for r in rows], [r["total"] for r in rows], "o-", color=color,
+                  label=program)
+        if before and program in before:
+            ax.loglog([r["nodes"] for r in before[program]],
+                      [r["total"] for r in before[program]], "x--", color=color, alpha=0.6,
+                      label=f"{program}, before")
+    everything = [r for rows in results.values() for r in rows]
+    lo, hi = min(r["nodes"] for r in everything), max(r["nodes"] for r in everything)
+    base = min(r["total"] for r in everything)
     ax.loglog([lo, hi], [base, base * hi / lo], "k:", label="slope 1 (linear)")
     ax.set_xlabel("nodes compiled")
     ax.set_ylabel("compile time (s), trace to machine code")
@@ -218,15 +228,29 @@ def main():
     parser.add_argument("--fit-from", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--plot", default=None, help="write a log-log plot (matplotlib)")
+    parser.add_argument("--save", default=None, help="write the results as JSON")
+    parser.add_argument("--before", default=None,
+                        help="results JSON of an earlier run, drawn dashed in the plot")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: this process's CPU time (steady on a shared machine)")
     args = parser.parse_args()
+    if args.clock == "cpu":   # the stages' own timers (Trace.stats) read it too
+        time.perf_counter = time.process_time
     import llvmlite.binding as llvm
     from llgrad.runtime import engine
-    engine.vector_bits()
+    engine.host_features()
     print(f"CPU {llvm.get_host_cpu_name()}, {os.cpu_count()} cores; LLVM "
           + ".".join(map(str, llvm.llvm_version_info)))
     results = {p: run_program(p, args) for p in args.programs.split(",")}
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump(results, f, indent=1)
     if args.plot:
-        plot(results, args.plot)
+        before = None
+        if args.before:
+            with open(args.before) as f:
+                before = json.load(f)
+        plot(results, args.plot, before)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
 2. One LSTM layer (hidden 256, batch 32, 100 steps, float32, matrix gates): the median
    time of ``value_and_grad`` of a squared-output loss, forward and reversed scan in
    one native call, wall and CPU time (the CPU time is the steadier figure on a busy
-   machine).  Peers (JAX ``lax.scan``, PyTorch ``nn.LSTM``) are not timed here.
+   machine).  Against JAX ``lax.scan`` and PyTorch ``nn.LSTM``: the suite's workload 10,
+   ``python benchmarks/run.py --workloads lstm --threads 1`` (and ``--threads 2``).
 """
 import argparse
 import os

@@ -1,5 +1,6 @@
-"""This machine's multiply-add peak, measured, and what it bounds: the least time the
-matrix products of workloads 3 and 4 can take here, however they are computed.
+"""This machine's multiply-add peak and read bandwidth, measured, and what they bound: the
+least time the matrix products of workloads 3 and 4, and the matrix reads of workload 7,
+can take here, however they are computed.
 
     python benchmarks/bench_peak.py [--threads 1,2]
 
@@ -9,6 +10,12 @@ by LLVM for the host CPU and run on each thread at once: no loads, no stores, on
 arithmetic units.  A product of M x K by K x N is 2·M·K·N flop, so a run of products can
 not take less than its flops over this peak; the issue's ratios against peers are read
 against that floor (a target that needs more than the peak cannot be met by any code).
+
+The read bandwidth is a STREAM-like sum (``read_loop``: READ_ACCUMULATORS vector adds of
+float64 loaded in order, each thread over its own slice) over an array LLC_MULTIPLE
+times the last-level cache: a workload that must read B bytes takes at least B over it.
+Where the workload's data fits a large last-level cache, its floor is also given at the
+bandwidth measured over an array of its own size.
 """
 import argparse
 import ctypes
@@ -90,16 +97,23 @@ def peak_gflops(f, flop_per_round, threads: int, repeats: int = 5,
                 iterations: int = ITERATIONS) -> float:
     """The best of ``repeats`` runs of ``f`` on ``threads`` threads at once (ctypes lets
     go of the GIL during the call)."""
+    best = _fastest(f, [(iterations,)] * threads, repeats)
+    return threads * iterations * flop_per_round / best / 1e9
+
+
+def _fastest(f, arguments, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` runs of ``f`` on one thread per argument
+    tuple of ``arguments``, all at once."""
     best = float("inf")
     for _ in range(repeats):
-        workers = [threading.Thread(target=f, args=(iterations,)) for _ in range(threads)]
+        workers = [threading.Thread(target=f, args=args) for args in arguments]
         start = time.perf_counter()
         for w in workers:
             w.start()
         for w in workers:
             w.join()
         best = min(best, time.perf_counter() - start)
-    return threads * iterations * flop_per_round / best / 1e9
+    return best
 
 
 def measure(threads: int, quick: bool = False) -> float:
@@ -109,6 +123,108 @@ def measure(threads: int, quick: bool = False) -> float:
     if quick:
         return peak_gflops(f, flop, threads, repeats=2, iterations=ITERATIONS // 10)
     return statistics.median(peak_gflops(f, flop, threads) for _ in range(3))
+
+
+# -- read bandwidth ------------------------------------------------------------------------
+
+#: the bandwidth array is this many times the last-level cache (capped by MAX_STREAM_BYTES)
+LLC_MULTIPLE = 4
+MAX_STREAM_BYTES = 1 << 30
+READ_ACCUMULATORS = 8     # vector sums in flight, so that no add waits for the one before
+
+
+def llc_bytes() -> int:
+    """The largest cache of cpu0 in sysfs (32 MiB where Linux does not say)."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    largest = 0
+    for index in base.glob("index*"):
+        try:
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+        largest = max(largest, int(size.rstrip("KM")) * scale)
+    return largest or 32 << 20
+
+
+def stream_bytes() -> int:
+    """Bytes read per measurement: well beyond the last-level cache."""
+    return min(LLC_MULTIPLE * llc_bytes(), MAX_STREAM_BYTES)
+
+
+@functools.cache
+def read_loop():
+    """A native ``double f(ptr, n)``: the sum of n float64 (n a multiple of READ_ACCUMULATORS
+    vectors), READ_ACCUMULATORS vector sums in flight; it reads memory and adds, nothing
+    else, so it runs at the read bandwidth.  Returns (f, float64 per round)."""
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    features = llvm.get_host_cpu_features()
+    lanes = (512 if features.get("avx512f") else 256 if features.get("avx") else 128) // 64
+    vector, i64 = ir.VectorType(ir.DoubleType(), lanes), ir.IntType(64)
+    module = ir.Module("stream")
+    fn = ir.Function(module, ir.FunctionType(ir.DoubleType(), [ir.PointerType(), i64]), "stream")
+    entry, loop, done = (fn.append_basic_block(n) for n in ("entry", "loop", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(loop)
+    b.position_at_end(loop)
+    i = b.phi(i64)
+    sums = [b.phi(vector) for _ in range(READ_ACCUMULATORS)]
+    step = READ_ACCUMULATORS * lanes
+    nexts = [b.fadd(s, b.load(b.gep(fn.args[0], [b.add(i, ir.Constant(i64, k * lanes))],
+                                    source_etype=ir.DoubleType()), typ=vector, align=8))
+             for k, s in enumerate(sums)]
+    i_next = b.add(i, ir.Constant(i64, step))
+    b.cbranch(b.icmp_unsigned("<", i_next, fn.args[1]), loop, done)
+    i.add_incoming(ir.Constant(i64, 0), entry)
+    i.add_incoming(i_next, loop)
+    for s, nxt in zip(sums, nexts):
+        s.add_incoming(ir.Constant(vector, [0.0] * lanes), entry)
+        s.add_incoming(nxt, loop)
+    b.position_at_end(done)
+    total = nexts[0]
+    for nxt in nexts[1:]:
+        total = b.fadd(total, nxt)
+    lane_sum = b.extract_element(total, ir.Constant(ir.IntType(32), 0))
+    for lane in range(1, lanes):   # every lane, so that no load can be narrowed away
+        lane_sum = b.fadd(lane_sum, b.extract_element(total, ir.Constant(ir.IntType(32), lane)))
+    b.ret(lane_sum)
+    target = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=features.flatten(), opt=3)
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(module)), target)
+    engine.finalize_object()
+    f = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_void_p, ctypes.c_int64)(
+        engine.get_function_address("stream"))
+    f._engine = engine
+    return f, step
+
+
+def read_gbps(threads: int, nbytes: int, repeats: int = 5) -> float:
+    """Read bandwidth in GB/s: ``threads`` threads at once each summing its own slice of
+    one array of ``nbytes`` (best of ``repeats``, after one pass that maps the pages)."""
+    import numpy as np
+    f, step = read_loop()
+    per_thread = max(step, nbytes // 8 // threads // step * step)
+    data = np.ones(per_thread * threads)
+    address = data.ctypes.data
+    slices = [(address + t * per_thread * 8, per_thread) for t in range(threads)]
+    return data.nbytes / _fastest(f, slices, repeats + 1) / 1e9
+
+
+def measure_bandwidth(threads: int, quick: bool = False, nbytes: int | None = None) -> float:
+    """Read bandwidth on ``threads`` threads over ``nbytes`` (default ``stream_bytes``):
+    the median of three bests (``quick``: one best over at most 64 MiB, for tests)."""
+    if quick:
+        return read_gbps(threads, min(nbytes or 64 << 20, 64 << 20), repeats=2)
+    nbytes = nbytes or stream_bytes()
+    return statistics.median(read_gbps(threads, nbytes) for _ in range(3))
+
+
+def workload_bytes(quick: bool = False) -> dict:
+    """{workload key: bytes}: what the memory-bound workloads must read at least, the
+    matrix-vector gradient's matrix twice (``X @ w``, then ``X.T @ r``)."""
+    problem = workloads.matvec_problems(quick)[0]
+    return {"matvec": 2 * problem.data[0].nbytes}
 
 
 def main():
@@ -124,6 +240,14 @@ def main():
         for key, work in product_flops().items():
             print(f"    {titles[key]}: {work / 1e9:.3g} Gflop of products, "
                   f"at least {work / gflops / 1e6:.3g} ms")
+        gbps = measure_bandwidth(threads)
+        print(f"  {threads} thread(s): read bandwidth {gbps:.1f} GB/s over "
+              f"{stream_bytes() >> 20} MiB (last-level cache {llc_bytes() >> 20} MiB)")
+        for key, nbytes in workload_bytes().items():
+            at_size = measure_bandwidth(threads, nbytes=nbytes // 2)
+            print(f"    {titles[key]}: {nbytes / 1e6:.3g} MB read, at least "
+                  f"{nbytes / gbps / 1e6:.3g} ms from memory, {nbytes / at_size / 1e6:.3g} ms "
+                  f"at {at_size:.1f} GB/s, the read bandwidth over its matrix's size")
 
 
 if __name__ == "__main__":

@@ -190,20 +190,27 @@ def ratio_table(ratios) -> list[str]:
 
 def peak_table(peak, rows) -> list[str]:
     """Every system's median against the floor the machine's FMA peak puts under the
-    workload's products: median / floor is the most that any code could be faster than
-    that system here (a target above it asks for more than the arithmetic units do).
-    The forward pass alone runs one of the two products, so it has no row."""
+    workload's products, or its read bandwidth under the bytes it must read (workload
+    7): median / floor is the most that any code could be faster than that system here
+    (a target above it asks for more than the arithmetic units or the memory do).  The
+    forward pass alone runs one of the two products, so it has no row."""
     lines = []
     for row in rows:
         flop = peak["product_flop"].get(row["workload"])
-        if (flop is None or row["size"] != peak["sizes"][row["workload"]]
+        nbytes = peak.get("read_bytes", {}).get(row["workload"])
+        if ((flop is None and nbytes is None) or row["size"] != peak["sizes"][row["workload"]]
                 or "median_s" not in row or row["system"] == FORWARD):
             continue
-        floor = flop / (peak["gflops"] * 1e9)
-        amount = f"{flop / 1e9:.3g} Gflop" if flop >= 1e9 else f"{flop / 1e6:.3g} Mflop"
+        if flop is not None:
+            floor = flop / (peak["gflops"] * 1e9)
+            amount = f"{flop / 1e9:.3g} Gflop" if flop >= 1e9 else f"{flop / 1e6:.3g} Mflop"
+        else:   # the faster of memory's bandwidth and that over the workload's own size
+            gbps = max(peak["read_gbps"], peak.get("read_gbps_at", {}).get(row["workload"], 0))
+            floor = nbytes / (gbps * 1e9)
+            amount = f"{nbytes / 1e6:.3g} MB read at {gbps:.1f} GB/s"
         lines.append([row["title"], row["size"], amount, duration(floor),
                       row["system"], duration(row["median_s"]), f"{row['median_s'] / floor:.2f}"])
-    return _table(["workload", "size", "products", "floor at peak", "system", "median",
+    return _table(["workload", "size", "work", "floor", "system", "median",
                    "median / floor"], lines)
 
 
@@ -219,8 +226,8 @@ def markdown(results) -> str:
            f"{results['elapsed_s']:.0f} s in all.", "",
            "## Machine", "",
            f"- CPU: {env['cpu']}, {env['cores']} logical cores",
-           f"- threads: " + "; ".join(f"{k}: {v}" for k, v in env["threads"].items()),
-           f"- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+           "- threads: " + "; ".join(f"{k}: {v}" for k, v in env["threads"].items()),
+           "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
            "", "## Results", ""]
     rows = results["rows"]
     out += ["### At a glance", "", "Medians; in brackets, each system's time over llgrad "
@@ -244,8 +251,11 @@ def markdown(results) -> str:
         peak = results["peak"]
         out += ["## Against this machine's peak", "",
                 f"float32 FMA peak on {peak['threads']} thread(s), measured "
-                f"(`benchmarks/bench_peak.py`): {peak['gflops']:.0f} Gflop/s. The first "
-                "layer's two products alone take at least their flops over it (the floor); "
+                f"(`benchmarks/bench_peak.py`): {peak['gflops']:.0f} Gflop/s; read "
+                f"bandwidth {peak.get('read_gbps', 0):.1f} GB/s beyond the last-level cache "
+                "(over a workload's own data, where it fits a cache, as in the table). The first "
+                "layer's two products alone take at least their flops over the peak, and a "
+                "memory-bound workload its bytes over the bandwidth (the floor); "
                 "median / floor is the most any code could be faster than that system here.",
                 ""] + peak_table(peak, rows) + [""]
     out += ["## Checks", "",
@@ -276,7 +286,7 @@ OpenBLAS and XLA worker threads spin for a while after their last call, on the c
 the next system needs). *Median*
 and *IQR* (interquartile range) are over those calls, and a system's ratio to llgrad
 comes from the same rounds. A system that has used {budget:g} s on a workload skips
-that workload's remaining sizes. Training (workload 4) times a whole run from the
+that workload's remaining sizes. Training (workloads 4 and 9) times a whole run from the
 initial parameters; *final loss* is the float64 loss of the trained parameters over all
 training data. Timings on a shared machine are noisy: read ratios, not digits."""
 

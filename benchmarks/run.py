@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated parts of system names to run (default all)")
     parser.add_argument("--workloads", default="",
                         help="comma-separated workload keys: scalar, tiny_mlp, mlp_step, "
-                             "training, elementwise, scaling (default all)")
+                             "training, elementwise, scaling, matvec, kmeans, streaming, "
+                             "lstm (default all)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="timed seconds per system and size (default 1, quick 0.05)")
     parser.add_argument("--rounds", type=int, default=None,
@@ -185,12 +186,19 @@ def _run(args, command, pinned_by, caches) -> int:
                                             log=lambda line: print(line, flush=True))
         results["rows"] += rows
         results["reference_checks"] += checks
-    flops = bench_peak.product_flops(quick)
-    bounded = [w for w in chosen if w.key in flops]
-    if bounded:   # the floor the machine's peak puts under the products (report.peak_table)
+    flops, reads = bench_peak.product_flops(quick), bench_peak.workload_bytes(quick)
+    bounded = [w for w in chosen if w.key in flops or w.key in reads]
+    if bounded:   # the floors the machine's peak and bandwidth put under them (report.peak_table)
         results["peak"] = {"threads": args.threads,
                            "gflops": bench_peak.measure(args.threads, quick),
-                           "product_flop": {w.key: flops[w.key] for w in bounded},
+                           "read_gbps": bench_peak.measure_bandwidth(args.threads, quick),
+                           "product_flop": {w.key: flops[w.key] for w in bounded
+                                            if w.key in flops},
+                           "read_bytes": {w.key: reads[w.key] for w in bounded if w.key in reads},
+                           "read_gbps_at": {  # over the workload's own data: it may fit a cache
+                               w.key: bench_peak.measure_bandwidth(args.threads, quick,
+                                                                   reads[w.key] // 2)
+                               for w in bounded if w.key in reads},
                            "sizes": {w.key: w.problems(quick)[0].size for w in bounded}}
     if args.profile:
         from benchmarks.systems import llgrad_systems

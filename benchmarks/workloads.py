@@ -1,4 +1,4 @@
-"""The six workloads of the benchmark suite, each defined once.
+"""The workloads of the benchmark suite, each defined once.
 
 A loss is written against an array namespace ``xp`` (``tanh exp log sin cos sqrt sum max
 mean`` and the operators), so that every system runs the same source: llgrad traces it
@@ -10,6 +10,7 @@ against central finite differences before trusting it.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +30,8 @@ class Problem:
     steps: int = 0            # training only: SGD steps, each on the next ``batch`` rows
     batch: int = 0
     lr: float = 0.0
+    shuffle: int | None = None  # training only: the rows in the order of llgrad.train's
+                                # shuffle with this seed (see ``row_order``); None: in order
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,22 @@ def training_problems(quick):
     return [mlp_problem(784, 128, 10, 64, steps=200, lr=0.1)]
 
 
+def streaming_problems(quick):
+    """Workload 4's epoch with every minibatch gathered from rows spread over the whole
+    data set (12,800 x 784 float32, 40 MB, at full size): each step reads rows that no
+    hardware prefetcher can guess, from memory unless the last-level cache holds 40 MB."""
+    return [dataclasses.replace(p, shuffle=SEED, size=p.size + ", shuffled rows")
+            for p in training_problems(quick)]
+
+
+def row_order(problem):
+    """The training rows in step order: the first epoch of ``llgrad.train``'s shuffle."""
+    n = problem.steps * problem.batch
+    if problem.shuffle is None:
+        return np.arange(n)
+    return np.random.default_rng(problem.shuffle).permutation(len(problem.data[0]))[:n]
+
+
 SCALING_WIDTHS = (32, 64, 128, 256, 512, 1024)
 SCALING_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
 
@@ -181,6 +200,146 @@ def elementwise_problems(quick):
     return [Problem({"x": x}, (), f"n = {n:,}", {"n": n})]
 
 
+# -- 7. matrix-vector gradient (memory-bound) ----------------------------------------------
+
+def matvec_loss(xp, params, x, y):
+    """Logistic regression's mean loss, log(1 + e^z) - y z with z = X w."""
+    z = x @ params["w"]
+    return xp.mean(xp.log(1 + xp.exp(z)) - y * z)
+
+
+def matvec_backprop(params, x, y):
+    z = x @ params["w"]
+    return {"w": x.T @ ((1 / (1 + np.exp(-z)) - y) / x.shape[0])}
+
+
+def matvec_problems(quick):
+    """float64 rows well beyond L2 (80 MB at full size): the gradient reads X twice,
+    once for X @ w and once for X^T r, and does two flop per element it reads."""
+    n, d = (2_000, 20) if quick else (50_000, 200)
+    rng = np.random.default_rng(SEED)
+    x = rng.normal(size=(n, d))
+    y = (rng.random(n) < 0.5).astype(np.float64)
+    return [Problem({"w": rng.normal(size=d) / np.sqrt(d)}, (x, y), f"{n:,} x {d} float64",
+                    {"n": n, "d": d})]
+
+
+# -- 8. k-means cost (pairwise differences) ------------------------------------------------
+
+def kmeans_loss(xp, params, x):
+    """Each point's squared distance to its nearest centroid, summed: the (n, k, d)
+    differences broadcast, squared and summed over d, the least of each row taken."""
+    c = params["centroids"]
+    diff = x[:, None, :] - c[None, :, :]
+    distances = xp.sum(diff * diff, axis=2)
+    return -xp.sum(xp.max(-distances, axis=1))
+
+
+def kmeans_backprop(params, x):
+    c = params["centroids"]
+    distances = ((x[:, None, :] - c[None, :, :]) ** 2).sum(axis=2)
+    nearest = distances.argmin(axis=1)
+    grad = np.zeros_like(c)
+    np.add.at(grad, nearest, 2 * (c[nearest] - x))
+    return {"centroids": grad}
+
+
+def kmeans_problems(quick):
+    n, k, d = (500, 50, 8) if quick else (10_000, 1_000, 8)
+    rng = np.random.default_rng(SEED)
+    x = rng.normal(size=(n, d))
+    return [Problem({"centroids": rng.normal(size=(k, d))}, (x,),
+                    f"n = {n:,}, k = {k:,}, d = {d}", {"n": n, "k": k, "d": d})]
+
+
+# -- 10. an LSTM layer through scan ---------------------------------------------------
+
+def python_scan(xp, step, init, xs):
+    """``scan`` as a Python loop over the rows of ``xs``, its ``ys`` stacked: what a
+    namespace without a ``scan`` of its own runs (numpy for the references, eager
+    PyTorch)."""
+    carry, ys = init, []
+    for t in range(xs.shape[0]):
+        carry, y = step(carry, xs[t])
+        ys.append(y)
+    return carry, xp.stack(ys)
+
+
+class WithScan:
+    """An array namespace and the system's ``scan(f, init, xs) -> (carry, ys)``
+    (llgrad.scan, jax.lax.scan), so that one LSTM source runs on every system."""
+
+    def __init__(self, xp, scan):
+        self._xp, self.scan = xp, scan
+
+    def __getattr__(self, name):
+        return getattr(self._xp, name)
+
+
+def _sigmoid(xp, x):
+    return 1 / (1 + xp.exp(-x))
+
+
+def lstm_loss(xp, params, xs):
+    """One LSTM layer (gates i, f, g, o, as PyTorch's nn.LSTM orders them) over the
+    sequence ``xs`` from zero state; the loss is the sum of squares of every hidden
+    state."""
+    w, u, bias = params["w"], params["u"], params["bias"]
+    hidden = u.shape[0]
+
+    def step(state, x):
+        h, c = state
+        gates = x @ w + h @ u + bias
+        i, f, g, o = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        c = _sigmoid(xp, f) * c + _sigmoid(xp, i) * xp.tanh(g)
+        h = _sigmoid(xp, o) * xp.tanh(c)
+        return (h, c), h
+
+    zeros = xs[0, :, :1] * u[:1, :hidden] * 0     # (batch, hidden), by operators alone
+    scan = getattr(xp, "scan", None) or (lambda f, init, rows: python_scan(xp, f, init, rows))
+    _, hs = scan(step, (zeros, zeros), xs)
+    return xp.sum(hs * hs)
+
+
+def lstm_backprop(params, xs):
+    """Backpropagation through time by hand: the forward steps kept, then walked back."""
+    w, u, bias = params["w"], params["u"], params["bias"]
+    hidden, batch = u.shape[0], xs.shape[1]
+    h, c = np.zeros((batch, hidden), xs.dtype), np.zeros((batch, hidden), xs.dtype)
+    kept = []
+    for x in xs:
+        gates = x @ w + h @ u + bias
+        i, f, g, o = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        i, f, o, g = 1 / (1 + np.exp(-i)), 1 / (1 + np.exp(-f)), 1 / (1 + np.exp(-o)), np.tanh(g)
+        c_new = f * c + i * g
+        kept.append((x, h, c, i, f, g, o, np.tanh(c_new)))
+        h, c = o * kept[-1][7], c_new
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    dh_next, dc_next = np.zeros_like(h), np.zeros_like(c)
+    for x, h_prev, c_prev, i, f, g, o, tc in reversed(kept):
+        dh = 2 * o * tc + dh_next
+        dc = dh * o * (1 - tc * tc) + dc_next
+        dgates = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+                                 dc * i * (1 - g * g), dh * tc * o * (1 - o)], axis=1)
+        grads["w"] += x.T @ dgates
+        grads["u"] += h_prev.T @ dgates
+        grads["bias"] += dgates.sum(0)
+        dh_next, dc_next = dgates @ u.T, dc * f
+    return grads
+
+
+def lstm_problems(quick):
+    hidden, batch, steps, features = (16, 4, 10, 8) if quick else (256, 32, 100, 256)
+    rng = np.random.default_rng(SEED)
+    f32 = np.float32
+    params = {"w": (rng.normal(size=(features, 4 * hidden)) / np.sqrt(features)).astype(f32),
+              "u": (rng.normal(size=(hidden, 4 * hidden)) / np.sqrt(hidden)).astype(f32),
+              "bias": (0.1 * rng.normal(size=4 * hidden)).astype(f32)}
+    xs = rng.normal(size=(steps, batch, features)).astype(f32)
+    return [Problem(params, (xs,), f"hidden {hidden}, batch {batch}, {steps} steps",
+                    {"hidden": hidden, "batch": batch, "steps": steps})]
+
+
 WORKLOADS = [
     Workload("scalar", "1. scalar expression", scalar_loss, scalar_backprop, scalar_problems),
     Workload("tiny_mlp", "2. tiny MLP 2-16-16-1, tanh, MSE", tiny_mlp_loss, tiny_mlp_backprop,
@@ -192,6 +351,14 @@ WORKLOADS = [
     Workload("elementwise", "5. elementwise vector", elementwise_loss, elementwise_backprop,
              elementwise_problems),
     Workload("scaling", "6. scaling of the MLP step", mlp_loss, mlp_backprop, scaling_problems),
+    Workload("matvec", "7. logistic-regression gradient, float64 matrix beyond L2",
+             matvec_loss, matvec_backprop, matvec_problems),
+    Workload("kmeans", "8. k-means cost, pairwise differences", kmeans_loss, kmeans_backprop,
+             kmeans_problems),
+    Workload("streaming", "9. training over data beyond the cache, shuffled rows, float32",
+             mlp_loss, mlp_backprop, streaming_problems, training=True),
+    Workload("lstm", "10. LSTM layer through scan, forward and backward, float32", lstm_loss,
+             lstm_backprop, lstm_problems),
 ]
 
 
@@ -212,8 +379,9 @@ def reference_training(workload, problem):
     training run must reproduce."""
     params = as_float64(problem.params)
     data = [np.asarray(d, np.float64) for d in problem.data]
+    order = row_order(problem)
     for step in range(problem.steps):
-        rows = slice(step * problem.batch, (step + 1) * problem.batch)
+        rows = order[step * problem.batch:(step + 1) * problem.batch]
         grads = workload.backprop(params, *(d[rows] for d in data))
         params = {k: params[k] - problem.lr * grads[k] for k in params}
     return params

@@ -20,6 +20,7 @@ import numpy as np
 
 from llgrad import c_source
 from llgrad import train as training
+from llgrad.compiler.codegen import heap_tape
 from llgrad.compiler.codegen.build import Lowering
 from llgrad.compiler.codegen.options import CodegenOptions
 from llgrad.compiler.dispatch.staging import Staged
@@ -27,7 +28,9 @@ from llgrad.compiler.frontend import pytree
 from llgrad.compiler.passes.pipeline import optimize
 from llgrad.ir.errors import LlgradError, UnsupportedError
 from llgrad.ir.graph import Graph
-from llgrad.runtime import aot, engine, pool
+from llgrad.ir.primitives_while import handle_index, limit_message
+from llgrad.ir.walk import topological_order
+from llgrad.runtime import aot, engine, host, pool
 from llgrad.runtime.blas import SYSTEM_CBLAS
 
 #: the root of the result paths, by transformation
@@ -90,7 +93,7 @@ def export_train(loss, params, data, optimizer, *, batch_size: int, steps: int, 
     state = optimizer.init(params) if opt_state is None else opt_state
     graph = optimize(training.training_graph(loss, optimizer, params, state, data,
                                              batch_size, steps, in_order=False,
-                                             grad_norms=False))
+                                             grad_norms=False, runtime_count=False))
     order = np.arange(steps * batch_size, dtype=np.int64) % n
     values = (params, state, data, order)
     paths = [p.attrs["name"] for p in graph.inputs]
@@ -168,9 +171,10 @@ def _options(name, target: str, fastmath: bool, threads: int, blas) -> CodegenOp
                           f"'x86-64', 'x86-64-v3' or a name such as 'znver3')") from None
     isas = engine.isas_for(features) if engine.has_libmvec() else ()
     gemms = tuple((dtype, g.symbol, g.convention) for dtype, g in SYSTEM_CBLAS.items())
+    cpu = host.for_features(features)
     return CodegenOptions(fastmath=fastmath, vector_isas=isas, blas=gemms if blas else (),
-                          vector_bits=engine.bits_for(features),
-                          tile_panel_bytes=engine.l2_bytes() // 2, threads=threads)
+                          vector_bits=cpu.vector_bits, vector_registers=cpu.vector_registers,
+                          tile_panel_bytes=cpu.tile_panel_bytes, threads=threads)
 
 
 def _build(name, summary, graph, inputs, outputs, arguments, target, path, threads, blas, *,
@@ -180,9 +184,10 @@ def _build(name, summary, graph, inputs, outputs, arguments, target, path, threa
         raise LlgradError(f"llgrad.export of {name}: threads={threads} must be between 1 "
                           f"and {pool.MAX_WORKERS + 1}")
     lowering = Lowering(graph, _options(name, target, fastmath, threads, blas))
-    entry = lowering.meta["entry"]
+    entry, limits = lowering.meta["entry"], loop_limits(graph)
+    status = (entry + c_source.WHILE_STATUS,) if limits else ()
     objects = {f"{name}_kernels.o": aot.object_code(_own_pool(lowering.llvm_ir, name), target,
-                                                   hidden=(entry,))}
+                                                   hidden=(entry, *status))}
     if threads > 1:
         objects[f"{name}_pool.o"] = aot.object_code(
             _own_pool(pool.module_ir(), name), target,
@@ -192,7 +197,7 @@ def _build(name, summary, graph, inputs, outputs, arguments, target, path, threa
     link += ("m", "mvec") if "_ZGV" in optimized else ("m",)
     link += ("pthread",) if threads > 1 else ()
     iface = c_source.Interface(name, summary, inputs, outputs, lowering.meta["arena_bytes"],
-                               entry, target, link, python, updates, threads)
+                               entry, target, link, python, updates, threads, limits)
     folder = _writable_folder(path, name)
     scratch = tempfile.mkdtemp(prefix=f".{name}-", dir=folder)
     try:
@@ -225,6 +230,26 @@ def _build(name, summary, graph, inputs, outputs, arguments, target, path, threa
         shutil.rmtree(scratch, ignore_errors=True)
     return Exported(written[f"{name}.so"], written[f"{name}.a"], written[f"{name}.h"],
                     written[f"{name}_example.c"], iface)
+
+
+def loop_limits(graph: Graph) -> tuple:
+    """The message of each ``while_loop`` in ``graph`` and the bodies inside it that may
+    fail, each once: a bounded one's spent ``max_steps``, or the heap tape of one whose
+    tape is read that cannot grow.  What the C function's loop codes stand for."""
+    messages, graphs, seen = [], [graph], set()
+    while graphs:
+        for node in topological_order(graphs.pop().outputs):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op == "while" and node.attrs["max_steps"] is not None:
+                messages.append(limit_message(node))
+            if node.op == "tuple_get" and node.inputs[0].op == "while" and (
+                    node.inputs[0].attrs.get("heap_tape")
+                    and node.attrs["index"] == handle_index(node.inputs[0])):
+                messages.append(heap_tape.memory_message(node.inputs[0]))
+            graphs += [v for v in node.attrs.values() if isinstance(v, Graph)]
+    return tuple(dict.fromkeys(messages))
 
 
 #: the pool's entry points, by their role in a library (``<name>_<role>``)

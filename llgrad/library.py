@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from llgrad.c_source import ERRORS, Interface, Leaf
+from llgrad.c_source import LOOP_LIMIT_CODE, Interface, Leaf
 from llgrad.compiler.dispatch.fastcall import packager
 from llgrad.compiler.frontend import pytree
-from llgrad.ir.errors import DTypeError, LlgradError, ShapeError
+from llgrad.ir.errors import TAPE_MEMORY, DTypeError, LlgradError, LoopLimitError, ShapeError
 
 
 class Library:
@@ -39,7 +39,8 @@ class Library:
             **data, "inputs": tuple(Leaf(**leaf) for leaf in data["inputs"]),
             "outputs": tuple(Leaf(**leaf) for leaf in data["outputs"])})
         self.interface = Interface(**{**vars(self.interface),
-                                      "updates": tuple(map(tuple, data["updates"]))})
+                                      "updates": tuple(map(tuple, data["updates"])),
+                                      "loop_limits": tuple(data.get("loop_limits", ()))})
         python = data["python"]
         self._kind = python["kind"]
         self._in_tree = pytree.from_data(python["in_tree"])
@@ -78,12 +79,22 @@ class Library:
         status = self._function(*[a.ctypes.data for a in arrays + returned],
                                 self._workspace().ctypes.data)
         if status:
-            meaning = {code: text for _, code, text in ERRORS}.get(status, "unknown")
-            raise LlgradError(f"{self.name}() returned error {status}: {meaning}")
+            self._raise(status)
         written_back, rest = dict(self.interface.updates), iter(returned)
         outputs = [arrays[written_back[k]] if k in written_back else next(rest)
                    for k in range(len(self.interface.outputs))]
         return self._package(leaves, outputs)
+
+    def _raise(self, status: int):
+        """A loop's code raises what the jit path raises with its message (LoopLimitError,
+        or MemoryError for a tape that could not grow); any other the error it stands
+        for."""
+        meaning = {code: text for _, code, text in self.interface.error_codes()}
+        if status >= LOOP_LIMIT_CODE and status in meaning:
+            text = meaning[status]
+            raise (MemoryError if text.startswith(TAPE_MEMORY) else LoopLimitError)(text)
+        raise LlgradError(f"{self.name}() returned error {status}: "
+                          f"{meaning.get(status, 'unknown')}")
 
     def _packaged(self, leaves, outputs):
         """The original function's result; its packager is generated once per type of

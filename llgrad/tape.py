@@ -5,8 +5,14 @@ of forward values or recomputes them.
 meaning, and reverse mode too (which JAX refuses): with ``max_steps`` the forward pass
 records each step's carry on a tape of that many rows, which the backward pass reads
 in reverse (a loop that needs more steps fails with ``LoopLimitError`` naming its
-line); without it nothing is recorded and the backward pass recomputes each step's
-carry from the initial one (memory of one carry, time quadratic in the trip count).
+line); without it the tape grows in native code: the forward pass appends each step's
+carry to a heap buffer that doubles as it fills, the backward pass reads it in
+reverse, and it is freed before the call returns (a tape that cannot grow fails with
+``MemoryError`` naming the line).  Either way a gradient runs the loop once forward
+and once reversed (``compiler/autodiff/while_loop.py``, ``compiler/codegen/heap_tape.py``);
+a second derivative (or a vmap of the gradient) through a loop without ``max_steps``
+replays up to k steps per row (quadratic in the trip count: give ``max_steps`` for
+long ones).
 Called outside a trace it is a plain Python loop.
 
 ``checkpoint(f)`` is ``f`` whose forward values the backward pass recomputes instead
@@ -33,7 +39,7 @@ def while_loop(cond_fun, body_fun, init_val, max_steps=None):
 
     ``init_val`` is a pytree; ``body_fun`` must return the same structure, shapes and
     dtypes.  ``max_steps`` bounds the trip count and sizes the tape that reverse mode
-    reads (see the module docstring)."""
+    reads; without it the tape grows on the heap (see the module docstring)."""
     if not tracing():
         val, steps = init_val, 0
         while cond_fun(val):

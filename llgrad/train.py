@@ -7,15 +7,19 @@ data are sliced instead, by address, so a batch costs no copy), runs the
 loss's joint forward+backward graph inlined into the body, records the loss and (unless
 ``grad_norms=False``) the per-parameter gradient norms, and applies the optimizer's
 update, itself traced from plain numpy.  Python runs only between chunks of whole
-epochs (at least ``MIN_CHUNK_STEPS`` steps, or one epoch with progress and callbacks):
-the compiled function depends on the chunk length, not on the number of epochs, so
-training longer reuses it.
+epochs (at least ``MIN_CHUNK_STEPS`` steps, or one epoch with progress and callbacks).
+The number of steps a call runs is an argument of the compiled function (a ``loop``
+with a runtime trip count), bounded by the chunk length it was compiled for: its order
+argument and its per-step records (losses, gradient norms) are sized to that bound and
+the caller keeps the rows of the steps run.  So training for another number of epochs,
+or in shorter chunks, reuses the compiled loop (``compiled_loops()`` counts them).
 
 Minibatches: each epoch takes ``len(data) // batch_size`` full batches; the last
 partial batch is dropped (with shuffling, different rows are dropped each epoch).
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -78,11 +82,12 @@ class TrainResult:
 
 
 def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n_state,
-               n_data, batch_size, in_order, grad_norms, reduce=None):
+               n_data, batch_size, in_order, grad_norms, reduce=None, prefetch=False):
     """The loop body: (i, params..., state..., data..., order) -> (params'..., state'...,
     loss[, grad_norms]).  ``in_order``: the data are not shuffled, so every batch is the
     rows from its first index on.  ``reduce(b, loss, grads)``: the loss and gradients
-    the step goes on with (``distributed.GradientMean``: their means over MPI ranks)."""
+    the step goes on with (``distributed.GradientMean``: their means over MPI ranks).
+    ``prefetch``: the step first asks the cache for the next step's rows."""
     with TraceContext("train_step") as ctx:
         b = ctx.builder
         step = b.parameter(index=0, type=TensorType((), "int64"), name="step")
@@ -92,6 +97,8 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
         data = leaves[n_params + n_state:n_params + n_state + n_data]
         order = leaves[-1]
         start = b.mul(step, b.const(batch_size, "int64"))
+        if prefetch:
+            start = b.add(start, _prefetch_next_batch(b, data, order, start, batch_size))
         if in_order:    # each batch is consecutive rows: sliced by address, never copied
             first = b.reshape(b.dynamic_slice(order, start, size=1), shape=())
             batch = [b.dynamic_slice(x, first, size=batch_size) for x in data]
@@ -118,6 +125,15 @@ def _step_body(loss_joint, optimizer, param_tree, state_tree, types, n_params, n
     return optimize(Graph([step] + leaves, outputs, name="train_step"))
 
 
+def _prefetch_next_batch(b, data, order, start, batch_size):
+    """0, once the next step's rows of every data array are requested from memory
+    (``prefetch_rows``): the step adds it to its first index, so the requests go out
+    before its arithmetic, whose time their latency can overlap."""
+    following = b.add(start, b.const(batch_size, "int64"))
+    tokens = [b.prefetch_rows(x, order, following, rows=batch_size) for x in data]
+    return functools.reduce(b.add, tokens)
+
+
 #: gradients with rows at least this long are summed per row first
 LONG_ROW = 64
 
@@ -139,18 +155,21 @@ def _sum_of_squares(b, g):
 
 
 def _compile_chunk(loss, optimizer, params, state, data, batch_size, steps, backend, profile,
-                   in_order, grad_norms, reduce=None):
+                   in_order, grad_norms, reduce=None, prefetch=False):
     outer = training_graph(loss, optimizer, params, state, data, batch_size, steps, in_order,
-                           grad_norms, reduce)
+                           grad_norms, reduce, prefetch)
     return compile_trace(outer, None, backend, profile=profile).executable, outer
 
 
 def training_graph(loss, optimizer, params, state, data, batch_size: int, steps: int,
-                   in_order: bool, grad_norms: bool, reduce=None) -> Graph:
-    """``steps`` optimiser steps as one ``loop`` node: (params..., opt_state...,
-    data..., order) -> (params'..., opt_state'..., losses[, grad_norms]), where step
-    ``i`` trains on the rows ``order[i * batch_size:(i + 1) * batch_size]`` of the data
-    (``in_order``: the rows from ``order[i * batch_size]`` on, sliced by address)."""
+                   in_order: bool, grad_norms: bool, reduce=None, prefetch=False,
+                   runtime_count=True) -> Graph:
+    """Up to ``steps`` optimiser steps as one ``loop`` node: (params..., opt_state...,
+    data..., order, count) -> (params'..., opt_state'..., losses[, grad_norms]), where
+    step ``i < count`` trains on the rows ``order[i * batch_size:(i + 1) * batch_size]``
+    of the data (``in_order``: the rows from ``order[i * batch_size]`` on, sliced by
+    address); the per-step records have ``steps`` rows, zero from ``count`` on.
+    ``runtime_count=False``: no ``count`` input, exactly ``steps`` steps (export)."""
     p_leaves, p_tree = pytree.flatten(params)
     s_leaves, s_tree = pytree.flatten(state)
     p_names = pytree.leaf_names(p_tree, "params")
@@ -173,18 +192,34 @@ def training_graph(loss, optimizer, params, state, data, batch_size: int, steps:
                   + [f"data[{k}]" for k in range(len(data))] + ["order"])
     body = _step_body(joint, optimizer, p_tree, s_tree, list(zip(types, type_names)),
                       len(p_leaves), len(s_leaves), len(data), batch_size, in_order, grad_norms,
-                      reduce)
+                      reduce, prefetch)
 
     b = Builder()
     inputs = [b.parameter(index=k, type=t, name=n) for k, (t, n) in enumerate(zip(types, type_names))]
     n_carried = len(p_leaves) + len(s_leaves)
-    looped = b.loop(*inputs, body=body, trip_count=steps, n_carried=n_carried)
+    count = [b.parameter(index=len(inputs), type=TensorType((), "int64"), name="count")
+             ] if runtime_count else []
+    looped = b.loop(*inputs, *count, body=body, trip_count=steps, n_carried=n_carried,
+                    **({"runtime_count": True} if runtime_count else {}))
     outputs = [b.tuple_get(looped, index=k) for k in range(n_carried + 1 + grad_norms)]
-    return Graph(inputs, outputs, name=f"train_{loss_name}")
+    return Graph(inputs + count, outputs, name=f"train_{loss_name}")
 
 
-_CACHE: dict = {}
+_CACHE: dict = {}    # {training key: {step bound: (executable, graph)}}
 MIN_CHUNK_STEPS = 256
+
+
+def compiled_loops() -> int:
+    """How many training loops ``train`` has compiled in this process."""
+    return sum(len(bounds) for bounds in _CACHE.values())
+
+
+def _bounded_order(order, start: int, bound: int):
+    """``order[start:start + bound]``, padded with row 0 to ``bound`` rows past its end
+    (those steps do not run: the count stops the loop before them)."""
+    part = order[start:start + bound]
+    return part if len(part) == bound else np.concatenate(
+        [part, np.zeros(bound - len(part), np.int64)])
 
 
 def _signature(p_tree, s_tree, leaves, data):
@@ -263,7 +298,7 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
           progress: bool = False, callback=None, steps_per_call: int | None = None,
           opt_state=None, grad_norms: bool = True, backend: str = "native",
           profile: bool = False, comm=None, checkpoint_every: int | None = None,
-          checkpoint_path=None) -> TrainResult:
+          checkpoint_path=None, prefetch: bool = False) -> TrainResult:
     """Train ``params`` to minimise ``loss(params, *batch)`` over minibatches of ``data``.
 
     ``shuffle=None`` keeps the data order; an int seeds a deterministic permutation per
@@ -279,7 +314,11 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     ``MPI_Allreduce`` inside the native loop (see ``llgrad.distributed`` and
     docs/distributed.md).  ``checkpoint_every=k`` writes ``llgrad.save``'s checkpoint
     to ``checkpoint_path`` every k steps; a ``checkpoint_path`` that exists is resumed
-    from, with the results of an uninterrupted run (see ``llgrad.saving``)."""
+    from, with the results of an uninterrupted run (see ``llgrad.saving``).
+    ``prefetch=True``: each step first asks the cache for the next minibatch's rows
+    (``prefetch_rows``; the results are the same bit for bit).  Off by default: on a
+    data set read from memory it measured no faster (docs/performance.md, "Training
+    that streams its data")."""
     if profile and backend != "native":
         raise ValueError(f"train(): profile=True needs backend='native', not {backend!r}")
     if checkpoint_every is not None and (checkpoint_path is None or checkpoint_every < 1):
@@ -303,7 +342,11 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     if steps_per_call is None:
         epochs_per_call = 1 if (progress or callback) else -(-MIN_CHUNK_STEPS // steps_per_epoch)
         steps_per_call = steps_per_epoch * epochs_per_call
-    chunk = max(1, min(steps_per_call, total, checkpoint_every or total))
+    else:   # an explicit chunk longer than the whole training is the whole training
+        steps_per_call = min(steps_per_call, total)
+    # the compiled loop's bound: a whole chunk, not capped by this call's epochs, so
+    # training for another number of epochs runs the same loop
+    chunk = max(1, min(steps_per_call, checkpoint_every or steps_per_call))
     state = optimizer.init(params) if opt_state is None else opt_state
     if comm is not None:
         params, state = distributed.broadcast(comm, (params, state))
@@ -328,26 +371,30 @@ def train(loss, params, data, optimizer, *, batch_size: int, epochs: int = 1, sh
     bar = _Progress(total) if progress and (comm is None or comm.Get_rank() == 0) else None
     while done < total:
         steps = min(chunk, total - done)
-        key = (loss, optimizer, batch_size, steps, backend, signature, profile, in_order,
-               grad_norms, reduce)
-        if key not in _CACHE:
+        bounds = _CACHE.setdefault((loss, optimizer, batch_size, backend, signature, profile,
+                                    in_order, grad_norms, reduce, prefetch), {})
+        bound = min((m for m in bounds if m >= steps), default=None)
+        if bound is None:   # compiled for a whole chunk, whatever this call's steps
+            bound = chunk
             t0 = time.perf_counter()
-            _CACHE[key] = _compile_chunk(loss, optimizer, params, state, data, batch_size,
-                                         steps, backend, profile, in_order, grad_norms,
-                                         reduce)
+            bounds[bound] = _compile_chunk(loss, optimizer, params, state, data, batch_size,
+                                           bound, backend, profile, in_order, grad_norms,
+                                           reduce, prefetch)
             compile_seconds += time.perf_counter() - t0
-        executable, graph = _CACHE[key]
+        executable, graph = bounds[bound]
         if runs is not None:
             runs.before(executable)
         native = executable if comm is None else distributed.guarded(
             executable, comm, f"training steps {done} to {done + steps - 1}")
         t0 = time.perf_counter()
-        outputs = native(*leaves, *data, order[done * batch_size:(done + steps) * batch_size])
+        outputs = native(*leaves, *data,
+                         _bounded_order(order, done * batch_size, bound * batch_size),
+                         np.int64(steps))
         elapsed = time.perf_counter() - t0
         run_seconds += elapsed
         if runs is not None:
             runs.after(executable, elapsed)
-        step_losses, *step_norms = outputs[len(leaves):]
+        step_losses, *step_norms = (x[:steps] for x in outputs[len(leaves):])
         leaves = outputs[:len(leaves)]
         losses.append(step_losses)
         norms += step_norms

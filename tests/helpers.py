@@ -248,6 +248,11 @@ def _cases():
                            args=(_random(_RNG, (rows, 2), dt, "any"), idx),
                            numpy=lambda x, i: x[np.clip(i, 0, x.shape[0] - 1)]))
         cs.append(Case("parameter", [((2, 3), dt)], numpy=lambda x: x))
+    for rows, idx, start in [(5, [0, 4, 2, 2, -3, 9], 3), (1, [0], -2), (3, [], 0)]:
+        cs.append(Case("prefetch_rows", [((rows, 37), "float32"), ((len(idx),), "int64"),
+                                         ((), "int64")], {"rows": 4},
+                       args=(_random(_RNG, (rows, 37), "float32", "any"), idx, start),
+                       numpy=lambda x, i, s: np.int64(0)))   # a hint: the token is 0
     for dt in FI:
         for rows, idx in [(5, [0, 4, 2, 2, -3, 9]), (1, [0, 0]), (3, [])]:
             cs.append(Case("scatter_add", [((rows, 2), dt), ((len(idx),), "int64"),
@@ -429,6 +434,16 @@ def branched_graph():
     def f(x):
         y = llgrad.cond(x.sum() > 0, np.sin, np.cos, clipped(x))
         return doubled(y) + llgrad.stop_gradient(x)
+
+    return llgrad.jit(f).trace(np.ones(3)).ir
+
+
+def taped_graph():
+    """A traced graph with a while loop and a checkpointed region (samples of those
+    primitives, which the one-op cases cannot build)."""
+    def f(x):
+        halved = llgrad.while_loop(lambda c: c.sum() > 1.0, lambda c: c / 2, x, max_steps=8)
+        return llgrad.checkpoint(lambda c: np.tanh(c) * c)(halved)
 
     return llgrad.jit(f).trace(np.ones(3)).ir
 

@@ -68,7 +68,8 @@ def test_profile_adds_where_llgrads_time_goes(tmp_path):
                       "tiny_mlp,training", "--profile")
     assert set(results["profiles"]) == {"tiny_mlp", "training"}
     assert "dot_general" in results["profiles"]["tiny_mlp"]
-    assert "loop 10 steps" in results["profiles"]["training"]
+    # the loop is compiled for a whole chunk of steps and told how many to run
+    assert "loop up to 260 steps" in results["profiles"]["training"]
     text = (tmp_path / "report.md").read_text()
     assert "where the time goes" in text and "profile of train(training_loss)" in text
 
@@ -250,6 +251,7 @@ def test_the_report_sets_every_median_against_the_floor_of_the_machines_peak(qui
     out, results = quick
     peak = results["peak"]
     assert set(peak["product_flop"]) == {"mlp_step", "training"} and peak["gflops"] > 0
+    assert set(peak["read_bytes"]) == {"matvec"} and peak["read_gbps"] > 0
     timed = [r for r in results["rows"] if r["workload"] in peak["product_flop"]
              and r["size"] == peak["sizes"][r["workload"]] and "median_s" in r
              and r["system"] != report.FORWARD]     # one of the two products

@@ -94,7 +94,7 @@ def test_clicking_a_source_line_in_chromium_highlights_every_stage(page):
 def test_graph_drawings_are_svg_with_every_value_linked(layout, monkeypatch):
     """With Graphviz's dot or the built-in layered layout: well-formed SVG with one
     linked node per value the printed graph names, backward nodes marked apart."""
-    from llgrad.compiler.inspection import svg
+    from llgrad.ir import svg
     if layout == "dot" and shutil.which("dot") is None:
         pytest.skip("Graphviz's dot is not installed (the built-in layout is tested)")
     if layout == "built-in":
@@ -111,3 +111,13 @@ def test_graph_drawings_are_svg_with_every_value_linked(layout, monkeypatch):
     assert drawn == printed
     assert 'class="node bw"' in drawing and 'class="node fw"' in drawing
     assert "data-adj=" in drawing
+    assert trace.backward._repr_svg_() == drawing     # a bare Graph draws the same
+
+
+def test_a_graph_too_large_to_draw_shows_as_text_in_a_notebook(monkeypatch):
+    """A notebook falls back to the printed text when _repr_svg_ gives None."""
+    from llgrad.ir import svg
+    trace = llgrad.grad(lambda x: np.sum(np.tanh(x) * x)).trace(np.ones(3))
+    assert trace.backward._repr_svg_().startswith("<svg")
+    monkeypatch.setattr(svg, "MAX_NODES", 2)
+    assert trace.backward._repr_svg_() is None and trace._repr_svg_() is None

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import llgrad
-from llgrad.compiler.codegen import build as pipeline
 from llgrad.compiler.codegen import matmul
 from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType
@@ -85,7 +84,7 @@ def test_products_of_every_layout_and_awkward_size_match_numpy(dtype):
 @pytest.mark.parametrize("bits", [256, 128])
 def test_narrower_vector_registers_give_the_same_products(bits, monkeypatch):
     """AVX2 and SSE tiles (16 registers, 4 or 2 doubles a vector) on this machine."""
-    monkeypatch.setattr(pipeline.engine, "vector_bits", lambda: bits)
+    monkeypatch.setenv("LLGRAD_VECTOR_BITS", str(bits))
     for dtype in ("float64", "float32"):
         specs = [_operands(M, K, N, layout, dtype) for (M, K, N), layout in
                  [((13, 6, 25), "NN"), ((17, 4, 33), "TN"), ((70, 13, 1), "TN"),
@@ -104,7 +103,7 @@ def test_tiles_are_sized_so_that_no_rows_are_computed_twice_where_one_size_allow
     """AVX-512 FMAs broadcast A's element from memory, so 8 rows of 3 vectors fit its 32
     registers: 64 rows are 8 tiles, not ten of 7 (whose last overlaps its neighbour);
     AVX2 keeps a broadcast register per row (16 registers: 3 rows of 3 vectors)."""
-    monkeypatch.setattr(pipeline.engine, "vector_bits", lambda: bits)
+    monkeypatch.setenv("LLGRAD_VECTOR_BITS", str(bits))
     spec = _operands(M, 40, 48 * 512 // bits, "NN", "float32")
     exe = _compile([spec], "float32", blas=False)
     assert f"llgrad.tile.float32.{tile}." in exe.llvm_ir
@@ -114,7 +113,7 @@ def test_tiles_are_sized_so_that_no_rows_are_computed_twice_where_one_size_allow
 def test_a_product_takes_a_tile_size_the_module_has_when_it_costs_about_the_same(monkeypatch):
     """784 rows are 88 tiles of 9 or 98 of 8 (0.2% more work): after a 64-row product
     made the 8-row tile, the 784-row one reuses it instead of compiling a second."""
-    monkeypatch.setattr(pipeline.engine, "vector_bits", lambda: 512)
+    monkeypatch.setenv("LLGRAD_VECTOR_BITS", "512")
     specs = [_operands(64, 20, 48, "NN", "float32"), _operands(784, 20, 48, "TN", "float32")]
     exe = _compile(specs, "float32", blas=False)
     assert "llgrad.tile.float32.8x16+16+16." in exe.llvm_ir
@@ -240,8 +239,8 @@ def test_large_products_are_tiles_while_what_they_re_read_fits_half_the_l2_cache
     (re-read by every row of tiles), or the left one with one panel of the right (A is
     re-read for every panel of columns), fits ``tile_panel_bytes``; larger ones go to
     BLAS."""
-    from llgrad.runtime import engine
-    panel = engine.l2_bytes() // 2
+    from llgrad.runtime import host
+    panel = host.current().tile_panel_bytes
     assert matmul.LARGE_TILES_MIN_FLOPS <= 64 * 784 * 128
     fits = panel // (8 * 64)                     # columns of a float64 K = 64 operand
     assert not _uses_gemm(matmul.LARGE_TILES_MIN_FLOPS // (64 * fits) + 1, 64, fits, "TN")
@@ -253,12 +252,12 @@ def test_with_llgrad_threads_products_blas_would_thread_are_tiles():
     """OpenBLAS threads products from BLAS_THREADS_MIN_FLOPS; a module that splits its
     own work keeps them on llgrad's pool (two pools on two cores took 6x as long),
     even those whose operands do not fit the L2 cache."""
-    from llgrad.runtime import engine
+    from llgrad.runtime import host
     assert matmul.BLAS_MIN_FLOPS < matmul.BLAS_THREADS_MIN_FLOPS <= 64 * 1024 * 10
     assert _uses_gemm(64, 1024, 10, "NN", "float32", threads=1)
     assert not _uses_gemm(64, 1024, 10, "NN", "float32", threads=2)
     assert _uses_gemm(64, 256, 10, "NN", "float32", threads=2)       # OpenBLAS: one thread
-    large = engine.l2_bytes() // (2 * 8 * 64) + 8                    # A and B beyond L2 / 2
+    large = host.current().tile_panel_bytes // (8 * 64) + 8                   # A and B beyond L2 / 2
     assert _uses_gemm(large, 64, large, "TN", threads=1)
     assert not _uses_gemm(large, 64, large, "TN", threads=2)
 

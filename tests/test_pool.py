@@ -9,6 +9,8 @@ import pytest
 from llvmlite import ir
 
 from llgrad.compiler.codegen import parallel
+from llgrad.llvm.atomics import relax
+from llgrad.llvm.loops import counted_loop
 from llgrad.llvm.scalar import I64, PTR, i64
 from llgrad.runtime import cache, engine, pool
 
@@ -80,13 +82,17 @@ def test_workers_that_parked_are_woken():
 
 def test_parts_run_on_worker_threads():
     """Parts 1.. run on threads other than the caller's, each on its own (after a
-    one-part call, which must not keep the pool to itself)."""
+    one-part call, which must not keep the pool to itself).  The caller runs a part
+    itself when its worker has not started it by the time part 0 is done (a worker
+    just started or woken can be slower than part 0), so it calls until they have."""
     module = ir.Module("pool_threads")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "entry")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     self_id = ir.Function(module, ir.FunctionType(I64, []), "pthread_self")
 
     def emit_part(pb, pointers, part):
+        with counted_loop(pb, i64(1 << 12), "busy"):   # long enough for a worker to start
+            relax(pb)
         pb.store(pb.call(self_id, []), pb.gep(pointers[0], [part], source_etype=I64))
 
     parallel.run_parts(b, "entry.part", 3, [fn.args[0]], emit_part)
@@ -97,9 +103,15 @@ def test_parts_run_on_worker_threads():
     compiled = engine.jit(text, cache.key("pool-test", text, *engine.context()),
                           {"entry": "entry"})
     ids = np.zeros(3, np.int64)
-    ctypes.CFUNCTYPE(None, ctypes.c_void_p)(compiled.address)(ids.ctypes.data)
-    assert ids[0] == threading.get_ident()     # CPython's ident is pthread_self()
+    seen = set()
+    for _ in range(2000):
+        ctypes.CFUNCTYPE(None, ctypes.c_void_p)(compiled.address)(ids.ctypes.data)
+        assert ids[0] == threading.get_ident()     # CPython's ident is pthread_self()
+        seen.update(ids[1:].tolist())
+        if len(set(ids.tolist())) == 3:
+            break
     assert len(set(ids.tolist())) == 3
+    assert len(seen - {threading.get_ident()}) == 2    # never more workers than parts
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -147,7 +159,10 @@ def test_resting_workers_park_at_once_and_the_next_call_wakes_them():
     parked_at_once = spinning_after_a_call = False
     rounds = 20                       # a busy machine may deschedule anything, often
     for _ in range(rounds):
-        call(counts.ctypes.data)
+        call(counts.ctypes.data)      # wakes the worker, which may start after it returns
+        deadline = time.perf_counter() + 2e-3
+        while not _running_threads_but_this_one() and time.perf_counter() < deadline:
+            pass
         spinning_after_a_call |= bool(_running_threads_but_this_one())
         call(counts.ctypes.data)
         rest()

@@ -7,7 +7,8 @@ import inspect
 
 import numpy as np
 import pytest
-from helpers import CASES, branched_graph, case_parameters, collective_graph, looped_graph
+from helpers import (CASES, branched_graph, case_parameters, collective_graph, looped_graph,
+                     taped_graph)
 
 import llgrad
 import llgrad.numpy as lnp
@@ -22,13 +23,14 @@ ROWS = list(numpy_ops.TABLE.values())
 
 
 def _sample(name):
-    """A node of primitive ``name``: built from its first case, or the looped graph's."""
+    """A node of primitive ``name``: built from its first case, or found in a sample graph."""
     for case in CASES:
         if case.op == name:
             b = Builder()
             params = case_parameters(b, case)
             return params[0] if name == "parameter" else b.emit(name, *params, **case.attrs)
-    sample = next((n for graph in (looped_graph(), branched_graph(), collective_graph())
+    sample = next((n for graph in (looped_graph(), branched_graph(),
+                                          collective_graph(), taped_graph())
                    for n in graph.nodes if n.op == name), None)
     assert sample is not None, f"primitive {name} has no case in tests/helpers.py (CASES)"
     return sample

@@ -10,7 +10,7 @@ from llgrad.ir.errors import DTypeError, LoopLimitError, ShapeError
 
 X = np.array([0.3, -0.2, 0.5])
 W = np.array([1.1, 0.8, -0.6])
-STEPS = (40, None)   # a tape of 40 rows; no tape (the backward pass recomputes)
+STEPS = (40, None)   # a tape of 40 rows; a heap tape that grows
 
 
 def _grow(v, w):
@@ -232,3 +232,12 @@ def test_a_scan_inside_a_while_body_differentiated():
     w = np.array([[0.5, -0.3], [0.2, 0.8]])
     fd = central(lambda flat: unrolled(flat.reshape(2, 2)), w.ravel()).reshape(2, 2)
     np.testing.assert_allclose(llgrad.grad(f)(w), fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("max_steps", STEPS)
+def test_hessian_vector_product_forward_over_reverse(max_steps):
+    v = np.array([1.0, -0.5, 0.25])
+    f = lambda x: grow_loop(x, W, max_steps)   # noqa: E731
+    g = llgrad.grad(f)
+    np.testing.assert_allclose(llgrad.hvp(f)(X, v), central(lambda x: g(x) @ v, X, 1e-5),
+                               rtol=1e-5)

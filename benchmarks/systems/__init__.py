@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from benchmarks.workloads import row_order
+
 
 @dataclass(frozen=True)
 class System:
@@ -40,9 +42,13 @@ class System:
 
 
 def minibatches(problem):
-    """The fixed minibatches of a training problem, in step order."""
-    b = problem.batch
-    return [tuple(d[s * b:(s + 1) * b] for d in problem.data) for s in range(problem.steps)]
+    """The fixed minibatches of a training problem, in step order (gathered here, before
+    timing, when the problem shuffles its rows)."""
+    b, order = problem.batch, row_order(problem)
+    if problem.shuffle is None:
+        return [tuple(d[s * b:(s + 1) * b] for d in problem.data) for s in range(problem.steps)]
+    return [tuple(d[order[s * b:(s + 1) * b]] for d in problem.data)
+            for s in range(problem.steps)]
 
 
 def sgd_in_python(gradient, problem):

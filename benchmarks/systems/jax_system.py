@@ -1,5 +1,7 @@
 """JAX: jit(grad), with asynchronous CPU dispatch off so that a small call is timed to
 its end rather than to its enqueueing; training is one jit of a lax.fori_loop."""
+from benchmarks.workloads import WithScan, row_order
+
 from . import System
 
 
@@ -11,8 +13,10 @@ def _jax():
 
 
 def _loss(workload):
+    import jax
     import jax.numpy as jnp
-    return lambda params, *data: workload.loss(jnp, params, *data)
+    xp = WithScan(jnp, jax.lax.scan)
+    return lambda params, *data: workload.loss(xp, params, *data)
 
 
 def gradient(workload, problem):
@@ -25,11 +29,16 @@ def gradient(workload, problem):
 def train(workload, problem):
     jax = _jax()
     loss, batch, lr = _loss(workload), problem.batch, problem.lr
+    order = jax.device_put(row_order(problem))
 
     @jax.jit
     def run_all(params, *data):
         def step(i, params):
-            rows = [jax.lax.dynamic_slice_in_dim(d, i * batch, batch) for d in data]
+            if problem.shuffle is None:
+                rows = [jax.lax.dynamic_slice_in_dim(d, i * batch, batch) for d in data]
+            else:   # the step's rows gathered by index, as llgrad.train(shuffle=...) does
+                index = jax.lax.dynamic_slice_in_dim(order, i * batch, batch)
+                rows = [jax.numpy.take(d, index, axis=0) for d in data]
             grads = jax.grad(loss)(params, *rows)
             return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)
         return jax.lax.fori_loop(0, problem.steps, step, params)

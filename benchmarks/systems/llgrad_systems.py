@@ -7,15 +7,19 @@ import numpy as np
 import llgrad
 from llgrad import optim
 
+from benchmarks.workloads import WithScan
+
 from . import System
 
 
 @functools.cache
 def traced_loss(workload):
-    """The workload's loss as plain numpy code (one object per workload, so llgrad's
-    caches see the same function every time)."""
+    """The workload's loss as plain numpy code, ``scan`` being ``llgrad.scan`` (one
+    object per workload, so llgrad's caches see the same function every time)."""
+    xp = WithScan(np, llgrad.scan)
+
     def loss(params, *data):
-        return workload.loss(np, params, *data)
+        return workload.loss(xp, params, *data)
     loss.__name__ = f"{workload.key}_loss"
     return loss
 
@@ -37,7 +41,7 @@ def train(backend):
         sgd = optim.sgd(problem.lr)
         return lambda: llgrad.train(traced_loss(workload), problem.params, problem.data, sgd,
                                     batch_size=problem.batch, grad_norms=False,
-                                    backend=backend).params
+                                    shuffle=problem.shuffle, backend=backend).params
     return prepare
 
 
@@ -46,7 +50,8 @@ def profile(workload, problem) -> str:
     if workload.training:     # the third run: the first ones compile and warm up
         sgd = optim.sgd(problem.lr)
         runs = [llgrad.train(traced_loss(workload), problem.params, problem.data, sgd,
-                             batch_size=problem.batch, grad_norms=False, profile=True)
+                             batch_size=problem.batch, grad_norms=False,
+                             shuffle=problem.shuffle, profile=True)
                 for _ in range(3)]
         return str(runs[-1].profile)
     return str(llgrad.profile(llgrad.grad(traced_loss(workload)), problem.params, *problem.data))

@@ -21,7 +21,7 @@ def namespace(torch):
         return lambda a, axis=None, keepdims=False: (
             f(a) if axis is None else f(a, dim=axis, keepdim=keepdims))
     return types.SimpleNamespace(tanh=torch.tanh, exp=torch.exp, log=torch.log,
-                                 sin=torch.sin, cos=torch.cos, sqrt=torch.sqrt,
+                                 sin=torch.sin, cos=torch.cos, sqrt=torch.sqrt, stack=torch.stack,
                                  sum=reduction(torch.sum), max=reduction(torch.amax),
                                  mean=reduction(torch.mean))
 
@@ -76,10 +76,34 @@ def train(compiled):
     return prepare
 
 
+def lstm_module(workload, problem):
+    """torch.nn.LSTM (its fused CPU kernel) holding the workload's weights: ``w`` and
+    ``u`` transposed into ``weight_ih``/``weight_hh`` (gates in the same i, f, g, o
+    order), the bias as ``bias_ih``, ``bias_hh`` zero."""
+    torch = _torch()
+    w, u, bias = (problem.params[k] for k in ("w", "u", "bias"))
+    layer = torch.nn.LSTM(w.shape[0], u.shape[0])
+    with torch.no_grad():
+        for param, value in ((layer.weight_ih_l0, w.T), (layer.weight_hh_l0, u.T),
+                             (layer.bias_ih_l0, bias), (layer.bias_hh_l0, 0 * bias)):
+            param.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    xs = torch.from_numpy(problem.data[0])
+    weights = [layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0]
+
+    def call():
+        hs, _ = layer(xs)
+        dw, du, db = torch.autograd.grad((hs * hs).sum(), weights)
+        return {"w": dw.T, "u": du.T, "bias": db}
+    return call
+
+
 SYSTEMS = [
     System("PyTorch eager", gradient(False), train(False), requires="torch",
            note="torch.autograd.grad; training: a Python loop, in-place updates"),
     System("torch.compile", gradient(True), train(True), requires="torch",
            note="torch.compile of the loss (inductor, forward and backward); "
                 "training: the compiled loss in a Python loop"),
+    System("PyTorch nn.LSTM", lstm_module, requires="torch", workloads=("lstm",),
+           note="torch.nn.LSTM forward and torch.autograd.grad (workload 10 only; eager "
+                "PyTorch runs the same loss as a Python loop of cells)"),
 ]

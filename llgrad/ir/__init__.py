@@ -7,7 +7,8 @@ from llgrad.ir.verify import verify
 
 # each registers its records in PRIMITIVES (see the end of primitives.py)
 from llgrad.ir import (  # noqa: E402,F401
-    primitives_checkpoint, primitives_collective, primitives_cond, primitives_custom,
-    primitives_linalg, primitives_scan, primitives_sort, primitives_while)
+    primitives_checkpoint, primitives_collective, primitives_cond, primitives_cumsum,
+    primitives_custom, primitives_linalg, primitives_sort, primitives_while)
+from llgrad.ir import primitives_prefetch  # noqa: E402,F401
 
 __all__ = ["Builder", "Graph", "Node", "PRIMITIVES", "Primitive", "TensorType", "interpret", "verify"]

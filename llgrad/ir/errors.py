@@ -24,3 +24,8 @@ class GradientError(LlgradError, TypeError):
 class LoopLimitError(LlgradError, RuntimeError):
     """A ``while_loop`` that needed more steps than its ``max_steps`` (raised after the
     native call, which stopped the loop rather than write past its tape)."""
+
+
+#: how the message of a ``while_loop`` whose heap tape could not grow begins: the
+#: status word that reports a spent ``max_steps`` reports it too, raised as MemoryError
+TAPE_MEMORY = "out of memory:"

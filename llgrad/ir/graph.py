@@ -96,6 +96,12 @@ class Graph:
 
     __repr__ = __str__
 
+    def _repr_svg_(self):
+        """The drawing a notebook shows (``llgrad.ir.svg``); None, so the text shows,
+        when the graph is too large to draw."""
+        from llgrad.ir.svg import picture
+        return picture(self)
+
 
 class AdjointTable:
     """What reverse mode knows of the joint graph it built, for printing: its first

@@ -10,14 +10,19 @@ import numpy as np
 from llgrad.ir.primitives import PRIMITIVES
 from llgrad.ir.primitives_cond import clamp_index
 from llgrad.ir.primitives_checkpoint import run_checkpoint
-from llgrad.ir.primitives_while import run_while
+from llgrad.ir.primitives_while import run_tape_row, run_while
 from llgrad.ir.types import check_fits_int64
 
 
 def _run_loop(node, *values):
-    """Run the body ``trip_count`` times, threading the carried values."""
+    """Run the body ``trip_count`` times (or the runtime count, its last input, clamped
+    to [0, trip_count]; the stacked rows from it on stay zero), threading the carried
+    values."""
     n_carried, trip = node.attrs["n_carried"], node.attrs["trip_count"]
     body = node.attrs["body"]
+    if node.attrs.get("runtime_count"):
+        *values, count = values
+        trip = int(min(max(int(count), 0), trip))
     carried, invariants = list(values[:n_carried]), list(values[n_carried:])
     per_step = [np.zeros(t.shape, t.np_dtype) for t in node.type[n_carried:]]
     for i in range(trip):
@@ -37,6 +42,7 @@ def _run_cond(node, index, *operands):
 # Primitives whose evaluation needs the interpreter itself (a body graph to run).
 STRUCTURED = {"loop": _run_loop, "cond": _run_cond,
               "while": lambda node, *v: run_while(interpret, node, *v),
+              "tape_row": lambda node, *v: run_tape_row(interpret, node, *v),
               "checkpoint": lambda node, *v: run_checkpoint(interpret, node, *v)}
 
 

@@ -823,11 +823,19 @@ def _dtype_of(value):
 # ----------------------------------------------------------------------------------
 # structured control flow: a counted loop (scan-like) and reading its results
 
-def _loop_type(types, body, trip_count, n_carried):
+def _loop_type(types, body, trip_count, n_carried, runtime_count=False):
     """Inputs: initial carried values, then loop invariants.  The body maps
     (step: i64[], carried..., invariants...) to (new carried..., per-step values...);
     the loop yields the final carried values, then each per-step value stacked over
-    the ``trip_count`` steps (as jax.lax.scan's ys)."""
+    the ``trip_count`` steps (as jax.lax.scan's ys).  ``runtime_count=True``: one more
+    input, last, an i64[] that says how many steps run, clamped to [0, trip_count]
+    (``trip_count`` is then the static bound that sizes the stacked values; their rows
+    from the count on are zero), so one compiled loop serves every count."""
+    if runtime_count:
+        if not types or types[-1] != TensorType((), "int64"):
+            raise ShapeError(f"loop: its runtime trip count (last input) is "
+                             f"{types[-1] if types else 'missing'}, not i64[]")
+        types = types[:-1]
     body_in = [p.type for p in body.inputs]
     if body_in[0] != TensorType((), "int64") or body_in[1:] != list(types):
         raise ShapeError(f"loop: body takes {body_in}, loop passes (i64[], {list(types)})")
@@ -853,7 +861,7 @@ def _structured_eval(**attrs):
 
 
 def _loop_flops(node) -> int:
-    """The body's arithmetic, once per step."""
+    """The body's arithmetic, once per step (for a runtime count, at its bound)."""
     return node.attrs["trip_count"] * sum(flops(n) for n in node.attrs["body"].nodes)
 
 

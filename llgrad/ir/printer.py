@@ -40,11 +40,13 @@ def _format_attr(value):
 
 
 def format_graph(graph, indent: str = "", names: dict | None = None,
-                 notes: dict | None = None, n_carried: int | None = None) -> str:
+                 notes: dict | None = None, n_carried: int | None = None,
+                 condition: bool = False) -> str:
     """The text form; ``names`` (id(node) -> "%k") is filled in as lines are written,
     so a caller can refer to values by the names the reader sees.  A loop's body
     (``n_carried`` given) ends by saying which value each carried one becomes for the
-    next step, and which values are stacked per step."""
+    next step, and which values are stacked per step; a while's (``condition``) first
+    says which value decides whether another step runs."""
     names = {} if names is None else names
     notes = notes or {}
     lines = []
@@ -84,15 +86,18 @@ def format_graph(graph, indent: str = "", names: dict | None = None,
         lines.append(text)
         if "body" in node.attrs:
             lines.append(format_graph(node.attrs["body"], indent + "    ", names,
-                                      n_carried=node.attrs.get("n_carried")))
+                                      n_carried=node.attrs.get("n_carried"),
+                                      condition=node.op in ("while", "tape_row")))
         for branch in node.attrs.get("branches", ()):   # a cond's, each once, indented
             lines.append(format_graph(branch, indent + "    ", names))
     outs = ", ".join(name(o) for o in graph.outputs)
     text = f"{indent}  return {outs}"
     if n_carried is not None:
+        values = graph.outputs[1:] if condition else graph.outputs
         carried = ", ".join(f"{name(p)} <- {name(o)}" for p, o in
-                            zip(graph.inputs[1:1 + n_carried], graph.outputs))
-        stacked = ", ".join(name(o) for o in graph.outputs[n_carried:])
-        text = f"{text:<72}  # carried: {carried or 'none'}; stacked per step: {stacked or 'none'}"
+                            zip(graph.inputs[1:1 + n_carried], values))
+        stacked = ", ".join(name(o) for o in values[n_carried:])
+        text = f"{text:<72}  # " + (f"again if {name(graph.outputs[0])}; " if condition else "")
+        text += f"carried: {carried or 'none'}; stacked per step: {stacked or 'none'}"
     lines.append(text)
     return "\n".join(lines)

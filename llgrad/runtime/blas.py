@@ -31,11 +31,30 @@ SYSTEM_CBLAS = {"float64": Gemm("cblas_dgemm", "cblas"), "float32": Gemm("cblas_
 _found: dict | None = None
 
 
-def _numpy_openblas() -> dict:
+def _numpy_openblas_library():
+    """numpy's bundled OpenBLAS, loaded (None where numpy brings none)."""
     import numpy
     libs = os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), "numpy.libs")
     for path in glob.glob(os.path.join(libs, "libscipy_openblas64_*.so")):
-        lib = ctypes.CDLL(path)
+        return ctypes.CDLL(path)
+    return None
+
+
+def set_threads(count: int) -> int | None:
+    """Have numpy's OpenBLAS run on ``count`` threads; returns the count it had
+    (None, and nothing changed, where that OpenBLAS is not the one found)."""
+    lib = _numpy_openblas_library()
+    try:
+        before = lib.scipy_openblas_get_num_threads64_()
+        lib.scipy_openblas_set_num_threads64_(ctypes.c_int(count))
+    except AttributeError:
+        return None
+    return before
+
+
+def _numpy_openblas() -> dict:
+    lib = _numpy_openblas_library()
+    if lib is not None:
         found = {}
         for dtype, name in (("float64", "scipy_cblas_dgemm64_"), ("float32", "scipy_cblas_sgemm64_")):
             try:

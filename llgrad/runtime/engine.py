@@ -9,7 +9,6 @@ asks LLVM for the host CPU once.
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 
@@ -69,18 +68,6 @@ def isas_for(features) -> tuple[str, ...]:
     return tuple(isa for isa, feature in needs.items() if features.get(feature))
 
 
-def vector_bits() -> int:
-    """Width of the host's vector registers: 512 (AVX-512), 256 (AVX), else 128."""
-    with _lock:
-        _initialise()
-        return bits_for(_state["features"])
-
-
-def bits_for(features) -> int:
-    """Vector register width of a CPU with ``features`` (name -> bool)."""
-    return 512 if features.get("avx512f") else 256 if features.get("avx") else 128
-
-
 def has_libmvec() -> bool:
     """Whether glibc's libmvec could be loaded here."""
     with _lock:
@@ -88,29 +75,11 @@ def has_libmvec() -> bool:
         return _state["libmvec"]
 
 
-def l2_bytes() -> int:
-    """Size of one core's level-2 cache (Linux reports it in sysfs; 1 MiB where it
-    does not): how large an operand register tiles may keep re-reading."""
-    if "l2" not in _state:
-        _state["l2"] = _sysfs_cache_bytes(2) or 1 << 20
-    return _state["l2"]
-
-
-def _sysfs_cache_bytes(level: int) -> int:
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for index in sorted(os.listdir(base)):
-            def read(name):
-                with open(os.path.join(base, index, name)) as f:
-                    return f.read().strip()
-            if index.startswith("index") and read("level") == str(level) \
-                    and read("type") in ("Unified", "Data"):
-                size = read("size")
-                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
-                return int(size.rstrip("KM")) * scale
-    except (OSError, ValueError):
-        pass
-    return 0
+def host_features():
+    """LLVM's features of the host CPU (name -> bool)."""
+    with _lock:
+        _initialise()
+        return _state["features"]
 
 
 def context() -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from llgrad.ir.errors import DTypeError, LoopLimitError, ShapeError
+from llgrad.ir.errors import TAPE_MEMORY, DTypeError, LoopLimitError, ShapeError
 from llgrad.ir.types import check_fits_int64, dtype_name
 
 _ALIGN = 64
@@ -256,7 +256,8 @@ class Executable:
             self._raise_nan()
         if self._loop_status is not None and self._loop_status.value:
             message, self._loop_status.value = self._loop_status.value, 0
-            raise LoopLimitError(ctypes.string_at(message).decode())
+            text = ctypes.string_at(message).decode()
+            raise (MemoryError if text.startswith(TAPE_MEMORY) else LoopLimitError)(text)
         return outputs
 
     def __repr__(self) -> str:

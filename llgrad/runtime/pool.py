@@ -3,9 +3,16 @@
 Generated code that splits work calls ``llgrad_parallel(fn, ctx, parts)``, which runs
 ``fn(ctx, part)`` exactly once for every ``part`` in ``[0, parts)`` and returns when all
 have run: part 0 on the calling thread, the others on workers that outlive the call.
-A part no worker takes runs on the calling thread after part 0, parts in increasing
-order, so a part may wait for what a lower-numbered part publishes (a pipelined
-product does) without ever waiting for itself.
+A part no worker has started when the caller is done with part 0 runs on the
+calling thread (whoever claims a part's generation first runs it), as do parts
+beyond the workers, parts in increasing order, so a part may wait for what a
+lower-numbered part publishes (a pipelined product does) without ever waiting for
+itself, or for a part no thread has begun.
+
+Why the caller takes parts back: on a machine with more runnable threads than cores
+(other processes, OpenBLAS's threads) a worker may not get a core for milliseconds,
+and a caller that waited for it turned 20-microsecond products into
+10-millisecond ones; taking the part back costs at most the part's own time.
 Starting a POSIX thread per call costs tens of microseconds, as much as the small
 products and loops worth splitting take; a worker that is already running answers in
 well under a microsecond.
@@ -59,15 +66,17 @@ MAX_WORKERS = 7
 #: this halved and doubled, ``python -m llgrad bench --threads 2 --workloads training
 #: --systems "llgrad native"``; a pause's length varies by CPU (time a loop of them)
 SPIN = 1 << 17
-#: pause rounds the caller polls for a worker before it yields its core
-YIELD_AFTER = 1 << 16
+#: pause rounds the caller polls for a worker running its part before it yields its
+#: core each round (the worker lost its core: only yielding gives it one back on a
+#: loaded machine); tens of microseconds at x86's pause
+YIELD_AFTER = 1 << 10
 
 _I32, _I64, _PTR = ir.IntType(32), ir.IntType(64), ir.PointerType()
 # one slot per worker, 128 bytes (two cache lines): what the caller writes (the
 # generation number, then the task) on the first line, what the worker writes on
 # the second, so polling one never steals the other's line
 _SLOT = 16
-_GEN, _FN, _CTX, _PART = 0, 1, 2, 3
+_GEN, _FN, _CTX, _PART, _CLAIM = 0, 1, 2, 3, 4
 _DONE, _SLEEPING = 8, 9
 _FUTEX_WAIT, _FUTEX_WAKE = 128, 129          # the _PRIVATE variants
 _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
@@ -138,8 +147,8 @@ class _Emitter:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         first_seen = b.load_atomic(self.field(b, slot, _DONE), "acquire", 8, typ=_I64)
         entry = b.block
-        poll, idle, sleep, wait, woke, run = (fn.append_basic_block(n) for n in (
-            "poll", "idle", "sleep", "wait", "woke", "run"))
+        poll, idle, sleep, wait, woke, claim, run, taken = (fn.append_basic_block(n) for n in (
+            "poll", "idle", "sleep", "wait", "woke", "claim", "run", "taken"))
         b.branch(poll)
 
         b.position_at_end(poll)
@@ -147,7 +156,7 @@ class _Emitter:
         seen.add_incoming(first_seen, entry)
         spins.add_incoming(_c(0), entry)
         gen = b.load_atomic(self.field(b, slot, _GEN), "acquire", 8, typ=_I64)
-        b.cbranch(b.icmp_unsigned("!=", gen, seen), run, idle)
+        b.cbranch(b.icmp_unsigned("!=", gen, seen), claim, idle)
 
         b.position_at_end(idle)
         relax(b)
@@ -172,6 +181,17 @@ class _Emitter:
         store_atomic(b, _c(0), self.field(b, slot, _SLEEPING), "seq_cst", 8)
         seen.add_incoming(seen, woke)
         spins.add_incoming(_c(0), woke)
+        b.branch(poll)
+
+        # a task is run by whoever claims its generation first: this worker, or the
+        # caller, which takes back a part no worker has started (see ``_join``)
+        b.position_at_end(claim)
+        won = b.cmpxchg(self.field(b, slot, _CLAIM), b.sub(gen, _c(1)), gen,
+                        "acq_rel", "monotonic")
+        b.cbranch(b.extract_value(won, 1), run, taken)
+        b.position_at_end(taken)
+        seen.add_incoming(gen, taken)
+        spins.add_incoming(_c(0), taken)
         b.branch(poll)
 
         b.position_at_end(run)
@@ -242,20 +262,27 @@ class _Emitter:
             with b.if_then(b.icmp_unsigned("!=", parked, _c(0)), likely=False):
                 self.futex_call(b, slot, _FUTEX_WAKE, _c(1))
         b.call(task, [ctx, _c(0)])
-        self.runs(b, task, ctx, b.add(workers, _c(1)), parts)   # parts no worker took
         with counted_loop(b, workers, "join") as k:
-            self._join(b, fn, self.slot(b, k))
+            self._join(b, fn, self.slot(b, k), task, ctx, b.add(k, _c(1)))
+        self.runs(b, task, ctx, b.add(workers, _c(1)), parts)   # parts no worker had
         store_atomic(b, _c(0, _I32), self.lock, "release", 4)
         b.ret_void()
 
-    def _join(self, b, fn, slot):
-        """Poll until the worker of ``slot`` has published DONE; after YIELD_AFTER
+    def _join(self, b, fn, slot, task, ctx, part):
+        """Run ``part`` here if the worker of ``slot`` has not claimed it yet (it is
+        parked, waking, or has no core: on a loaded machine waiting for it took
+        milliseconds), else poll until it has published DONE; after YIELD_AFTER
         rounds (it lost its core), yield this one each round."""
-        pre = b.block
-        head, wait, done = (fn.append_basic_block(n) for n in ("join.head", "join.wait",
-                                                                "join.done"))
+        head, wait, done, steal = (fn.append_basic_block(n) for n in (
+            "join.head", "join.wait", "join.done", "join.steal"))
         gen = b.load(self.field(b, slot, _GEN), typ=_I64)
-        b.branch(head)
+        won = b.cmpxchg(self.field(b, slot, _CLAIM), b.sub(gen, _c(1)), gen,
+                        "acq_rel", "monotonic")
+        pre = b.block
+        b.cbranch(b.extract_value(won, 1), steal, head)
+        b.position_at_end(steal)
+        b.call(task, [ctx, part])
+        b.branch(done)
         b.position_at_end(head)
         rounds = b.phi(_I64)
         rounds.add_incoming(_c(0), pre)

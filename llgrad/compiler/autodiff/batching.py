@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 from llgrad.ir import batch_rules
-from llgrad.ir.errors import ShapeError
+from llgrad.ir.errors import ShapeError, UnsupportedError
 from llgrad.ir.graph import Builder, Graph
 from llgrad.ir.inline import inline
 from llgrad.ir.primitives import PRIMITIVES
@@ -85,9 +85,16 @@ def _batch_loop(b, node, args, batched):
     """The loop over the batched body.  A carried value is batched if its initial value
     is, or if the body makes it depend on a batched value (found by iterating to a
     fixed point); its unbatched initial value is then broadcast.  Stacked per-step
-    results come out with the batch behind the steps, and move to the front."""
+    results come out with the batch behind the steps, and move to the front.  A runtime
+    trip count (the last input) is kept as it is; one that differs per example is
+    refused."""
     body, nc = node.attrs["body"], node.attrs["n_carried"]
     n = batch_rules.batch_size(args, batched)
+    count = list(args[-1:]) if node.attrs.get("runtime_count") else []
+    if count and batched[-1]:
+        raise UnsupportedError(f"vmap of loop {body.name!r}: its runtime trip count differs "
+                               f"per example (use while_loop, or one count for the batch)")
+    args, batched = args[:len(args) - len(count)], batched[:len(batched) - len(count)]
     carried = list(batched[:nc])
     while True:
         in_axes = [None] + [0 if f else None for f in carried + list(batched[nc:])]
@@ -99,7 +106,7 @@ def _batch_loop(b, node, args, batched):
     out_axes = [0 if f else None for f in carried + depends[nc:]]
     looped = b.emit("loop", *[batch_rules.with_batch(b, a, flag, n) if k < nc and carried[k]
                               else a for k, (a, flag) in enumerate(zip(args, batched))],
-                    **{**node.attrs, "body": vmap(body, in_axes, out_axes, n)})
+                    *count, **{**node.attrs, "body": vmap(body, in_axes, out_axes, n)})
     return _results(b, looped, out_axes, n, stacked_from=nc)
 
 

@@ -22,8 +22,17 @@ An invariant the body reads only as its row of the current step (a ``scan``'s xs
 adjoint row by row as a per-step result of the reversed loop, instead of summing a
 whole-array adjoint on every step (quadratic in the trip count).
 
+Two more things keep a recurrent network's reversed loop to the products it must do
+(within ``STACKS_MAX_BYTES`` of stacks each): a product of the step that the adjoints
+are computed from (an LSTM's ``h @ U``) is also stacked by the forward loop and read
+back, not computed again (``_saved_products``); and an invariant's per-step adjoint
+that is a product of per-step values (``dU = h^T g``) comes out as its two factors per
+step, summed by one large product after the loop (``_summed_adjoints``).
+
 Forward mode (``loop_jvp``) is one loop carrying each float carried value's tangent
-beside it; the body is the body's jvp graph.
+beside it; the body is the body's jvp graph.  A loop with a ``runtime_count`` (its
+last input) keeps it in forward mode; reverse mode refuses it (the reversed loop would
+have to start from a step known only at run time: ``while_loop``'s tape does that).
 
 Everything here is ordinary IR built through the Builder, so a derivative of a loop is
 differentiated again like any other graph (grad of grad through a scan: the reversed
@@ -36,7 +45,10 @@ import weakref
 
 from llgrad.compiler.autodiff.forward import jvp
 from llgrad.compiler.autodiff.reverse import vjp
+from llgrad.compiler.frontend.loop_products import (pretransposed_weights, stepwise_product,
+                                                    summed_product)
 from llgrad.compiler.frontend.loops import STEP, reverse_rows, row
+from llgrad.ir.errors import GradientError
 from llgrad.ir.graph import Builder, Graph
 from llgrad.ir.inline import inline
 from llgrad.ir.primitives import PRIMITIVES
@@ -137,8 +149,96 @@ def _make_reversal(body: Graph, n_carried: int, trip_count: int, wanted_invarian
     return _Reversal(vjp(rowed, wrt, cotangents=True), rows, carried_wrt, invariant_wrt)
 
 
+#: the most bytes one value kept per step for the reversed loop may take, stacked over
+#: the steps (the factors of a summed adjoint, ``_summed_adjoints``; a product kept from
+#: the forward loop, ``_saved_products``): beyond it the reversed loop adds up the
+#: adjoint step by step, or computes the product again, in constant memory (a long
+#: scan's checkpointing must keep its small footprint)
+STACKS_MAX_BYTES = 64 << 20
+
+
+def _stack_fits(nodes, trip_count: int) -> bool:
+    return trip_count * sum(x.type.size * x.type.np_dtype.itemsize
+                            for x in nodes) <= STACKS_MAX_BYTES
+
+
+def _saved_products(plan: _Reversal, n_carried: int, n_primal: int, trip_count: int) -> list:
+    """The products of the body that its joint vjp graph computes again from the step's
+    carried values for the adjoints (an LSTM's ``h @ U``): nodes of ``plan.joint``
+    that read no cotangent (its inputs from ``n_primal`` on), change per step and lead
+    to a value the backward part reads.  The forward loop
+    keeps each per step instead, and the reversed loop reads its row (``with_products``),
+    as reverse mode keeps the residuals of straight-line code."""
+    joint = plan.joint
+    cotangent = {id(p) for p in joint.inputs[n_primal:]}
+    invariant = {id(p) for p in joint.inputs[1 + n_carried:n_primal - len(plan.rows)]}
+    backward, constant, candidates = set(cotangent), set(invariant), []
+    for node in joint.nodes:
+        if node.op == "parameter":
+            continue
+        if any(id(x) in backward for x in node.inputs):
+            backward.add(id(node))
+        elif all(id(x) in constant or x.op == "constant" for x in node.inputs):
+            constant.add(id(node))
+        elif node.op == "dot_general" and _stack_fits([node], trip_count):
+            candidates.append(node)
+    # only what the adjoints are computed from: the forward values the backward nodes
+    # read, and everything those are computed from
+    needed = {id(x) for node in joint.nodes if id(node) in backward for x in node.inputs}
+    for node in reversed(joint.nodes):
+        if id(node) in needed and id(node) not in backward:
+            needed.update(id(x) for x in node.inputs)
+    return [node for node in candidates if id(node) in needed]
+
+
+def with_products(body: Graph, n_carried: int, plan: _Reversal, products: list):
+    """``with_carries(body)`` whose body also returns each of ``products`` (nodes of
+    ``plan.joint``) per step: (body, carried stack positions, product stack positions).
+    Built on the body's own nodes (a Builder seeded with them), so a product the body
+    already computes is returned, not computed twice."""
+    extended, positions = with_carries(body, n_carried)
+    if not products:
+        return extended, positions, []
+
+    def make():
+        n_primal = len(body.inputs) + len(plan.rows)
+        primal = Graph(list(plan.joint.inputs[:n_primal]), list(products))
+        rows = [node for node, _ in plan.rows.values()]
+        outputs, where = list(extended.outputs), []
+        for node in inline(Builder(seed=extended), primal, list(extended.inputs) + rows):
+            k = next((k for k in range(n_carried, len(outputs)) if outputs[k] is node), None)
+            if k is None:     # a value the body returns per step already is stacked once
+                outputs.append(node)
+                k = len(outputs) - 1
+            where.append(k)
+        return Graph(extended.inputs, outputs, name=body.name), where
+
+    key = ("with_products", n_carried, tuple(id(p) for p in products))
+    grown, product_positions = _derived(body, key, make)
+    return grown, positions, product_positions
+
+
+def _summed_adjoints(plan: _Reversal, n_out: int, n_carried: int, n_invariants: int,
+                     trip_count: int) -> dict:
+    """{position in ``plan.invariant_wrt``: dims} for each invariant whose adjoint from
+    one step is a product of two per-step values, neither an invariant of the body
+    (``stepwise_product``: the weight gradients of a recurrent step): the reversed
+    loop returns the two factors per step, and one product over the stacked steps
+    sums them after it."""
+    n_cw = len(plan.carried_wrt)
+    invariant = {id(p) for p in plan.joint.inputs[1 + n_carried:1 + n_carried + n_invariants]}
+    summed = {}
+    for pos in range(len(plan.invariant_wrt)):
+        found = stepwise_product(plan.joint.outputs[n_out + n_cw + pos],
+                                 lambda node: id(node) in invariant)
+        if found is not None and _stack_fits(found[:2], trip_count):
+            summed[pos] = found[2]
+    return summed
+
+
 def reverse_loop(b: Builder, body: Graph, n_carried: int, trip_count: int, invariants,
-                 stacked, carried_adjoint, per_step_adjoint, wanted_invariants=None):
+                 stacked, carried_adjoint, per_step_adjoint, wanted_invariants=None,
+                 saved=()):
     """The reversed loop of a ``loop``: the adjoints of its inputs, built with ``b``.
 
     - ``body``: the forward body, ``(step, carried..., invariants...) -> (carried'...,
@@ -150,6 +250,9 @@ def reverse_loop(b: Builder, body: Graph, n_carried: int, trip_count: int, invar
     - ``per_step_adjoint``: per per-step result, the adjoint of its stack, or None.
     - ``wanted_invariants``: the invariant indices whose adjoints are wanted (default:
       every float one); others are not computed.
+    - ``saved``: (node of the joint vjp graph, its values stacked per step by the
+      forward loop) pairs (``_saved_products``): the reversed body reads their rows
+      instead of computing them again.
 
     Returns (adjoint per carried input, adjoint per invariant input), None where the
     value is not float or not wanted.  The reversed loop runs ``trip_count`` steps, step
@@ -163,6 +266,8 @@ def reverse_loop(b: Builder, body: Graph, n_carried: int, trip_count: int, invar
         wanted_invariants = [j for j, t in enumerate(inv_types) if _float(t)]
     plan = _reversal(body, nc, trip_count, wanted_invariants)
     n_out = len(body.outputs)
+    summed = _summed_adjoints(plan, n_out, nc, len(inv_types), trip_count)
+    accumulated = [pos for pos in range(len(plan.invariant_wrt)) if pos not in summed]
     per_step = [k for k in range(n_out - nc) if per_step_adjoint[k] is not None]
 
     rb = Builder()
@@ -175,8 +280,10 @@ def reverse_loop(b: Builder, body: Graph, n_carried: int, trip_count: int, invar
 
     a_carried = [param(body.inputs[1 + j].type, f"adjoint[carried[{j}]]")
                  for j in plan.carried_wrt]
-    a_invariant = [param(inv_types[j], f"adjoint[invariant[{j}]]") for j in plan.invariant_wrt]
+    a_invariant = [param(inv_types[plan.invariant_wrt[pos]],
+                         f"adjoint[invariant[{plan.invariant_wrt[pos]}]]") for pos in accumulated]
     s_params = [param(s.type, f"stacked[carried[{j}]]") for j, s in enumerate(stacked)]
+    saved_params = [param(s.type, f"stacked[{node.op}]") for node, s in saved]
     g_params = [param(per_step_adjoint[q].type, f"adjoint[per_step[{q}]]") for q in per_step]
     v_params = [param(t, body.inputs[1 + nc + j].attrs["name"]) for j, t in enumerate(inv_types)]
 
@@ -190,29 +297,39 @@ def reverse_loop(b: Builder, body: Graph, n_carried: int, trip_count: int, invar
         cotangents[nc + q] = row(rb, g_params[pos], i)
     row_values = [rb.dynamic_slice(v_params[j], k if reversed_ else i, size=1)
                   for j, (_, reversed_) in plan.rows.items()]
-    outs = inline(rb, plan.joint, [i, *carried_now, *v_params, *row_values, *cotangents])
+    saved_rows = {id(node): row(rb, p, i) for (node, _), p in zip(saved, saved_params)}
+    outs = inline(rb, plan.joint, [i, *carried_now, *v_params, *row_values, *cotangents],
+                  lambda rb, node, inputs: saved_rows.get(id(node)))
     grads = outs[n_out:]
     n_cw, n_iw = len(plan.carried_wrt), len(plan.invariant_wrt)
-    new_invariant = [rb.add(a, d) for a, d in zip(a_invariant, grads[n_cw:n_cw + n_iw])]
-    reversed_body = Graph(params, grads[:n_cw] + new_invariant + grads[n_cw + n_iw:],
+    new_invariant = [rb.add(a, grads[n_cw + pos]) for a, pos in zip(a_invariant, accumulated)]
+    factors = [x for pos in summed for x in grads[n_cw + pos].inputs]
+    reversed_body = Graph(params, grads[:n_cw] + new_invariant + grads[n_cw + n_iw:] + factors,
                           name=f"{body.name}_reversed")
 
     init = [carried_adjoint[j] if carried_adjoint[j] is not None
             else b.full(0.0, body.inputs[1 + j].type) for j in plan.carried_wrt]
-    init += [b.full(0.0, inv_types[j]) for j in plan.invariant_wrt]
-    looped = b.loop(*init, *stacked, *[per_step_adjoint[q] for q in per_step], *invariants,
-                    body=reversed_body, trip_count=trip_count, n_carried=n_cw + n_iw)
+    init += [b.full(0.0, inv_types[plan.invariant_wrt[pos]]) for pos in accumulated]
+    n_acc = len(accumulated)
+    reversed_body, loop_inputs = pretransposed_weights(
+        b, reversed_body, n_cw + n_acc, [*init, *stacked, *[s for _, s in saved],
+                                         *[per_step_adjoint[q] for q in per_step], *invariants])
+    looped = b.loop(*loop_inputs, body=reversed_body, trip_count=trip_count,
+                    n_carried=n_cw + n_acc)
     results = [b.tuple_get(looped, index=r) for r in range(len(looped.type))]
 
     d_carried = [None] * nc
     for pos, j in enumerate(plan.carried_wrt):
         d_carried[j] = results[pos]
     d_invariant = [None] * len(inv_types)
-    for pos, j in enumerate(plan.invariant_wrt):
-        d_invariant[j] = results[n_cw + pos]
+    for at, pos in enumerate(accumulated):
+        d_invariant[plan.invariant_wrt[pos]] = results[n_cw + at]
     for pos, (j, (_, reversed_)) in enumerate(plan.rows.items()):
-        rows = b.reshape(results[n_cw + n_iw + pos], shape=inv_types[j].shape)
+        rows = b.reshape(results[n_cw + n_acc + pos], shape=inv_types[j].shape)
         d_invariant[j] = rows if reversed_ else reverse_rows(b, rows)
+    stacks = iter(results[n_cw + n_acc + len(plan.rows):])
+    for pos, dims in summed.items():
+        d_invariant[plan.invariant_wrt[pos]] = summed_product(b, next(stacks), next(stacks), dims)
     return d_carried, d_invariant
 
 
@@ -223,15 +340,24 @@ def loop_vjp(b: Builder, node, g, wanted=None):
     invariants = node.inputs[nc:]
     if all(a is None for a in g):
         return [None] * len(node.inputs)
+    if node.attrs.get("runtime_count"):
+        raise GradientError(
+            f"loop {body.name!r}: reverse mode needs a trip count known when compiling; "
+            f"this loop's count is a runtime value (use forward mode, a static count, or "
+            f"llgrad.while_loop, whose reverse mode records a tape)")
     if trip == 0:   # the loop passes its initial carried values through
         return list(g[:nc]) + [None] * len(invariants)
-    extended, positions = with_carries(body, nc)
-    forward = b.loop(*node.inputs, body=extended, trip_count=trip, n_carried=nc)
-    stacked = [b.tuple_get(forward, index=k) for k in positions]
     wanted_invariants = [j for j, x in enumerate(invariants) if _float(x.type)
                          and (wanted is None or wanted[nc + j])]
+    plan = _reversal(body, nc, trip, wanted_invariants)
+    products = _saved_products(plan, nc, len(body.inputs) + len(plan.rows), trip)
+    extended, positions, product_positions = with_products(body, nc, plan, products)
+    forward = b.loop(*node.inputs, body=extended, trip_count=trip, n_carried=nc)
+    stacked = [b.tuple_get(forward, index=k) for k in positions]
+    saved = [(p, b.tuple_get(forward, index=k)) for p, k in zip(products, product_positions)]
     d_carried, d_invariant = reverse_loop(
-        b, body, nc, trip, invariants, stacked, list(g[:nc]), list(g[nc:]), wanted_invariants)
+        b, body, nc, trip, invariants, stacked, list(g[:nc]), list(g[nc:]), wanted_invariants,
+        saved)
     return d_carried + d_invariant
 
 
@@ -274,16 +400,20 @@ def loop_jvp(b: Builder, node, tangents):
     """Tangents of a loop's results (a tuple, None where there is none): one loop that
     carries every float carried value's tangent beside it."""
     body, trip, nc = node.attrs["body"], node.attrs["trip_count"], node.attrs["n_carried"]
-    carried, invariants = node.inputs[:nc], node.inputs[nc:]
+    runtime_count = node.attrs.get("runtime_count", False)
+    count = list(node.inputs[-1:]) if runtime_count else []
+    carried, invariants = node.inputs[:nc], node.inputs[nc:len(node.inputs) - len(count)]
     carried_t = tuple(j for j in range(nc) if _float(carried[j].type))
-    invariant_t = tuple(j for j, t in enumerate(tangents[nc:]) if t is not None)
+    invariant_t = tuple(j for j, t in enumerate(tangents[nc:nc + len(invariants)])
+                        if t is not None)
     if all(tangents[j] is None for j in carried_t) and not invariant_t:
         return None
     t_body = _tangent_body(body, nc, carried_t, invariant_t)
     t_init = [tangents[j] if tangents[j] is not None else b.full(0.0, carried[j].type)
               for j in carried_t]
     looped = b.loop(*carried, *t_init, *invariants, *[tangents[nc + j] for j in invariant_t],
-                    body=t_body, trip_count=trip, n_carried=nc + len(carried_t))
+                    *count, body=t_body, trip_count=trip, n_carried=nc + len(carried_t),
+                    **({"runtime_count": True} if runtime_count else {}))
     n_out, n_ct = len(body.outputs), len(carried_t)
     out = [None] * n_out
     for pos, j in enumerate(carried_t):

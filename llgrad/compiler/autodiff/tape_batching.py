@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from llgrad.compiler.autodiff.batching import _depends, _results, vmap
+from llgrad.compiler.autodiff.while_loop import _replayed
 from llgrad.ir import batch_rules
 from llgrad.ir.graph import Builder, Graph
 from llgrad.ir.inline import inline
@@ -93,12 +94,14 @@ def _batch_while(b, node, args, batched):
         running = batch_rules.with_batch(b, args[0], batched[0], n)
         looped = b.emit("while", _any(b, running), running, b.full(0, TensorType((n,), "int64")),
                         *start, *invariants, body=masked, n_carried=nc + 2, max_steps=limit,
-                        where=node.attrs["where"])
+                        where=node.attrs["where"], heap_tape=node.attrs.get("heap_tape", False))
         values = [b.tuple_get(looped, index=2 + k) for k in range(nc)]
         trips = b.tuple_get(looped, index=1)   # each example's own
         first_tape = tape_index(looped, 2)
     out = [v if f else batch_rules.with_batch(b, v, False, n) for v, f in zip(values, carried)]
     out.append(trips if condition else batch_rules.with_batch(b, trips, False, n))
+    if node.attrs.get("heap_tape"):   # batched, ``tape_row`` replays: none reads a handle
+        out.append(batch_rules.with_batch(b, b.const(0, "int64"), False, n))
     if limit is not None:
         for k, f in enumerate(carried):   # a batched tape has the batch behind the steps
             tape = b.tuple_get(looped, index=first_tape + k)
@@ -107,12 +110,26 @@ def _batch_while(b, node, args, batched):
     return tuple(out)
 
 
+def _batch_tape_row(b, node, args, batched):
+    """The batched replay of the row's first k steps (see ``while_loop._replayed``)."""
+    template, places = _replayed(Builder(), node)
+    k, k_batched = args[1], batched[1]
+    zero = b.full(0, k.type) if k_batched else b.const(0, "int64")
+    replay_args, flags = [b.lt(zero, k)], [k_batched]
+    for at in range(1, len(template.inputs)):
+        source = places.index(at)
+        replay_args.append(args[source])
+        flags.append(batched[source])
+    return _batch_while(b, template, replay_args, flags)[node.attrs["index"]]
+
+
 def _any(b, mask):
     return b.lt(b.const(0, "int64"), b.reduce_sum(b.convert(mask, dtype="int64"), axes=(0,)))
 
 
 def install() -> None:
-    for name, rule in {"while": _batch_while, "checkpoint": _batch_checkpoint}.items():
+    for name, rule in {"while": _batch_while, "checkpoint": _batch_checkpoint,
+                       "tape_row": _batch_tape_row}.items():
         PRIMITIVES[name] = dataclasses.replace(PRIMITIVES[name], batch=rule)
 
 

@@ -1,20 +1,23 @@
-"""Derivatives of ``while`` (``llgrad.while_loop``), installed into its record.
+"""Derivatives of ``while`` (``llgrad.while_loop``) and of ``tape_row``, installed into
+their records (the batching of both is ``tape_batching.py``).
 
 Reverse mode (``while_vjp``) is a loop over the recorded trip count N, run backwards:
 step s of the reversed loop handles forward step k = N-1-s.  It needs the carry as
 step k began:
 
 - with ``max_steps`` the forward loop recorded it: row k of the carry's tape;
-- without, nothing was recorded and the reversed loop recomputes it from the initial
-  carry, running the body k times in a nested ``while`` (memory of one carry, time
-  quadratic in N: give ``max_steps`` for long loops).
+- without, it recorded it on its heap tape (``heap_tape``, a tape that grows in native
+  code): ``tape_row`` of its handle reads row k.  ``tape_row`` means "the carry after
+  the loop's first k steps", so it takes the loop's inputs too, and its own rules are
+  those of that replay (``_replayed``): a second derivative through it, or a vmap of
+  it, runs up to k steps per row (quadratic in N; first order stays linear).
 
 Then it runs the joint vjp graph of one step (``_step_vjp``: the body without its
 condition, differentiated with cotangents), carrying the adjoints of the float
 carried values and the running sums of the invariants'.  The reversed loop is itself
 a ``while`` node (its condition ``s + 1 < N``), so it has a dynamic trip count with no
 new primitive, and differentiating a gradient again (second order) applies these rules
-to it: the reversed loop has no ``max_steps``, so its own reversal recomputes.
+to it: the reversed loop has no ``max_steps``, so it keeps a heap tape too.
 ``reversed_while`` is the general form, which a loop with a trip count known only at
 run time (``fori_loop`` with traced bounds) can share.
 
@@ -34,9 +37,8 @@ from llgrad.compiler.autodiff.reverse import vjp
 from llgrad.ir.graph import Builder, Graph
 from llgrad.ir.inline import inline
 from llgrad.ir.primitives import PRIMITIVES
-from llgrad.ir.primitives_while import STEPS, tape_index, trip_index
+from llgrad.ir.primitives_while import STEPS, handle_index, tape_index, trip_index
 from llgrad.ir.types import TensorType
-
 
 def _float(t) -> bool:
     return isinstance(t, TensorType) and t.is_float
@@ -57,20 +59,36 @@ def _step_vjp(body: Graph, nc: int, carried_wrt: tuple, invariant_wrt: tuple) ->
 
 
 def _replay(body: Graph, nc: int) -> Graph:
-    """The body of the nested loop that recomputes the carry as step k began: the same
-    step, with invariants (k, invariants...) and the condition ``step + 1 < k``."""
+    """The body of the loop that runs the first ``until`` steps again: ``(step,
+    carried..., until, invariants...) -> (step + 1 < until, the body's carried')``."""
     def make():
         b = Builder()
         step = b.parameter(index=0, type=STEPS, name="step")
         carried = [b.parameter(index=1 + j, type=p.type, name=p.attrs["name"])
                    for j, p in enumerate(body.inputs[1:1 + nc])]
-        k = b.parameter(index=1 + nc, type=STEPS, name="until")
+        until = b.parameter(index=1 + nc, type=STEPS, name="until")
         invariants = [b.parameter(index=2 + nc + j, type=p.type, name=p.attrs["name"])
                       for j, p in enumerate(body.inputs[1 + nc:])]
         new = inline(b, _step(body), [step, *carried, *invariants])
-        more = b.lt(b.add(step, b.const(1, "int64")), k)
-        return Graph([step, *carried, k, *invariants], [more, *new], name=f"{body.name}_replay")
+        more = b.lt(b.add(step, b.const(1, "int64")), until)
+        return Graph([step, *carried, until, *invariants], [more, *new],
+                     name=f"{body.name}_replay")
     return _derived(body, ("replay", nc), make)
+
+
+def _replayed(b: Builder, node):
+    """What ``tape_row`` ``node`` means: the ``while`` that runs its loop's first k
+    steps again from the loop's inputs; and where ``node``'s inputs (handle, k,
+    condition, carried..., invariants...) go among its inputs (None: nowhere)."""
+    body, nc = node.attrs["body"], node.attrs["n_carried"]
+    _, k, _, *rest = node.inputs
+    carried, invariants = rest[:nc], rest[nc:]
+    again = b.emit("while", b.lt(b.const(0, "int64"), k), *carried, k, *invariants,
+                   body=_replay(body, nc), n_carried=nc, max_steps=None, where=None,
+                   heap_tape=True)
+    places = [None, 1 + nc, None] + list(range(1, 1 + nc)) + [
+        2 + nc + j for j in range(len(invariants))]
+    return again, places
 
 
 def _row(b: Builder, x, at):
@@ -125,7 +143,7 @@ def reversed_while(b: Builder, step_vjp: Graph, nc: int, carried_wrt, invariant_
     init = list(carried_adjoint) + [b.full(0.0, inv_types[j]) for j in invariant_wrt]
     looped = b.emit("while", b.lt(b.const(0, "int64"), trips), *init, trips, *sources,
                     *[x for _, x in row_adjoints], *invariants, body=body,
-                    n_carried=len(init), max_steps=None, where=None)
+                    n_carried=len(init), max_steps=None, where=None, heap_tape=True)
     results = [b.tuple_get(looped, index=r) for r in range(len(init))]
     return results[:len(carried_wrt)], results[len(carried_wrt):]
 
@@ -153,14 +171,12 @@ def while_vjp(b: Builder, node, g, wanted=None):
         def carry_at(rb, k, tapes, _invariants):
             return [_row(rb, tape, k) for tape in tapes]
     else:
-        sources = list(carried)
-        replay = _replay(body, nc)
+        sources = [b.tuple_get(node, index=handle_index(node)), node.inputs[0], *carried]
 
-        def carry_at(rb, k, initial, invariant_params):
-            again = rb.emit("while", rb.lt(rb.const(0, "int64"), k), *initial, k,
-                            *invariant_params, body=replay, n_carried=nc, max_steps=None,
-                            where=None)
-            return [rb.tuple_get(again, index=j) for j in range(nc)]
+        def carry_at(rb, k, handle_and_inputs, invariant_params):
+            return [rb.emit("tape_row", *handle_and_inputs[:1], k, *handle_and_inputs[1:],
+                            *invariant_params, body=body, n_carried=nc, index=j)
+                    for j in range(nc)]
 
     d_carried, d_invariant = reversed_while(
         b, _step_vjp(body, nc, carried_wrt, invariant_wrt), nc, carried_wrt, invariant_wrt,
@@ -215,7 +231,7 @@ def while_jvp(b: Builder, node, tangents):
                     *[tangents[1 + nc + j] for j in invariant_t],
                     body=_tangent_body(body, nc, carried_t, invariant_t),
                     n_carried=nc + len(carried_t), max_steps=node.attrs["max_steps"],
-                    where=node.attrs["where"])
+                    where=node.attrs["where"], heap_tape=node.attrs.get("heap_tape", False))
     out = [None] * len(node.type)
     for pos, j in enumerate(carried_t):
         out[j] = b.tuple_get(looped, index=nc + pos)
@@ -224,10 +240,32 @@ def while_jvp(b: Builder, node, tangents):
     return tuple(out)
 
 
+def tape_row_vjp(b: Builder, node, g):
+    """Adjoints of a ``tape_row``'s loop inputs: those of the loop that replays its row."""
+    again, places = _replayed(b, node)
+    index = node.attrs["index"]
+    adjoints = while_vjp(b, again, tuple(g if r == index else None
+                                         for r in range(len(again.type))))
+    return [None if at is None else adjoints[at] for at in places]
+
+
+def tape_row_jvp(b: Builder, node, tangents):
+    """The tangent of a ``tape_row``: that of the loop that replays its row."""
+    again, places = _replayed(b, node)
+    given = [None] * len(again.inputs)
+    for at, tangent in zip(places, tangents):
+        if at is not None:
+            given[at] = tangent
+    result = while_jvp(b, again, given)
+    return None if result is None else result[node.attrs["index"]]
+
+
 def install() -> None:
-    """Put these rules into the record of ``while``."""
+    """Put these rules into the records of ``while`` and ``tape_row``."""
     PRIMITIVES["while"] = dataclasses.replace(PRIMITIVES["while"], vjp=while_vjp,
                                               jvp=while_jvp)
+    PRIMITIVES["tape_row"] = dataclasses.replace(PRIMITIVES["tape_row"], vjp=tape_row_vjp,
+                                                 jvp=tape_row_jvp)
 
 
 install()

@@ -20,7 +20,7 @@ from llgrad.compiler.codegen.parallel import default_parts
 from llgrad.compiler.codegen.while_loop import ACCESSOR as LIMITS_ACCESSOR
 from llgrad.ir.fingerprint import fingerprint
 from llgrad.ir.graph import Graph
-from llgrad.runtime import cache, engine, mpi, pool, pyobjects
+from llgrad.runtime import cache, calibration, engine, host, mpi, pool, pyobjects
 from llgrad.runtime.blas import available as blas_symbols
 from llgrad.runtime.executable import Executable
 
@@ -92,13 +92,15 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
     threads = default_parts() if threads is None else threads
     if threads > 1:
         pool.install()       # before any code that calls it is loaded
+    cpu = host.current()
     return CodegenOptions(
         fastmath=fastmath, fuse_ops=fuse_ops,
         vector_isas=tuple(engine.vector_isas()) if libmvec else (),
         blas=tuple((dtype, g.symbol, g.convention)
                    for dtype, g in sorted((blas_symbols() if blas else {}).items())),
-        blas_min_flops=blas_min_flops, vector_bits=engine.vector_bits(),
-        tile_panel_bytes=engine.l2_bytes() // 2,
+        blas_min_flops=blas_min_flops, vector_bits=cpu.vector_bits,
+        vector_registers=cpu.vector_registers, tile_panel_bytes=cpu.tile_panel_bytes,
+        product_timings=calibration.load() if blas and blas_min_flops is None else (),
         object_layout=tuple(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
         threads=threads, batch_calls=batch_calls, profile=profile, check_finite=check_finite)
 

@@ -111,6 +111,14 @@ def _accepts_inline(consumer: Node, operand: Node) -> bool:
     return r.inline_inputs if isinstance(r, KernelRow) else True
 
 
+#: the most stored values one value computed inline may read, so a kernel reads at most
+#: this many per operand of its own: a longer chain (the gradient of a weight that every
+#: step of an unrolled RNN shares sums one product per step) is cut into several
+#: kernels.  LLVM's time over one function of thousands of arguments grows faster than
+#: the function (re-measure: ``python benchmarks/bench_compile.py --programs rnn``, its
+#: llvm_opt column, with this at 10**9)
+MAX_READS = 64
+
 #: operations cheap enough to repeat in every reader's loop (no transcendental calls)
 RECOMPUTED = frozenset(name for name, prim in PRIMITIVES.items() if prim.recompute)
 
@@ -151,11 +159,13 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
         # its operands are read from memory (or are cheap): the repeated work stays one op
         return all(id(i) not in inlined or _cheap(row(i)) for i in n.inputs)
 
+    width: dict[int, int] = {}   # id(node) -> stored values read to compute it inline
     for n in graph.nodes:   # topological: a node's operands are decided before it
-        if inline(n) or recompute(n):
+        width[id(n)] = sum(width[id(i)] if id(i) in inlined else 1 for i in n.inputs)
+        if (inline(n) or recompute(n)) and width[id(n)] <= MAX_READS:
             inlined.add(id(n))
     if enabled:
-        _share_within_loops(graph, uses, inlined, outputs)
+        _share_within_loops(graph, uses, inlined, outputs, width)
     views: dict[int, Node] = {}
     offsets: dict[int, int] = {}
     slices: dict[int, Node] = {}
@@ -232,7 +242,8 @@ def _read_in_place(kernel: Kernel, product: Node, order: dict) -> bool:
     return all(isinstance(row(n), Elementwise) for n in nodes if leads[id(n)])
 
 
-def _share_within_loops(graph: Graph, uses: dict, inlined: set, outputs: set) -> None:
+def _share_within_loops(graph: Graph, uses: dict, inlined: set, outputs: set,
+                        width: dict) -> None:
     """Inline a costly elementwise value with several readers when every reader computes
     into one and the same loop at the same index (``sin(x)`` read by the forward and the
     backward formula of one gradient): code generation computes it once per element and
@@ -246,7 +257,8 @@ def _share_within_loops(graph: Graph, uses: dict, inlined: set, outputs: set) ->
     Consumers are decided before their operands (reverse topological order), so
     ``home`` holds, for every decided node, the materialised node whose loop computes it
     at its own index, or None when that is not one loop (several kernels, or a reader that
-    reads it at another index: a broadcast, a transpose, a product)."""
+    reads it at another index: a broadcast, a transpose, a product).  A value that would
+    read more than ``MAX_READS`` stored values keeps its own kernel here too."""
     home: dict[int, Optional[Node]] = {}
 
     def one_loop(n: Node) -> Optional[Node]:
@@ -266,7 +278,8 @@ def _share_within_loops(graph: Graph, uses: dict, inlined: set, outputs: set) ->
         if id(n) in inlined:
             home[id(n)] = one_loop(n) if isinstance(row(n), Elementwise) else None
             continue
-        if isinstance(row(n), Elementwise) and id(n) not in outputs and n.op != "constant":
+        if (isinstance(row(n), Elementwise) and id(n) not in outputs and n.op != "constant"
+                and width[id(n)] <= MAX_READS):
             root = one_loop(n)
             if root is not None:
                 inlined.add(id(n))

@@ -43,7 +43,20 @@ def _emit_reduce(ctx, node, out, init, combine):
     axes, dtype = node.attrs["axes"], node.dtype
     _fill(ctx, out, node.type, init)
     last = x.type.ndim - 1
-    if last not in axes or x.shape[last] < 2 * LANES:
+    if last in axes and x.shape[last] < 2 * LANES:
+        # a short reduced run (pairwise distances' d): summed in a register, unrolled,
+        # in the same order as element by element; the loop over the kept axes then
+        # vectorises across outputs instead of storing and reloading each partial sum
+        with loop_nest(b, x.shape[:last], "r") as prefix:
+            kept = [i for d, i in enumerate(prefix) if d not in axes]
+            where = linearise(b, kept, node.shape)
+            total = load(b, out, where, dtype)
+            for j in range(x.shape[last]):
+                total = combine(b, total, ctx.read(x, _flat_index(b, prefix + [i64(j)],
+                                                                   x.shape)))
+            store(b, total, out, where, dtype)
+        return
+    if last not in axes:
         with loop_nest(b, x.shape, "r") as idx:
             kept = [i for d, i in enumerate(idx) if d not in axes]
             where = linearise(b, kept, node.shape)

@@ -10,12 +10,14 @@ from __future__ import annotations
 from llvmlite import ir
 
 from llgrad.compiler.codegen import control, kernels, linalg, math, matmul
-from llgrad.compiler.codegen.scan import emit_cumsum
+from llgrad.compiler.codegen.cumsum import emit_cumsum
 from llgrad.compiler.codegen.sort import emit_argsort, scratch_bytes as sort_scratch
 from llgrad.compiler.codegen.collective import emit_allreduce_sum
+from llgrad.compiler.codegen.prefetch import emit_prefetch_rows
 from llgrad.compiler.codegen import branches
 from llgrad.compiler.codegen import call as region_call
 from llgrad.compiler.codegen.while_loop import emit_while, scratch_bytes as while_scratch
+from llgrad.compiler.codegen.heap_tape import emit_tape_row
 from llgrad.compiler.codegen.plan import (
     Branches,
     Elementwise,
@@ -323,10 +325,13 @@ LOWERINGS = {
     "custom_vjp_call": View(_read_first, lambda n: False),
     "custom_jvp_call": View(_read_first, lambda n: False),
     "while": Loop(emit_while, scratch=while_scratch, inline_inputs=False),  # while_loop.py
+    "tape_row": Kernel(emit_tape_row, inline_inputs=False),  # heap_tape.py
     "checkpoint": Loop(region_call.emit_call, scratch=region_call.scratch_bytes,
                        inline_inputs=False),
     # collectives: one MPI call each, a kernel of its own (see codegen/collective.py)
     "allreduce_sum": Kernel(emit_allreduce_sum, inline_inputs=False),
+    # a hint to the cache about rows a later step reads (see codegen/prefetch.py)
+    "prefetch_rows": Kernel(emit_prefetch_rows, inline_inputs=False),
     # views and leaves
     "reshape": View(_read_reshape, lambda n: n.inputs[0].type.ndim > 0),
     "parameter": Leaf(),

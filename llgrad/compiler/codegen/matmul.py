@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from llgrad.compiler.codegen import parallel, tiles, transpose
+from llgrad.compiler.codegen import matvec, parallel, tiles, transpose
 from llgrad.llvm import atomics
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
 from llgrad.llvm.scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, declare, i64, linearise, store
+from llgrad.runtime import calibration
 from llgrad.runtime.pool import REST_SYMBOL
 
 # Multiply-add may contract to FMA (as BLAS does); it never reorders the sum.
@@ -210,9 +211,10 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
             b.call(fn, [tb, ta, n, m, k, one, bm, pldb, a, plda, zero, cm, ldc])
 
 
-def _use_blas(options, gemm, c: Canonical, vectorised: bool, itemsize: int) -> bool:
-    """BLAS per the thresholds above, or from ``blas_min_flops`` multiply-adds on
-    whatever the tiles could do, when the module was built with that option."""
+def _use_blas(options, gemm, c: Canonical, vectorised: bool, dtype: str) -> bool:
+    """BLAS from ``blas_min_flops`` multiply-adds on whatever the tiles could do, when
+    the module was built with that option; else as this machine's calibration measured
+    (``runtime.calibration``); else per the thresholds above."""
     if gemm is None or min(c.M, c.N, c.K) < 1 or not _fits(gemm, c):
         return False
     flops = c.M * c.N * c.K
@@ -221,10 +223,14 @@ def _use_blas(options, gemm, c: Canonical, vectorised: bool, itemsize: int) -> b
         return flops >= forced
     if not vectorised:
         return flops >= SCALAR_BLAS_MIN_FLOPS
+    measured = calibration.prefers_blas(options.product_timings, dtype, options.threads,
+                                        c.B * c.M, c.K, c.N)
+    if measured is not None:
+        return measured
     if _blas_would_thread(options, flops):
         return False          # on llgrad's pool, never OpenBLAS's threads beside it
     return flops >= BLAS_MIN_FLOPS and not (flops >= LARGE_TILES_MIN_FLOPS
-                                            and _re_reads_fit(options, c, itemsize))
+                                            and _re_reads_fit(options, c, ITEMSIZE[dtype]))
 
 
 def _blas_would_thread(options, flops: int) -> bool:
@@ -252,8 +258,15 @@ def emit_dot_general(ctx, node, out):
     la, lb = c.gemm_layouts
     A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
     a_strides = _strides(la, c.M, c.K)
+    streaming = matvec.plan(c, a_strides, _strides(lb, c.K, c.N))   # B read in place
+    if streaming is not None and dtype in ("float32", "float64"):
+        Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
+        matvec.emit(ctx, streaming, A, Bm, out, dtype, tuple(ctx.flags) or _CONTRACT)
+        if ctx.epilogue is not None:
+            ctx.epilogue.run_all(b)
+        return
     gemm = ctx.options.gemm(dtype)
-    if _use_blas(ctx.options, gemm, c, tiles.vectorised(c.M, c.N, a_strides), ITEMSIZE[dtype]):
+    if _use_blas(ctx.options, gemm, c, tiles.vectorised(c.M, c.N, a_strides), dtype):
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
         if _blas_would_thread(ctx.options, c.M * c.K * c.N):   # OpenBLAS decides per gemm call
             b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # see runtime.pool
@@ -310,7 +323,8 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     the tiles have written it; after the whole product where bands of rows are not
     what the product is cut into (a pipeline over k, column bands), or where the
     epilogue alone would be split across threads but the product is not."""
-    bits, parts = options.vector_bits, options.threads
+    bits = tiles.VectorUnit(options.vector_bits, options.vector_registers)
+    parts = options.threads
     lanes = _lanes(options, dtype)
 
     def copy_columns(pb, src, dst, first, count):

@@ -12,18 +12,21 @@ instead, inlined since its code is smaller than the call (``region``: values pas
 registers and independent math calls run as vector calls).  ``<name>.list`` is a second
 entry for calls from Python (``list_entry``) and large elementwise kernels may run split
 across threads (``parallel``).  Kernels whose code is identical (the same layer repeated
-in a deep network, forward or backward) are emitted once and called with other buffers.
+in a deep network, forward or backward) are emitted once and called with other buffers:
+a repeat is known by its ``kernel_key`` before any of its code is written.  A graph of
+more than ``CALLS_PER_PART`` kernels calls them from several functions, one per part,
+so that no one function grows with the program.
 """
 from __future__ import annotations
 
 import functools
-import os
 import re
 
 import numpy as np
 from llvmlite import ir
 
 from llgrad.compiler.codegen import debuginfo, finite, math, parallel, profile, region
+from llgrad.compiler.codegen import heap_tape
 from llgrad.compiler.codegen.context import KernelContext
 from llgrad.compiler.codegen.epilogue import Epilogue
 from llgrad.compiler.codegen.kernel_key import kernel_key
@@ -192,9 +195,11 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
             for pinned in (buf.source, buf.start):
                 if pinned is not None:
                     last_read[region.key(pinned)] = len(kernels)
+    tapes = heap_tape.plan(state, graph, kernels, memory)   # freed after their last reader
     top, parts, next_part = eb, [], 0
     t = 0
     while t < len(kernels):
+        heap_tape.release_before(eb, address, tapes, t)
         if len(kernels) > CALLS_PER_PART and t >= next_part:
             eb, address = _part(state, top, f"{name}.part{t}", address_in, graph)
             parts.append(eb)
@@ -216,6 +221,7 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
         finite.check(state, eb, graph, [(k, kernels[k].node, memory.outputs[k])
                                         for k in range(t, t + 1 + paired)], address)
         t += 1 + paired
+    heap_tape.release_before(eb, address, tapes, len(kernels))
     for b in parts + [top]:
         b.ret_void()
     return entry
@@ -226,7 +232,7 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
 #: over one function of thousands of calls, each with buffer addresses that stay live
 #: across the rest (re-measure: the machine code stage of ``python
 #: benchmarks/bench_compile.py --programs jacjac``, with this at 10**9)
-CALLS_PER_PART = int(os.environ.get("LLGRAD_CALLS_PER_PART", 128))
+CALLS_PER_PART = 128
 
 
 def _part(state, top: ir.IRBuilder, name: str, address_in, graph):
@@ -360,13 +366,11 @@ def _kernel_params(kernel, memory, t, extra=()):
     stored input (constants are globals, not arguments), its scratch, then the
     ``extra`` buffers not among those; with the counts of stored inputs and of all
     but the extra ones."""
-    read_bufs = []
-    for n in kernel.reads:
-        buf = memory.buffers[id(n)]
-        if buf.kind != "constant" and all(buf is not r for r in read_bufs):
-            read_bufs.append(buf)
+    read_bufs = list({id(buf): buf for buf in (memory.buffers[id(n)] for n in kernel.reads)
+                      if buf.kind != "constant"}.values())
     own = [memory.outputs[t]] + read_bufs + list(memory.scratch[t])
-    params = own + [buf for buf in extra if all(buf is not p for p in own)]
+    mine = {id(buf) for buf in own}
+    params = own + [buf for buf in extra if id(buf) not in mine]
     return params, len(read_bufs), len(own)
 
 

@@ -26,8 +26,11 @@ class CodegenOptions:
     ``blas``: (dtype, symbol, calling convention) of each BLAS gemm found.
     ``blas_min_flops``: products of at least this many multiply-adds go to BLAS
     whatever the tiles could do (None: the thresholds in ``matmul``).
-    ``vector_bits``: the target's vector register width (sizes matmul tiles).
+    ``vector_bits``, ``vector_registers``: the target's vector register width and
+    count (``runtime.host``: they size the matmul tiles).
     ``tile_panel_bytes``: the largest right operand a large product keeps as tiles.
+    ``product_timings``: this machine's measured products, tiles against BLAS
+    (``runtime.calibration``; empty: the thresholds in ``matmul`` decide).
     ``object_layout``: offsets of a list's items and an array's data in this Python
     (None: no entry taking a Python list, see ``module.list_entry``).
     ``threads``: how many pieces a large kernel or product is split into.
@@ -40,7 +43,9 @@ class CodegenOptions:
     blas: tuple[tuple[str, str, str], ...] = ()
     blas_min_flops: Optional[int] = None
     vector_bits: int = 256
+    vector_registers: int = 16
     tile_panel_bytes: int = 0
+    product_timings: tuple = ()
     object_layout: Optional[tuple[int, int]] = None
     threads: int = 1
     batch_calls: bool = True
@@ -79,6 +84,7 @@ class ModuleState:
     split_parts: dict = field(default_factory=dict)       # (kernel, size, parts, unit) -> fn
     loop_bodies: int = 0                                  # body functions emitted so far
     carried: set = field(default_factory=set)  # ids of loop-carried body parameters
+    taped: set = field(default_factory=set)    # ids of whiles recording a heap tape
     profile: Optional[list] = None             # one label per timed call site
     checks: Optional[list] = None              # one label per NaN/Inf check (finite)
     origins: Optional[dict] = None             # id(node) -> (pass, adjoint of)

@@ -4,8 +4,9 @@
 every part; ``call_split`` cuts a flat elementwise kernel's element range ``[lo, hi)``
 into pieces on 64-element boundaries.  Each element is computed exactly as in one
 thread (no single sum is split: a pipelined product hands its partial sums on, see
-``matmul._emit_k_stages``), so the results are identical bit for bit whatever the
-number of threads, and a part the pool cannot take runs on the calling thread.
+``matmul._emit_k_stages``; ``matvec`` cuts ``X.T @ r`` into chunks of rows fixed by
+the shape alone), so the results are identical bit for bit whatever the number of
+threads, and a part the pool cannot take runs on the calling thread.
 Small kernels are not split: see ``MIN_ELEMENTS``.  The pool is resolved by name
 when the code is loaded, like BLAS.
 """

@@ -54,7 +54,8 @@ def kernel_label(graph_name: str, first: int, kernels, epilogue: bool = False) -
     if len(kernels) > 1 and not epilogue:
         what = f"{len(kernels)} kernels"
     elif node.op == "loop":
-        what = f"{node.attrs['trip_count']} steps"
+        bound = "up to " if node.attrs.get("runtime_count") else ""
+        what = f"{bound}{node.attrs['trip_count']} steps"
     else:
         what = str(node.type)
     whole_loop = node.op == "loop"      # its body's kernels have rows of their own

@@ -71,6 +71,14 @@ def vectorised(M, N, a_strides) -> bool:
 
 
 @dataclass(frozen=True)
+class VectorUnit:
+    """The vector registers tiles are sized for (``runtime.host``): their width in
+    bits and their count (16 on AVX2, 32 on AVX-512)."""
+    bits: int
+    registers: int
+
+
+@dataclass(frozen=True)
 class Stage:
     """A product computed over one range of k, in a pipeline of such stages: every
     tile waits (``wait(b, t)``, t counting the tiles in order) until the stage
@@ -82,10 +90,10 @@ class Stage:
 
 
 def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype: str,
-                 flags, vector_bits: int, stage: Stage | None = None,
+                 flags, unit: VectorUnit, stage: Stage | None = None,
                  after_rows: Callable | None = None) -> None:
     """C[i] = A[i] @ B[i] for each batch ``i``; ``shape`` is (batch, M, K, N) (K may
-    be an ``i64`` value).
+    be an ``i64`` value); ``unit``: the registers the tiles are sized for.
 
     B and C must have contiguous rows (``contiguous_rows``).  When N is 1 and A's
     columns are contiguous, the transposed product (C^T = B^T A^T) runs instead, so
@@ -97,15 +105,15 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
     nb, M, K, N = shape
     if N == 1 and vectorised(M, N, a.strides) and stage is None:
         if after_rows is not None:      # the transposed product has no bands of C's rows
-            emit_product(b, shape, a, bm, c, dtype, flags, vector_bits)
+            emit_product(b, shape, a, bm, c, dtype, flags, unit)
             after_rows(b, i64(0), i64(M))
             return
         a, bm, c = bm.transposed(), a.transposed(), c.transposed()
         M, N = N, M
     if M == 0 or N == 0:
         return
+    vector_bits, registers = unit.bits, unit.registers
     lanes = vector_bits // (8 * ITEMSIZE[dtype])
-    registers = 32 if vector_bits >= 512 else 16
     col_blocks = _column_blocks(N, lanes)
     # accumulators and B's vectors must fit the registers, or LLVM spills inside the
     # k loop; so must one broadcast per row, except with AVX-512, whose FMAs read a

@@ -14,7 +14,9 @@ a message naming the user's line into the module's status word (the first failur
 wins) and leaves the loop with the values it has, so nothing is written past a tape
 and the code after it runs on finite memory.  ``<entry>.while_status`` returns the
 word's address: the Executable reads it after each call and raises
-``LoopLimitError`` with the message (``codegen/build.py``).  The word is one per
+``LoopLimitError`` with the message (``codegen/build.py``).  Without ``max_steps`` a
+loop whose heap tape is read appends the rows to it instead (``heap_tape.py``), and
+reports a tape that cannot grow through the same word.  The word is one per
 module, as ``finite.py``'s: concurrent calls of one executable may see each other's
 failure.
 """
@@ -22,8 +24,9 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from llgrad.compiler.codegen import heap_tape
 from llgrad.compiler.codegen.call import lower_body
-from llgrad.ir.primitives_while import limit_message, tape_index, trip_index
+from llgrad.ir.primitives_while import handle_index, limit_message, tape_index, trip_index
 from llgrad.llvm.scalar import I8, I64, PTR, i64, load, nbytes, part_offset, store
 
 STATUS = "llgrad.while.status"
@@ -92,6 +95,8 @@ def emit_while(ctx, node, out):
     put(base, pred_slot)
     put(n_slots - 1, arena)
     b.store(b.zext(load(b, ctx.pointer(pred0), i64(0), "bool"), I8), pred_slot)
+    tape = (heap_tape.Recorder(b, node, _message(state.module, heap_tape.memory_message(node)))
+            if id(node) in state.taped else None)
 
     pre = b.block
     head = b.append_basic_block("while.head")
@@ -103,12 +108,12 @@ def emit_while(ctx, node, out):
     step.add_incoming(i64(0), pre)
     b.cbranch(load(b, pred_slot, i64(0), "bool"), run, done)
     b.position_at_end(run)
+    entry = b.function.name.split(".")[0]
     if limit is not None:
         within = b.append_basic_block("while.within")
         over = b.append_basic_block("while.over")
         b.cbranch(b.icmp_signed("<", step, i64(limit)), within, over)
         b.position_at_end(over)
-        entry = b.function.name.split(".")[0]
         message = b.ptrtoint(_message(state.module, limit_message(node)), I64)
         b.cmpxchg(_status(state.module, entry), i64(0), message, "monotonic", "monotonic")
         b.branch(done)
@@ -118,6 +123,14 @@ def emit_while(ctx, node, out):
     for k, (f, s) in enumerate(zip(first, second)):   # even steps read the first set
         put(1 + k, current[k])
         put(base + 1 + k, b.select(odd, f, s))
+    if tape is not None:
+        full = b.append_basic_block("while.tape_full")
+        tape.append(step, current, sizes, full)
+        appended = b.block
+        b.position_at_end(full)
+        tape.fail(_status(state.module, entry))
+        b.branch(done)
+        b.position_at_end(appended)
     if limit is not None:
         for k, (src, size) in enumerate(zip(current, sizes)):
             row = b.gep(part(tape_index(node, k)), [b.mul(step, size)], inbounds=True,
@@ -133,6 +146,11 @@ def emit_while(ctx, node, out):
     trips.add_incoming(step, head)
     if limit is not None:
         trips.add_incoming(step, over)
+    if tape is not None:
+        trips.add_incoming(step, full)
+        store(b, tape.handle(), part(handle_index(node)), i64(0), "int64")
+    elif node.attrs.get("heap_tape"):   # nothing reads it: no tape
+        store(b, i64(0), part(handle_index(node)), i64(0), "int64")
     odd = b.trunc(trips, ir.IntType(1))
     for k, (f, s, size) in enumerate(zip(first, second, sizes)):
         _memcpy(b, part(k), b.select(odd, s, f), size)

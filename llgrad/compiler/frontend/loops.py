@@ -15,6 +15,8 @@ need.
 from __future__ import annotations
 
 from llgrad.compiler.frontend import pytree
+from llgrad.compiler.frontend.loop_products import (hoist_invariant_operands, hoist_row_products,
+                                                    pretransposed_weights)
 from llgrad.compiler.frontend.nested import Nested, close, made_before
 from llgrad.compiler.frontend.trace import TraceContext, Tracer, current, lift, located
 from llgrad.ir.errors import DTypeError, LlgradError, ShapeError, UnsupportedError
@@ -72,8 +74,11 @@ def loop_node(body: Graph, captured: list, carried: list, invariants: list,
     """One ``loop`` node in the enclosing trace; returns its results (final carried
     values, then the stacked per-step values) as nodes."""
     b = current().builder
-    node = b.loop(*carried, *invariants, *captured, body=body, trip_count=trip_count,
-                  n_carried=len(carried))
+    body, inputs = hoist_invariant_operands(b, body, len(carried),
+                                            [*carried, *invariants, *captured])
+    body, inputs = hoist_row_products(b, body, len(carried), trip_count, inputs)
+    body, inputs = pretransposed_weights(b, body, len(carried), inputs)
+    node = b.loop(*inputs, body=body, trip_count=trip_count, n_carried=len(carried))
     return [b.tuple_get(node, index=k) for k in range(len(node.type))]
 
 

@@ -8,7 +8,7 @@ How three of them are built:
   Hillis-Steele doubling for ``cumprod``), so reverse mode differentiates them like
   any other arithmetic: the adjoint reaching a factor is the product of the others,
   also where other factors are zero (never ``prod / x``).  Cumulative sums are the
-  ``cumsum`` primitive (ir/primitives_scan.py), one pass in numpy's order.
+  ``cumsum`` primitive (ir/primitives_cumsum.py), one pass in numpy's order.
 - numpy's remainder and floor division follow numpy's own C code (``npy_divmod``):
   C's ``fmod`` (the primitive), moved by the divisor where the signs differ, a zero
   remainder signed like the divisor, and a quotient snapped to a whole number.

@@ -72,6 +72,6 @@ def while_loop(cond_fun, body_fun, init_val, max_steps=None):
     b = current().builder
     b.source = where
     node = b.emit("while", pred0, *carried, *captured, body=body, n_carried=len(carried),
-                  max_steps=max_steps, where=where)
+                  max_steps=max_steps, where=where, heap_tape=max_steps is None)
     return pytree.unflatten(tree, [Tracer(b.tuple_get(node, index=k))
                                    for k in range(len(carried))])

@@ -21,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from llgrad.compiler.inspection import linking, svg
+from llgrad.compiler.inspection import linking
+from llgrad.ir import svg
 from llgrad.ir.errors import LlgradError
 
 _ASSETS = Path(__file__).with_name("assets")

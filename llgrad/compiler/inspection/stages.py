@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import NamedTuple
 
-from llgrad.compiler.inspection.svg import draw, render_dot
+from llgrad.ir.svg import picture, render_dot
 from llgrad.compiler.autodiff.checkpoint import recomputed_flops
 from llgrad.compiler.passes.dce import removed
 from llgrad.ir.errors import LlgradError
@@ -60,7 +60,7 @@ class Annotated:
     __repr__ = __str__
 
     def _repr_svg_(self):
-        return draw(self.graph, "")
+        return picture(self.graph)
 
 
 def _argument_bytes(node) -> bool:
@@ -323,7 +323,7 @@ class Trace:
 
     def _repr_svg_(self):
         """The drawing of the joint graph (the forward graph for jit)."""
-        return draw(self._source, "")
+        return picture(self._source)
 
 
 def _bytes_moved(graph: Graph, plan) -> int:

@@ -1,4 +1,4 @@
-"""The scan primitive: ``cumsum``, running sums along the last axis.
+"""The ``cumsum`` primitive: running sums along the last axis.
 
 A left-to-right sum, one add per element, as numpy's ``add.accumulate`` adds (so
 the native result is numpy's bit for bit); ``reverse`` sums from the right instead.

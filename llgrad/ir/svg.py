@@ -87,9 +87,18 @@ def draw(graph, file: str) -> str:
     if len(nodes) > MAX_NODES:
         return (f"<p>The graph has {len(nodes)} nodes, more than the {MAX_NODES} drawn "
                 f"here: its text is in the other tabs.</p>")
-    if shutil.which("dot"):
-        return _with_dot(nodes)
-    return _layered(nodes)
+    return _laid_out(nodes)
+
+
+def picture(graph):
+    """The SVG of ``graph`` for a notebook's ``_repr_svg_``, or None (the notebook then
+    shows the printed text) when it has more than ``MAX_NODES`` nodes."""
+    nodes = drawn_nodes(graph, "")
+    return None if len(nodes) > MAX_NODES else _laid_out(nodes)
+
+
+def _laid_out(nodes) -> str:
+    return _with_dot(nodes) if shutil.which("dot") else _layered(nodes)
 
 
 def _with_dot(nodes) -> str:
