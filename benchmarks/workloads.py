@@ -4,7 +4,9 @@ A loss is written against an array namespace ``xp`` (``tanh exp log sin cos sqrt
 mean`` and the operators), so that every system runs the same source: llgrad traces it
 with ``xp = numpy``, HIPS autograd gets ``autograd.numpy``, JAX ``jax.numpy``, PyTensor
 ``pytensor.tensor``, PyTorch a thin adapter, and micrograd numpy itself over object
-arrays of its ``Value``s.  Beside each loss sits its gradient by hand in numpy: run in
+arrays of its ``Value``s.  The LSTM's loss also takes ``xp.stack`` and, where the
+system has one, ``xp.scan`` (``WithScan``: llgrad.scan, jax.lax.scan); without it the
+steps are a Python loop.  Beside each loss sits its gradient by hand in numpy: run in
 float64 it is the reference every system is checked against, and the suite checks it
 against central finite differences before trusting it.
 """

@@ -174,6 +174,7 @@ def _options(name, target: str, fastmath: bool, threads: int, blas) -> CodegenOp
     cpu = host.for_features(features)
     return CodegenOptions(fastmath=fastmath, vector_isas=isas, blas=gemms if blas else (),
                           vector_bits=cpu.vector_bits, vector_registers=cpu.vector_registers,
+                          fma_units=cpu.fma_units,
                           tile_panel_bytes=cpu.tile_panel_bytes, threads=threads)
 
 

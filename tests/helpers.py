@@ -371,8 +371,9 @@ NOT_YET_DIFFERENTIABLE = {"loop", "tuple_get", "digamma"}  # digamma: trigamma r
 #: their numpy meaning's (stop_gradient's is zero, a custom call's the user's rule):
 #: tests/test_cond.py and tests/test_custom_rules.py check those
 NOT_YET_DIFFERENTIABLE |= {"cond", "stop_gradient", "custom_vjp_call", "custom_jvp_call"}
-#: and while and checkpoint (a body graph each): tests/test_while_loop.py, test_recompute.py
-NOT_YET_DIFFERENTIABLE |= {"while", "checkpoint"}
+#: and while, tape_row and checkpoint (a body graph each): tests/test_while_loop.py (second
+#: order through tape_row), test_recompute.py
+NOT_YET_DIFFERENTIABLE |= {"while", "tape_row", "checkpoint"}
 
 
 def _fd_cases():
@@ -446,6 +447,17 @@ def taped_graph():
         return llgrad.checkpoint(lambda c: np.tanh(c) * c)(halved)
 
     return llgrad.jit(f).trace(np.ones(3)).ir
+
+
+def heap_taped_graph():
+    """The body of the reversed loop of a while_loop without max_steps, which reads the
+    forward loop's heap tape (a sample of ``tape_row``)."""
+    def f(x):
+        return np.sum(llgrad.while_loop(lambda c: c.sum() > 1.0, lambda c: np.sin(c), x))
+
+    backward = llgrad.grad(f).trace(np.full(3, 2.0)).backward
+    return next(n.attrs["body"] for n in backward.nodes if n.op == "while"
+                and any(m.op == "tape_row" for m in n.attrs["body"].nodes))
 
 
 def central_gradient(f, x, eps=1e-6):

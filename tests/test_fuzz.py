@@ -231,7 +231,7 @@ def _splits_agree(program, seed):
         patch.setenv("LLGRAD_NO_CACHE", "1")      # code made under these thresholds
         patch.setattr(parallel, "MIN_ELEMENTS", 2)
         patch.setattr(parallel, "LINE_ELEMENTS", 1)
-        patch.setattr(matmul, "PARALLEL_MIN_FLOPS", 2)
+        patch.setattr(matmul, "PARALLEL_MIN_CYCLES", 0)
         for graph in graphs:
             want = compile_graph(graph, threads=1, libmvec=False)(*args)
             for parts in (2, 3):

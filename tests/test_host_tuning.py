@@ -107,3 +107,12 @@ def test_every_tile_shape_of_a_forced_host_equals_numpy(monkeypatch, isa, dtype)
     for (M, N), out, a, b in zip(shapes, got, values[::2], values[1::2]):
         np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=tol, atol=tol,
                                    err_msg=f"{isa} {dtype} {M}x{K}x{N}")
+
+
+def test_the_split_threshold_is_a_time_at_the_hosts_peak(monkeypatch):
+    from llgrad.compiler.codegen import matmul
+    cycles = matmul.PARALLEL_MIN_CYCLES
+    for isa, dtype, lanes in (("avx512", "float32", 16), ("avx2", "float64", 4)):
+        monkeypatch.setenv("LLGRAD_HOST", isa)
+        options = _options()
+        assert matmul._split_min_flops(options, dtype) == cycles * options.fma_units * lanes

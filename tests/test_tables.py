@@ -7,8 +7,8 @@ import inspect
 
 import numpy as np
 import pytest
-from helpers import (CASES, branched_graph, case_parameters, collective_graph, looped_graph,
-                     taped_graph)
+from helpers import (CASES, branched_graph, case_parameters, collective_graph,
+                     heap_taped_graph, looped_graph, taped_graph)
 
 import llgrad
 import llgrad.numpy as lnp
@@ -30,7 +30,8 @@ def _sample(name):
             params = case_parameters(b, case)
             return params[0] if name == "parameter" else b.emit(name, *params, **case.attrs)
     sample = next((n for graph in (looped_graph(), branched_graph(),
-                                          collective_graph(), taped_graph())
+                                          collective_graph(), taped_graph(),
+                                          heap_taped_graph())
                    for n in graph.nodes if n.op == name), None)
     assert sample is not None, f"primitive {name} has no case in tests/helpers.py (CASES)"
     return sample

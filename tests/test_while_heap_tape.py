@@ -87,6 +87,22 @@ def test_gradient_matches_finite_differences_of_the_python_loop(trips):
                                rtol=1e-6, atol=1e-9)
 
 
+def _in_a_scan_body(x):
+    def step(total, n):
+        return total + drift(x, W, n), 0.0
+    return llgrad.scan(step, 0.0, np.array([10.0, 200.0, 3.0]))[0]
+
+
+@pytest.mark.parametrize("f, trips", [
+    (_in_a_scan_body, (10, 200, 3)),   # a tape per run of the body, freed in it
+    (lambda x: llgrad.cond(np.sum(x) > 0, lambda y: drift(y, W, 100.0), np.sum, x), (100,)),
+    (lambda x: llgrad.checkpoint(lambda y: drift(y, W, 300.0))(x), (300,)),
+], ids=["scan", "cond", "checkpoint"])
+def test_loops_inside_bodies_keep_their_tapes(f, trips):
+    want = sum(drift_adjoint(X, W, n)[0] for n in trips)
+    np.testing.assert_allclose(llgrad.grad(f)(X), want, rtol=1e-13)
+
+
 def test_native_tape_equals_the_interpreters_replay():
     traced = GRAD.trace(X, W, 30.0)
     for native, replayed in zip(GRAD(X, W, 30.0), interpret(traced.backward, X, W, 30.0)[1:]):
@@ -154,3 +170,19 @@ def test_a_handle_that_leaves_its_graph_is_refused():
                   and n.attrs["index"] == handle_index(loop))
     with pytest.raises(UnsupportedError, match=f"test_while_heap_tape.py:{LOOP_LINE}.*max_steps"):
         compile_graph(Graph(graph.inputs, [*graph.outputs, handle]))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
+def test_a_call_stopped_by_a_nan_check_frees_its_tape_too():
+    """With debug_nans a NaN after the loop ends the call before the reversed loop reads
+    the tape: it is freed on that way out as well."""
+    with llgrad.debug_nans():
+        grad = llgrad.grad(lambda x, w, n: np.sqrt(-drift(x, w, n) ** 2 - 1.0), argnums=(0, 1))
+        for _ in range(20):
+            with pytest.raises(FloatingPointError, match="sqrt"):
+                grad(X, W, 5000.0)
+        before = _resident_bytes()
+        for _ in range(300):
+            with pytest.raises(FloatingPointError):
+                grad(X, W, 5000.0)
+    assert _resident_bytes() - before < 32 << 20

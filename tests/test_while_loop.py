@@ -241,3 +241,16 @@ def test_hessian_vector_product_forward_over_reverse(max_steps):
     g = llgrad.grad(f)
     np.testing.assert_allclose(llgrad.hvp(f)(X, v), central(lambda x: g(x) @ v, X, 1e-5),
                                rtol=1e-5)
+
+
+def _after_the_loop(x):
+    halved = llgrad.while_loop(lambda c: c.sum() > 1.0, lambda c: c / 2, x)
+    return np.sqrt(halved - 10.0).sum()   # its own line, not the loop's
+
+
+def test_nodes_traced_after_the_loop_name_their_own_line():
+    import inspect
+    first = inspect.getsourcelines(_after_the_loop)[1]
+    nodes = llgrad.jit(_after_the_loop).trace(np.full(3, 4.0)).ir.nodes
+    assert {n.source for n in nodes if n.op == "while"} == {f"test_while_loop.py:{first + 1}"}
+    assert {n.source for n in nodes if n.op == "sqrt"} == {f"test_while_loop.py:{first + 2}"}

@@ -34,6 +34,7 @@ import dataclasses
 from llgrad.compiler.autodiff.forward import jvp
 from llgrad.compiler.autodiff.loops import _derived
 from llgrad.compiler.autodiff.reverse import vjp
+from llgrad.ir.errors import GradientError
 from llgrad.ir.graph import Builder, Graph
 from llgrad.ir.inline import inline
 from llgrad.ir.primitives import PRIMITIVES
@@ -96,7 +97,8 @@ def _row(b: Builder, x, at):
 
 
 def reversed_while(b: Builder, step_vjp: Graph, nc: int, carried_wrt, invariant_wrt,
-                   trips, carry_at, sources, invariants, carried_adjoint, row_adjoints=()):
+                   trips, carry_at, sources, invariants, carried_adjoint, row_adjoints=(),
+                   where=None):
     """The reversed loop over ``trips`` forward steps, built with ``b``; returns (adjoint
     per ``carried_wrt``, summed adjoint per ``invariant_wrt``).
 
@@ -107,6 +109,7 @@ def reversed_while(b: Builder, step_vjp: Graph, nc: int, carried_wrt, invariant_
     - ``carried_adjoint``: per ``carried_wrt``, the adjoint of the final value (a node).
     - ``row_adjoints``: (position in ``carried_wrt``, node [max_steps, *shape]) whose
       row k adds to that carry's adjoint at step k (a tape's adjoint).
+    - ``where``: the forward loop's line, which the reversed loop's heap tape names.
     """
     inv_types = [p.type for p in step_vjp.inputs[1 + nc:1 + nc + len(invariants)]]
     carried_types = [p.type for p in step_vjp.inputs[1:1 + nc]]
@@ -143,7 +146,7 @@ def reversed_while(b: Builder, step_vjp: Graph, nc: int, carried_wrt, invariant_
     init = list(carried_adjoint) + [b.full(0.0, inv_types[j]) for j in invariant_wrt]
     looped = b.emit("while", b.lt(b.const(0, "int64"), trips), *init, trips, *sources,
                     *[x for _, x in row_adjoints], *invariants, body=body,
-                    n_carried=len(init), max_steps=None, where=None, heap_tape=True)
+                    n_carried=len(init), max_steps=None, where=where, heap_tape=True)
     results = [b.tuple_get(looped, index=r) for r in range(len(init))]
     return results[:len(carried_wrt)], results[len(carried_wrt):]
 
@@ -170,17 +173,20 @@ def while_vjp(b: Builder, node, g, wanted=None):
 
         def carry_at(rb, k, tapes, _invariants):
             return [_row(rb, tape, k) for tape in tapes]
-    else:
+    elif node.attrs.get("heap_tape"):
         sources = [b.tuple_get(node, index=handle_index(node)), node.inputs[0], *carried]
 
         def carry_at(rb, k, handle_and_inputs, invariant_params):
-            return [rb.emit("tape_row", *handle_and_inputs[:1], k, *handle_and_inputs[1:],
-                            *invariant_params, body=body, n_carried=nc, index=j)
-                    for j in range(nc)]
+            handle, *inputs = handle_and_inputs
+            return [rb.emit("tape_row", handle, k, *inputs, *invariant_params, body=body,
+                            n_carried=nc, index=j) for j in range(nc)]
+    else:
+        raise GradientError(f"while at {node.attrs['where'] or 'an unknown line'}: reverse "
+                            f"mode needs max_steps or a heap tape (heap_tape=True)")
 
     d_carried, d_invariant = reversed_while(
         b, _step_vjp(body, nc, carried_wrt, invariant_wrt), nc, carried_wrt, invariant_wrt,
-        trips, carry_at, sources, invariants, final, tape_adjoints)
+        trips, carry_at, sources, invariants, final, tape_adjoints, node.attrs["where"])
     out = [None] * n_inputs
     for pos, j in enumerate(carried_wrt):
         out[1 + j] = d_carried[pos]

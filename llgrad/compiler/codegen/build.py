@@ -99,7 +99,8 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
         blas=tuple((dtype, g.symbol, g.convention)
                    for dtype, g in sorted((blas_symbols() if blas else {}).items())),
         blas_min_flops=blas_min_flops, vector_bits=cpu.vector_bits,
-        vector_registers=cpu.vector_registers, tile_panel_bytes=cpu.tile_panel_bytes,
+        vector_registers=cpu.vector_registers, fma_units=cpu.fma_units,
+        tile_panel_bytes=cpu.tile_panel_bytes,
         product_timings=calibration.load() if blas and blas_min_flops is None else (),
         object_layout=tuple(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
         threads=threads, batch_calls=batch_calls, profile=profile, check_finite=check_finite)

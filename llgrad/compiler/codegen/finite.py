@@ -42,10 +42,11 @@ def label(graph, t: int, node, origins) -> dict:
             "pass": where, "adjoint_of": of, "source": node.source}
 
 
-def check(state, b: ir.IRBuilder, graph, items, address) -> None:
+def check(state, b: ir.IRBuilder, graph, items, address, before_return=None) -> None:
     """After the kernel call(s) just emitted with ``b``: scans the float output of each
     (kernel number, node, output buffer) in ``items``, then returns from the function
-    when the status is set.  Nothing when the module is not checked."""
+    when the status is set (``before_return(builder)`` first: what must not leak, such
+    as heap tapes).  Nothing when the module is not checked."""
     if state.checks is None:
         return
     status = _status(state.module)
@@ -64,6 +65,8 @@ def check(state, b: ir.IRBuilder, graph, items, address) -> None:
                 b.cmpxchg(status, i64(0), i64(number), "monotonic", "monotonic")
     failed = b.icmp_unsigned("!=", b.load(status, typ=I64), i64(0))
     with b.if_then(failed, likely=False):
+        if before_return is not None:
+            before_return(b)
         b.ret_void()
 
 

@@ -3,21 +3,21 @@ read back by ``tape_row``, freed after the last reader of its handle.
 
 A loop with ``heap_tape`` whose handle some kernel of its graph reads (``plan``: in
 reverse mode, the reversed loop) copies its carried values as each step begins into
-row ``step`` of a ``malloc``'d buffer, one row of all of them; a full buffer is
-``realloc``'d to twice its rows (INITIAL_ROWS first), so appending costs amortised
-constant time and the tape never needs a bound.  ``realloc`` and ``free`` are
-resolved by name when the code is loaded, as libm's functions are.  A failed
-``realloc`` (or a size past what an i64 counts) stops the loop as a spent
-``max_steps`` does: the module's status word gets a message naming the loop's line,
-which the Executable raises as ``MemoryError``; the rows recorded so far stay valid
-and are freed like any tape.  The handle (the buffer's address, 0 before any row) is
-one of the loop's results.
+row ``step`` of a heap buffer, one row of all of them; a full buffer is ``realloc``'d
+to twice its rows (INITIAL_ROWS first), so appending costs amortised constant time
+and the tape needs no bound.  ``realloc`` and ``free`` are resolved by name when the
+code is loaded, as libm's functions are.  A failed ``realloc`` (or a size past what
+an i64 counts) stops the loop as a spent ``max_steps`` does: the module's status word
+gets a message naming the loop's line, which the Executable raises as
+``MemoryError``; the rows recorded so far stay valid and are freed like any tape.  The
+handle (the buffer's address, 0 before any row) is one of the loop's results.
 
 ``plan`` also says after which kernel of the graph each handle is read for the last
-time: ``module.py`` frees the tape (``release_before``) right after that kernel, so a tape lives for one call (or one
-run of the body it is made in), and nothing after it can overwrite the handle's bytes
-first.  A handle that leaves its graph (a body's result) has no last reader here:
-that is refused.  A loop whose handle nothing reads records nothing.
+time: ``module.py`` frees the tape (``release_before``) right after that kernel, or on
+the way out of a function that stops early (``on_early_return``), so a tape lives for
+one call (or one run of the body it is made in), and nothing can overwrite the
+handle's bytes first.  A handle that leaves its graph (a body's result) would have no
+last reader here: that is refused.  A loop whose handle nothing reads records nothing.
 """
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ from llgrad.llvm.scalar import I8, I64, PTR, declare, i64, load, nbytes
 INITIAL_ROWS = 16
 
 
+def copy_bytes(b: ir.IRBuilder, dst, src, size) -> None:
+    """``memcpy(dst, src, size)`` (``size`` an i64 value)."""
+    fn = b.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+    b.call(fn, [dst, src, size, ir.Constant(ir.IntType(1), 0)])
+
+
 def row_layout(body, n_carried: int):
     """(bytes of one row, each carried value's offset in it, each one's bytes)."""
     sizes = [nbytes(p.type) for p in body.inputs[1:1 + n_carried]]
@@ -39,9 +45,9 @@ def row_layout(body, n_carried: int):
 
 
 def plan(state, graph, kernels, memory) -> dict:
-    """Kernel number -> the handle buffers to free after it (``release_before`` the
-    next); marks in ``state.taped``
-    the loops of ``graph`` whose tape some kernel reads."""
+    """Kernel number -> (handle buffer, kernel that makes it) of the tapes to free after
+    it (``release_before`` the next); marks in ``state.taped`` the loops of ``graph``
+    whose tape some kernel reads."""
     handles = {id(n): n for n in graph.nodes if n.op == "tuple_get"
                and n.inputs[0].op == "while" and n.inputs[0].attrs.get("heap_tape")
                and n.attrs["index"] == handle_index(n.inputs[0])}
@@ -51,26 +57,45 @@ def plan(state, graph, kernels, memory) -> dict:
         raise UnsupportedError(f"while_loop at {where}: the backward pass of a loop without "
                                f"max_steps must run in the same call as its forward pass; "
                                f"give max_steps")
-    last = {}
+    last, made = {}, {}
     for t, kernel in enumerate(kernels):
+        made[id(kernel.node)] = t
         for n in kernel.reads:
             if id(n) in handles:
                 last[id(n)] = t
     release_after = {}
     for key, t in last.items():
-        state.taped.add(id(handles[key].inputs[0]))
-        release_after.setdefault(t, []).append(memory.buffers[key])
+        loop = handles[key].inputs[0]
+        state.taped.add(id(loop))
+        release_after.setdefault(t, []).append((memory.buffers[key],
+                                                made.get(id(loop), len(kernels))))
     return release_after
+
+
+def _free(b: ir.IRBuilder, handle_address) -> None:
+    free = declare(b.module, "free", ir.VoidType(), [PTR])
+    b.call(free, [b.inttoptr(load(b, handle_address, i64(0), "int64"), PTR)])
 
 
 def release_before(b: ir.IRBuilder, address, pending: dict, t: int) -> None:
     """``free`` the tapes whose handles ``plan`` said are last read before kernel ``t``
     (and take them out of ``pending``)."""
-    free = None
     for k in sorted(k for k in pending if k < t):
-        for buf in pending.pop(k):
-            free = free or declare(b.module, "free", ir.VoidType(), [PTR])
-            b.call(free, [b.inttoptr(load(b, address(buf), i64(0), "int64"), PTR)])
+        for buf, _ in pending.pop(k):
+            _free(b, address(buf))
+
+
+def on_early_return(address, pending: dict, t: int):
+    """What frees the tapes still pending that kernels up to ``t`` made, on the way out
+    of a function that stops early (a NaN found by ``finite.check``).  Their handles'
+    addresses are taken now, in the flow every later block is reached from."""
+    handles = [address(buf) for entries in pending.values() for buf, made in entries
+               if made <= t]
+
+    def release(b: ir.IRBuilder) -> None:
+        for handle_address in handles:
+            _free(b, handle_address)
+    return release
 
 
 class Recorder:
@@ -109,10 +134,9 @@ class Recorder:
         b.position_at_end(fits)
         row = b.gep(b.load(self.buffer), [b.mul(step, i64(self.row_bytes))], inbounds=True,
                     source_etype=I8)
-        copy = b.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
         for offset, value, size in zip(self.offsets, values, sizes):
-            dst = b.gep(row, [i64(offset)], inbounds=True, source_etype=I8)
-            b.call(copy, [dst, value, size, ir.Constant(ir.IntType(1), 0)])
+            copy_bytes(b, b.gep(row, [i64(offset)], inbounds=True, source_etype=I8), value,
+                       size)
 
     def fail(self, status) -> None:
         """In the block a failed growth branches to: the status word names the loop."""
@@ -142,6 +166,4 @@ def emit_tape_row(ctx, node, out) -> None:
     base = b.inttoptr(load(b, ctx.pointer(handle), i64(0), "int64"), PTR)
     at = b.add(b.mul(load(b, ctx.pointer(k), i64(0), "int64"), i64(row_bytes)),
                i64(offsets[index]))
-    src = b.gep(base, [at], inbounds=True, source_etype=I8)
-    copy = b.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
-    b.call(copy, [out, src, i64(sizes[index]), ir.Constant(ir.IntType(1), 0)])
+    copy_bytes(b, out, b.gep(base, [at], inbounds=True, source_etype=I8), i64(sizes[index]))

@@ -288,12 +288,19 @@ def emit_dot_general(ctx, node, out):
                 transposed_from=ctx.pointer(rhs) if banded else None, epilogue=ctx.epilogue)
 
 
-#: products of at least this many multiply-adds are split into bands of C across the
-#: pool's threads (``parallel.run_parts``): below it, handing out and joining a part
-#: costs the pool much of what the split saves.  Re-measure: the tiles column of
-#: ``python benchmarks/bench_matmul.py --dtype float32 64,128,64,NN`` (2**19) and of
-#: shapes around it, under ``LLGRAD_THREADS=1`` and ``LLGRAD_THREADS=2``.
-PARALLEL_MIN_FLOPS = 2 ** 19
+#: products that take at least this many cycles at the FMA units' peak (the host's
+#: FMA units x lanes multiply-adds a cycle: 2**19 float32 ones with AVX-512, 2**17
+#: float64 ones with AVX2) are split into bands of C across the pool's threads
+#: (``parallel.run_parts``): below it, handing out and joining a part (~1 us) costs
+#: the pool much of what the split saves.  Re-measure: the tiles column of ``python
+#: benchmarks/bench_matmul.py --dtype float32 64,128,64,NN`` (2**19) and of shapes
+#: around it, under ``LLGRAD_THREADS=1`` and ``LLGRAD_THREADS=2``.
+PARALLEL_MIN_CYCLES = 2 ** 14
+
+
+def _split_min_flops(options, dtype) -> int:
+    """Multiply-adds from which a product is split (``PARALLEL_MIN_CYCLES``)."""
+    return PARALLEL_MIN_CYCLES * options.fma_units * _lanes(options, dtype)
 
 
 def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transposed_from=None,
@@ -334,7 +341,7 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
             pb.gep(dst, [first], source_etype=MEMORY[dtype]), 1, count, c.K, dtype, lanes,
             dst_stride=c.N)
 
-    alone = parts < 2 or c.B * c.M * c.K * c.N < PARALLEL_MIN_FLOPS
+    alone = parts < 2 or c.B * c.M * c.K * c.N < _split_min_flops(options, dtype)
     staged = not alone and (carried and c.B == 1 and c.M < c.K and c.K >= 2 * parts
                             and c.M * c.N * ITEMSIZE[dtype] <= PIPELINE_MAX_BYTES)
     by_rows = c.M >= 8 * parts and transposed_from is None

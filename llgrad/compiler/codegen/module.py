@@ -219,7 +219,8 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
                 name, t, kernels[t:t + 1 + paired], epilogue=paired)):
             _emit_kernel(state, name, eb, address, t, kernels[t], fusion, memory, globals_)
         finite.check(state, eb, graph, [(k, kernels[k].node, memory.outputs[k])
-                                        for k in range(t, t + 1 + paired)], address)
+                                        for k in range(t, t + 1 + paired)], address,
+                     heap_tape.on_early_return(address, tapes, t + paired))
         t += 1 + paired
     heap_tape.release_before(eb, address, tapes, len(kernels))
     for b in parts + [top]:

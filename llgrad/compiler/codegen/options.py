@@ -27,7 +27,8 @@ class CodegenOptions:
     ``blas_min_flops``: products of at least this many multiply-adds go to BLAS
     whatever the tiles could do (None: the thresholds in ``matmul``).
     ``vector_bits``, ``vector_registers``: the target's vector register width and
-    count (``runtime.host``: they size the matmul tiles).
+    count (``runtime.host``: they size the matmul tiles); ``fma_units``: its FMAs a
+    cycle (with them, when a product is worth splitting across threads).
     ``tile_panel_bytes``: the largest right operand a large product keeps as tiles.
     ``product_timings``: this machine's measured products, tiles against BLAS
     (``runtime.calibration``; empty: the thresholds in ``matmul`` decide).
@@ -44,6 +45,7 @@ class CodegenOptions:
     blas_min_flops: Optional[int] = None
     vector_bits: int = 256
     vector_registers: int = 16
+    fma_units: int = 2
     tile_panel_bytes: int = 0
     product_timings: tuple = ()
     object_layout: Optional[tuple[int, int]] = None

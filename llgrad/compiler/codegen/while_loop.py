@@ -61,11 +61,6 @@ def _message(module: ir.Module, text: str) -> ir.GlobalVariable:
     return g
 
 
-def _memcpy(b: ir.IRBuilder, dst, src, size) -> None:
-    fn = b.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
-    b.call(fn, [dst, src, size, ir.Constant(ir.IntType(1), 0)])
-
-
 def emit_while(ctx, node, out):
     b, state = ctx.b, ctx.state
     body, nc = node.attrs["body"], node.attrs["n_carried"]
@@ -87,7 +82,7 @@ def emit_while(ctx, node, out):
         return b.gep(out, [i64(part_offset(node.type, index))], inbounds=True, source_etype=I8)
 
     for x, a, size in zip(carried, first, sizes):
-        _memcpy(b, a, ctx.pointer(x), size)
+        heap_tape.copy_bytes(b, a, ctx.pointer(x), size)
     put(0, step_slot)
     for k, x in enumerate(invariants):
         put(1 + nc + k, ctx.pointer(x))
@@ -135,7 +130,7 @@ def emit_while(ctx, node, out):
         for k, (src, size) in enumerate(zip(current, sizes)):
             row = b.gep(part(tape_index(node, k)), [b.mul(step, size)], inbounds=True,
                         source_etype=I8)
-            _memcpy(b, row, src, size)
+            heap_tape.copy_bytes(b, row, src, size)
     b.store(step, step_slot)
     b.call(body_fn, [b.gep(packed, [i64(0), i64(0)], inbounds=True)])
     step.add_incoming(b.add(step, i64(1), flags=["nuw", "nsw"]), b.block)
@@ -153,5 +148,5 @@ def emit_while(ctx, node, out):
         store(b, i64(0), part(handle_index(node)), i64(0), "int64")
     odd = b.trunc(trips, ir.IntType(1))
     for k, (f, s, size) in enumerate(zip(first, second, sizes)):
-        _memcpy(b, part(k), b.select(odd, s, f), size)
+        heap_tape.copy_bytes(b, part(k), b.select(odd, s, f), size)
     store(b, trips, part(trip_index(node)), i64(0), "int64")

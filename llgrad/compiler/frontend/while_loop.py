@@ -70,8 +70,9 @@ def while_loop(cond_fun, body_fun, init_val, max_steps=None):
 
     body, captured, _ = trace_body(body_name, types, pytree.leaf_names(tree, "carry"), step)
     b = current().builder
-    b.source = where
+    outer, b.source = b.source, where    # the loop's nodes name its line; what follows, its own
     node = b.emit("while", pred0, *carried, *captured, body=body, n_carried=len(carried),
                   max_steps=max_steps, where=where, heap_tape=max_steps is None)
-    return pytree.unflatten(tree, [Tracer(b.tuple_get(node, index=k))
-                                   for k in range(len(carried))])
+    results = [Tracer(b.tuple_get(node, index=k)) for k in range(len(carried))]
+    b.source = outer
+    return pytree.unflatten(tree, results)
