@@ -213,6 +213,7 @@ def plot(results: dict, path: str, before: dict | None = None) -> None:
     ax.loglog([lo, hi], [base, base * hi / lo], "k:", label="slope 1 (linear)")
     ax.set_xlabel("nodes compiled")
     ax.set_ylabel("compile time (s), trace to machine code")
+    ax.set_title("llgrad compile time against graph size (log-log)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

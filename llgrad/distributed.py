@@ -31,6 +31,7 @@ import builtins
 import os
 import sys
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -265,7 +266,7 @@ def watched(comm, what: str):
 def _stalled(comm, what, seconds):
     _say(comm, f"{what} did not finish within {TIMEOUT_VARIABLE}={seconds:g} s (a rank "
                f"stalled or died); aborting the MPI job")
-    comm.Abort(3)
+    _abort(comm, 3)
 
 
 def guarded(fn, comm, what: str):
@@ -282,9 +283,19 @@ def guarded(fn, comm, what: str):
             except BaseException:   # noqa: BLE001 - any exception strands the other ranks
                 _say(comm, f"{what} raised; aborting the MPI job (the other ranks would "
                            f"wait in the all-reduce):\n{traceback.format_exc()}")
-                comm.Abort(1)
+                _abort(comm, 1)
                 raise
     return call
+
+
+#: seconds between a rank's last words and the abort: MPI_Abort kills the job at once,
+#: and mpiexec may not yet have passed on what the rank wrote to stderr
+ABORT_GRACE = 0.5
+
+
+def _abort(comm, code: int) -> None:
+    time.sleep(ABORT_GRACE)
+    comm.Abort(code)
 
 
 def _say(comm, message: str) -> None:

@@ -3,10 +3,13 @@
 row by an invariant weight hoisted before the loop, a weight read transposed made so once
 before it, a weight's per-step gradient products summed by one product after the
 reversed loop, and a product of the forward step kept for the reversed loop instead of
-computed again.  Each rewritten program must give what the program without the
-rewrite gives: the same loss unrolled in Python (no loop node at all), the interpreter
-running the same optimised graph, and, for the summed gradients, the reversed loop that
-adds them up step by step (the rewrite switched off by its size limit)."""
+computed again; the passes that write a sum of padded pieces as one concatenation
+(passes/pad_sums.py) and reverse the smaller factor of a product over reversed rows
+(passes/reversed_rows.py).  Each rewritten program must give what the program without
+the rewrite gives: the same loss unrolled in Python (no loop node at all), the
+interpreter running the same optimised graph, and, for the summed gradients, the
+reversed loop that adds them up step by step (the rewrite switched off by its size
+limit)."""
 import numpy as np
 import pytest
 
@@ -252,3 +255,108 @@ def test_rewritten_loops_compose_with_every_transformation():
     np.testing.assert_allclose(
         llgrad.vmap(llgrad.grad(_rnn), in_axes=(None, None, 0))(w, u, batch),
         np.stack([llgrad.grad(_rnn_unrolled)(w, u, x) for x in batch]), rtol=1e-10, atol=1e-12)
+
+
+def _per_step(loop):
+    body = loop.attrs["body"]
+    return body.outputs[loop.attrs["n_carried"]:]
+
+
+def test_lstm_steps_keep_no_avoidable_work():
+    """The forward loop keeps the gates' sum (the product's epilogue), not h @ u alone,
+    so the reversed step adds no terms again; the reversed step writes the four gates'
+    adjoints as one concatenation, not four padded pieces added up; it stacks only the
+    adjoint rows (the weight gradient's other factor is the forward loop's stack of h);
+    and after it only the smaller factors' rows are reversed, not the adjoint rows."""
+    graph = llgrad.value_and_grad(lstm_scan, argnums=(0, 1, 2)).trace(*_inputs()).optimized
+    forward, backward = _loops(graph)
+    saved = [x for x in _per_step(forward) if x.type.shape == (B, 4 * H)]
+    assert [x.op for x in saved] == ["add"]
+    body = backward.attrs["body"]
+    assert not [n for n in body.nodes if n.op in ("add", "pad") and n.type.shape == (B, 4 * H)]
+    assert [n.type.shape for n in body.nodes if n.op == "concatenate"] == [(B, 4 * H)]
+    assert [x.type.shape for x in _per_step(backward)] == [(1, B, 4 * H)]
+    reversed_rows = sorted(n.type.shape for n in graph.nodes if n.op == "take")
+    assert reversed_rows == sorted([(T, B, F), (T, B, H)])
+
+
+def test_gradient_factor_computed_in_the_step_is_stacked_once():
+    """The weight gradient's factor is tanh(h), computed by the step (not a stack of the
+    forward loop), and the scan is reversed (its adjoint rows already come in the
+    reversed loop's order): both factors in that order, the computed one stacked by the
+    reversed loop, the other the adjoint rows it yields anyway; as unrolled."""
+    w, u, xs = RNG.normal(size=(F, H)) * 0.5, RNG.normal(size=(H, H)) * 0.5, RNG.normal(
+        size=(T, B, F))
+
+    def rnn(w, u, xs):
+        def step(h, x):
+            h = np.tanh(x @ w + np.tanh(h) @ u)
+            return h, h
+        _, hs = llgrad.scan(step, np.zeros((B, H)), xs, reverse=True)
+        return np.sum(hs * hs)
+
+    def unrolled(w, u, xs):
+        h, total = np.zeros((B, H)), 0.0
+        for x in xs[::-1]:
+            h = np.tanh(x @ w + np.tanh(h) @ u)
+            total = total + np.sum(h * h)
+        return total
+
+    graph = llgrad.grad(rnn, argnums=(0, 1)).trace(w, u, xs).optimized
+    backward = _loops(graph)[1]
+    assert sorted(x.type.shape for x in _per_step(backward)) == sorted([(B, H), (1, B, H)])
+    native = llgrad.value_and_grad(rnn, argnums=(0, 1))(w, u, xs)
+    _assert_same(native, llgrad.value_and_grad(unrolled, argnums=(0, 1))(w, u, xs))
+    _assert_same(native, llgrad.value_and_grad(rnn, argnums=(0, 1), backend="interpret")(
+        w, u, xs))
+
+
+def test_product_read_twice_is_kept_itself():
+    """h @ u read by the gates' sum and by the per-step result: the product is kept for
+    the reversed loop, not the sum; as unrolled."""
+    w, u, xs = RNG.normal(size=(F, H)) * 0.5, RNG.normal(size=(H, H)) * 0.5, RNG.normal(
+        size=(T, B, F))
+
+    def rnn(w, u, xs):
+        def step(h, x):
+            hu = h @ u
+            h = np.tanh(x @ w + hu)
+            return h, np.sum(hu * hu)
+        h, ys = llgrad.scan(step, np.ones((B, H)), xs)
+        return np.sum(ys) + np.sum(h * h)
+
+    def unrolled(w, u, xs):
+        h, total = np.ones((B, H)), 0.0
+        for x in xs:
+            hu = h @ u
+            h = np.tanh(x @ w + hu)
+            total = total + np.sum(hu * hu)
+        return total + np.sum(h * h)
+
+    graph = llgrad.grad(rnn, argnums=(0, 1)).trace(w, u, xs).optimized
+    assert "dot_general" in [x.op for x in _per_step(_loops(graph)[0])]
+    native = llgrad.value_and_grad(rnn, argnums=(0, 1))(w, u, xs)
+    _assert_same(native, llgrad.value_and_grad(unrolled, argnums=(0, 1))(w, u, xs))
+
+
+@pytest.mark.parametrize("pieces, joined", [
+    (((1, 3), (4, 6)), True),         # a gap between them and margins: zeros around
+    (((0, 2), (2, 8)), True),         # the whole row
+    (((1, 4), (3, 6)), False),        # overlapping: really added
+])
+def test_sum_of_padded_pieces(pieces, joined):
+    """The adjoint of a value read as slices: one concatenation when the slices do not
+    overlap, the sum otherwise; equal to the derivative by hand."""
+    x = RNG.normal(size=(3, 8))
+    (a, b), (c, d) = pieces
+
+    def f(x):
+        return np.sum(np.sin(x[:, a:b]) * x[:, a:b]) + np.sum(np.cos(x[:, c:d]))
+
+    expected = np.zeros_like(x)
+    expected[:, a:b] += np.cos(x[:, a:b]) * x[:, a:b] + np.sin(x[:, a:b])
+    expected[:, c:d] -= np.sin(x[:, c:d])
+    graph = llgrad.grad(f).trace(x).optimized
+    assert any(n.op == "concatenate" for n in graph.nodes) == joined
+    np.testing.assert_allclose(llgrad.grad(f)(x), expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(llgrad.grad(f, backend="interpret")(x), expected, rtol=1e-12)

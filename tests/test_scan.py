@@ -218,7 +218,7 @@ def test_one_loop_in_the_ir_and_the_reversed_loop_in_the_backward_graph():
     t = llgrad.grad(rnn_scan).trace(H0, XS, W)
     assert t.ir.count("loop") == 1
     text = str(t.backward)
-    assert "step_reversed(" in text and "stacked[dot_general]" in text   # h @ w, kept
+    assert "step_reversed(" in text and "stacked[add]" in text   # h @ w + x, kept
     assert "# carried: " in text
     assert t.optimized.count("loop") == 2   # the forward loop, merged, and the reversed
 

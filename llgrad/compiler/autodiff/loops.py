@@ -25,9 +25,12 @@ whole-array adjoint on every step (quadratic in the trip count).
 Two more things keep a recurrent network's reversed loop to the products it must do
 (within ``STACKS_MAX_BYTES`` of stacks each): a product of the step that the adjoints
 are computed from (an LSTM's ``h @ U``) is also stacked by the forward loop and read
-back, not computed again (``_saved_products``); and an invariant's per-step adjoint
+back, not computed again (``_saved_products``; the sum it is the first term of, an
+LSTM's gates, when nothing else reads the product); and an invariant's per-step adjoint
 that is a product of per-step values (``dU = h^T g``) comes out as its two factors per
-step, summed by one large product after the loop (``_summed_adjoints``).
+step, summed by one large product after the loop (``_summed_adjoints``), each factor
+from a stack that exists already where there is one (the forward loop's stack of h,
+the adjoint rows: ``_factor_plan``).
 
 Forward mode (``loop_jvp``) is one loop carrying each float carried value's tangent
 beside it; the body is the body's jvp graph.  A loop with a ``runtime_count`` (its
@@ -188,7 +191,28 @@ def _saved_products(plan: _Reversal, n_carried: int, n_primal: int, trip_count: 
     for node in reversed(joint.nodes):
         if id(node) in needed and id(node) not in backward:
             needed.update(id(x) for x in node.inputs)
-    return [node for node in candidates if id(node) in needed]
+    readers: dict = {}
+    for node in joint.nodes:
+        for x in node.inputs:
+            readers.setdefault(id(x), []).append(node)
+    for x in joint.outputs:
+        readers.setdefault(id(x), []).append(x)
+    saved = [_widened(node, readers, backward) for node in candidates if id(node) in needed]
+    return [node for node in dict.fromkeys(saved) if _stack_fits([node], trip_count)]
+
+
+def _widened(product, readers: dict, backward: set):
+    """The sum the product is the first term of, when nothing else reads it (an LSTM's
+    ``gates = x W + h U + b``): kept instead of the product, the reversed loop reads the
+    sum as the forward loop wrote it (the product's epilogue, ``codegen/epilogue.py``)
+    instead of adding the terms again on every step."""
+    node = product
+    while True:
+        users = readers.get(id(node), [])
+        if (len(users) != 1 or users[0].op != "add" or id(users[0]) in backward
+                or users[0].type != node.type):
+            return node
+        node = users[0]
 
 
 def with_products(body: Graph, n_carried: int, plan: _Reversal, products: list):
@@ -303,8 +327,13 @@ def reverse_loop(b: Builder, body: Graph, n_carried: int, trip_count: int, invar
     grads = outs[n_out:]
     n_cw, n_iw = len(plan.carried_wrt), len(plan.invariant_wrt)
     new_invariant = [rb.add(a, grads[n_cw + pos]) for a, pos in zip(a_invariant, accumulated)]
-    factors = [x for pos in summed for x in grads[n_cw + pos].inputs]
-    reversed_body = Graph(params, grads[:n_cw] + new_invariant + grads[n_cw + n_iw:] + factors,
+    row_outputs = grads[n_cw + n_iw:]
+    sources = _factor_sources(carried_now, saved_rows.values(), row_outputs,
+                              [reversed_ for _, reversed_ in plan.rows.values()])
+    factors = _factor_plan([grads[n_cw + pos].inputs for pos in summed], sources)
+    restacked = list({id(x): x for pair in factors for kind, x in pair[1:]
+                      if kind == "stack"}.values())
+    reversed_body = Graph(params, grads[:n_cw] + new_invariant + row_outputs + restacked,
                           name=f"{body.name}_reversed")
 
     init = [carried_adjoint[j] if carried_adjoint[j] is not None
@@ -327,10 +356,55 @@ def reverse_loop(b: Builder, body: Graph, n_carried: int, trip_count: int, invar
     for pos, (j, (_, reversed_)) in enumerate(plan.rows.items()):
         rows = b.reshape(results[n_cw + n_acc + pos], shape=inv_types[j].shape)
         d_invariant[j] = rows if reversed_ else reverse_rows(b, rows)
-    stacks = iter(results[n_cw + n_acc + len(plan.rows):])
-    for pos, dims in summed.items():
-        d_invariant[plan.invariant_wrt[pos]] = summed_product(b, next(stacks), next(stacks), dims)
+    first_row = n_cw + n_acc
+    stacks = {id(x): results[first_row + len(plan.rows) + q] for q, x in enumerate(restacked)}
+    forward_stacks = [*stacked, *[s for _, s in saved]]
+
+    def stack_of(kind, x, ahead):
+        if kind == "stack":
+            return stacks[id(x)]
+        if kind == "row":
+            rows = b.reshape(results[first_row + x[0]], shape=(trip_count, *x[1].shape))
+            return reverse_rows(b, rows) if ahead else rows
+        return forward_stacks[x]            # "forward": a stack the forward loop made
+
+    for (pos, dims), (ahead, lhs, rhs) in zip(summed.items(), factors):
+        d_invariant[plan.invariant_wrt[pos]] = summed_product(
+            b, stack_of(*lhs, ahead), stack_of(*rhs, ahead), dims)
     return d_carried, d_invariant
+
+
+def _factor_sources(carried_now, saved_rows, row_outputs, row_reversed) -> dict:
+    """{id(node of the reversed body): where its values over all steps already are}:
+    ("forward", k) for the row of the forward loop's k-th stack (a carried value as the
+    step began, then the saved products), ("row", (r, node)) for the value whose
+    reshape is the reversed loop's r-th per-step result (an adjoint row), with
+    whether those rows, read in the forward steps' order, cost no reordering of their
+    own (the invariant's adjoint reorders them anyway: ``reverse_loop``)."""
+    sources = {id(x): (("forward", k), True) for k, x in enumerate([*carried_now, *saved_rows])}
+    for r, (out, reversed_) in enumerate(zip(row_outputs, row_reversed)):
+        x = out.inputs[0] if out.op == "reshape" else out
+        sources.setdefault(id(x), (("row", (r, x)), not reversed_))
+    return sources
+
+
+def _factor_plan(pairs, sources) -> list:
+    """Per summed adjoint's factors ``(lhs, rhs)`` (nodes of the reversed body): (in
+    the forward steps' order, (kind, what) for each factor).  The two stacks a summed
+    product contracts over the steps need only be in the same order: both in the
+    forward order when both already are (a carried value's stack from the forward loop
+    and an adjoint row the invariant's adjoint reorders anyway), else both in the
+    reversed loop's order, a factor kept nowhere else stacked by the reversed loop
+    (kind "stack") -- never stacked twice, nor copied out of a stack that exists."""
+    plan = []
+    for pair in pairs:
+        found = [sources.get(id(x)) for x in pair]
+        if all(f is not None and f[1] for f in found):
+            plan.append((True, *[f[0] for f in found]))
+        else:
+            plan.append((False, *[f[0] if f is not None and f[0][0] == "row" else ("stack", x)
+                                  for f, x in zip(found, pair)]))
+    return plan
 
 
 def loop_vjp(b: Builder, node, g, wanted=None):

@@ -13,11 +13,14 @@ from typing import NamedTuple
 from llgrad.compiler.passes.cse import cse
 from llgrad.compiler.passes.dce import dce
 from llgrad.compiler.passes.loop_merge import merge_loops
+from llgrad.compiler.passes.pad_sums import join_pad_sums
+from llgrad.compiler.passes.reversed_rows import unreversed_contractions
 from llgrad.compiler.passes.simplify import simplify
 from llgrad.ir.graph import Graph
 from llgrad.ir.verify import verify
 
-PASSES = (("cse", cse), ("merge_loops", merge_loops), ("simplify", simplify), ("dce", dce))
+PASSES = (("cse", cse), ("merge_loops", merge_loops), ("pad_sums", join_pad_sums),
+          ("reversed_rows", unreversed_contractions), ("simplify", simplify), ("dce", dce))
 
 
 class Pass(NamedTuple):
