@@ -1,4 +1,4 @@
-"""The llgrad benchmark suite: six fixed workloads on every installed system, checked
+"""The llgrad benchmark suite: ten fixed workloads on every installed system, checked
 against a reference, timed, and written to a report.
 
     python -m llgrad bench [--quick] [--out bench-results] [--threads 1]

@@ -72,7 +72,7 @@ def vmap(graph: Graph, in_axes, out_axes, size: int) -> Graph:
     return Graph(inputs, outputs, name=f"vmap_{graph.name}", output_names=graph.output_names)
 
 
-def _depends(graph: Graph, axes) -> list[bool]:
+def batched_outputs(graph: Graph, axes) -> list[bool]:
     """Which outputs of ``graph`` depend on the inputs whose entry in ``axes`` is not None."""
     live = {id(p) for p, a in zip(graph.inputs, axes) if a is not None}
     for node in graph.nodes:
@@ -98,7 +98,7 @@ def _batch_loop(b, node, args, batched):
     carried = list(batched[:nc])
     while True:
         in_axes = [None] + [0 if f else None for f in carried + list(batched[nc:])]
-        depends = _depends(body, in_axes)
+        depends = batched_outputs(body, in_axes)
         grown = [c or d for c, d in zip(carried, depends[:nc])]
         if grown == carried:
             break
@@ -107,10 +107,10 @@ def _batch_loop(b, node, args, batched):
     looped = b.emit("loop", *[batch_rules.with_batch(b, a, flag, n) if k < nc and carried[k]
                               else a for k, (a, flag) in enumerate(zip(args, batched))],
                     *count, **{**node.attrs, "body": vmap(body, in_axes, out_axes, n)})
-    return _results(b, looped, out_axes, n, stacked_from=nc)
+    return batched_results(b, looped, out_axes, n, stacked_from=nc)
 
 
-def _results(b, node, out_axes, n, stacked_from=None):
+def batched_results(b, node, out_axes, n, stacked_from=None):
     """The results of the batched multi-result ``node``, each with the batch on axis 0:
     one that does not depend on the batch (``out_axes`` None) broadcast, one stacked
     over a loop's steps (from index ``stacked_from`` on) moved from behind the steps."""
@@ -141,10 +141,10 @@ def _batch_cond(b, node, args, batched):
             chosen = [b.select(b.broadcast_in_dim(later, shape=o.shape, dims=(0,)), o, c)
                       for o, c in zip(taken, chosen)]
         return tuple(chosen)
-    depends = [any(d) for d in zip(*(_depends(g, in_axes) for g in branches))]
+    depends = [any(d) for d in zip(*(batched_outputs(g, in_axes) for g in branches))]
     out_axes = [0 if d else None for d in depends]
     batched_branches = type(branches)(vmap(g, in_axes, out_axes, n) for g in branches)
-    return _results(b, b.emit("cond", index, *operands,
+    return batched_results(b, b.emit("cond", index, *operands,
                               **{**node.attrs, "branches": batched_branches}), out_axes, n)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from llgrad.compiler.autodiff.forward import jvp
-from llgrad.compiler.autodiff.loops import _derived
+from llgrad.compiler.autodiff.loops import derived
 from llgrad.compiler.autodiff.reverse import vjp
 from llgrad.ir.graph import Graph
 from llgrad.ir.primitives import PRIMITIVES, flops
@@ -32,7 +32,7 @@ def backward_body(body: Graph, wrt: tuple) -> Graph:
         return Graph(joint.inputs, joint.outputs[len(body.outputs):],
                      name=f"{body.name}_recomputed", output_names=joint.output_names[
                          len(body.outputs):])
-    return _derived(body, ("checkpoint_vjp", wrt), make)
+    return derived(body, ("checkpoint_vjp", wrt), make)
 
 
 def checkpoint_vjp(b, node, g, wanted=None):
@@ -58,7 +58,7 @@ def checkpoint_jvp(b, node, tangents):
     moving = tuple(i for i, t in enumerate(tangents) if t is not None)
     if not moving:
         return None
-    joint = _derived(body, ("checkpoint_jvp", moving), lambda: jvp(body, list(moving)))
+    joint = derived(body, ("checkpoint_jvp", moving), lambda: jvp(body, list(moving)))
     both = b.checkpoint(*node.inputs, *[tangents[i] for i in moving], body=joint,
                         recomputes=None)
     n = len(body.outputs)

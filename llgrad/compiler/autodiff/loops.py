@@ -64,7 +64,7 @@ from llgrad.ir.walk import scalar_constant
 _DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _derived(body: Graph, key, make):
+def derived(body: Graph, key, make):
     """``make()`` once per body and key: the same Graph for the same request, so the
     Builder merges a rule applied twice (and each body is differentiated once)."""
     table = _DERIVED.setdefault(body, {})
@@ -95,7 +95,7 @@ def with_carries(body: Graph, n_carried: int) -> tuple[Graph, list[int]]:
             body.inputs, outputs, name=body.name)
         return extended, positions
 
-    extended, positions = _derived(body, ("with_carries", n_carried), make)
+    extended, positions = derived(body, ("with_carries", n_carried), make)
     return (extended or body), positions
 
 
@@ -132,7 +132,7 @@ class _Reversal:
 
 
 def _reversal(body: Graph, n_carried: int, trip_count: int, wanted_invariants) -> _Reversal:
-    return _derived(body, ("reversal", n_carried, trip_count, tuple(wanted_invariants)),
+    return derived(body, ("reversal", n_carried, trip_count, tuple(wanted_invariants)),
                     lambda: _make_reversal(body, n_carried, trip_count, wanted_invariants))
 
 
@@ -238,7 +238,7 @@ def with_products(body: Graph, n_carried: int, plan: _Reversal, products: list):
         return Graph(extended.inputs, outputs, name=body.name), where
 
     key = ("with_products", n_carried, tuple(id(p) for p in products))
-    grown, product_positions = _derived(body, key, make)
+    grown, product_positions = derived(body, key, make)
     return grown, positions, product_positions
 
 
@@ -442,28 +442,38 @@ def _tangent_body(body: Graph, nc: int, carried_t: tuple, invariant_t: tuple) ->
     """The body of the forward-mode loop: ``(step, carried..., their tangents...,
     invariants..., their tangents...) -> (carried'..., tangents'..., per-step...,
     float per-step tangents...)``."""
-    return _derived(body, ("tangents", nc, carried_t, invariant_t),
+    return derived(body, ("tangents", nc, carried_t, invariant_t),
                     lambda: _make_tangent_body(body, nc, carried_t, invariant_t))
 
 
-def _make_tangent_body(body: Graph, nc: int, carried_t: tuple, invariant_t: tuple) -> Graph:
-    joint = jvp(body, [1 + j for j in carried_t] + [1 + nc + j for j in invariant_t])
-    n_out = len(body.outputs)
+def tangent_parameters(body: Graph, nc: int, carried_t: tuple, invariant_t: tuple,
+                       step_type) -> tuple[Builder, list, list]:
+    """A Builder holding the parameters of a forward-mode body of ``body`` (a loop's or
+    a while's), in the order ``(step, carried..., their tangents..., invariants...,
+    their tangents...)``; those parameters; and the same values in the order the body's
+    jvp graph takes them (step, carried, invariants, then the tangents)."""
     b = Builder()
-    params = [b.parameter(index=0, type=STEP, name="step")]
+    params = [b.parameter(index=0, type=step_type, name="step")]
 
     def param(p, name):
         params.append(b.parameter(index=len(params), type=p.type, name=name))
         return params[-1]
 
+    def tangent(p):
+        return param(p, f"tangent[{p.attrs['name']}]")
+
     carried = [param(p, p.attrs["name"]) for p in body.inputs[1:1 + nc]]
-    t_carried = [param(body.inputs[1 + j], f"tangent[{body.inputs[1 + j].attrs['name']}]")
-                 for j in carried_t]
+    t_carried = [tangent(body.inputs[1 + j]) for j in carried_t]
     invariants = [param(p, p.attrs["name"]) for p in body.inputs[1 + nc:]]
-    t_invariants = [param(body.inputs[1 + nc + j],
-                          f"tangent[{body.inputs[1 + nc + j].attrs['name']}]")
-                    for j in invariant_t]
-    outs = inline(b, joint, [params[0], *carried, *invariants, *t_carried, *t_invariants])
+    t_invariants = [tangent(body.inputs[1 + nc + j]) for j in invariant_t]
+    return b, params, [params[0], *carried, *invariants, *t_carried, *t_invariants]
+
+
+def _make_tangent_body(body: Graph, nc: int, carried_t: tuple, invariant_t: tuple) -> Graph:
+    joint = jvp(body, [1 + j for j in carried_t] + [1 + nc + j for j in invariant_t])
+    n_out = len(body.outputs)
+    b, params, jvp_args = tangent_parameters(body, nc, carried_t, invariant_t, STEP)
+    outs = inline(b, joint, jvp_args)
     values, tangents = outs[:n_out], outs[n_out:]
     float_steps = [q for q in range(nc, n_out) if _float(body.outputs[q].type)]
     return Graph(params, values[:nc] + [tangents[j] for j in carried_t] + values[nc:]

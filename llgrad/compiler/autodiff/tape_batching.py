@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from llgrad.compiler.autodiff.batching import _depends, _results, vmap
+from llgrad.compiler.autodiff.batching import batched_outputs, batched_results, vmap
 from llgrad.compiler.autodiff.while_loop import _replayed
 from llgrad.ir import batch_rules
 from llgrad.ir.graph import Builder, Graph
@@ -28,13 +28,13 @@ def _batch_checkpoint(b, node, args, batched):
     body, region = node.attrs["body"], node.attrs["recomputes"]
     n = batch_rules.batch_size(args, batched)
     in_axes = [0 if f else None for f in batched]
-    out_axes = [0 if d else None for d in _depends(body, in_axes)]
+    out_axes = [0 if d else None for d in batched_outputs(body, in_axes)]
     if region is not None:
         region_axes = in_axes[:len(region.inputs)]
         region = vmap(region, region_axes,
-                      [0 if d else None for d in _depends(region, region_axes)], n)
+                      [0 if d else None for d in batched_outputs(region, region_axes)], n)
     looped = b.checkpoint(*args, body=vmap(body, in_axes, out_axes, n), recomputes=region)
-    return _results(b, looped, out_axes, n)
+    return batched_results(b, looped, out_axes, n)
 
 
 def _batched_carry(body, nc, batched):
@@ -43,7 +43,7 @@ def _batched_carry(body, nc, batched):
     carried = list(batched[1:1 + nc])
     while True:
         in_axes = [None] + [0 if f else None for f in carried + list(batched[1 + nc:])]
-        depends = _depends(body, in_axes)
+        depends = batched_outputs(body, in_axes)
         grown = [c or d for c, d in zip(carried, depends[1:])]
         if grown == carried:
             return carried, in_axes, batched[0] or depends[0]

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 
 from llgrad.compiler.autodiff.forward import jvp
-from llgrad.compiler.autodiff.loops import _derived
+from llgrad.compiler.autodiff.loops import derived, tangent_parameters
 from llgrad.compiler.autodiff.reverse import vjp
 from llgrad.ir.errors import GradientError
 from llgrad.ir.graph import Builder, Graph
@@ -47,7 +47,7 @@ def _float(t) -> bool:
 
 def _step(body: Graph) -> Graph:
     """The body without its condition: ``(step, carried..., invariants...) -> carried'``."""
-    return _derived(body, "step", lambda: Graph(body.inputs, body.outputs[1:], name=body.name))
+    return derived(body, "step", lambda: Graph(body.inputs, body.outputs[1:], name=body.name))
 
 
 def _step_vjp(body: Graph, nc: int, carried_wrt: tuple, invariant_wrt: tuple) -> Graph:
@@ -55,7 +55,7 @@ def _step_vjp(body: Graph, nc: int, carried_wrt: tuple, invariant_wrt: tuple) ->
     cotangent per carried'), outputs (carried'..., adjoints of ``carried_wrt``, then of
     ``invariant_wrt``)."""
     wrt = [1 + j for j in carried_wrt] + [1 + nc + j for j in invariant_wrt]
-    return _derived(body, ("step_vjp", carried_wrt, invariant_wrt),
+    return derived(body, ("step_vjp", carried_wrt, invariant_wrt),
                     lambda: vjp(_step(body), wrt, cotangents=True))
 
 
@@ -74,7 +74,7 @@ def _replay(body: Graph, nc: int) -> Graph:
         more = b.lt(b.add(step, b.const(1, "int64")), until)
         return Graph([step, *carried, until, *invariants], [more, *new],
                      name=f"{body.name}_replay")
-    return _derived(body, ("replay", nc), make)
+    return derived(body, ("replay", nc), make)
 
 
 def _replayed(b: Builder, node):
@@ -203,24 +203,13 @@ def _tangent_body(body: Graph, nc: int, carried_t: tuple, invariant_t: tuple) ->
     (condition, carried'..., tangents'...)``."""
     def make():
         joint = jvp(_step(body), [1 + j for j in carried_t] + [1 + nc + j for j in invariant_t])
-        b = Builder()
-        params = [b.parameter(index=0, type=STEPS, name="step")]
-
-        def param(p, name):
-            params.append(b.parameter(index=len(params), type=p.type, name=name))
-            return params[-1]
-
-        values = [param(p, p.attrs["name"]) for p in body.inputs[1:1 + nc]]
-        t_carried = [param(body.inputs[1 + j], f"tangent[carry[{j}]]") for j in carried_t]
-        inv = [param(p, p.attrs["name"]) for p in body.inputs[1 + nc:]]
-        t_inv = [param(body.inputs[1 + nc + j], f"tangent[invariant[{j}]]")
-                 for j in invariant_t]
-        outs = inline(b, joint, [params[0], *values, *inv, *t_carried, *t_inv])
-        (more,) = inline(b, Graph(body.inputs, body.outputs[:1]), [params[0], *values, *inv])
+        b, params, jvp_args = tangent_parameters(body, nc, carried_t, invariant_t, STEPS)
+        outs = inline(b, joint, jvp_args)
+        (more,) = inline(b, Graph(body.inputs, body.outputs[:1]), jvp_args[:len(body.inputs)])
         new_values, tangents = outs[:nc], outs[nc:]
         return Graph(params, [more, *new_values, *[tangents[j] for j in carried_t]],
                      name=f"{body.name}_jvp")
-    return _derived(body, ("tangents", nc, carried_t, invariant_t), make)
+    return derived(body, ("tangents", nc, carried_t, invariant_t), make)
 
 
 def while_jvp(b: Builder, node, tangents):
