@@ -68,3 +68,21 @@ def _nest(b, shape, outer, name):
     with counted_loop(b, shape[0], f"{name}{len(outer)}") as i:
         with _nest(b, shape[1:], outer + [i], name) as axes:
             yield axes
+
+
+def conditional_loop(b: ir.IRBuilder, start, name: str):
+    """The blocks of a loop that tests before each step, ``name.head``, ``name.body``
+    and ``name.done``, with the builder in the head, where an ``i64`` phi (the counter,
+    ``start`` on entry) is: the caller emits the test (a branch to ``body`` or
+    ``done``), the step (adding the counter's next value from the step's last block and
+    branching back to ``head``), and goes on in ``done``."""
+    pre = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    counter = b.phi(I64, name=name)
+    counter.add_incoming(start, pre)
+    return head, body, done, counter
+

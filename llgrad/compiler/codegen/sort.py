@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llgrad.llvm.loops import carried_loop, counted_loop
+from llgrad.llvm.loops import carried_loop, conditional_loop, counted_loop
 from llgrad.llvm.scalar import I64, ITEMSIZE, MEMORY, i64, is_float, load, store
 
 #: the length of the runs the insertion sort makes before the merges start
@@ -91,14 +91,7 @@ def _insertion_sort_runs(b, pairs: _Pairs, n: int, dtype):
     with counted_loop(b, n, "sins") as i:
         first = b.sub(i, b.urem(i, i64(RUN)))
         key, index = load(b, pairs.keys, i, dtype), load(b, pairs.indices, i, "int64")
-        pre = b.block
-        head = b.append_basic_block("sins.head")
-        shift = b.append_basic_block("sins.shift")
-        done = b.append_basic_block("sins.done")
-        b.branch(head)
-        b.position_at_end(head)
-        j = b.phi(I64, name="j")
-        j.add_incoming(i, pre)
+        head, shift, done, j = conditional_loop(b, i, "sins")
         above = b.icmp_signed(">", j, first)
         before = b.select(above, b.sub(j, i64(1)), first)   # never below the run
         other_key = load(b, pairs.keys, before, dtype)

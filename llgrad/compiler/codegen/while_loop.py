@@ -27,6 +27,7 @@ from llvmlite import ir
 from llgrad.compiler.codegen import heap_tape
 from llgrad.compiler.codegen.call import lower_body
 from llgrad.ir.primitives_while import handle_index, limit_message, tape_index, trip_index
+from llgrad.llvm.loops import conditional_loop
 from llgrad.llvm.scalar import I8, I64, PTR, i64, load, nbytes, part_offset, store
 
 STATUS = "llgrad.while.status"
@@ -93,14 +94,7 @@ def emit_while(ctx, node, out):
     tape = (heap_tape.Recorder(b, node, _message(state.module, heap_tape.memory_message(node)))
             if id(node) in state.taped else None)
 
-    pre = b.block
-    head = b.append_basic_block("while.head")
-    run = b.append_basic_block("while.step")
-    done = b.append_basic_block("while.exit")
-    b.branch(head)
-    b.position_at_end(head)
-    step = b.phi(I64, name="while.i")
-    step.add_incoming(i64(0), pre)
+    head, run, done, step = conditional_loop(b, i64(0), "while")
     b.cbranch(load(b, pred_slot, i64(0), "bool"), run, done)
     b.position_at_end(run)
     entry = b.function.name.split(".")[0]
