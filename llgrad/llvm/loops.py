@@ -27,13 +27,7 @@ def carried_loop(b: ir.IRBuilder, count, initial, name: str = "i"):
     the final values (for n = 0, the initial ones)."""
     count = i64(count) if isinstance(count, int) else count
     pre = b.block
-    header = b.append_basic_block(f"{name}.head")
-    body = b.append_basic_block(f"{name}.body")
-    exit_ = b.append_basic_block(f"{name}.exit")
-    b.branch(header)
-    b.position_at_end(header)
-    index = b.phi(I64, name=name)
-    index.add_incoming(i64(0), pre)
+    header, body, exit_, index = conditional_loop(b, i64(0), name)
     phis = [b.phi(v.type) for v in initial]
     for phi, value in zip(phis, initial):
         phi.add_incoming(value, pre)
