@@ -13,6 +13,7 @@ the rules in ``codegen.matmul`` decide.  ``LLGRAD_CALIBRATION=0`` ignores a tabl
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import math
@@ -34,8 +35,9 @@ class Timing(NamedTuple):
     blas_s: float
 
 
+@functools.lru_cache(maxsize=None)
 def version() -> str:
-    """llgrad's installed version (what a table is valid for)."""
+    """llgrad's installed version (what a table is valid for; read once, ~0.5 ms)."""
     try:
         return importlib.metadata.version("llgrad")
     except importlib.metadata.PackageNotFoundError:
@@ -56,6 +58,16 @@ def load() -> tuple[Timing, ...]:
     where = path()
     if os.environ.get("LLGRAD_CALIBRATION") == "0" or where is None:
         return ()
+    try:
+        return _read(where, os.stat(where).st_mtime_ns)
+    except OSError:
+        return ()
+
+
+@functools.lru_cache(maxsize=8)
+def _read(where: str, mtime_ns: int) -> tuple[Timing, ...]:
+    """The table at ``where`` as last modified at ``mtime_ns``: every compile asks for
+    it (``codegen_options``), so it is parsed once, and again only once rewritten."""
     try:
         with open(where) as f:
             return tuple(Timing(*row) for row in json.load(f)["timings"])
