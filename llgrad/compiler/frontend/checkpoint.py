@@ -6,8 +6,7 @@ from __future__ import annotations
 from llgrad.compiler.frontend import pytree
 from llgrad.compiler.frontend.loops import lifted
 from llgrad.compiler.frontend.nested import close, function_name, trace_nested
-from llgrad.compiler.frontend.trace import Tracer, current
-from llgrad.compiler.frontend.while_loop import user_line
+from llgrad.compiler.frontend.trace import Tracer, current, user_source
 
 
 def checkpointed_call(fn, args):
@@ -20,7 +19,7 @@ def checkpointed_call(fn, args):
                           pytree.leaf_names(tree, "arg"))
     body = close(traced, traced.captured)
     b = current().builder
-    outer, b.source = b.source, user_line()
+    outer, b.source = b.source, user_source()
     node = b.checkpoint(*nodes, *traced.captured, body=body, recomputes=None)
     results = [Tracer(b.tuple_get(node, index=k)) for k in range(len(body.outputs))]
     b.source = outer

@@ -8,29 +8,13 @@ the loops' ``trace_body`` (closures become invariants, the carry keeps its types
 """
 from __future__ import annotations
 
-import os
-import sys
 
 from llgrad.compiler.frontend import pytree
 from llgrad.compiler.frontend.loops import check_carry, lifted, trace_body
 from llgrad.compiler.frontend.nested import function_name
-from llgrad.compiler.frontend.trace import Tracer, current, lift, located
+from llgrad.compiler.frontend.trace import Tracer, current, lift, located, user_source
 from llgrad.ir.errors import DTypeError, LlgradError, ShapeError
 from llgrad.ir.primitives_while import BOOL
-
-_SKIPPED = (os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-            os.path.dirname(os.__file__))
-
-
-def user_line() -> str | None:
-    """file:line of the innermost frame outside llgrad and the standard library: the
-    user's call of the loop (``trace.user_source`` counts llgrad's API modules and
-    ``contextlib`` as user code)."""
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIPPED):
-        frame = frame.f_back
-    return None if frame is None else (
-        f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}")
 
 
 def condition(cond_fun, value):
@@ -54,7 +38,7 @@ def while_loop(cond_fun, body_fun, init_val, max_steps=None):
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
         raise ValueError(f"while_loop: max_steps must be a non-negative int or None, "
                          f"got {max_steps!r}")
-    where = user_line()
+    where = user_source()
     leaves, tree = pytree.flatten(init_val)
     carried = lifted(leaves)
     types = [n.type for n in carried]
