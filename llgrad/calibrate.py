@@ -1,23 +1,25 @@
 """Measure, once per machine, which products BLAS multiplies faster than llgrad's tiles.
 
-    python -m llgrad.calibrate            # measure and store (about a second once compiled)
+    python -m llgrad.calibrate            # measure the grid and store it (seconds)
     python -m llgrad.calibrate --show     # the stored table
+    python -m llgrad.calibrate --forget   # drop the products timed so far
 
-Each shape of ``SHAPES`` is compiled twice (tiles only; BLAS from one multiply-add) at
-one and two threads (numpy's OpenBLAS set to the same count), and both are timed in
-alternation, the fastest of ``ROUNDS`` rounds each: another process on the machine
-only ever adds time (on a loaded machine a round's time is often several times the
-product's), so the fastest round is the product's own time.  The table goes to ``runtime.calibration``, which code generation reads.
+Every product large enough for the choice to matter is timed both ways by itself the
+first time a module containing it is compiled (``codegen.product_timing``); this
+command times a grid of shapes (``SHAPES``, each dtype, at one and two threads, numpy's
+OpenBLAS set to the same count), from which ``runtime.calibration`` interpolates for a
+product where timing it is off.  ``--show`` lists both kinds of row.  A timing taken
+while other work kept the cores busy can be wrong; ``--forget`` drops the products
+timed so far, and each is timed again the next time it is compiled.
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-import numpy as np
-
 from llgrad.compiler.codegen.build import compile_graph
-from llgrad.ir import Builder, Graph, TensorType
+from llgrad.compiler.codegen.product_timing import time_product
+from llgrad.ir import TensorType
 from llgrad.runtime import blas, calibration
 
 #: (M, K, N): from a small model's products to a wide layer's and a square
@@ -25,43 +27,13 @@ SHAPES = ((32, 32, 32), (64, 784, 128), (784, 64, 128), (256, 256, 256), (1024, 
           (64, 784, 1024))
 DTYPES = ("float32", "float64")
 THREADS = (1, 2)
-ROUNDS = 7
-#: seconds one side of one round takes at least (a few calls of a large product)
-ROUND_S = 2e-3
-
-
-def _product(M, K, N, dtype, threads, use_blas):
-    """A @ B compiled as tiles only (``use_blas`` False), BLAS (True), or as llgrad
-    would choose (None)."""
-    b = Builder()
-    x = b.parameter(index=0, type=TensorType((M, K), dtype), name="a")
-    y = b.parameter(index=1, type=TensorType((K, N), dtype), name="b")
-    graph = Graph([x, y], [b.dot_general(x, y, dims=(((1,), (0,)), ((), ())))])
-    if use_blas is None:
-        return compile_graph(graph, threads=threads)
-    if use_blas:
-        return compile_graph(graph, blas_min_flops=1, threads=threads)
-    return compile_graph(graph, blas=False, threads=threads)
-
-
-def _per_call(fn, args, calls):
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn(*args)
-    return (time.perf_counter() - start) / calls
 
 
 def time_shape(M, K, N, dtype, threads) -> calibration.Timing:
-    """Both ways of one product, alternating, the fastest of ``ROUNDS`` rounds each."""
-    rng = np.random.default_rng(0)
-    args = (rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype))
-    tiles, gemm = _product(M, K, N, dtype, threads, False), _product(M, K, N, dtype, threads, True)
-    first = max(_per_call(tiles, args, 1), _per_call(gemm, args, 1), 1e-7)
-    calls = max(1, int(ROUND_S / first))
-    rounds = [(_per_call(tiles, args, calls), _per_call(gemm, args, calls))
-              for _ in range(ROUNDS)]
-    return calibration.Timing(dtype, threads, M, K, N, min(r[0] for r in rounds),
-                              min(r[1] for r in rounds))
+    """The grid's row for an (M, K) @ (K, N) product."""
+    timed = time_product(TensorType((M, K), dtype), TensorType((K, N), dtype),
+                         (((1,), (0,)), ((), ())), threads, threads, compile_graph)
+    return timed._replace(signature="")
 
 
 def measure() -> list[calibration.Timing]:
@@ -81,23 +53,31 @@ def measure() -> list[calibration.Timing]:
 
 
 def _show(timings) -> None:
-    print(f"{'dtype':8} {'threads':>7} {'M x K x N':>16} {'tiles':>10} {'BLAS':>10}  faster")
+    print(f"{'dtype':8} {'threads':>7} {'M x K x N':>16} {'tiles':>10} {'BLAS':>10}  faster  "
+          f"product (empty: grid)")
     for t in timings:
         print(f"{t.dtype:8} {t.threads:7} {f'{t.M}x{t.K}x{t.N}':>16} {t.tiles_s * 1e6:8.1f}us "
-              f"{t.blas_s * 1e6:8.1f}us  {'BLAS' if t.blas_s < t.tiles_s else 'tiles'}")
+              f"{t.blas_s * 1e6:8.1f}us  {'BLAS ' if t.blas_s < t.tiles_s else 'tiles'}  "
+              f"{t.signature}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--show", action="store_true", help="print the stored table only")
+    parser.add_argument("--forget", action="store_true",
+                        help="drop the products timed so far (timed again when next compiled)")
     args = parser.parse_args(argv)
+    if args.forget:
+        kept = [t for t in calibration.load() if not t.signature]
+        print(f"kept the grid ({len(kept)} rows) in {calibration.store(kept)}")
+        return
     if args.show:
         _show(calibration.load())
         print(calibration.path())
         return
     start = time.perf_counter()
     timings = measure()
-    where = calibration.store(timings)
+    where = calibration.add(timings)
     _show(timings)
     print(f"stored in {where} ({time.perf_counter() - start:.1f} s)")
 

@@ -27,9 +27,8 @@ from llgrad.compiler.dispatch.staging import Staged
 from llgrad.compiler.frontend import pytree
 from llgrad.compiler.passes.pipeline import optimize
 from llgrad.ir.errors import LlgradError, UnsupportedError
-from llgrad.ir.graph import Graph
+from llgrad.ir.graph import Graph, every_node
 from llgrad.ir.primitives_while import handle_index, limit_message
-from llgrad.ir.walk import topological_order
 from llgrad.runtime import aot, engine, host, pool
 from llgrad.runtime.blas import SYSTEM_CBLAS
 
@@ -237,19 +236,14 @@ def loop_limits(graph: Graph) -> tuple:
     """The message of each ``while_loop`` in ``graph`` and the bodies inside it that may
     fail, each once: a bounded one's spent ``max_steps``, or the heap tape of one whose
     tape is read that cannot grow.  What the C function's loop codes stand for."""
-    messages, graphs, seen = [], [graph], set()
-    while graphs:
-        for node in topological_order(graphs.pop().outputs):
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            if node.op == "while" and node.attrs["max_steps"] is not None:
-                messages.append(limit_message(node))
-            if node.op == "tuple_get" and node.inputs[0].op == "while" and (
-                    node.inputs[0].attrs.get("heap_tape")
-                    and node.attrs["index"] == handle_index(node.inputs[0])):
-                messages.append(heap_tape.memory_message(node.inputs[0]))
-            graphs += [v for v in node.attrs.values() if isinstance(v, Graph)]
+    messages = []
+    for node in every_node(graph):
+        if node.op == "while" and node.attrs["max_steps"] is not None:
+            messages.append(limit_message(node))
+        if node.op == "tuple_get" and node.inputs[0].op == "while" and (
+                node.inputs[0].attrs.get("heap_tape")
+                and node.attrs["index"] == handle_index(node.inputs[0])):
+            messages.append(heap_tape.memory_message(node.inputs[0]))
     return tuple(dict.fromkeys(messages))
 
 

@@ -14,10 +14,13 @@ def rng():
 
 
 def pytest_configure(config):
-    """Tests compile into a cache of their own, never the user's ~/.cache/llgrad."""
+    """Tests compile into a cache of their own, never the user's ~/.cache/llgrad, and
+    time no products (``codegen.product_timing``), so that which way a product runs
+    never depends on how loaded the machine was: tests that force a way say so."""
     import os
     import tempfile
     os.environ.setdefault("LLGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="llgrad-test-cache-"))
+    os.environ.setdefault("LLGRAD_CALIBRATION", "0")
 
 
 OPT_IN = ("fuzz", "large", "slow")  # what each means: the markers in pyproject.toml

@@ -11,7 +11,7 @@ import itertools
 import keyword
 import re
 from types import MappingProxyType
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -121,6 +121,30 @@ class AdjointTable:
         return self._of.get(id(node), [])
 
 
+
+
+def inner_graphs(node: Node) -> list[Graph]:
+    """The graphs a node carries as attributes: a loop's body, a cond's branches."""
+    found = []
+    for value in node.attrs.values():
+        if isinstance(value, Graph):
+            found.append(value)
+        elif isinstance(value, tuple):
+            found += [g for g in value if isinstance(g, Graph)]
+    return found
+
+
+def every_node(graph: Graph) -> Iterator[Node]:
+    """The nodes of ``graph`` and of every graph inside it, each graph's once."""
+    graphs, seen = [graph], set()
+    while graphs:
+        inner = graphs.pop()
+        if id(inner) in seen:
+            continue
+        seen.add(id(inner))
+        for node in inner.nodes:
+            yield node
+            graphs += inner_graphs(node)
 
 
 def parameter_identifiers(params: Iterable[Node]) -> list[str]:

@@ -12,6 +12,7 @@ turns BLAS off.
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ SYSTEM_CBLAS = {"float64": Gemm("cblas_dgemm", "cblas"), "float32": Gemm("cblas_
 _found: dict | None = None
 
 
+@functools.lru_cache(maxsize=1)
 def _numpy_openblas_library():
     """numpy's bundled OpenBLAS, loaded (None where numpy brings none)."""
     import numpy
@@ -38,6 +40,16 @@ def _numpy_openblas_library():
     for path in glob.glob(os.path.join(libs, "libscipy_openblas64_*.so")):
         return ctypes.CDLL(path)
     return None
+
+
+def threads() -> int | None:
+    """How many threads numpy's OpenBLAS runs a product on (None: not that OpenBLAS):
+    a product's measured speed (``runtime.calibration``) depends on it."""
+    lib = _numpy_openblas_library()
+    try:
+        return int(lib.scipy_openblas_get_num_threads64_())
+    except AttributeError:
+        return None
 
 
 def set_threads(count: int) -> int | None:

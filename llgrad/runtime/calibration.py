@@ -1,15 +1,22 @@
 """Measured times of products as register tiles and as BLAS, per machine, on disk.
 
 Whether BLAS or llgrad's tiles multiply a product faster depends on the BLAS build,
-the core, its caches and the thread count, so it is measured rather than guessed:
-``python -m llgrad.calibrate`` times a few product shapes both ways at one and two
-threads (about a second once compiled) and stores the times next to the compile
-cache, in a file named for the CPU (its name and LLVM's features) and llgrad's
-version: another machine, or another release, measures again.  Code generation
-reads the table (it is part of the options, hence of every cache key) and, for a
-product between the calibrated shapes, interpolates the ratio of the two times in
-the logarithm of the product's multiply-adds (``prefers_blas``).  Without a table
-the rules in ``codegen.matmul`` decide.  ``LLGRAD_CALIBRATION=0`` ignores a table.
+the core, its caches, the thread count and the product's own shape and layout, so it
+is measured rather than guessed, in two ways that share one table:
+
+- every product large enough for the choice to matter is timed both ways the first
+  time a module containing it is compiled on this machine
+  (``codegen.product_timing``), as that product (its operands' shapes and contracted
+  axes: its ``signature``), at the module's thread count and BLAS's;
+- ``python -m llgrad.calibrate`` times a grid of shapes at one and two threads, from
+  which a product of a shape never timed is interpolated: the ratio of the two times,
+  in the logarithms of M, K and N (``prefers_blas``).
+
+The table lives next to the compile cache, in a file named for the CPU (its name and
+LLVM's features) and llgrad's version: another machine, or another release, measures
+again.  A module's options carry the rows its products are decided by (part of every
+cache key).  Without any row the rules in ``codegen.matmul`` decide;
+``LLGRAD_CALIBRATION=0`` ignores the table and times nothing.
 """
 from __future__ import annotations
 
@@ -25,7 +32,9 @@ from llgrad.runtime import cache, engine
 
 
 class Timing(NamedTuple):
-    """Seconds per call of one (M, K, N) product of ``dtype`` on ``threads`` threads."""
+    """Seconds per call of one (M, K, N) product of ``dtype`` on ``threads`` threads:
+    a product of the grid (``signature`` empty), or the product ``signature`` names,
+    timed with BLAS on ``blas_threads`` threads."""
     dtype: str
     threads: int
     M: int
@@ -33,6 +42,13 @@ class Timing(NamedTuple):
     N: int
     tiles_s: float
     blas_s: float
+    signature: str = ""
+    blas_threads: int = 0
+
+    @property
+    def key(self) -> tuple:
+        """What a later measurement of the same product replaces."""
+        return self.dtype, self.threads, self.blas_threads, self.signature, self.M, self.K, self.N
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,11 +69,17 @@ def path() -> str | None:
     return os.path.join(root, f"calibration-{cache.key(cpu, features, version())[:24]}.json")
 
 
+def enabled() -> bool:
+    """Whether products are decided by measurement (off: ``LLGRAD_CALIBRATION=0``, or
+    no cache directory to keep the table in)."""
+    return os.environ.get("LLGRAD_CALIBRATION") != "0" and cache.directory() is not None
+
+
 def load() -> tuple[Timing, ...]:
-    """This machine's measured times (empty: not calibrated, or turned off)."""
-    where = path()
-    if os.environ.get("LLGRAD_CALIBRATION") == "0" or where is None:
+    """This machine's measured times (empty: nothing measured yet, or turned off)."""
+    if not enabled():
         return ()
+    where = path()
     try:
         return _read(where, os.stat(where).st_mtime_ns)
     except OSError:
@@ -73,6 +95,13 @@ def _read(where: str, mtime_ns: int) -> tuple[Timing, ...]:
             return tuple(Timing(*row) for row in json.load(f)["timings"])
     except (OSError, ValueError, TypeError, KeyError):
         return ()
+
+
+def add(timings) -> str:
+    """Merge ``timings`` into the stored table, each replacing an earlier row of the
+    same product; returns the table's path."""
+    fresh = {t.key for t in timings}
+    return store([t for t in load() if t.key not in fresh] + list(timings))
 
 
 def store(timings) -> str:
@@ -95,15 +124,21 @@ def store(timings) -> str:
 TIE = 0.05
 
 
-def prefers_blas(timings, dtype: str, threads: int, M: int, K: int, N: int) -> bool | None:
-    """Whether BLAS is expected to be faster for this product, from the calibrated
+def prefers_blas(timings, dtype: str, threads: int, M: int, K: int, N: int,
+                 signature: str = "") -> bool | None:
+    """Whether BLAS is expected to be faster for this product: as measured, where the
+    product ``signature`` names was timed at this thread count; else from the grid's
     shapes of the same dtype and thread count (the nearest count below, else above):
     log(blas / tiles) averaged over them weighted by the inverse square of their
     distance in (log M, log K, log N), below ``-log(1 + TIE)``.  By shape, not by
     multiply-adds alone: at one size a product whose right operand outgrows the cache
     (64x784x1024) and one whose does not (1024x784x128) can fall on opposite sides.
-    None: nothing calibrated for ``dtype``."""
-    same = [t for t in timings if t.dtype == dtype]
+    None: nothing measured for ``dtype``."""
+    own = [t for t in timings if signature and t.signature == signature
+           and t.dtype == dtype and t.threads == threads]
+    if own:
+        return own[-1].blas_s * (1 + TIE) < own[-1].tiles_s
+    same = [t for t in timings if t.dtype == dtype and not t.signature]
     if not same:
         return None
     counts = sorted({t.threads for t in same})

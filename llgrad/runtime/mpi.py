@@ -17,7 +17,7 @@ import ctypes
 import llvmlite.binding as llvm
 
 from llgrad.ir.errors import UnsupportedError
-from llgrad.ir.graph import Graph
+from llgrad.ir.graph import Graph, every_node
 
 ALLREDUCE = "MPI_Allreduce"
 #: the MPI functions generated code may call
@@ -30,12 +30,7 @@ _registered: list = []
 
 def uses_collectives(graph: Graph) -> bool:
     """Whether ``graph`` or a graph inside it (a loop's body) has a collective node."""
-    for node in graph.nodes:
-        if node.op in COLLECTIVES:
-            return True
-        if any(isinstance(v, Graph) and uses_collectives(v) for v in node.attrs.values()):
-            return True
-    return False
+    return any(node.op in COLLECTIVES for node in every_node(graph))
 
 
 def register() -> None:

@@ -14,13 +14,14 @@ import ctypes
 import os
 from functools import cached_property
 
+from llgrad.compiler.codegen import product_timing
 from llgrad.compiler.codegen.debuginfo import sources_key
 from llgrad.compiler.codegen.options import CodegenOptions
 from llgrad.compiler.codegen.parallel import default_parts
 from llgrad.compiler.codegen.while_loop import ACCESSOR as LIMITS_ACCESSOR
 from llgrad.ir.fingerprint import fingerprint
 from llgrad.ir.graph import Graph
-from llgrad.runtime import cache, calibration, engine, host, mpi, pool, pyobjects
+from llgrad.runtime import cache, engine, host, mpi, pool, pyobjects
 from llgrad.runtime.blas import available as blas_symbols
 from llgrad.runtime.executable import Executable
 
@@ -101,7 +102,6 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
         blas_min_flops=blas_min_flops, vector_bits=cpu.vector_bits,
         vector_registers=cpu.vector_registers, fma_units=cpu.fma_units,
         tile_panel_bytes=cpu.tile_panel_bytes,
-        product_timings=calibration.load() if blas and blas_min_flops is None else (),
         object_layout=tuple(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
         threads=threads, batch_calls=batch_calls, profile=profile, check_finite=check_finite)
 
@@ -127,6 +127,7 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     options = codegen_options(fastmath=fastmath, fuse_ops=fuse_ops, libmvec=libmvec,
                               blas=blas, blas_min_flops=blas_min_flops, threads=threads,
                               batch_calls=batch_calls, profile=profile)
+    options = product_timing.with_timed_products(graph, options, compile_graph)
     lowering = Lowering(graph, options, origins)
     # the source lines too: the object code's line table names them
     entry_key = cache.key(fingerprint(graph), options.cache_key(), sources_key(graph),

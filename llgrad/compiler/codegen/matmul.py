@@ -211,10 +211,32 @@ def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
             b.call(fn, [tb, ta, n, m, k, one, bm, pldb, a, plda, zero, cm, ldc])
 
 
-def _use_blas(options, gemm, c: Canonical, vectorised: bool, dtype: str) -> bool:
+def signature(node) -> str:
+    """A product as ``runtime.calibration`` times it: its operands' shapes and the axes
+    it contracts and batches (which decide the layouts, hence the copies, both ways)."""
+    lhs, rhs = node.inputs
+    return f"{lhs.shape}@{rhs.shape}{node.attrs['dims']}"
+
+
+def timed(node, options) -> bool:
+    """Whether tiles or BLAS for this product is decided by timing it
+    (``product_timing``): BLAS found and not forced, a product the tiles vectorise, of
+    at least ``BLAS_MIN_FLOPS`` multiply-adds a matrix (below, the tiles win on every
+    machine measured: BLAS's per-call cost), and no streaming matrix-vector product."""
+    c = canonical(node)
+    la, lb = c.gemm_layouts
+    a_strides = _strides(la, c.M, c.K)
+    gemm = options.gemm(node.dtype)
+    return (gemm is not None and options.blas_min_flops is None and _fits(gemm, c)
+            and c.M * c.N * c.K >= BLAS_MIN_FLOPS and tiles.vectorised(c.M, c.N, a_strides)
+            and matvec.plan(c, a_strides, _strides(lb, c.K, c.N)) is None)
+
+
+def _use_blas(options, gemm, c: Canonical, vectorised: bool, node) -> bool:
     """BLAS from ``blas_min_flops`` multiply-adds on whatever the tiles could do, when
-    the module was built with that option; else as this machine's calibration measured
-    (``runtime.calibration``); else per the thresholds above."""
+    the module was built with that option; else as this machine measured this product,
+    or interpolates from its calibrated grid (``runtime.calibration``); else per the
+    thresholds above."""
     if gemm is None or min(c.M, c.N, c.K) < 1 or not _fits(gemm, c):
         return False
     flops = c.M * c.N * c.K
@@ -223,14 +245,14 @@ def _use_blas(options, gemm, c: Canonical, vectorised: bool, dtype: str) -> bool
         return flops >= forced
     if not vectorised:
         return flops >= SCALAR_BLAS_MIN_FLOPS
-    measured = calibration.prefers_blas(options.product_timings, dtype, options.threads,
-                                        c.B * c.M, c.K, c.N)
+    measured = calibration.prefers_blas(options.product_timings, node.dtype, options.threads,
+                                        c.B * c.M, c.K, c.N, signature(node))
     if measured is not None:
         return measured
     if _blas_would_thread(options, flops):
         return False          # on llgrad's pool, never OpenBLAS's threads beside it
     return flops >= BLAS_MIN_FLOPS and not (flops >= LARGE_TILES_MIN_FLOPS
-                                            and _re_reads_fit(options, c, ITEMSIZE[dtype]))
+                                            and _re_reads_fit(options, c, ITEMSIZE[node.dtype]))
 
 
 def _blas_would_thread(options, flops: int) -> bool:
@@ -266,7 +288,7 @@ def emit_dot_general(ctx, node, out):
             ctx.epilogue.run_all(b)
         return
     gemm = ctx.options.gemm(dtype)
-    if _use_blas(ctx.options, gemm, c, tiles.vectorised(c.M, c.N, a_strides), dtype):
+    if _use_blas(ctx.options, gemm, c, tiles.vectorised(c.M, c.N, a_strides), node):
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
         if _blas_would_thread(ctx.options, c.M * c.K * c.N):   # OpenBLAS decides per gemm call
             b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # see runtime.pool

@@ -1,0 +1,89 @@
+"""Tiles or BLAS for a product, timed the first time this machine compiles it.
+
+Which of the two multiplies a product faster turns on its shape, its layout, the
+thread counts and the core (at two threads on one machine, 32x256x1024 ran 2x faster
+as tiles and 256x3200x1024 2.5x faster with OpenBLAS), and no model of them all has
+held across machines.  So before a module is generated, each of its products whose
+way is open (``matmul.timed``) and not yet in this machine's table is compiled both
+ways alone and timed, and the result is stored (``runtime.calibration``): once per
+machine, product and thread count, about 0.1-0.3 s a product.  The module's options
+then carry the rows its products are decided by, so its cache key names the choices.
+``LLGRAD_CALIBRATION=0`` turns this off (the rules in ``matmul`` decide).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from llgrad.compiler.codegen import matmul
+from llgrad.ir import Builder, Graph, TensorType
+from llgrad.ir.graph import every_node
+from llgrad.runtime import blas, calibration
+
+#: rounds each way is timed in, alternating; the fastest counts: another process on
+#: the machine only ever adds time (on a loaded machine a round's time is often
+#: several times the product's), so the fastest round is the product's own time
+ROUNDS = 7
+#: seconds one side of one round takes at least (a few calls of a small product)
+ROUND_S = 2e-3
+
+
+def with_timed_products(graph: Graph, options, compile_graph):
+    """``options`` carrying this machine's grid and a timing of each of ``graph``'s
+    products whose way is open, those not timed before timed now with
+    ``compile_graph``."""
+    if not options.blas or options.blas_min_flops is not None or not calibration.enabled():
+        return options
+    table, threads, blas_threads = calibration.load(), options.threads, blas.threads() or 0
+    products = {(node.dtype, matmul.signature(node)): node for node in every_node(graph)
+                if node.op == "dot_general" and matmul.timed(node, options)}
+    known = {(t.dtype, t.signature): t for t in table
+             if t.signature and t.threads == threads and t.blas_threads == blas_threads}
+    new = [time_product(node.inputs[0].type, node.inputs[1].type, node.attrs["dims"],
+                        threads, blas_threads, compile_graph)
+           for key, node in products.items() if key not in known]
+    if new:
+        calibration.add(new)
+    rows = [t for t in table if not t.signature]
+    rows += [known[key] for key in products if key in known] + new
+    return dataclasses.replace(options, product_timings=tuple(rows))
+
+
+def time_product(lhs: TensorType, rhs: TensorType, dims, threads: int, blas_threads: int,
+                 compile_graph) -> calibration.Timing:
+    """One dot_general of operands ``lhs`` and ``rhs``, as tiles and as BLAS."""
+    b = Builder()
+    x = b.parameter(index=0, type=lhs, name="a")
+    y = b.parameter(index=1, type=rhs, name="b")
+    product = b.dot_general(x, y, dims=dims)
+    graph = Graph([x, y], [product])
+    c = matmul.canonical(product)
+    tiles_s, blas_s = fastest(compile_graph(graph, blas=False, threads=threads),
+                              compile_graph(graph, blas_min_flops=1, threads=threads),
+                              _arguments(lhs, rhs))
+    return calibration.Timing(lhs.dtype, threads, c.B * c.M, c.K, c.N, tiles_s, blas_s,
+                              matmul.signature(product), blas_threads)
+
+
+def _arguments(*types):
+    rng = np.random.default_rng(0)
+    return tuple(rng.standard_normal(t.shape).astype(t.np_dtype) for t in types)
+
+
+def fastest(first, second, args) -> tuple[float, float]:
+    """Seconds a call of each of two compiled functions takes: timed in alternation,
+    the fastest of ``ROUNDS`` rounds of at least ``ROUND_S`` each."""
+    once = max(_per_call(first, args, 1), _per_call(second, args, 1), 1e-7)
+    calls = max(1, int(ROUND_S / once))
+    rounds = [(_per_call(first, args, calls), _per_call(second, args, calls))
+              for _ in range(ROUNDS)]
+    return min(r[0] for r in rounds), min(r[1] for r in rounds)
+
+
+def _per_call(fn, args, calls) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn(*args)
+    return (time.perf_counter() - start) / calls
