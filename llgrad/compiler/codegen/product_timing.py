@@ -6,7 +6,7 @@ as tiles and 256x3200x1024 2.5x faster with OpenBLAS), and no model of them all 
 held across machines.  So before a module is generated, each of its products whose
 way is open (``matmul.timed``) and not yet in this machine's table is compiled both
 ways alone and timed, and the result is stored (``runtime.calibration``): once per
-machine, product and thread count, about 0.1-0.3 s a product.  The module's options
+machine, product and thread count, 0.3-0.6 s a product.  The module's options
 then carry the rows its products are decided by, so its cache key names the choices.
 ``LLGRAD_CALIBRATION=0`` turns this off (the rules in ``matmul`` decide).
 """
@@ -22,12 +22,18 @@ from llgrad.ir import Builder, Graph, TensorType
 from llgrad.ir.graph import every_node
 from llgrad.runtime import blas, calibration
 
-#: rounds each way is timed in, alternating; the fastest counts: another process on
-#: the machine only ever adds time (on a loaded machine a round's time is often
-#: several times the product's), so the fastest round is the product's own time
+#: rounds each way is timed in; the fastest counts: another process on the machine
+#: only ever adds time (on a loaded machine a round's time is often several times the
+#: product's), so the fastest round is the product's own time
 ROUNDS = 7
-#: seconds one side of one round takes at least (a few calls of a small product)
+#: seconds one round takes at least (a few calls of a small product)
 ROUND_S = 2e-3
+#: OpenBLAS's threads spin on the cores for a while after a threaded call (~0.15 s
+#: here: their CPU time in /proc/self/task, 2026-12-07) and slow the pool's tiles
+#: meanwhile (a 1024x784x128 product on two threads timed 1.35 ms right after BLAS
+#: calls, 0.71 ms away from them); so each way is timed in a block of its own, the
+#: tiles first, and this long is left after BLAS's block for the spinning to end
+BLAS_SPIN_S = 0.25
 
 
 def with_timed_products(graph: Graph, options, compile_graph):
@@ -72,14 +78,18 @@ def _arguments(*types):
     return tuple(rng.standard_normal(t.shape).astype(t.np_dtype) for t in types)
 
 
-def fastest(first, second, args) -> tuple[float, float]:
-    """Seconds a call of each of two compiled functions takes: timed in alternation,
-    the fastest of ``ROUNDS`` rounds of at least ``ROUND_S`` each."""
-    once = max(_per_call(first, args, 1), _per_call(second, args, 1), 1e-7)
-    calls = max(1, int(ROUND_S / once))
-    rounds = [(_per_call(first, args, calls), _per_call(second, args, calls))
-              for _ in range(ROUNDS)]
-    return min(r[0] for r in rounds), min(r[1] for r in rounds)
+def fastest(tiles, gemm, args) -> tuple[float, float]:
+    """Seconds a call of the tiles' and of BLAS's compiled product take: each the
+    fastest of ``ROUNDS`` rounds of at least ``ROUND_S``, the tiles' rounds first."""
+    tiles_s = _fastest(tiles, args)
+    blas_s = _fastest(gemm, args)
+    time.sleep(BLAS_SPIN_S)
+    return tiles_s, blas_s
+
+
+def _fastest(fn, args) -> float:
+    calls = max(1, int(ROUND_S / max(_per_call(fn, args, 1), 1e-7)))
+    return min(_per_call(fn, args, calls) for _ in range(ROUNDS))
 
 
 def _per_call(fn, args, calls) -> float:
