@@ -127,7 +127,8 @@ def empty_caches():
     root = tempfile.mkdtemp(prefix="llgrad-bench-caches-")
     saved = {k: os.environ.get(k) for k in ("LLGRAD_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
                                             "PYTENSOR_FLAGS")}
-    _keep_calibration(os.path.join(root, "llgrad"))
+    from llgrad.runtime import calibration
+    calibration.copy_into(os.path.join(root, "llgrad"))   # the machine's, not a compile's
     os.environ["LLGRAD_CACHE_DIR"] = os.path.join(root, "llgrad")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(root, "inductor")
     os.environ["PYTENSOR_FLAGS"] = ",".join(
@@ -138,16 +139,6 @@ def empty_caches():
     finally:
         _restore(saved)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _keep_calibration(fresh: str) -> None:
-    """Copy this machine's product timings (``llgrad.calibrate``) into the fresh cache:
-    they belong to the machine, measured once, not to a program's compile."""
-    from llgrad.runtime import calibration
-    where = calibration.path()
-    if where and os.path.exists(where):
-        os.makedirs(fresh, exist_ok=True)
-        shutil.copy(where, os.path.join(fresh, os.path.basename(where)))
 
 
 CACHES_AS_THEY_ARE = ("on-disk caches (llgrad's, Inductor's, PyTensor's) were left as the "

@@ -263,22 +263,28 @@ def test_with_llgrad_threads_products_blas_would_thread_are_tiles():
 
 
 def test_a_product_blas_threads_sends_llgrad_workers_to_rest_first():
-    """Where a module with threads leaves a product to BLAS that BLAS will thread, the
-    pool's spinning workers park first (``runtime.pool``: they held the cores OpenBLAS's
-    threads needed); not for products BLAS runs on one thread, nor without threads."""
+    """Where a module with threads leaves a product to BLAS that BLAS will thread, it
+    runs as single-threaded calls on llgrad's pool (``matmul._emit_gemm_on_pool``) if
+    it has rows enough, and otherwise the pool's spinning workers park first
+    (``runtime.pool``: they held the cores OpenBLAS's threads needed); neither for
+    products BLAS runs on one thread, nor without threads."""
     if "float32" not in blas.available():
         pytest.skip("no BLAS here")
+    on_pool = blas.available()["float32"].thread_count_symbols is not None
 
-    def rests(M, K, N, threads):
+    def way(M, K, N, threads):
         a, b, dims = _operands(M, K, N, "NN", "float32")
         exe = _compile([(a, b, dims)], "float32", threads=threads, blas_min_flops=1)
         _assert_close(exe(a, b)[0], a, b, dims)
-        return "llgrad_pool_rest" in exe.llvm_ir
+        return ("rest" if "llgrad_pool_rest" in exe.llvm_ir else
+                "pool" if blas.OPENBLAS_THREAD_COUNT[1] in exe.llvm_ir else "call")
 
     assert 64 * 64 * 64 >= matmul.BLAS_THREADS_MIN_FLOPS > 32 * 64 * 64
-    assert rests(64, 64, 64, threads=2)
-    assert not rests(32, 64, 64, threads=2)
-    assert not rests(64, 64, 64, threads=1)
+    assert way(64, 64, 64, threads=2) == ("pool" if on_pool else "rest")
+    assert 8 * 256 * 256 >= matmul.BLAS_THREADS_MIN_FLOPS and 8 < 2 * matmul.POOL_GEMM_MIN_ROWS
+    assert way(8, 256, 256, threads=2) == "rest"
+    assert way(32, 64, 64, threads=2) == "call"
+    assert way(64, 64, 64, threads=1) == "call"
     # a batch is one gemm call per product: OpenBLAS threads none of 4 x 32x64x64
     a = RNG.standard_normal((4, 32, 64)).astype("float32")
     b = RNG.standard_normal((4, 64, 64)).astype("float32")

@@ -193,3 +193,13 @@ def test_forget_drops_the_timed_products_and_keeps_the_grid(capsys):
     calibration.store(_table(2.0, 0.5) + (timed,))
     calibrate.main(["--forget"])
     assert calibration.load() == _table(2.0, 0.5) and "kept the grid" in capsys.readouterr().out
+
+
+def test_the_table_can_be_copied_into_an_empty_cache(tmp_path, monkeypatch):
+    calibration.store(_table(2.0, 0.5))
+    calibration.copy_into(str(tmp_path / "fresh"))
+    monkeypatch.setenv("LLGRAD_CACHE_DIR", str(tmp_path / "fresh"))
+    assert calibration.load() == _table(2.0, 0.5)
+    monkeypatch.setenv("LLGRAD_CACHE_DIR", str(tmp_path / "empty"))
+    calibration.copy_into(str(tmp_path / "nothing"))       # no table: nothing to copy
+    assert not (tmp_path / "nothing").exists()

@@ -25,6 +25,16 @@ class Gemm:
     symbol: str        # the name the generated code calls
     convention: str    # "cblas64"/"cblas": row-major CBLAS with 64/32-bit ints; "fortran"
 
+    @property
+    def thread_count_symbols(self) -> tuple[str, str] | None:
+        """(get, set) of the BLAS's thread count, where generated code may call them:
+        numpy's OpenBLAS (the one "cblas64" gemm found), registered with its gemm."""
+        return OPENBLAS_THREAD_COUNT if self.convention == "cblas64" else None
+
+
+#: ``int get(void)`` and ``void set(int)`` of numpy's OpenBLAS thread count
+OPENBLAS_THREAD_COUNT = ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
+
 
 #: the system's CBLAS, which an exported library links (``-lblas``)
 SYSTEM_CBLAS = {"float64": Gemm("cblas_dgemm", "cblas"), "float32": Gemm("cblas_sgemm", "cblas")}
@@ -67,14 +77,13 @@ def set_threads(count: int) -> int | None:
 def _numpy_openblas() -> dict:
     lib = _numpy_openblas_library()
     if lib is not None:
-        found = {}
-        for dtype, name in (("float64", "scipy_cblas_dgemm64_"), ("float32", "scipy_cblas_sgemm64_")):
-            try:
+        try:
+            for name in ("scipy_cblas_dgemm64_", "scipy_cblas_sgemm64_") + OPENBLAS_THREAD_COUNT:
                 llvm.add_symbol(name, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
-            except AttributeError:
-                return {}
-            found[dtype] = Gemm(name, "cblas64")
-        return found
+        except AttributeError:
+            return {}
+        return {"float64": Gemm("scipy_cblas_dgemm64_", "cblas64"),
+                "float32": Gemm("scipy_cblas_sgemm64_", "cblas64")}
     return {}
 
 

@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import math
 import os
+import shutil
 import tempfile
 from typing import NamedTuple
 
@@ -95,6 +96,15 @@ def _read(where: str, mtime_ns: int) -> tuple[Timing, ...]:
             return tuple(Timing(*row) for row in json.load(f)["timings"])
     except (OSError, ValueError, TypeError, KeyError):
         return ()
+
+
+def copy_into(directory: str) -> None:
+    """Put this machine's table into another cache directory (an empty one a benchmark
+    compiles into): it belongs to the machine, measured once, not to a compile."""
+    where = path()
+    if where and os.path.exists(where):
+        os.makedirs(directory, exist_ok=True)
+        shutil.copy(where, os.path.join(directory, os.path.basename(where)))
 
 
 def add(timings) -> str:

@@ -171,44 +171,100 @@ def _fits(gemm, c) -> bool:
     return gemm.convention == "cblas64" or max(c.M, c.N, c.K) < 2 ** 31
 
 
-def _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
+def _emit_gemm(b, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
     """Row-major C = op(A) op(B), one gemm per batch; an operand stored transposed is
     read in place with 'T' and the other leading dimension."""
-    b = ctx.b
-    t, item = REGISTER[dtype], ITEMSIZE[dtype]
-    lda = c.K if layouts[0] == "N" else c.M
-    ldb = c.N if layouts[1] == "N" else c.K
+    item = ITEMSIZE[dtype]
     with counted_loop(b, c.B, "gemm") as batch:
         at = lambda ptr, per: b.gep(ptr, [b.mul(batch, i64(per * item))],  # noqa: E731
                                     source_etype=ir.IntType(8))
-        a, bm, cm = at(A, c.M * c.K), at(Bm, c.K * c.N), at(out, c.M * c.N)
-        if gemm.convention in ("cblas", "cblas64"):
-            # cblas_?gemm(RowMajor=101, transA, transB, M, N, K, 1, A, lda, B, ldb, 0, C, N),
-            # sizes 64-bit ("cblas64", numpy's OpenBLAS) or 32-bit (a system CBLAS)
-            i32 = ir.IntType(32)
-            size = I64 if gemm.convention == "cblas64" else i32
-            n = lambda value: ir.Constant(size, value)  # noqa: E731
-            fn = declare(b.module, gemm.symbol, ir.VoidType(),
-                         [i32] * 3 + [size] * 3 + [t, PTR, size, PTR, size, t, PTR, size])
-            trans = {"N": ir.Constant(i32, 111), "T": ir.Constant(i32, 112)}
-            b.call(fn, [ir.Constant(i32, 101), trans[layouts[0]], trans[layouts[1]],
-                        n(c.M), n(c.N), n(c.K), ir.Constant(t, 1.0), a, n(lda),
-                        bm, n(ldb), ir.Constant(t, 0.0), cm, n(c.N)])
-        else:
-            # Fortran, column-major: the column-major view of a row-major matrix is its
-            # transpose, so C^T = op(B)^T op(A)^T: gemm(tb, ta, N, M, K, 1, B, ldb, A, lda, 0, C, N)
-            i32, i8 = ir.IntType(32), ir.IntType(8)
-            fn = declare(b.module, gemm.symbol, ir.VoidType(), [PTR] * 13)
-            with b.goto_entry_block():
-                cells = [b.alloca(typ) for typ in (i8, i8, i32, i32, i32, t, i32, i32, t, i32)]
-            values = [ir.Constant(i8, ord(layouts[1])), ir.Constant(i8, ord(layouts[0])),
-                      ir.Constant(i32, c.N), ir.Constant(i32, c.M), ir.Constant(i32, c.K),
-                      ir.Constant(t, 1.0), ir.Constant(i32, ldb), ir.Constant(i32, lda),
-                      ir.Constant(t, 0.0), ir.Constant(i32, c.N)]
-            for cell, value in zip(cells, values):
-                b.store(value, cell)
-            tb, ta, n, m, k, one, pldb, plda, zero, ldc = cells
-            b.call(fn, [tb, ta, n, m, k, one, bm, pldb, a, plda, zero, cm, ldc])
+        _gemm_call(b, c, at(A, c.M * c.K), at(Bm, c.K * c.N), at(out, c.M * c.N), dtype, gemm,
+                   layouts, i64(c.M))
+
+
+def _gemm_call(b, c, a, bm, cm, dtype, gemm, layouts, rows):
+    """One gemm of the first ``rows`` (an i64 value, at most M) rows of C = op(A) op(B)
+    of one batch; the leading dimensions are those of the whole matrices."""
+    t = REGISTER[dtype]
+    lda = c.K if layouts[0] == "N" else c.M
+    ldb = c.N if layouts[1] == "N" else c.K
+    i32 = ir.IntType(32)
+    if gemm.convention in ("cblas", "cblas64"):
+        # cblas_?gemm(RowMajor=101, transA, transB, M, N, K, 1, A, lda, B, ldb, 0, C, N),
+        # sizes 64-bit ("cblas64", numpy's OpenBLAS) or 32-bit (a system CBLAS)
+        size = I64 if gemm.convention == "cblas64" else i32
+        n = lambda value: ir.Constant(size, value)  # noqa: E731
+        fn = declare(b.module, gemm.symbol, ir.VoidType(),
+                     [i32] * 3 + [size] * 3 + [t, PTR, size, PTR, size, t, PTR, size])
+        trans = {"N": ir.Constant(i32, 111), "T": ir.Constant(i32, 112)}
+        m = rows if size is I64 else b.trunc(rows, i32)
+        b.call(fn, [ir.Constant(i32, 101), trans[layouts[0]], trans[layouts[1]],
+                    m, n(c.N), n(c.K), ir.Constant(t, 1.0), a, n(lda),
+                    bm, n(ldb), ir.Constant(t, 0.0), cm, n(c.N)])
+        return
+    # Fortran, column-major: the column-major view of a row-major matrix is its
+    # transpose, so C^T = op(B)^T op(A)^T: gemm(tb, ta, N, M, K, 1, B, ldb, A, lda, 0, C, N)
+    i8 = ir.IntType(8)
+    fn = declare(b.module, gemm.symbol, ir.VoidType(), [PTR] * 13)
+    with b.goto_entry_block():
+        cells = [b.alloca(typ) for typ in (i8, i8, i32, i32, i32, t, i32, i32, t, i32)]
+    values = [ir.Constant(i8, ord(layouts[1])), ir.Constant(i8, ord(layouts[0])),
+              ir.Constant(i32, c.N), b.trunc(rows, i32), ir.Constant(i32, c.K),
+              ir.Constant(t, 1.0), ir.Constant(i32, ldb), ir.Constant(i32, lda),
+              ir.Constant(t, 0.0), ir.Constant(i32, c.N)]
+    for cell, value in zip(cells, values):
+        b.store(value, cell)
+    tb, ta, n, m, k, one, pldb, plda, zero, ldc = cells
+    b.call(fn, [tb, ta, n, m, k, one, bm, pldb, a, plda, zero, cm, ldc])
+
+
+#: the fewest rows of C a part of a product split across the pool as BLAS calls gets
+POOL_GEMM_MIN_ROWS = 8
+
+
+def _emit_gemm_on_pool(b, options, c, A, Bm, out, dtype, gemm, layouts):
+    """A product OpenBLAS would run on its own threads, run as bands of C's rows on
+    llgrad's pool instead, each band one gemm with OpenBLAS held to one thread.  Two
+    pools on the same cores wait for each other: OpenBLAS's threads spin on the cores
+    for ~0.15 s after a threaded call, so in a module that also splits work on llgrad's
+    pool every later split ran slower meanwhile (784-128-10 at batch 512, two threads:
+    a gradient's median 1.6 ms with a product through threaded OpenBLAS, 0.89 ms with
+    no BLAS at all).  Single-threaded OpenBLAS called from two threads at once ran 40
+    products of 1600x256x1024 in 128 ms, against 124 ms on OpenBLAS's two threads and
+    223 ms on one (numpy from two Python threads, 2026-12-07; this path against the
+    tiles: the BLAS column of ``LLGRAD_THREADS=2 python benchmarks/bench_matmul.py``).
+    The count OpenBLAS had is put back after the product."""
+    getter, setter = gemm.thread_count_symbols
+    i32 = ir.IntType(32)
+    get = declare(b.module, getter, i32, [])
+    set_ = declare(b.module, setter, ir.VoidType(), [i32])
+    before = b.call(get, [])
+    b.call(set_, [ir.Constant(i32, 1)])
+    band = -(-c.M // options.threads)
+    parts = -(-c.M // band)
+    item = ITEMSIZE[dtype]
+    a_row = (c.K if layouts[0] == "N" else 1) * item      # bytes from a row of A to the next
+
+    def emit_part(pb, pointers, part):
+        pa, pbm, pc = pointers
+        first = pb.mul(part, i64(band))
+        rows = pb.select(pb.icmp_unsigned("<", part, i64(parts - 1)), i64(band),
+                         i64(c.M - (parts - 1) * band))
+        at = lambda ptr, per: pb.gep(ptr, [pb.mul(first, i64(per))],  # noqa: E731
+                                     source_etype=ir.IntType(8))
+        _gemm_call(pb, c, at(pa, a_row), pbm, at(pc, c.N * item), dtype, gemm, layouts, rows)
+
+    parallel.run_parts(b, f"{b.function.name}.gemm", parts, [A, Bm, out], emit_part)
+    b.call(set_, [before])
+
+
+def _on_pool(options, gemm, c: Canonical) -> bool:
+    """Whether a BLAS product runs as single-threaded calls split on llgrad's pool
+    (``_emit_gemm_on_pool``): where OpenBLAS would start its threads, the BLAS lets its
+    thread count be set, and C has rows enough for each part."""
+    return (_blas_would_thread(options, c.M * c.K * c.N) and c.B == 1
+            and gemm.thread_count_symbols is not None
+            and c.M >= POOL_GEMM_MIN_ROWS * options.threads)
 
 
 def signature(node) -> str:
@@ -290,9 +346,13 @@ def emit_dot_general(ctx, node, out):
     gemm = ctx.options.gemm(dtype)
     if _use_blas(ctx.options, gemm, c, tiles.vectorised(c.M, c.N, a_strides), node):
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
-        if _blas_would_thread(ctx.options, c.M * c.K * c.N):   # OpenBLAS decides per gemm call
-            b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # see runtime.pool
-        _emit_gemm(ctx, c, A, Bm, out, dtype, gemm, (la or "N", lb or "N"))
+        layouts = (la or "N", lb or "N")
+        if _on_pool(ctx.options, gemm, c):
+            _emit_gemm_on_pool(b, ctx.options, c, A, Bm, out, dtype, gemm, layouts)
+        else:
+            if _blas_would_thread(ctx.options, c.M * c.K * c.N):   # OpenBLAS decides per call
+                b.call(declare(b.module, REST_SYMBOL, ir.VoidType(), []), [])  # runtime.pool
+            _emit_gemm(b, c, A, Bm, out, dtype, gemm, layouts)
         if ctx.epilogue is not None:
             ctx.epilogue.run_all(b)
         return
