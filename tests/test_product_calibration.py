@@ -203,3 +203,14 @@ def test_the_table_can_be_copied_into_an_empty_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LLGRAD_CACHE_DIR", str(tmp_path / "empty"))
     calibration.copy_into(str(tmp_path / "nothing"))       # no table: nothing to copy
     assert not (tmp_path / "nothing").exists()
+
+
+@needs_blas
+def test_a_table_that_cannot_be_written_does_not_stop_a_compile(monkeypatch):
+    calls = []
+    monkeypatch.setattr(product_timing, "time_product", _fake_timer(0.25, calls))
+
+    def refuse(timings):
+        raise PermissionError("read-only cache")
+    monkeypatch.setattr(calibration, "add", refuse)
+    assert "gemm" in _compiled(60, 64, 64).llvm_ir and len(calls) == 1

@@ -32,7 +32,8 @@ ROUND_S = 2e-3
 #: here: their CPU time in /proc/self/task, 2026-12-07) and slow the pool's tiles
 #: meanwhile (a 1024x784x128 product on two threads timed 1.35 ms right after BLAS
 #: calls, 0.71 ms away from them); so each way is timed in a block of its own, the
-#: tiles first, and this long is left after BLAS's block for the spinning to end
+#: tiles first, and where BLAS has threads this long is left after its block for the
+#: spinning to end
 BLAS_SPIN_S = 0.25
 
 
@@ -51,7 +52,10 @@ def with_timed_products(graph: Graph, options, compile_graph):
                         threads, blas_threads, compile_graph)
            for key, node in products.items() if key not in known]
     if new:
-        calibration.add(new)
+        try:
+            calibration.add(new)
+        except OSError:     # a cache directory that cannot be written: they decide this
+            pass            # module all the same, and are timed again next process
     rows = [t for t in table if not t.signature]
     rows += [known[key] for key in products if key in known] + new
     return dataclasses.replace(options, product_timings=tuple(rows))
@@ -68,7 +72,7 @@ def time_product(lhs: TensorType, rhs: TensorType, dims, threads: int, blas_thre
     c = matmul.canonical(product)
     tiles_s, blas_s = fastest(compile_graph(graph, blas=False, threads=threads),
                               compile_graph(graph, blas_min_flops=1, threads=threads),
-                              _arguments(lhs, rhs))
+                              _arguments(lhs, rhs), blas_threads)
     return calibration.Timing(lhs.dtype, threads, c.B * c.M, c.K, c.N, tiles_s, blas_s,
                               matmul.signature(product), blas_threads)
 
@@ -78,12 +82,14 @@ def _arguments(*types):
     return tuple(rng.standard_normal(t.shape).astype(t.np_dtype) for t in types)
 
 
-def fastest(tiles, gemm, args) -> tuple[float, float]:
+def fastest(tiles, gemm, args, blas_threads: int = 2) -> tuple[float, float]:
     """Seconds a call of the tiles' and of BLAS's compiled product take: each the
-    fastest of ``ROUNDS`` rounds of at least ``ROUND_S``, the tiles' rounds first."""
+    fastest of ``ROUNDS`` rounds of at least ``ROUND_S``, the tiles' rounds first
+    (and BLAS's threads, if it has several, given time to stop spinning after)."""
     tiles_s = _fastest(tiles, args)
     blas_s = _fastest(gemm, args)
-    time.sleep(BLAS_SPIN_S)
+    if blas_threads > 1:
+        time.sleep(BLAS_SPIN_S)
     return tiles_s, blas_s
 
 
