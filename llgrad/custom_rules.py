@@ -52,32 +52,57 @@ class _CustomFunction:
     kind = ""      # the primitive is ``<kind>_call``
     define = ""    # the method that gives the rule
 
-    def __init__(self, fun):
+    def __init__(self, fun, nondiff_argnums=()):
         functools.update_wrapper(self, fun)
         self.fun = fun
+        self.nondiff_argnums = tuple(sorted(nondiff_argnums))
         self.rules = None
         self.in_rule = False
 
     def __call__(self, *args):
-        leaves, in_tree = pytree.flatten(args)
+        leaves = pytree.flatten(args)[0]
         if self.in_rule or not any(isinstance(leaf, Tracer) for leaf in leaves):
             return self.fun(*args)
         name = function_name(self.fun)
         if self.rules is None:
             raise UnsupportedError(f"{name} is a {self.kind} function without its rule: "
                                    f"call {name}.{self.define}(...) first")
+        static, args = self._split(name, args)
+        leaves, in_tree = pytree.flatten(args)
         with call_site(f"llgrad.{self.kind} function {name}") as b:
             nodes = [lift(leaf) for leaf in leaves]
-            out_leaves, out_tree = pytree.flatten(self.fun(*args))
+            out_leaves, out_tree = pytree.flatten(self.fun(*self._merged(static, args)))
             values = [lift(leaf) for leaf in out_leaves]
             self.in_rule = True
             try:
-                attrs = self._rule_graphs(name, args, in_tree, nodes, out_tree, values)
+                attrs = self._rule_graphs(name, static, args, in_tree, nodes, out_tree, values)
             finally:
                 self.in_rule = False
             wrapped = [b.emit(f"{self.kind}_call", v, *nodes, index=k, name=name, **attrs)
                        if v.type.is_float else v for k, v in enumerate(values)]
         return pytree.unflatten(out_tree, [Tracer(n) for n in wrapped])
+
+    def _split(self, name, args):
+        """The ``nondiff_argnums`` arguments (static: constants of the rules, never
+        differentiated) and the others."""
+        if any(k >= len(args) for k in self.nondiff_argnums):
+            raise UnsupportedError(f"{name}: nondiff_argnums {self.nondiff_argnums} for a "
+                                   f"call with {len(args)} arguments")
+        static = tuple(args[k] for k in self.nondiff_argnums)
+        for k, value in zip(self.nondiff_argnums, static):
+            if any(isinstance(leaf, Tracer) for leaf in pytree.flatten(value)[0]):
+                raise UnsupportedError(
+                    f"{name}: argument {k} is in nondiff_argnums but is a traced value; "
+                    f"nondiff arguments are constants (functions, sizes, flags): pass an "
+                    f"array as an ordinary argument and return None as its cotangent")
+        return static, tuple(a for k, a in enumerate(args) if k not in self.nondiff_argnums)
+
+    def _merged(self, static, args):
+        """The full argument list from the static and the other arguments."""
+        merged, rest, fixed = [], iter(args), dict(zip(self.nondiff_argnums, static))
+        for k in range(len(args) + len(static)):
+            merged.append(fixed[k] if k in fixed else next(rest))
+        return merged
 
 
 def _rule(fn, shown: str, what: str, name: str, types, in_tree, names):
@@ -102,17 +127,21 @@ class custom_vjp(_CustomFunction):
     """``f = custom_vjp(f)``; ``f.defvjp(fwd, bwd)`` with ``fwd(*args) -> (out,
     residuals)`` and ``bwd(residuals, g) -> one cotangent per argument`` (each in that
     argument's structure, or None for zero).  Reverse mode uses the rule; forward mode
-    refuses, as in JAX."""
+    refuses, as in JAX.  ``custom_vjp(f, nondiff_argnums=(0,))``: those arguments are
+    constants of the rules (a function, a size), passed to ``bwd`` first, as in JAX:
+    ``bwd(*nondiff, residuals, g)`` gives cotangents of the other arguments only."""
 
     kind, define = "custom_vjp", "defvjp"
 
     def defvjp(self, fwd, bwd):
         self.rules = (fwd, bwd)
 
-    def _rule_graphs(self, name, args, in_tree, nodes, out_tree, values):
-        fwd, bwd = self.rules
+    def _rule_graphs(self, name, static, args, in_tree, nodes, out_tree, values):
+        user_fwd, user_bwd = self.rules
+        fwd = functools.wraps(user_fwd)(lambda *a: user_fwd(*self._merged(static, a)))
+        bwd = functools.wraps(user_bwd)(lambda res, g: user_bwd(*static, res, g))
         names = pytree.leaf_names(in_tree, "args")
-        forward, fwd_graph = _rule(fwd, function_name(fwd), "forward", name,
+        forward, fwd_graph = _rule(fwd, function_name(user_fwd), "forward", name,
                                    [n.type for n in nodes], in_tree, names)
         if forward.out_tree[:2] != ("tuple", 2):
             raise ShapeError(f"{name}: its forward rule {forward.name}() must return a pair "
@@ -151,7 +180,9 @@ class custom_vjp(_CustomFunction):
 class custom_jvp(_CustomFunction):
     """``f = custom_jvp(f)``; ``f.defjvp(rule)`` with ``rule(primals, tangents) ->
     (out, tangent_out)``, linear in the tangents.  Forward mode applies the rule;
-    reverse mode its transpose."""
+    reverse mode its transpose.  With ``nondiff_argnums`` those arguments are constants
+    passed to the rule first, ``rule(*nondiff, primals, tangents)``, where ``primals``
+    and ``tangents`` hold the other arguments only, as in JAX."""
 
     kind, define = "custom_jvp", "defjvp"
 
@@ -159,11 +190,13 @@ class custom_jvp(_CustomFunction):
         self.rules = rule
         return rule
 
-    def _rule_graphs(self, name, args, in_tree, nodes, out_tree, values):
+    def _rule_graphs(self, name, static, args, in_tree, nodes, out_tree, values):
         types = [n.type for n in nodes]
         pair_tree = pytree.flatten((args, args))[1]
         names = pytree.leaf_names(in_tree, "primals") + pytree.leaf_names(in_tree, "tangents")
-        trace, graph = _rule(self.rules, function_name(self.rules), "jvp", name,
+        rule = functools.wraps(self.rules)(lambda primals, tangents: self.rules(
+            *static, primals, tangents))
+        trace, graph = _rule(rule, function_name(self.rules), "jvp", name,
                              types + types, pair_tree, names)
         _expect(name, f"jvp rule {trace.name}()", trace.out_tree,
                 ("tuple", 2, (out_tree, out_tree)), "jvp")

@@ -4,6 +4,8 @@ hand are the ones used.
 Each test checks that the rule was traced (a Python counter), that the gradient is the
 rule's and not the true derivative (they differ on purpose), against a numpy oracle of
 the rule or central finite differences of a differentiable rule's own formula."""
+import functools
+
 import numpy as np
 import pytest
 from helpers import central_gradient
@@ -223,3 +225,50 @@ def test_a_function_without_its_rule_says_so():
         return x
     with pytest.raises(llgrad.UnsupportedError, match=r"f\.defvjp"):
         llgrad.grad(f)(1.0)
+
+
+# ----------------------------------------------------------------------------------
+# nondiff_argnums: constants of the rules (JAX's convention)
+
+@functools.partial(llgrad.custom_vjp, nondiff_argnums=(0, 1))
+def clip_between(lo, hi, x):
+    return x
+
+
+clip_between.defvjp(lambda lo, hi, x: (x, ()),
+                    lambda lo, hi, _, g: (np.clip(g, lo, hi),))
+
+
+def test_custom_vjp_nondiff_arguments_reach_the_backward_rule_first(backend):
+    w = np.array([0.5, -2.0, 3.0])
+    x = np.array([[4.0, 1.0, -3.0], [0.1, -0.2, 2.0]])
+    loss = lambda w, x: (clip_between(-0.25, 0.5, x * w) ** 2).sum()   # noqa: E731
+    got = llgrad.grad(loss, backend=backend)(w, x)
+    upstream = 2 * x * w                       # d loss / d (x * w), then clipped by the rule
+    np.testing.assert_allclose(got, (np.clip(upstream, -0.25, 0.5) * x).sum(0), rtol=1e-12)
+
+
+@functools.partial(llgrad.custom_jvp, nondiff_argnums=(0,))
+def power(n, x):
+    return x ** n
+
+
+@power.defjvp
+def _power_jvp(n, primals, tangents):
+    (x,), (t,) = primals, tangents
+    return x ** n, 2 * n * x ** (n - 1) * t     # twice the true derivative, on purpose
+
+
+def test_custom_jvp_nondiff_arguments_reach_the_rule_first(backend):
+    x = np.array([0.5, -1.5, 2.0])
+    got = llgrad.grad(lambda x: power(3, x).sum(), backend=backend)(x)
+    np.testing.assert_allclose(got, 2 * 3 * x ** 2, rtol=1e-12)
+    _, tangent = llgrad.jvp(lambda x: power(3, x), (x,), (np.ones(3),))
+    np.testing.assert_allclose(tangent, 6 * x ** 2, rtol=1e-12)
+    np.testing.assert_allclose(power(3, x), x ** 3)            # concrete: the function
+
+
+def test_a_traced_nondiff_argument_is_refused_with_advice():
+    with pytest.raises(llgrad.UnsupportedError, match="nondiff_argnums.*ordinary argument"):
+        llgrad.grad(lambda lo, x: clip_between(lo, 1.0, x).sum())(np.float64(0.1),
+                                                                    np.ones(2))
