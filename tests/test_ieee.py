@@ -247,3 +247,17 @@ def test_subtracting_a_negative_zero_is_adding_zero_not_nothing(mode):
         got, want = run(fn, mode, x), fn(x)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_powers_of_negative_bases_keep_numpys_signs(dtype):
+    """pow(|x|, y) with the sign put back (``lowering._pow_float``): odd and even
+    integers, fractions, huge and infinite exponents, against numpy."""
+    x = np.array([-2.0, -1.5, -1.0, -0.5, -0.0, -np.inf, -3.0, 2.0], dtype)
+    y = np.array([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 7.0, 0.5, -0.5, 2.0 ** 60,
+                  -(2.0 ** 60), np.inf, -np.inf, np.nan], dtype)
+    a, b = (g.ravel() for g in np.meshgrid(x, y))
+    got = llgrad.jit(lambda a, b: a ** b)(a, b)
+    assert_same(got, numpy_reference(lambda a, b: a ** b, a, b), rtol=ULPS[dtype] * 4)
+    assert np.all(np.signbit(got[np.isfinite(got)]) ==
+                  np.signbit(numpy_reference(lambda a, b: a ** b, a, b)[np.isfinite(got)]))
