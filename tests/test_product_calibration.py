@@ -214,3 +214,15 @@ def test_a_table_that_cannot_be_written_does_not_stop_a_compile(monkeypatch):
         raise PermissionError("read-only cache")
     monkeypatch.setattr(calibration, "add", refuse)
     assert "gemm" in _compiled(60, 64, 64).llvm_ir and len(calls) == 1
+
+
+@needs_blas
+def test_a_program_with_collectives_times_nothing(monkeypatch):
+    """Every rank of an MPI job compiles at once: no rank times products against the
+    others, so all follow the same stored rows."""
+    from llgrad.runtime import mpi
+    calls = []
+    monkeypatch.setattr(product_timing, "time_product", _fake_timer(0.25, calls))
+    monkeypatch.setattr(mpi, "uses_collectives", lambda graph: True)
+    _compiled(64, 64, 64)
+    assert calls == [] and calibration.load() == ()

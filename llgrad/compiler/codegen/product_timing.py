@@ -8,7 +8,9 @@ way is open (``matmul.timed``) and not yet in this machine's table is compiled b
 ways alone and timed, and the result is stored (``runtime.calibration``): once per
 machine, product and thread count, 0.3-0.6 s a product.  The module's options
 then carry the rows its products are decided by, so its cache key names the choices.
-``LLGRAD_CALIBRATION=0`` turns this off (the rules in ``matmul`` decide).
+``LLGRAD_CALIBRATION=0`` turns this off (the rules in ``matmul`` decide).  A program
+with collectives (an MPI job's) times nothing: its products follow the rows already
+stored, else the grid or the rules, the same on every rank.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 from llgrad.compiler.codegen import matmul
 from llgrad.ir import Builder, Graph, TensorType
 from llgrad.ir.graph import every_node
-from llgrad.runtime import blas, calibration
+from llgrad.runtime import blas, calibration, mpi
 
 #: rounds each way is timed in; the fastest counts: another process on the machine
 #: only ever adds time (on a loaded machine a round's time is often several times the
@@ -48,9 +50,12 @@ def with_timed_products(graph: Graph, options, compile_graph):
                 if node.op == "dot_general" and matmul.timed(node, options)}
     known = {(t.dtype, t.signature): t for t in table
              if t.signature and t.threads == threads and t.blas_threads == blas_threads}
+    # every rank of an MPI job compiles the same program at once: timing there would
+    # measure the ranks against each other, and could choose differently on each
+    timing = not mpi.uses_collectives(graph)
     new = [time_product(node.inputs[0].type, node.inputs[1].type, node.attrs["dims"],
                         threads, blas_threads, compile_graph)
-           for key, node in products.items() if key not in known]
+           for key, node in products.items() if key not in known and timing]
     if new:
         try:
             calibration.add(new)
