@@ -326,3 +326,27 @@ def test_a_batch_of_transposed_operands_is_copied_exactly():
                     threads=1)(a, wt)[0]
     np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(got, a @ w.transpose(0, 2, 1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_rows_an_l1_span_apart_are_read_through_a_padded_copy(dtype, threads):
+    """B's rows a multiple of the L1 data cache's span apart (4 KB: N = 1024 float32,
+    512 float64) are copied with longer rows first (``matmul._pads``): every element
+    still equals the in-order sum; too few rows of A, or of B, read B in place."""
+    n = 4096 // np.dtype(dtype).itemsize
+    lo_m, lo_k = matmul.PAD_MIN_ROWS, matmul.PAD_MIN_K
+    cases = [(lo_m, lo_k, n, True), (lo_m + 3, lo_k, 2 * n, True),
+             (lo_m - 1, lo_k, n, False), (lo_m, lo_k - 1, n, False), (lo_m, lo_k, n + 16, False)]
+    for M, K, N, padded in cases:
+        a, b, dims = _operands(M, K, N, "NN", dtype)
+        exe = _compile([(a, b, dims)], dtype, blas=False, threads=threads)
+        _assert_close(exe(a, b)[0], a, b, dims)
+        assert ("pad" in exe.llvm_ir.replace("padding", "")) == padded, (M, K, N)
+    # a batch of them, each batch's rows copied
+    a = RNG.standard_normal((2, lo_m, lo_k)).astype(dtype)
+    b = RNG.standard_normal((2, lo_k, n)).astype(dtype)
+    dims = (((2,), (1,)), ((0,), (0,)))
+    exe = _compile([(a, b, dims)], dtype, blas=False, threads=threads)
+    _assert_close(exe(a, b)[0], a, b, dims)
+    assert "pad" in exe.llvm_ir.replace("padding", "")

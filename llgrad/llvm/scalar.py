@@ -54,6 +54,12 @@ def declare(module: ir.Module, name: str, ret, args) -> ir.Function:
     return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name)
 
 
+def copy_bytes(b: ir.IRBuilder, dst, src, size) -> None:
+    """``memcpy(dst, src, size)`` (``size`` an i64 value)."""
+    fn = b.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+    b.call(fn, [dst, src, size, ir.Constant(ir.IntType(1), 0)])
+
+
 def load(b: ir.IRBuilder, ptr, linear, dtype: str):
     """Element ``linear`` of a buffer of ``dtype``, in register form."""
     addr = b.gep(ptr, [linear], inbounds=True, source_etype=MEMORY[dtype])

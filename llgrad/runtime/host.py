@@ -31,7 +31,9 @@ class Host:
     """``isa``: the widest vector ISA used; ``vector_bits`` and ``vector_registers``:
     its register width and count; ``fma_units``: fused multiply-adds issued per cycle
     (2 on every core with FMA that llgrad targets; 1 without FMA); ``l1d``, ``l2``,
-    ``l3``: bytes of one core's data caches (``l3`` shared)."""
+    ``l3``: bytes of one core's data caches (``l3`` shared); ``l1d_span``: bytes from
+    one line of the L1 data cache to the next line in the same set (its sets times its
+    line size): rows of a matrix that many bytes apart compete for one set."""
     isa: str
     vector_bits: int
     vector_registers: int
@@ -39,6 +41,7 @@ class Host:
     l1d: int
     l2: int
     l3: int
+    l1d_span: int = 4096
 
     @property
     def tile_panel_bytes(self) -> int:
@@ -63,7 +66,7 @@ def for_features(features, caches=None) -> Host:
     isa = isa_of(features)
     bits, registers = ISAS[isa]
     return Host(isa, bits, registers, 2 if features.get("fma") else 1,
-                caches[1], caches[2], caches[3])
+                caches[1], caches[2], caches[3], l1d_span())
 
 
 def forced(host: Host, environ=os.environ) -> Host:
@@ -102,6 +105,25 @@ def cache_sizes(base: str = "/sys/devices/system/cpu/cpu0/cache") -> dict:
     except (OSError, ValueError):
         pass
     return {level: found.get(level) or size for level, size in FALLBACK_CACHES.items()}
+
+
+#: where sysfs does not say: 64 sets of 64-byte lines, every x86 core since Sandy Bridge
+FALLBACK_L1D_SPAN = 4096
+
+
+def l1d_span(base: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """Sets times line size of cpu0's L1 data cache, from sysfs (``FALLBACK_L1D_SPAN``
+    where it has none)."""
+    try:
+        for index in sorted(os.listdir(base)):
+            def read(name, index=index):
+                with open(os.path.join(base, index, name)) as f:
+                    return f.read().strip()
+            if index.startswith("index") and read("level") == "1" and read("type") == "Data":
+                return int(read("number_of_sets")) * int(read("coherency_line_size"))
+    except (OSError, ValueError):
+        pass
+    return FALLBACK_L1D_SPAN
 
 
 _current: list = []

@@ -101,7 +101,7 @@ def codegen_options(*, fastmath: bool, fuse_ops: bool, libmvec: bool, blas: bool
                    for dtype, g in sorted((blas_symbols() if blas else {}).items())),
         blas_min_flops=blas_min_flops, vector_bits=cpu.vector_bits,
         vector_registers=cpu.vector_registers, fma_units=cpu.fma_units,
-        tile_panel_bytes=cpu.tile_panel_bytes,
+        tile_panel_bytes=cpu.tile_panel_bytes, l1d_span=cpu.l1d_span,
         object_layout=tuple(pyobjects.LAYOUT) if pyobjects.LAYOUT else None,
         threads=threads, batch_calls=batch_calls, profile=profile, check_finite=check_finite)
 

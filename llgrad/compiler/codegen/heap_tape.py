@@ -25,16 +25,10 @@ from llvmlite import ir
 
 from llgrad.ir.errors import TAPE_MEMORY, UnsupportedError
 from llgrad.ir.primitives_while import handle_index
-from llgrad.llvm.scalar import I8, I64, PTR, declare, i64, load, nbytes
+from llgrad.llvm.scalar import I8, I64, PTR, copy_bytes, declare, i64, load, nbytes
 
 #: rows of a tape's first buffer
 INITIAL_ROWS = 16
-
-
-def copy_bytes(b: ir.IRBuilder, dst, src, size) -> None:
-    """``memcpy(dst, src, size)`` (``size`` an i64 value)."""
-    fn = b.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
-    b.call(fn, [dst, src, size, ir.Constant(ir.IntType(1), 0)])
 
 
 def row_layout(body, n_carried: int):

@@ -17,7 +17,8 @@ from llgrad.compiler.codegen import matvec, parallel, tiles, transpose
 from llgrad.llvm import atomics
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
-from llgrad.llvm.scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, declare, i64, linearise, store
+from llgrad.llvm.scalar import (I64, ITEMSIZE, MEMORY, PTR, REGISTER, copy_bytes, declare, i64,
+                                 linearise, store)
 from llgrad.runtime import calibration
 from llgrad.runtime.pool import REST_SYMBOL
 
@@ -88,7 +89,49 @@ def canonical(node) -> Canonical:
 def scratch_bytes(node):
     c, item = canonical(node), ITEMSIZE[node.dtype]
     sizes = (c.B * c.M * c.K * item, c.B * c.K * c.N * item)
-    return tuple(n for n, needed in zip(sizes, c.copies) if needed)
+    padded = (c.B * c.K * _padded_row(c, node.dtype) * item,) if _pads(c, node.dtype,
+                                                                       MIN_L1D_SPAN) else ()
+    return tuple(n for n, needed in zip(sizes, c.copies) if needed) + padded
+
+
+#: a right operand that the tiles read in place, with rows a multiple of the L1 data
+#: cache's span apart (``l1d_span``: sets x line, 4 KB here), is copied first with each
+#: row one cache line longer.  The tiles read a column panel of B down its rows; rows a
+#: span apart fall in one set of L1 and in few of L2, which keep only their ways of
+#: them, so a long panel streams from L3.  64x784x1024 float32 (rows 4 KB apart) took
+#: 1.91 ms as tiles, and 0.99 ms with the copy (0.74 ms for 64x784x1040, rows apart
+#: by 4160 bytes; 2026-12-07).  The copy (B read and written once, ~0.25 ms there)
+#: pays for many rows of A and a long panel: at 32 rows it lost for K = 256 (146 us
+#: against 124) and tied for K = 784.  Re-measure: ``LLGRAD_THREADS=1 python
+#: benchmarks/bench_matmul.py --dtype float32 64,784,1024,NN 64,784,1040,NN
+#: 63,784,1024,NN 32,256,1024,NN``.  Where BLAS is found, timing each product
+#: (``product_timing``) still chooses between these tiles and BLAS.
+PAD_MIN_ROWS = 64
+PAD_MIN_K = 512
+#: the smallest span ``scratch_bytes`` (which sees no options) reserves a copy for
+MIN_L1D_SPAN = 1024
+
+
+def _pads(c: Canonical, dtype: str, span: int) -> bool:
+    """Whether the tiles read B through a copy with longer rows (see ``PAD_MIN_ROWS``)."""
+    in_place = c.gemm_layouts[1] == "N" and not c.copies[1]
+    return (in_place and c.N * ITEMSIZE[dtype] % span == 0 and c.K >= PAD_MIN_K
+            and c.M >= PAD_MIN_ROWS)
+
+
+def _padded_row(c: Canonical, dtype: str) -> int:
+    """Elements from one row of B's copy to the next: one cache line more than N."""
+    return c.N + 64 // ITEMSIZE[dtype]
+
+
+def _padded_copy(b, src, dst, c: Canonical, dtype: str):
+    """B's rows, every batch's, into ``dst`` ``_padded_row`` elements apart."""
+    item = ITEMSIZE[dtype]
+    with counted_loop(b, c.B * c.K, "pad") as row:
+        at = lambda ptr, per: b.gep(ptr, [b.mul(row, i64(per * item))],  # noqa: E731
+                                    source_etype=ir.IntType(8))
+        copy_bytes(b, at(dst, _padded_row(c, dtype)), at(src, c.N), i64(c.N * item))
+    return tiles.Matrix(dst, (c.K * _padded_row(c, dtype), _padded_row(c, dtype), 1))
 
 
 def _reordered(ctx, x, perm, scratch):
@@ -360,11 +403,13 @@ def emit_dot_general(ctx, node, out):
     # (``_emit_tiles``); not a W whose two axes are both contracted (one column of K)
     banded = need_r and rhs.shape == (c.N, c.K) and _blockwise(ctx, rhs, c.rhs_perm)
     if banded:
-        Bm = r_scratch
+        Bm = tiles.Matrix(r_scratch, _strides(None, c.K, c.N))
+    elif _pads(c, dtype, max(ctx.options.l1d_span, MIN_L1D_SPAN)):
+        Bm = _padded_copy(b, ctx.pointer(rhs), next(scratch), c, dtype)
     else:
-        Bm = _reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r else ctx.pointer(rhs)
-    _emit_tiles(b, ctx.options, c, tiles.Matrix(A, a_strides),
-                tiles.Matrix(Bm, _strides(None if need_r else lb, c.K, c.N)),
+        Bm = tiles.Matrix(_reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r
+                          else ctx.pointer(rhs), _strides(None if need_r else lb, c.K, c.N))
+    _emit_tiles(b, ctx.options, c, tiles.Matrix(A, a_strides), Bm,
                 tiles.Matrix(out, _strides("N", c.M, c.N)), dtype, tuple(ctx.flags) or _CONTRACT,
                 carried=id(rhs) in ctx.state.carried,
                 transposed_from=ctx.pointer(rhs) if banded else None, epilogue=ctx.epilogue)

@@ -30,6 +30,7 @@ class CodegenOptions:
     count (``runtime.host``: they size the matmul tiles); ``fma_units``: its FMAs a
     cycle (with them, when a product is worth splitting across threads).
     ``tile_panel_bytes``: the largest right operand a large product keeps as tiles.
+    ``l1d_span``: the L1 data cache's sets times its line size (``runtime.host``).
     ``product_timings``: this machine's measured products, tiles against BLAS
     (``runtime.calibration``; empty: the thresholds in ``matmul`` decide).
     ``object_layout``: offsets of a list's items and an array's data in this Python
@@ -47,6 +48,7 @@ class CodegenOptions:
     vector_registers: int = 16
     fma_units: int = 2
     tile_panel_bytes: int = 0
+    l1d_span: int = 4096
     product_timings: tuple = ()
     object_layout: Optional[tuple[int, int]] = None
     threads: int = 1

@@ -28,7 +28,7 @@ from llgrad.compiler.codegen import heap_tape
 from llgrad.compiler.codegen.call import lower_body
 from llgrad.ir.primitives_while import handle_index, limit_message, tape_index, trip_index
 from llgrad.llvm.loops import conditional_loop
-from llgrad.llvm.scalar import I8, I64, PTR, i64, load, nbytes, part_offset, store
+from llgrad.llvm.scalar import I8, I64, PTR, copy_bytes, i64, load, nbytes, part_offset, store
 
 STATUS = "llgrad.while.status"
 ACCESSOR = ".while_status"   # appended to the entry's symbol
@@ -83,7 +83,7 @@ def emit_while(ctx, node, out):
         return b.gep(out, [i64(part_offset(node.type, index))], inbounds=True, source_etype=I8)
 
     for x, a, size in zip(carried, first, sizes):
-        heap_tape.copy_bytes(b, a, ctx.pointer(x), size)
+        copy_bytes(b, a, ctx.pointer(x), size)
     put(0, step_slot)
     for k, x in enumerate(invariants):
         put(1 + nc + k, ctx.pointer(x))
@@ -124,7 +124,7 @@ def emit_while(ctx, node, out):
         for k, (src, size) in enumerate(zip(current, sizes)):
             row = b.gep(part(tape_index(node, k)), [b.mul(step, size)], inbounds=True,
                         source_etype=I8)
-            heap_tape.copy_bytes(b, row, src, size)
+            copy_bytes(b, row, src, size)
     b.store(step, step_slot)
     b.call(body_fn, [b.gep(packed, [i64(0), i64(0)], inbounds=True)])
     step.add_incoming(b.add(step, i64(1), flags=["nuw", "nsw"]), b.block)
@@ -142,5 +142,5 @@ def emit_while(ctx, node, out):
         store(b, i64(0), part(handle_index(node)), i64(0), "int64")
     odd = b.trunc(trips, ir.IntType(1))
     for k, (f, s, size) in enumerate(zip(first, second, sizes)):
-        heap_tape.copy_bytes(b, part(k), b.select(odd, s, f), size)
+        copy_bytes(b, part(k), b.select(odd, s, f), size)
     store(b, trips, part(trip_index(node)), i64(0), "int64")
