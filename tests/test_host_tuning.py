@@ -48,6 +48,13 @@ def test_caches_come_from_sysfs_with_fallbacks(tmp_path):
     sizes = host.cache_sizes(str(tmp_path))
     assert sizes == {1: 48 << 10, 2: 2 << 20, 3: host.FALLBACK_CACHES[3]}
     assert host.cache_sizes(str(tmp_path / "absent")) == host.FALLBACK_CACHES
+    # the L1 data cache's span: sets times line (a 32 KiB 8-way cache of 64-byte lines
+    # has 64 sets, 4 KiB; one with 32 sets spans 2 KiB)
+    assert host.l1d_span(str(tmp_path)) == host.FALLBACK_L1D_SPAN    # sysfs says nothing
+    for name, value in (("number_of_sets", 32), ("coherency_line_size", 64)):
+        (tmp_path / "index0" / name).write_text(f"{value}\n")
+    assert host.l1d_span(str(tmp_path)) == 2048
+    assert host.l1d_span(str(tmp_path / "absent")) == host.FALLBACK_L1D_SPAN
 
 
 def test_the_isa_sizes_the_registers():
