@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import llgrad
-from llgrad.compiler.codegen import matmul
+from llgrad.compiler.codegen import matmul, tiles
 from llgrad.compiler.codegen.build import compile_graph
 from llgrad.ir import Builder, Graph, TensorType
 from llgrad.runtime import blas
@@ -330,23 +330,29 @@ def test_a_batch_of_transposed_operands_is_copied_exactly():
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_rows_an_l1_span_apart_are_read_through_a_padded_copy(dtype, threads):
+def test_rows_an_l1_span_apart_are_read_through_a_packed_or_padded_copy(dtype, threads):
     """B's rows a multiple of the L1 data cache's span apart (4 KB: N = 1024 float32,
-    512 float64) are copied with longer rows first (``matmul._pads``): every element
-    still equals the in-order sum; too few rows of A, or of B, read B in place."""
+    512 float64) are read through packed column panels (``tiles.packs``), or where a
+    panel would be too large, through a copy with longer rows (``matmul._pads``):
+    every element still equals the in-order sum; too few rows of A, or of B, read B in
+    place."""
     n = 4096 // np.dtype(dtype).itemsize
+    lanes = 64 // np.dtype(dtype).itemsize
     lo_m, lo_k = matmul.PAD_MIN_ROWS, matmul.PAD_MIN_K
-    cases = [(lo_m, lo_k, n, True), (lo_m + 3, lo_k, 2 * n, True),
-             (lo_m - 1, lo_k, n, False), (lo_m, lo_k - 1, n, False), (lo_m, lo_k, n + 16, False)]
-    for M, K, N, padded in cases:
+    long_k = tiles.PACK_MAX_BYTES // (tiles.MAX_VECTORS * lanes * np.dtype(dtype).itemsize) + 1
+    assert tiles.packs(lo_k, n, lanes, dtype) and not tiles.packs(long_k, n, lanes, dtype)
+    cases = [(lo_m, lo_k, n, "pack"), (lo_m + 3, lo_k, 2 * n, "pack"), (lo_m, long_k, n, "pad"),
+             (lo_m - 1, lo_k, n, None), (lo_m, lo_k - 1, n, None), (lo_m, lo_k, n + 16, None)]
+    for M, K, N, way in cases:
         a, b, dims = _operands(M, K, N, "NN", dtype)
         exe = _compile([(a, b, dims)], dtype, blas=False, threads=threads)
         _assert_close(exe(a, b)[0], a, b, dims)
-        assert ("pad" in exe.llvm_ir.replace("padding", "")) == padded, (M, K, N)
-    # a batch of them, each batch's rows copied
+        code = exe.llvm_ir.replace("padding", "")
+        assert ("pack" in code, "pad" in code) == (way == "pack", way == "pad"), (M, K, N)
+    # a batch of them, each batch's panels packed
     a = RNG.standard_normal((2, lo_m, lo_k)).astype(dtype)
     b = RNG.standard_normal((2, lo_k, n)).astype(dtype)
     dims = (((2,), (1,)), ((0,), (0,)))
     exe = _compile([(a, b, dims)], dtype, blas=False, threads=threads)
     _assert_close(exe(a, b)[0], a, b, dims)
-    assert "pad" in exe.llvm_ir.replace("padding", "")
+    assert "pack" in exe.llvm_ir

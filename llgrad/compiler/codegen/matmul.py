@@ -95,17 +95,19 @@ def scratch_bytes(node):
 
 
 #: a right operand that the tiles read in place, with rows a multiple of the L1 data
-#: cache's span apart (``l1d_span``: sets x line, 4 KB here), is copied first with each
-#: row one cache line longer.  The tiles read a column panel of B down its rows; rows a
-#: span apart fall in one set of L1 and in few of L2, which keep only their ways of
-#: them, so a long panel streams from L3.  64x784x1024 float32 (rows 4 KB apart) took
-#: 1.91 ms as tiles, and 0.99 ms with the copy (0.74 ms for 64x784x1040, rows apart
-#: by 4160 bytes; 2026-12-07).  The copy (B read and written once, ~0.25 ms there)
-#: pays for many rows of A and a long panel: at 32 rows it lost for K = 256 (146 us
-#: against 124) and tied for K = 784.  Re-measure: ``LLGRAD_THREADS=1 python
-#: benchmarks/bench_matmul.py --dtype float32 64,784,1024,NN 64,784,1040,NN
-#: 63,784,1024,NN 32,256,1024,NN``.  Where BLAS is found, timing each product
-#: (``product_timing``) still chooses between these tiles and BLAS.
+#: cache's span apart (``l1d_span``: sets x line, 4 KB here), is read through packed
+#: column panels (``tiles.packs``: each panel's rows copied one after another into a
+#: buffer its tiles then read), or, where a panel would not fit that buffer, through a
+#: copy of B with each row one cache line longer.  The tiles read a column panel of B
+#: down its rows; rows a span apart fall in one set of L1 and in few of L2, which keep
+#: only their ways of them, so a long panel streams from L3.  64x784x1024 float32 (rows
+#: 4 KB apart) took 1.91 ms as tiles, 0.99 ms through the padded copy (B read and
+#: written once, ~0.25 ms), 0.84 ms through packed panels, against 1.01 ms in OpenBLAS
+#: (one thread, 2026-12-07).  Both pay for many rows of A and a long panel: a padded
+#: copy at 32 rows lost for K = 256 (146 us against 124) and tied for K = 784.
+#: Re-measure: ``LLGRAD_THREADS=1 python benchmarks/bench_matmul.py --dtype float32
+#: 64,784,1024,NN 64,784,1040,NN 63,784,1024,NN 64,1400,1024,NN``.  Where BLAS is
+#: found, timing each product (``product_timing``) still chooses these tiles or BLAS.
 PAD_MIN_ROWS = 64
 PAD_MIN_K = 512
 #: the smallest span ``scratch_bytes`` (which sees no options) reserves a copy for
@@ -402,17 +404,22 @@ def emit_dot_general(ctx, node, out):
     # a stored W (N x K) of A @ W.T is transposed by the bands of C that read it
     # (``_emit_tiles``); not a W whose two axes are both contracted (one column of K)
     banded = need_r and rhs.shape == (c.N, c.K) and _blockwise(ctx, rhs, c.rhs_perm)
+    pack = False
     if banded:
         Bm = tiles.Matrix(r_scratch, _strides(None, c.K, c.N))
     elif _pads(c, dtype, max(ctx.options.l1d_span, MIN_L1D_SPAN)):
-        Bm = _padded_copy(b, ctx.pointer(rhs), next(scratch), c, dtype)
+        padding = next(scratch)
+        pack = tiles.packs(c.K, c.N, _lanes(ctx.options, dtype), dtype)
+        Bm = (tiles.Matrix(ctx.pointer(rhs), _strides(lb, c.K, c.N)) if pack
+              else _padded_copy(b, ctx.pointer(rhs), padding, c, dtype))
     else:
         Bm = tiles.Matrix(_reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r
                           else ctx.pointer(rhs), _strides(None if need_r else lb, c.K, c.N))
     _emit_tiles(b, ctx.options, c, tiles.Matrix(A, a_strides), Bm,
                 tiles.Matrix(out, _strides("N", c.M, c.N)), dtype, tuple(ctx.flags) or _CONTRACT,
                 carried=id(rhs) in ctx.state.carried,
-                transposed_from=ctx.pointer(rhs) if banded else None, epilogue=ctx.epilogue)
+                transposed_from=ctx.pointer(rhs) if banded else None, epilogue=ctx.epilogue,
+                pack=pack)
 
 
 #: products that take at least this many cycles at the FMA units' peak (the host's
@@ -431,7 +438,7 @@ def _split_min_flops(options, dtype) -> int:
 
 
 def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transposed_from=None,
-                epilogue=None):
+                epilogue=None, pack=False):
     """The tiles, split into bands of C that the pool runs at once when the product
     is large and the module may use threads; each element of C is computed exactly
     as without the split.  Products are cut into row bands, as an elementwise kernel
@@ -487,7 +494,8 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
         else:
             tiles.emit_product(b, (c.B, c.M, c.K, c.N), a, bm, out, dtype, flags, bits,
                                after_rows=(lambda pb, first, count: epilogue.run(
-                                   pb, epilogue.pointers, first, count)) if by_bands else None)
+                                   pb, epilogue.pointers, first, count)) if by_bands else None,
+                               pack=pack)
         if epilogue is not None and not by_bands:
             epilogue.run_all(b)
         return
@@ -510,11 +518,12 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
                 tiles.emit_product(pb, (c.B, size, c.K, c.N), a.rows_from(pb, pa, first, dtype),
                                    tiles.Matrix(pbm, bm.strides),
                                    out.rows_from(pb, pc, first, dtype), dtype, flags, bits,
-                                   after_rows=after_rows if by_bands else None)
+                                   after_rows=after_rows if by_bands else None, pack=pack)
             else:
                 tiles.emit_product(pb, (c.B, c.M, c.K, size), tiles.Matrix(pa, a.strides),
                                    bm.cols_from(pb, pbm, first, dtype),
-                                   out.cols_from(pb, pc, first, dtype), dtype, flags, bits)
+                                   out.cols_from(pb, pc, first, dtype), dtype, flags, bits,
+                                   pack=pack)
         if last == band:
             product(band)
             return

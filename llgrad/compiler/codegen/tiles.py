@@ -27,7 +27,7 @@ from typing import Callable
 from llvmlite import ir
 
 from llgrad.llvm.loops import carried_loop, counted_loop
-from llgrad.llvm.scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, const, i64
+from llgrad.llvm.scalar import I64, ITEMSIZE, MEMORY, PTR, REGISTER, const, copy_bytes, i64
 
 #: cap on a tile's rows: 12 single-vector rows already cover FMA latency x 2 ports
 MAX_ROWS = 12
@@ -91,7 +91,7 @@ class Stage:
 
 def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype: str,
                  flags, unit: VectorUnit, stage: Stage | None = None,
-                 after_rows: Callable | None = None) -> None:
+                 after_rows: Callable | None = None, pack: bool = False) -> None:
     """C[i] = A[i] @ B[i] for each batch ``i``; ``shape`` is (batch, M, K, N) (K may
     be an ``i64`` value); ``unit``: the registers the tiles are sized for.
 
@@ -101,6 +101,9 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
     ``after_rows(b, first, count)`` (one batch, no ``stage``) emits what runs on rows
     ``[first, first + count)`` of C (``i64`` values) once they are written: the tiles
     then compute one band of rows across all of C's columns, then the next.
+    ``pack``: each column panel of B is first copied into a buffer, its rows one after
+    another (``packs``), and every tile of the panel reads it there (not with
+    ``after_rows`` or a ``stage``, whose tiles visit a panel once per band of rows).
     """
     nb, M, K, N = shape
     if N == 1 and vectorised(M, N, a.strides) and stage is None:
@@ -136,11 +139,23 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
         b.call(fn, [at(a, batch, first, i64(0)), at(bm, batch, 0, j), at(c, batch, first, j),
                     i64(count)] + strides)
 
-    def panel(fn, batch, j):
+    packed = pack and after_rows is None and stage is None and packs(K, N, lanes, dtype)
+    if packed:
+        with b.goto_entry_block():
+            buffer = b.alloca(MEMORY[dtype], size=i64(K * MAX_VECTORS * lanes))
+            buffer.align = 64
+
+    def panel(fn, batch, j, width):
         """Columns j.. of one batch: M // rows tiles, then, when rows do not divide M,
         one more ending at row M, overlapping its neighbour (which it overwrites with
         the same values): one tile function instead of a second for the rest."""
+        if packed:
+            _pack_panel(b, at(bm, batch, 0, j), buffer, K, bm.strides[1], width, dtype)
         for first, count in [(0, M // rows)] + ([(M - rows, 1)] if M % rows else []):
+            if packed:
+                b.call(fn, [at(a, batch, first, i64(0)), buffer, at(c, batch, first, j),
+                            i64(count)] + strides[:3] + [i64(width)] + strides[4:])
+                continue
             if stage is None:
                 call_tiles(fn, batch, first, j, count)
                 continue
@@ -160,20 +175,22 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
         b.store(i64(0), sequence)
 
     def across(batch, visit):
-        """``visit(fn, j)`` for every block of columns from j (an ``i64`` value)."""
+        """``visit(fn, j, width)`` for every block of ``width`` columns from j (an
+        ``i64`` value)."""
         for count, widths, j0 in col_blocks:
             fn = _tile_function(b.module, dtype, rows, widths, flags,
                                 resume=stage is not None and stage.partials is not None)
             _repeat(b, count, "nt", lambda t, fn=fn, width=sum(widths), j0=j0:
-                    visit(fn, b.add(b.mul(t, i64(width)), i64(j0))))
+                    visit(fn, b.add(b.mul(t, i64(width)), i64(j0)), width))
 
     if after_rows is None:
-        _repeat(b, nb, "batch", lambda batch: across(batch, lambda fn, j: panel(fn, batch, j)))
+        _repeat(b, nb, "batch", lambda batch: across(
+            batch, lambda fn, j, width: panel(fn, batch, j, width)))
         return
     assert nb == 1 and stage is None, "bands of rows are those of one product"
 
     def band(first):    # one tile's rows across every column (the last may overlap)
-        across(i64(0), lambda fn, j: call_tiles(fn, i64(0), first, j, 1))
+        across(i64(0), lambda fn, j, width: call_tiles(fn, i64(0), first, j, 1))
 
     with counted_loop(b, M // rows, "band") as i:
         first = b.mul(i, i64(rows))
@@ -182,6 +199,27 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
     if M % rows:
         band(i64(M - rows))
         after_rows(b, i64(M - M % rows), i64(M % rows))
+
+
+#: the largest buffer of a packed column panel of B (``pack``): it lives on the stack
+#: of the thread running the product (a worker's holds megabytes), and a panel this
+#: large (K = 1365 float32 rows of three AVX-512 vectors) stays in L2 while its tiles
+#: read it
+PACK_MAX_BYTES = 256 << 10
+
+
+def packs(K, N, lanes: int, dtype: str) -> bool:
+    """Whether a product of these sizes can read B through packed panels."""
+    return isinstance(K, int) and N > 1 and K * MAX_VECTORS * lanes * ITEMSIZE[dtype] <= PACK_MAX_BYTES
+
+
+def _pack_panel(b, src, dst, K: int, row_stride: int, width: int, dtype: str) -> None:
+    """``width`` columns of B's ``K`` rows (``row_stride`` elements apart), from ``src``
+    into ``dst`` one row after another."""
+    item = ITEMSIZE[dtype]
+    with counted_loop(b, K, "pack") as k:
+        copy_bytes(b, _element(b, dst, b.mul(k, i64(width)), dtype),
+                   _element(b, src, b.mul(k, i64(row_stride)), dtype), i64(width * item))
 
 
 #: a tile size the module already has a function for is taken when it costs at most
