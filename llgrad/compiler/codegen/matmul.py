@@ -484,7 +484,8 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     if not (alone or staged):
         band = -(-extent // (parts * unit)) * unit
         bands = -(-extent // band)
-    by_bands = epilogue is not None and not staged and (by_rows or bands < 2) and (
+    # packed panels are read once each, so their tiles cannot go band by band
+    by_bands = epilogue is not None and not staged and not pack and (by_rows or bands < 2) and (
         bands > 1 or parallel.split_unit(parts, c.M * c.N, c.M, epilogue.flat) is None)
     if bands < 2:
         if transposed_from is not None:
