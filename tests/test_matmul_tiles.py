@@ -356,3 +356,19 @@ def test_rows_an_l1_span_apart_are_read_through_a_packed_or_padded_copy(dtype, t
     exe = _compile([(a, b, dims)], dtype, blas=False, threads=threads)
     _assert_close(exe(a, b)[0], a, b, dims)
     assert "pack" in exe.llvm_ir
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_packed_panels_of_a_forced_host_equal_the_in_order_sum(monkeypatch, isa, dtype):
+    """Packed column panels are as wide as the host's tiles (three vectors of 8 or 16
+    floats): each width, forced on this machine whichever it would pick."""
+    monkeypatch.setenv("LLGRAD_HOST", isa)
+    n = 4096 // np.dtype(dtype).itemsize
+    a, b, dims = _operands(matmul.PAD_MIN_ROWS + 5, matmul.PAD_MIN_K, n + n // 2, "NN", dtype)
+    exe = _compile([(a, b, dims)], dtype, blas=False, threads=1)
+    _assert_close(exe(a, b)[0], a, b, dims)
+    a, b, dims = _operands(matmul.PAD_MIN_ROWS + 5, matmul.PAD_MIN_K, n, "NN", dtype)
+    exe = _compile([(a, b, dims)], dtype, blas=False, threads=1)
+    _assert_close(exe(a, b)[0], a, b, dims)
+    assert "pack" in exe.llvm_ir
