@@ -86,18 +86,26 @@ def forced(host: Host, environ=os.environ) -> Host:
     return replace(host, isa=name, vector_bits=width, vector_registers=registers)
 
 
-def cache_sizes(base: str = "/sys/devices/system/cpu/cpu0/cache") -> dict:
+SYSFS_CACHES = "/sys/devices/system/cpu/cpu0/cache"
+
+
+def _cache_indexes(base: str):
+    """For each cache of cpu0 in sysfs (``index*``), a reader of its attributes:
+    ``read("size")`` -> the file's text (OSError where it has none)."""
+    for index in sorted(os.listdir(base)):
+        if index.startswith("index"):
+            def read(name, index=index):
+                with open(os.path.join(base, index, name)) as f:
+                    return f.read().strip()
+            yield read
+
+
+def cache_sizes(base: str = SYSFS_CACHES) -> dict:
     """level -> bytes of cpu0's data (or unified) cache at each level, from sysfs,
     ``FALLBACK_CACHES`` where it has none."""
     found = {}
     try:
-        for index in sorted(os.listdir(base)):
-            if not index.startswith("index"):
-                continue
-
-            def read(name, index=index):
-                with open(os.path.join(base, index, name)) as f:
-                    return f.read().strip()
+        for read in _cache_indexes(base):
             if read("type") in ("Unified", "Data"):
                 size = read("size")
                 scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
@@ -111,15 +119,12 @@ def cache_sizes(base: str = "/sys/devices/system/cpu/cpu0/cache") -> dict:
 FALLBACK_L1D_SPAN = 4096
 
 
-def l1d_span(base: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+def l1d_span(base: str = SYSFS_CACHES) -> int:
     """Sets times line size of cpu0's L1 data cache, from sysfs (``FALLBACK_L1D_SPAN``
     where it has none)."""
     try:
-        for index in sorted(os.listdir(base)):
-            def read(name, index=index):
-                with open(os.path.join(base, index, name)) as f:
-                    return f.read().strip()
-            if index.startswith("index") and read("level") == "1" and read("type") == "Data":
+        for read in _cache_indexes(base):
+            if read("level") == "1" and read("type") == "Data":
                 return int(read("number_of_sets")) * int(read("coherency_line_size"))
     except (OSError, ValueError):
         pass

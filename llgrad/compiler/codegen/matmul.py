@@ -89,8 +89,8 @@ def canonical(node) -> Canonical:
 def scratch_bytes(node):
     c, item = canonical(node), ITEMSIZE[node.dtype]
     sizes = (c.B * c.M * c.K * item, c.B * c.K * c.N * item)
-    padded = (c.B * c.K * _padded_row(c, node.dtype) * item,) if _pads(c, node.dtype,
-                                                                       MIN_L1D_SPAN) else ()
+    padded = (c.B * c.K * _padded_row(c, node.dtype) * item,) if _pads_by_copy(
+        c, node.dtype, MIN_L1D_SPAN, WIDEST_VECTOR_BITS) else ()
     return tuple(n for n, needed in zip(sizes, c.copies) if needed) + padded
 
 
@@ -110,15 +110,25 @@ def scratch_bytes(node):
 #: found, timing each product (``product_timing``) still chooses these tiles or BLAS.
 PAD_MIN_ROWS = 64
 PAD_MIN_K = 512
-#: the smallest span ``scratch_bytes`` (which sees no options) reserves a copy for
+#: the smallest span, and the widest vectors (the largest packed panels), that
+#: ``scratch_bytes``, which sees no options, reserves the padded copy for: a host with a
+#: larger span or narrower vectors needs it only where these would
 MIN_L1D_SPAN = 1024
+WIDEST_VECTOR_BITS = 512
 
 
 def _pads(c: Canonical, dtype: str, span: int) -> bool:
-    """Whether the tiles read B through a copy with longer rows (see ``PAD_MIN_ROWS``)."""
+    """Whether the tiles read B through packed panels or a copy with longer rows (see
+    ``PAD_MIN_ROWS``), its rows being ``span`` bytes or a multiple of it apart."""
     in_place = c.gemm_layouts[1] == "N" and not c.copies[1]
     return (in_place and c.N * ITEMSIZE[dtype] % span == 0 and c.K >= PAD_MIN_K
             and c.M >= PAD_MIN_ROWS)
+
+
+def _pads_by_copy(c: Canonical, dtype: str, span: int, vector_bits: int) -> bool:
+    """Whether the tiles read B through the padded copy: a panel too long to pack."""
+    lanes = vector_bits // (8 * ITEMSIZE[dtype])
+    return _pads(c, dtype, span) and not tiles.packs(c.K, c.N, lanes, dtype)
 
 
 def _padded_row(c: Canonical, dtype: str) -> int:
@@ -228,8 +238,9 @@ def _emit_gemm(b, c, A, Bm, out, dtype, gemm, layouts=("N", "N")):
 
 
 def _gemm_call(b, c, a, bm, cm, dtype, gemm, layouts, rows):
-    """One gemm of the first ``rows`` (an i64 value, at most M) rows of C = op(A) op(B)
-    of one batch; the leading dimensions are those of the whole matrices."""
+    """One gemm of ``rows`` (an i64 value, at most M) rows of C = op(A) op(B) of one
+    batch, from the rows ``a`` and ``cm`` point at; the leading dimensions are those of
+    the whole matrices."""
     t = REGISTER[dtype]
     lda = c.K if layouts[0] == "N" else c.M
     ldb = c.N if layouts[1] == "N" else c.K
@@ -407,11 +418,12 @@ def emit_dot_general(ctx, node, out):
     pack = False
     if banded:
         Bm = tiles.Matrix(r_scratch, _strides(None, c.K, c.N))
+    elif _pads_by_copy(c, dtype, max(ctx.options.l1d_span, MIN_L1D_SPAN),
+                       ctx.options.vector_bits):
+        Bm = _padded_copy(b, ctx.pointer(rhs), next(scratch), c, dtype)
     elif _pads(c, dtype, max(ctx.options.l1d_span, MIN_L1D_SPAN)):
-        padding = next(scratch)
-        pack = tiles.packs(c.K, c.N, _lanes(ctx.options, dtype), dtype)
-        Bm = (tiles.Matrix(ctx.pointer(rhs), _strides(lb, c.K, c.N)) if pack
-              else _padded_copy(b, ctx.pointer(rhs), padding, c, dtype))
+        pack = True
+        Bm = tiles.Matrix(ctx.pointer(rhs), _strides(lb, c.K, c.N))
     else:
         Bm = tiles.Matrix(_reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r
                           else ctx.pointer(rhs), _strides(None if need_r else lb, c.K, c.N))

@@ -87,7 +87,7 @@ def _arguments(*types):
     return tuple(rng.standard_normal(t.shape).astype(t.np_dtype) for t in types)
 
 
-def fastest(tiles, gemm, args, blas_threads: int = 2) -> tuple[float, float]:
+def fastest(tiles, gemm, args, blas_threads: int) -> tuple[float, float]:
     """Seconds a call of the tiles' and of BLAS's compiled product take: each the
     fastest of ``ROUNDS`` rounds of at least ``ROUND_S``, the tiles' rounds first
     (and BLAS's threads, if it has several, given time to stop spinning after)."""

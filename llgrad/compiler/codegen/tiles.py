@@ -135,9 +135,13 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
                        b.add(b.mul(row, i64(m.strides[1])), b.mul(col, i64(m.strides[2]))))
         return _element(b, m.ptr, offset, dtype)
 
-    def call_tiles(fn, batch, first, j, count):
-        b.call(fn, [at(a, batch, first, i64(0)), at(bm, batch, 0, j), at(c, batch, first, j),
-                    i64(count)] + strides)
+    def call_tiles(fn, batch, first, j, count, packed_panel=None):
+        """``count`` tiles from row ``first``, column ``j``; B read in place, or from
+        ``packed_panel`` (its buffer, its width) where it was packed."""
+        b_at, b_rows = ((at(bm, batch, 0, j), strides[3]) if packed_panel is None
+                        else (packed_panel[0], i64(packed_panel[1])))
+        b.call(fn, [at(a, batch, first, i64(0)), b_at, at(c, batch, first, j), i64(count)]
+               + strides[:3] + [b_rows] + strides[4:])
 
     packed = pack and after_rows is None and stage is None and packs(K, N, lanes, dtype)
     if packed:
@@ -152,12 +156,8 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
         if packed:
             _pack_panel(b, at(bm, batch, 0, j), buffer, K, bm.strides[1], width, dtype)
         for first, count in [(0, M // rows)] + ([(M - rows, 1)] if M % rows else []):
-            if packed:
-                b.call(fn, [at(a, batch, first, i64(0)), buffer, at(c, batch, first, j),
-                            i64(count)] + strides[:3] + [i64(width)] + strides[4:])
-                continue
             if stage is None:
-                call_tiles(fn, batch, first, j, count)
+                call_tiles(fn, batch, first, j, count, (buffer, width) if packed else None)
                 continue
             with counted_loop(b, count, "staged") as i:     # one tile at a time
                 row = b.add(i64(first), b.mul(i, i64(rows)))
@@ -210,7 +210,8 @@ PACK_MAX_BYTES = 256 << 10
 
 def packs(K, N, lanes: int, dtype: str) -> bool:
     """Whether a product of these sizes can read B through packed panels."""
-    return isinstance(K, int) and N > 1 and K * MAX_VECTORS * lanes * ITEMSIZE[dtype] <= PACK_MAX_BYTES
+    return (isinstance(K, int) and N > 1
+            and K * MAX_VECTORS * lanes * ITEMSIZE[dtype] <= PACK_MAX_BYTES)
 
 
 def _pack_panel(b, src, dst, K: int, row_stride: int, width: int, dtype: str) -> None:
