@@ -50,15 +50,30 @@ def product_flops(quick: bool = False) -> dict:
                            ("streaming", workloads.streaming_problems(quick)[0]))}
 
 
+def _vector_bits() -> int:
+    """The widest vectors of the CPU llgrad compiles for (``LLGRAD_CPU`` may name another
+    than this one: run.py --cpu)."""
+    from llgrad.runtime import engine
+    features = engine.host_features()
+    return 512 if features.get("avx512f") else 256 if features.get("avx") else 128
+
+
+def _compiled(module):
+    """``module`` compiled by MCJIT for the CPU llgrad compiles for; holding the engine
+    keeps its code alive."""
+    from llgrad.runtime import engine
+    compiled = llvm.create_mcjit_compiler(llvm.parse_assembly(str(module)),
+                                          engine.new_target_machine())
+    compiled.finalize_object()
+    return compiled
+
+
 @functools.cache
 def fma_loop():
     """A native ``f(n)`` running n rounds of ACCUMULATORS float32 vector FMAs (the
     workloads' dtype); returns (f, flop per round).  The sum of the chains is returned so
     that LLVM cannot drop them.  Compiled once per process: every thread count runs it."""
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    features = llvm.get_host_cpu_features()
-    vector_bits = 512 if features.get("avx512f") else 256 if features.get("avx") else 128
+    vector_bits = _vector_bits()
     element = ir.FloatType()
     lanes = vector_bits // 32
     vector = ir.VectorType(element, lanes)
@@ -86,10 +101,7 @@ def fma_loop():
     for nxt in nexts[1:]:
         total = b.fadd(total, nxt)
     b.ret(b.extract_element(total, ir.Constant(ir.IntType(32), 0)))
-    target = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=features.flatten(), opt=3)
-    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(module)), target)
-    engine.finalize_object()
+    engine = _compiled(module)
     f = ctypes.CFUNCTYPE(ctypes.c_float, ctypes.c_int64)(engine.get_function_address("peak"))
     f._engine = engine     # the code lives as long as the engine
     return f, ACCUMULATORS * lanes * 2
@@ -162,10 +174,7 @@ def read_loop():
     """A native ``double f(ptr, n)``: the sum of n float64 (n a multiple of READ_ACCUMULATORS
     vectors), READ_ACCUMULATORS vector sums in flight; it reads memory and adds, nothing
     else, so it runs at the read bandwidth.  Returns (f, float64 per round)."""
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    features = llvm.get_host_cpu_features()
-    lanes = (512 if features.get("avx512f") else 256 if features.get("avx") else 128) // 64
+    lanes = _vector_bits() // 64
     vector, i64 = ir.VectorType(ir.DoubleType(), lanes), ir.IntType(64)
     module = ir.Module("stream")
     fn = ir.Function(module, ir.FunctionType(ir.DoubleType(), [ir.PointerType(), i64]), "stream")
@@ -194,10 +203,7 @@ def read_loop():
     for lane in range(1, lanes):   # every lane, so that no load can be narrowed away
         lane_sum = b.fadd(lane_sum, b.extract_element(total, ir.Constant(ir.IntType(32), lane)))
     b.ret(lane_sum)
-    target = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=features.flatten(), opt=3)
-    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(str(module)), target)
-    engine.finalize_object()
+    engine = _compiled(module)
     f = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_void_p, ctypes.c_int64)(
         engine.get_function_address("stream"))
     f._engine = engine
@@ -236,7 +242,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
     args = parser.parse_args()
-    print(f"float32 FMA peak of this machine ({llvm.get_host_cpu_name()}), "
+    from llgrad.runtime import engine
+    compiled_for = engine.context()[2]
+    print(f"float32 FMA peak of this machine ({llvm.get_host_cpu_name()}"
+          f"{'' if compiled_for == llvm.get_host_cpu_name() else ', code for ' + compiled_for}), "
           f"{ACCUMULATORS} chains of vector FMAs:")
     titles = {w.key: w.title for w in workloads.WORKLOADS}
     for threads in (int(t) for t in args.threads.split(",")):

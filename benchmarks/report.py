@@ -36,7 +36,8 @@ def thread_counts(pinned_by: str) -> dict:
     counts = {"requested_by": pinned_by}
     try:
         import threadpoolctl
-        counts["numpy BLAS"] = sorted({f"{p['internal_api']}: {p['num_threads']}"
+        counts["numpy BLAS"] = sorted({f"{p['internal_api']} ({p.get('architecture')}): "
+                                       f"{p['num_threads']}"
                                        for p in threadpoolctl.threadpool_info()})
     except ImportError:
         counts["numpy BLAS"] = f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
@@ -226,6 +227,7 @@ def markdown(results) -> str:
            f"{results['elapsed_s']:.0f} s in all.", "",
            "## Machine", "",
            f"- CPU: {env['cpu']}, {env['cores']} logical cores",
+           *([f"- {env['compiled_as']}"] if env.get("compiled_as") else []),
            "- threads: " + "; ".join(f"{k}: {v}" for k, v in env["threads"].items()),
            "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
            "", "## Results", ""]

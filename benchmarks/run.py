@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cold", action="store_true",
                         help="compile into fresh, empty on-disk caches (llgrad, Inductor, "
                              "PyTensor), so first calls show compile times from scratch")
+    parser.add_argument("--cpu", default=None,
+                        help="run every system as if this machine were the CPU LLVM knows "
+                             "by this name, e.g. haswell for AVX2 on an AVX-512 machine "
+                             "(benchmarks/as_cpu.py says how each peer is held to it)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds a system may spend on one workload before its remaining "
                              "sizes are skipped (default 40, quick 20)")
@@ -146,9 +150,11 @@ CACHES_AS_THEY_ARE = ("on-disk caches (llgrad's, Inductor's, PyTensor's) were le
 
 
 def run(args, command="python -m llgrad bench") -> int:
+    from benchmarks import as_cpu
     cache_setting = empty_caches() if args.cold else contextlib.nullcontext(CACHES_AS_THEY_ARE)
-    with pinned_threads(args.threads) as pinned_by, cache_setting as caches:
-        return _run(args, command, pinned_by, caches)
+    with as_cpu.compiled_as(args.cpu) as compiled_as, pinned_threads(args.threads) as pinned_by, \
+            cache_setting as caches:
+        return _run(args, command, pinned_by, caches, compiled_as)
 
 
 def _chosen(items, wanted, name):
@@ -156,7 +162,7 @@ def _chosen(items, wanted, name):
     return [item for item in items if not parts or any(p in name(item).lower() for p in parts)]
 
 
-def _run(args, command, pinned_by, caches) -> int:
+def _run(args, command, pinned_by, caches, compiled_as=None) -> int:
     quick = args.quick
     options = argparse.Namespace(
         quick=quick, seconds=args.seconds or (0.05 if quick else 1.0),
@@ -208,7 +214,8 @@ def _run(args, command, pinned_by, caches) -> int:
         results["profiles"] = {w.key: llgrad_systems.profile(w, w.problems(quick)[0])
                                for w in chosen}
     results["elapsed_s"] = time.perf_counter() - started
-    results["environment"] = {"cpu": report.cpu_model(), "cores": os.cpu_count(),
+    results["environment"] = {"cpu": report.cpu_model(), "compiled_as": compiled_as,
+                              "cores": os.cpu_count(),
                               "threads": report.thread_counts(pinned_by),
                               "versions": report.versions()}
     paths = report.write(results, args.out)

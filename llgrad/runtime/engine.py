@@ -1,5 +1,13 @@
 """LLVM for the host CPU: optimisation (O3, vectorisation on) and JIT compilation.
 
+``LLGRAD_CPU`` (a CPU name LLVM knows: ``haswell``, ``znver3``, ``x86-64-v3``) makes
+the JIT compile as if this machine were that CPU: its instruction set, less whatever
+this machine lacks, and its scheduling model.  With an AVX2 name on an AVX-512 machine
+every choice that follows the host (vector width, register count, libmvec variants,
+product timings) is the AVX2 machine's, so its code can be run and timed here.  A name
+whose vector features this machine lacks is refused: its code could not run.  Read once
+per process, before the first compile.
+
 One long-lived target machine optimises modules and prints assembly; every JIT
 engine gets a target machine of its own, because MCJIT takes ownership of the one
 it is given (sharing one between engines crashed, see LLVMLITE-NOTES).  All LLVM
@@ -9,12 +17,13 @@ asks LLVM for the host CPU once.
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 
-from llgrad.runtime import cache
+from llgrad.runtime import cache, cpus
 
 _lock = threading.RLock()
 _state: dict = {}
@@ -25,9 +34,29 @@ def _initialise():
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         llvm.initialize_native_asmparser()
-        _state["cpu"] = llvm.get_host_cpu_name()
-        _state["features"] = llvm.get_host_cpu_features()
-        _state["libmvec"] = _load_libmvec()
+        cpu, flat, features = target_cpu(os.environ.get("LLGRAD_CPU", "").strip(),
+                                         llvm.get_host_cpu_name(),
+                                         llvm.get_host_cpu_features())
+        _state.update(cpu=cpu, flat=flat, features=features, libmvec=_load_libmvec())
+
+
+def target_cpu(name: str, host_name: str, host):
+    """(CPU name, LLVM feature string, features as name -> bool) that code is compiled
+    for on a host called ``host_name`` with LLVM's features ``host``: the host's, or
+    those of the CPU ``name`` (see above); LLVM's native target must be initialised."""
+    if name in ("", "host", host_name):
+        return host_name, host.flatten(), host
+    try:
+        named = cpus.vector_features(cpus.target_machine(name))
+    except cpus.UnknownCPU:
+        raise ValueError(f"LLGRAD_CPU={name!r}: LLVM knows no CPU of that name (try "
+                         f"'haswell', 'znver3', 'x86-64-v3' or 'host')") from None
+    lacking = [f for f, on in named.items() if on and not host.get(f)]
+    if lacking:
+        raise ValueError(f"LLGRAD_CPU={name!r} has {', '.join(lacking)}, which this CPU "
+                         f"({host_name}) lacks: its code could not run here")
+    # whatever this machine lacks stays off, so no instruction of the named CPU faults
+    return name, ",".join(f"-{f}" for f, on in sorted(host.items()) if not on), named
 
 
 def _shared_target_machine():
@@ -40,8 +69,7 @@ def _shared_target_machine():
 def new_target_machine():
     _initialise()
     target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=_state["cpu"],
-                                        features=_state["features"].flatten(),
+    return target.create_target_machine(cpu=_state["cpu"], features=_state["flat"],
                                         opt=3, codemodel="jitdefault")
 
 
@@ -76,7 +104,8 @@ def has_libmvec() -> bool:
 
 
 def host_features():
-    """LLVM's features of the host CPU (name -> bool)."""
+    """The features of the CPU code is compiled for (name -> bool): LLVM's of the host,
+    or ``cpus.FEATURES`` of the one ``LLGRAD_CPU`` names."""
     with _lock:
         _initialise()
         return _state["features"]
@@ -84,12 +113,12 @@ def host_features():
 
 def context() -> tuple[str, ...]:
     """What object code depends on besides the graph and the codegen options: llgrad's
-    source (its version number included, in ``__init__.py``), LLVM's version, the host
-    CPU and its features."""
+    source (its version number included, in ``__init__.py``), LLVM's version, the CPU
+    compiled for and its features."""
     with _lock:
         _initialise()
         return (cache.source_digest(), ".".join(map(str, llvm.llvm_version_info)),
-                _state["cpu"], _state["features"].flatten())
+                _state["cpu"], _state["flat"])
 
 
 @dataclass
