@@ -3,6 +3,8 @@ jacfwd, jacrev.
 
 Each returns a Staged function (compiler/staging.py) that traces per signature and
 calls native code; ``.trace(*args)`` on it returns everything llgrad made.
+``fastmath=True`` lets LLVM reassociate float arithmetic and runs the code with
+subnormal floats flushed to zero, as ``-ffast-math`` and XLA do (``compile_graph``).
 """
 from __future__ import annotations
 

@@ -50,6 +50,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from llgrad.llvm.atomics import relax, store_atomic
+from llgrad.llvm.fp_env import keep_subnormals
 from llgrad.llvm.loops import counted_loop
 from llgrad.runtime import cache, engine
 
@@ -149,6 +150,7 @@ class _Emitter:
         fn.linkage = "internal"
         slot = fn.args[0]
         b = ir.IRBuilder(fn.append_basic_block("entry"))
+        keep_subnormals(b)   # a fastmath task flushes them itself, for its own run
         first_seen = b.load_atomic(self.field(b, slot, _DONE), "acquire", 8, typ=_I64)
         entry = b.block
         poll, idle, sleep, wait, woke, claim, run, taken = (fn.append_basic_block(n) for n in (

@@ -113,7 +113,8 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
                   origins=None) -> Executable:
     """Compile ``graph`` for the host CPU.
 
-    ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA);
+    ``fastmath`` lets LLVM reassociate float arithmetic (vectorised sums, FMA) and runs
+    the code with subnormal floats flushed to zero (FTZ and DAZ, see llvm/fp_env.py);
     ``fuse_ops=False`` gives every node its own loop (for testing and debugging);
     ``libmvec=False`` keeps transcendental functions scalar; ``blas=False`` (or no
     BLAS found, or LLGRAD_NO_BLAS=1) runs every dot_general as generated register tiles;

@@ -34,6 +34,7 @@ from llgrad.compiler.codegen.kernels import clamped_start
 from llgrad.compiler.codegen.lowering import row
 from llgrad.compiler.codegen.options import CodegenOptions, ModuleState
 from llgrad.compiler.codegen.plan import IndexMap, Kernel, View
+from llgrad.llvm import fp_env
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
 from llgrad.llvm.scalar import I8, I64, PTR, i64, linearise, load, store
@@ -115,6 +116,8 @@ def build_module(fusion, memory, options: CodegenOptions,
     if options.object_layout is not None:
         list_entry(module, entry, len(fusion.graph.inputs), options.object_layout)
     math.finish(state)
+    if options.fastmath:   # what Python, the native entry, C and pool workers enter
+        fp_env.flush_subnormals(module, [entry, *parallel.tasks(module)])
     debuginfo.attach(module, state.lines)
     return module, entry_name, labels, checks
 

@@ -20,7 +20,8 @@ from llgrad.runtime.blas import Gemm
 
 @dataclass(frozen=True)
 class CodegenOptions:
-    """``fastmath``: LLVM may reassociate float arithmetic (vectorised sums, FMA).
+    """``fastmath``: LLVM may reassociate float arithmetic (vectorised sums, FMA), and
+    the code runs with subnormal floats flushed to zero (``llvm.fp_env``).
     ``fuse_ops``: fusion inlines what it can (False: every node its own loop).
     ``vector_isas``: libmvec ISA letters usable here ("b", "d", "e"; none: scalar math).
     ``blas``: (dtype, symbol, calling convention) of each BLAS gemm found.

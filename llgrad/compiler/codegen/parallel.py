@@ -86,6 +86,19 @@ def _call_parts(b: ir.IRBuilder, fn: ir.Function, pointers, parts: int) -> None:
     b.call(run, [fn, cells, i64(parts)])
 
 
+def tasks(module: ir.Module) -> list[ir.Function]:
+    """The functions of ``module`` that it hands to the pool: what a worker thread
+    enters (``fp_env`` sets each one's float mode, which is the thread's own)."""
+    found = {}
+    for fn in module.functions:
+        for block in fn.blocks:
+            for instr in block.instructions:
+                if (isinstance(instr, ir.CallInstr)
+                        and getattr(instr.callee, "name", None) == POOL_SYMBOL):
+                    found[instr.args[0].name] = instr.args[0]
+    return list(found.values())
+
+
 def piece(b: ir.IRBuilder, size: int, parts: int, part, unit: int | None = None):
     """``[lo, hi)`` of ``part`` when ``size`` elements (or rows) are cut into ``parts``
     pieces on ``unit`` boundaries (default ``LINE_ELEMENTS``)."""
