@@ -22,11 +22,14 @@ def _options():
                                  blas_min_flops=None, threads=1)
 
 
+#: the tallest tile for 1, 2 and 3 vectors a row: accumulators, B's vectors and, without
+#: AVX-512's embedded broadcast, one broadcast in 16 registers (AVX2) or 32 (AVX-512)
+TALLEST = {"avx2": (12, 6, 4), "avx512": (12, 12, 9)}
+
+
 def _most_rows(isa, vectors):
     """The tallest tile ``tiles.emit_product`` takes for ``vectors`` vectors a row."""
-    bits, registers = host.ISAS[isa]
-    per_row = vectors + (bits < 512)
-    return min(tiles.MAX_ROWS, (registers - vectors) // per_row)
+    return TALLEST[isa][vectors - 1]
 
 
 def _shapes(isa, dtype):
@@ -109,11 +112,25 @@ def test_every_tile_shape_of_a_forced_host_equals_numpy(monkeypatch, isa, dtype)
     for vectors in range(1, tiles.MAX_VECTORS + 1):
         for rows in range(1, _most_rows(isa, vectors) + 1):
             assert (str(rows), "+".join([str(lanes)] * vectors)) in made, (rows, vectors)
+    _no_tile_spills(exe.llvm_ir, {"avx2": "haswell", "avx512": "skylake-avx512"}[isa])
     got = exe(*values)
     tol = {"float32": 1e-5, "float64": 1e-12}[dtype]
     for (M, N), out, a, b in zip(shapes, got, values[::2], values[1::2]):
         np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=tol, atol=tol,
                                    err_msg=f"{isa} {dtype} {M}x{K}x{N}")
+
+
+def _no_tile_spills(llvm_ir, cpu):
+    """Compiled for ``cpu`` (an ISA's CPU), no tile function touches the stack in its
+    loop: accumulators, B's vectors and the broadcast all stay in registers."""
+    from llgrad.runtime import aot, engine
+    tm = aot.target_machine(cpu)
+    asm = tm.emit_assembly(engine.optimize(llvm_ir, tm=tm))
+    names = re.findall(r"^(\"?llgrad\.tile\.[^:\s]+):", asm, re.M)
+    assert names
+    for name in names:
+        body = asm.split(name + ":", 1)[1].split(".Lfunc_end", 1)[0]
+        assert "(%rsp)" not in body, f"{name} spills when compiled for {cpu}"
 
 
 def test_the_split_threshold_is_a_time_at_the_hosts_peak(monkeypatch):

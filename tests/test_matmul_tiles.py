@@ -97,12 +97,12 @@ def test_narrower_vector_registers_give_the_same_products(bits, monkeypatch):
 
 
 @pytest.mark.parametrize("bits, M, tile", [(512, 64, "8x16+16+16"), (512, 72, "9x16+16+16"),
-                                            (256, 64, "3x8+8+8")])
+                                            (256, 64, "4x8+8+8")])
 def test_tiles_are_sized_so_that_no_rows_are_computed_twice_where_one_size_allows(
         bits, M, tile, monkeypatch):
     """AVX-512 FMAs broadcast A's element from memory, so 8 rows of 3 vectors fit its 32
     registers: 64 rows are 8 tiles, not ten of 7 (whose last overlaps its neighbour);
-    AVX2 keeps a broadcast register per row (16 registers: 3 rows of 3 vectors)."""
+    AVX2 keeps one broadcast register (16 registers: 4 rows of 3 vectors)."""
     monkeypatch.setenv("LLGRAD_VECTOR_BITS", str(bits))
     spec = _operands(M, 40, 48 * 512 // bits, "NN", "float32")
     exe = _compile([spec], "float32", blas=False)
@@ -331,17 +331,18 @@ def test_a_batch_of_transposed_operands_is_copied_exactly():
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_rows_an_l1_span_apart_are_read_through_a_packed_or_padded_copy(dtype, threads):
-    """B's rows a multiple of the L1 data cache's span apart (4 KB: N = 1024 float32,
-    512 float64) are read through packed column panels (``tiles.packs``), or where a
-    panel would be too large, through a copy with longer rows (``matmul._pads``):
-    every element still equals the in-order sum; too few rows of A, or of B, read B in
-    place."""
+    """B's rows a multiple of half the L1 data cache's span apart (2 KB: N = 512
+    float32, 256 float64) are read through packed column panels (``tiles.packs``), or
+    where a panel would be too large and the rows are a whole span apart, through a copy
+    with longer rows (``matmul._pads``): every element still equals the in-order sum;
+    too few rows of A, or of B, read B in place."""
     n = 4096 // np.dtype(dtype).itemsize
     lanes = 64 // np.dtype(dtype).itemsize
     lo_m, lo_k = matmul.PAD_MIN_ROWS, matmul.PAD_MIN_K
     long_k = tiles.PACK_MAX_BYTES // (tiles.MAX_VECTORS * lanes * np.dtype(dtype).itemsize) + 1
     assert tiles.packs(lo_k, n, lanes, dtype) and not tiles.packs(long_k, n, lanes, dtype)
     cases = [(lo_m, lo_k, n, "pack"), (lo_m + 3, lo_k, 2 * n, "pack"), (lo_m, long_k, n, "pad"),
+             (lo_m, lo_k, n // 2, "pack"), (lo_m, long_k, n // 2, None),
              (lo_m - 1, lo_k, n, None), (lo_m, lo_k - 1, n, None), (lo_m, lo_k, n + 16, None)]
     for M, K, N, way in cases:
         a, b, dims = _operands(M, K, N, "NN", dtype)

@@ -94,20 +94,23 @@ def scratch_bytes(node):
     return tuple(n for n, needed in zip(sizes, c.copies) if needed) + padded
 
 
-#: a right operand that the tiles read in place, with rows a multiple of the L1 data
-#: cache's span apart (``l1d_span``: sets x line, 4 KB here), is read through packed
-#: column panels (``tiles.packs``: each panel's rows copied one after another into a
-#: buffer its tiles then read), or, where a panel would not fit that buffer, through a
-#: copy of B with each row one cache line longer.  The tiles read a column panel of B
-#: down its rows; rows a span apart fall in one set of L1 and in few of L2, which keep
-#: only their ways of them, so a long panel streams from L3.  64x784x1024 float32 (rows
-#: 4 KB apart) took 1.91 ms as tiles, 0.99 ms through the padded copy (B read and
-#: written once, ~0.25 ms), 0.84 ms through packed panels, against 1.01 ms in OpenBLAS
-#: (one thread, 2026-12-07).  Both pay for many rows of A and a long panel: a padded
-#: copy at 32 rows lost for K = 256 (146 us against 124) and tied for K = 784.
-#: Re-measure: ``LLGRAD_THREADS=1 python benchmarks/bench_matmul.py --dtype float32
-#: 64,784,1024,NN 64,784,1040,NN 63,784,1024,NN 64,1400,1024,NN``.  Where BLAS is
-#: found, timing each product (``product_timing``) still chooses these tiles or BLAS.
+#: a right operand that the tiles read in place, with rows half the L1 data cache's
+#: span apart or a multiple of that (``l1d_span``: sets x line, 4 KB here), is read
+#: through packed column panels (``tiles.packs``: each panel's rows copied one after
+#: another into a buffer its tiles then read), or, where a panel would not fit that
+#: buffer and the rows are a whole span apart, through a copy of B with each row one
+#: cache line longer.  The tiles read a column panel of B down its rows; rows a span
+#: apart fall in one set of L1 and in few of L2, which keep only their ways of them, so
+#: a long panel streams from L3.  64x784x1024 float32 (rows 4 KB apart) took 1.91 ms as
+#: tiles, 0.99 ms through the padded copy (B read and written once, ~0.25 ms), 0.84 ms
+#: through packed panels, against 1.01 ms in OpenBLAS (one thread, 2026-12-07).  Rows
+#: 2 KB apart fall in two sets: 128x784x512 ran in 1.49 ms in place, 0.90 ms packed
+#: (AVX-512; compiled for AVX2, 3.61 and 2.27 ms).  Both pay for many rows of A and a
+#: long panel: a padded copy at 32 rows lost for K = 256 (146 us against 124) and tied
+#: for K = 784.  Re-measure: ``LLGRAD_THREADS=1 python benchmarks/bench_matmul.py
+#: --dtype float32 64,784,1024,NN 64,784,1040,NN 128,784,512,NN 128,784,528,NN`` (add
+#: ``LLGRAD_CPU=haswell`` for AVX2).  Where BLAS is found, timing each product
+#: (``product_timing``) still chooses these tiles or BLAS.
 PAD_MIN_ROWS = 64
 PAD_MIN_K = 512
 #: the smallest span, and the widest vectors (the largest packed panels), that
@@ -119,16 +122,20 @@ WIDEST_VECTOR_BITS = 512
 
 def _pads(c: Canonical, dtype: str, span: int) -> bool:
     """Whether the tiles read B through packed panels or a copy with longer rows (see
-    ``PAD_MIN_ROWS``), its rows being ``span`` bytes or a multiple of it apart."""
+    ``PAD_MIN_ROWS``), its rows being half of ``span`` bytes or a multiple of it apart:
+    then they fall in at most two sets of L1."""
     in_place = c.gemm_layouts[1] == "N" and not c.copies[1]
-    return (in_place and c.N * ITEMSIZE[dtype] % span == 0 and c.K >= PAD_MIN_K
+    return (in_place and c.N * ITEMSIZE[dtype] % (span // 2) == 0 and c.K >= PAD_MIN_K
             and c.M >= PAD_MIN_ROWS)
 
 
 def _pads_by_copy(c: Canonical, dtype: str, span: int, vector_bits: int) -> bool:
-    """Whether the tiles read B through the padded copy: a panel too long to pack."""
+    """Whether the tiles read B through the padded copy: a panel too long to pack, its
+    rows a whole ``span`` apart (two sets of L1 cost less than copying B: 64x2000x512
+    float32, rows 2 KB apart, ran in 3.1 ms in place and 3.8 ms through the copy)."""
     lanes = vector_bits // (8 * ITEMSIZE[dtype])
-    return _pads(c, dtype, span) and not tiles.packs(c.K, c.N, lanes, dtype)
+    return (_pads(c, dtype, span) and c.N * ITEMSIZE[dtype] % span == 0
+            and not tiles.packs(c.K, c.N, lanes, dtype))
 
 
 def _padded_row(c: Canonical, dtype: str) -> int:
