@@ -31,18 +31,33 @@ objective is written once against an array namespace ``xp`` (numpy traced by llg
   its characters from a text file not stored with its repository: here a fixed-seed
   random 0/1 sequence of the same shape (14 bits a character).
 
-Not here: ba and ht (their inputs are GradBench's data files; their Jacobians are
-sparse or dense Jacobians, not gradients) and the C++ reference tool.
+- ba: ADBench's bundle adjustment, n cameras (11 parameters each), m points, p
+  observations with weights: the weighted reprojection errors and weight errors
+  1 - w^2; GradBench's sparse Jacobian as its nonzero blocks (per observation, with
+  respect to its camera, point and weight), the Jacobian of one observation mapped
+  over all (llgrad.vmap(llgrad.jacfwd), jax.vmap(jax.jacfwd), torch.func's).
+  GradBench's first two files' n, m, p; its files repeat one camera, point, weight and
+  feature, drawn here instead with a fixed seed (see ``ba_problems``).
+- ht: ADBench's hand tracking, a skinned hand of 22 bones posed by theta (26); the
+  points minus their matched vertices (simple) or triangle points (complicated, with
+  the barycentric us); the dense Jacobian with respect to theta by forward mode, and
+  for the complicated variant GradBench's compressed (3 c, 2) us block.  GradBench
+  reads its hand models from data files; here synthetic models of their sizes (544 or
+  10,000 vertices, 1,084 triangles), fixed seed (see ``hand_model``).
+
+Not here: the C++ reference tool.
 
 Oracle: every system's objective value and gradient (kmeans: also H 1 and the
-direction) against every other system's, and its gradient's projection on a random
-direction against a central difference of the float64 numpy objective; kmeans also
-against its closed form (J = sum 2 (c - p) over each centroid's points, H = 2 count).
+direction; ba and ht: the Jacobian) against every other system's, and its gradient's
+projection on a random direction (ba and ht: the Jacobian times a random direction)
+against a central difference of the float64 numpy objective; kmeans also against its
+closed form (J = sum 2 (c - p) over each centroid's points, H = 2 count).
 The exit status is 1 on any mismatch or failure.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -110,10 +125,19 @@ class Problem:
 @dataclass(frozen=True)
 class Eval:
     key: str
-    objective: Callable           # objective(xp, params, data, **static) -> scalar
+    objective: Callable           # objective(xp, params, data, **static) -> scalar (or residuals)
     problems: Callable            # problems(sizes) -> [Problem]
-    computes: str = "gradient"    # or "dir": kmeans's Newton direction
+    computes: str = "gradient"    # or "dir": kmeans's Newton direction; or "jacobian"
     closed_form: Callable | None = None   # closed_form(problem) -> {quantity: arrays}
+    # "jacobian" only: jacobian(system, objective) -> fn(params, *data) -> tuple of arrays,
+    # and along(problem, jacobian, direction) -> that Jacobian times direction
+    jacobian: Callable | None = None
+    along: Callable | None = None
+
+    @property
+    def derivative(self) -> str:
+        """The result's quantity that the central difference checks."""
+        return "jacobian" if self.computes == "jacobian" else "gradient"
 
 
 def gmm_objective(xp, params, data, *, triangle, m=0, gamma=1.0):
@@ -294,6 +318,232 @@ def lstm_problems(sizes):
     return problems
 
 
+def _rotate(xp, rotation, points):
+    """Rodrigues' formula: ``points`` (..., 3) rotated by the angle-axis vectors
+    ``rotation`` (..., 3), broadcast against each other.  The angle must not be 0
+    (ADBench's first-order branch for a zero angle is left out: no input here takes it)."""
+    angle = xp.sqrt(xp.sum(rotation * rotation, axis=-1, keepdims=True))
+    k = rotation / angle
+    cos, sin = xp.cos(angle), xp.sin(angle)
+    (k0, k1, k2), (p0, p1, p2) = ([v[..., i:i + 1] for i in range(3)] for v in (k, points))
+    cross = xp.concatenate([k1 * p2 - k2 * p1, k2 * p0 - k0 * p2, k0 * p1 - k1 * p0], axis=-1)
+    return (points * cos + cross * sin
+            + k * (xp.sum(k * points, axis=-1, keepdims=True) * (1 - cos)))
+
+
+def ba_residuals(xp, camera, point, weight, feature):
+    """ADBench's bundle adjustment, one observation per leading index: the camera's 11
+    parameters (angle-axis rotation 3, centre 3, focal length 1, principal point 2,
+    radial distortion 2) project the point; the residuals are the weighted reprojection
+    error (2) and the weight's error 1 - w^2 (1)."""
+    seen = _rotate(xp, camera[..., 0:3], point - camera[..., 3:6])
+    projected = seen[..., 0:2] / seen[..., 2:3]
+    r2 = xp.sum(projected * projected, axis=-1, keepdims=True)
+    distorted = projected * (1 + camera[..., 9:10] * r2 + camera[..., 10:11] * r2 * r2)
+    error = weight[..., None] * (distorted * camera[..., 6:7] + camera[..., 7:9] - feature)
+    return xp.concatenate([error, 1 - weight[..., None] * weight[..., None]], axis=-1)
+
+
+def ba_objective(xp, params, data):
+    """Every observation's residuals, (p, 3): observation i sees point ``points[i]`` from
+    camera ``cameras[i]`` (the index arrays)."""
+    (cams, x, w), (features, cameras, points) = params, data
+    return ba_residuals(xp, cams[cameras], x[points], w, features)
+
+
+def ba_jacobian(system, objective):
+    """GradBench's sparse Jacobian as its nonzero blocks: per observation the (3, 11),
+    (3, 3) and (3,) derivatives of its residuals with respect to its camera, its point
+    and its weight, by the forward-mode Jacobian of one observation mapped over all
+    (so it differentiates ``ba_residuals`` itself, not the all-observation ``objective``)."""
+    def residuals(variables, feature):
+        return ba_residuals(system.xp, *variables, feature)
+
+    def blocks(params, features, cameras, points):
+        cams, x, w = params
+        return system.vmap(system.jacfwd(residuals))((cams[cameras], x[points], w), features)
+    return blocks
+
+
+def ba_along(problem, jacobian, direction):
+    """The sparse Jacobian times ``direction`` (a change of cams, x and w), (p, 3)."""
+    (_, cameras, points), (d_cams, d_x, d_w) = problem.data, direction
+    by_camera, by_point, by_weight = jacobian
+    return (np.einsum("pij,pj->pi", by_camera, d_cams[cameras])
+            + np.einsum("pij,pj->pi", by_point, d_x[points]) + by_weight * d_w[:, None])
+
+
+def ba_problems(sizes):
+    """GradBench's first ba files' n cameras, m points and p observations (observation
+    i: camera i mod n, point i mod m).  Its files repeat one camera, point, weight and
+    feature; here each is drawn (fixed seed) at the files' magnitudes: cameras turned
+    about a radian (all about the same way, so that every point is about 10 in front of
+    every camera: the projection stays well conditioned), a focal length of about 400
+    pixels, weights around 1."""
+    nmp = [(4, 12, 30)] if sizes == "small" else [(49, 7776, 31_843), (21, 11_315, 36_455)]
+    problems = []
+    for n, m, p in nmp:
+        rng = np.random.default_rng(SEED)
+        facing = rng.normal(0, 0.8, 3)        # every camera turned about this way
+        cams = np.concatenate([facing + rng.normal(0, 0.05, (n, 3)), rng.normal(0, 1, (n, 3)),
+                               rng.normal(400, 20, (n, 1)), rng.normal(0, 5, (n, 2)),
+                               rng.normal(0, 0.05, (n, 2))], axis=1)
+        x = _rotate(np, -facing, rng.normal([0, 0, 10], [2, 2, 1], (m, 3)))
+        w, features = rng.uniform(0.5, 1.5, p), rng.normal(0, 200, (p, 2))
+        problems.append(Problem((cams, x, w), (features, np.arange(p) % n, np.arange(p) % m),
+                                f"n={n} m={m:,} p={p:,}"))
+    return problems
+
+
+HAND_PARENTS = (-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19, 0)
+"""GradBench's hand skeleton: the wrist, four bones down each of five fingers (thumb,
+index, middle, ring, pinky), the forearm; each bone after its parent."""
+
+
+def hand_pose_index() -> np.ndarray:
+    """Where each bone's three Euler angles come from in theta (26): 1 + theta's index,
+    0 for a fixed zero.  theta is the global rotation (3), translation (3), then per
+    finger the flexion and abduction of its second bone and the flexion of its third
+    and fourth (ADBench's order); the wrist, forearm and each finger's first bone stay
+    unposed."""
+    index = np.zeros((len(HAND_PARENTS), 3), np.int64)
+    for finger in range(5):
+        first, angle = 2 + 4 * finger, 6 + 4 * finger
+        index[first, :2] = 1 + angle, 2 + angle
+        index[first + 1, 0], index[first + 2, 0] = 3 + angle, 4 + angle
+    return index
+
+
+def _euler_rotations(xp, angles):
+    """Rz Ry Rx per row (tx, tz, ty) of ``angles`` (ADBench's order), (bones, 3, 3)."""
+    (cx, cz, cy), (sx, sz, sy) = ([f(angles[:, i]) for i in range(3)] for f in (xp.cos, xp.sin))
+    zero = 0.0 * cx
+    one = zero + 1.0
+
+    def matrices(*entries):
+        return xp.stack(entries, axis=-1).reshape(-1, 3, 3)
+    rx = matrices(one, zero, zero, zero, cx, -sx, zero, sx, cx)
+    ry = matrices(cy, zero, sy, zero, one, zero, -sy, zero, cy)
+    rz = matrices(cz, -sz, zero, sz, cz, zero, zero, zero, one)
+    return rz @ ry @ rx
+
+
+def hand_vertices(xp, theta, relatives, inverse_absolutes, base_positions, weights, *,
+                  pose_index, parents=HAND_PARENTS, mirrored=False):
+    """ADBench's skinned hand, (vertices, 3): each bone's base transform relative to its
+    parent posed by its Euler rotation, chained to absolute transforms, made relative to
+    the rest pose by the inverse base absolutes; each vertex the weighted sum of its
+    homogeneous rest position moved by every bone (summing the transforms first, which
+    is the same sum: JAX's forward mode took 13× longer over the (bones, 3, vertices)
+    products); then the global rotation and translation (ADBench's global scale is
+    fixed at 1, so it is left out)."""
+    angles = xp.concatenate([0.0 * theta[:1], theta])[pose_index]
+    posed = xp.concatenate([relatives[:, :, :3] @ _euler_rotations(xp, angles),
+                            relatives[:, :, 3:]], axis=2)
+    absolutes = []
+    for bone, parent in enumerate(parents):
+        absolutes.append(posed[bone] if parent < 0 else absolutes[parent] @ posed[bone])
+    transforms = (xp.stack(absolutes) @ inverse_absolutes)[:, :3, :].reshape(len(parents), 12)
+    blended = (weights @ transforms).reshape(-1, 3, 4)          # each vertex's weighted sum
+    moved = xp.sum(blended * base_positions[:, None, :], axis=2)
+    if mirrored:
+        moved = xp.concatenate([-moved[:, :1], moved[:, 1:]], axis=1)
+    return _rotate(xp, theta[0:3], moved) + theta[3:6]
+
+
+def ht_objective(xp, params, data, **static):
+    """The points minus their model points, flattened (3 c): GradBench's simple variant
+    (params = theta) matches each point to a vertex; its complicated one (params =
+    theta, us) to the point u0 a + u1 b + (1 - u0 - u1) c of a triangle (a, b, c)."""
+    (points, targets, *model) = data
+    vertices = hand_vertices(xp, params[0], *model, **static)
+    if len(params) == 1:
+        return (points - vertices[targets]).reshape(-1)
+    us = params[1]
+    u, v = us[:, 0:1], us[:, 1:2]
+    on_triangles = (u * vertices[targets[:, 0]] + v * vertices[targets[:, 1]]
+                    + (1 - u - v) * vertices[targets[:, 2]])
+    return (points - on_triangles).reshape(-1)
+
+
+def ht_jacobian(system, objective):
+    """The dense Jacobian with respect to theta (3 c, 26) by forward mode; for the
+    complicated variant also GradBench's compressed us block (3 c, 2): point i's
+    residuals depend on its own (u, v) alone, so the derivative along one shift ``s``
+    added to every row of us gives each point's two columns at once (28 jvps, not
+    26 + 2 c)."""
+    def jacobian(params, *data):
+        if len(params) == 1:
+            return system.jacfwd(lambda p: objective(p, *data))(params)
+        theta, us = params
+        return system.jacfwd(lambda p: objective((p[0], us + p[1]), *data))(
+            (theta, 0.0 * us[0]))
+    return jacobian
+
+
+def ht_along(problem, jacobian, direction):
+    """The Jacobian times ``direction`` (a change of theta and, complicated, of us)."""
+    change = jacobian[0] @ direction[0]
+    if len(jacobian) == 2:
+        shifts = jacobian[1].reshape(-1, 3, 2) * direction[1][:, None, :]
+        change = change + shifts.sum(axis=2).reshape(-1)
+    return change
+
+
+def hand_model(rng, n_vertices: int, n_triangles: int = 1084):
+    """A synthetic hand of GradBench's model's shape (its model files are not read
+    here): random rigid base relatives (bones of about 0.03, as the files' hand), the
+    inverse base absolutes that they imply (so the rest pose is the base positions),
+    vertices near the bones, each weighted on one to four bones (weights summing to 1),
+    random triangles."""
+    bones = len(HAND_PARENTS)
+    rotations = _rotate(np, rng.normal(0, 0.4, (bones, 1, 3)), np.eye(3)[None])
+    relatives = np.zeros((bones, 4, 4))
+    relatives[:, :3, :3] = rotations.transpose(0, 2, 1)
+    relatives[:, :3, 3], relatives[:, 3, 3] = rng.normal(0, 0.03, (bones, 3)), 1.0
+    absolutes = []
+    for bone, parent in enumerate(HAND_PARENTS):
+        absolutes.append(relatives[bone] if parent < 0 else absolutes[parent] @ relatives[bone])
+    absolutes = np.stack(absolutes)
+    weights = np.zeros((n_vertices, bones))
+    for vertex in range(n_vertices):
+        chosen = rng.choice(bones, size=rng.integers(1, 5), replace=False)
+        weights[vertex, chosen] = rng.dirichlet(np.ones(len(chosen)))
+    near = absolutes[np.argmax(weights, axis=1), :3, 3]
+    base_positions = np.concatenate([near + rng.normal(0, 0.01, (n_vertices, 3)),
+                                     np.ones((n_vertices, 1))], axis=1)
+    triangles = np.stack([rng.choice(n_vertices, 3, replace=False) for _ in range(n_triangles)])
+    return relatives, np.linalg.inv(absolutes), base_positions, weights, triangles
+
+
+def ht_problems(sizes):
+    """GradBench's ht sizes: c correspondences (its hand1, hand6 files: 100 and 1,600)
+    on a model of its small model's 544 vertices, and its hand9 (12,800) on one of its
+    big model's 10,000 (its default model), synthetic ones (see ``hand_model``); both
+    variants (GradBench's default is the complicated one).  theta at the files'
+    magnitudes (a rotation of about 2 radians, finger angles of about 1)."""
+    vc = [(40, 10)] if sizes == "small" else [(544, 100), (544, 1600), (10_000, 12_800)]
+    problems = []
+    for n_vertices, c in vc:
+        for complicated in (False, True):
+            rng = np.random.default_rng(SEED)
+            relatives, inverse_absolutes, base_positions, weights, triangles = hand_model(
+                rng, n_vertices)
+            theta = np.concatenate([rng.normal(0, 1.2, 3), rng.normal(0, 1, 3),
+                                    rng.normal(0, 1, 20)])
+            if complicated:
+                targets = triangles[rng.integers(0, len(triangles), c)]
+                params = (theta, rng.uniform(0, 0.5, (c, 2)))
+            else:
+                targets, params = rng.integers(0, n_vertices, c), (theta,)
+            points = theta[3:6] + rng.normal(0, 0.05, (c, 3))
+            problems.append(Problem(
+                params, (points, targets, relatives, inverse_absolutes, base_positions, weights),
+                f"{'complicated' if complicated else 'simple'} c={c:,} vertices={n_vertices:,}",
+                {"pose_index": hand_pose_index()}))
+    return problems
+
+
 EVALS = [
     Eval("gmm", gmm_objective, gmm_problems),
     Eval("lse", lse_objective, lse_problems),
@@ -302,6 +552,10 @@ EVALS = [
          closed_form=kmeans_closed_form),
     Eval("ode", ode_objective, ode_problems),
     Eval("lstm", lstm_objective, lstm_problems),
+    Eval("ba", ba_objective, ba_problems, computes="jacobian", jacobian=ba_jacobian,
+         along=ba_along),
+    Eval("ht", ht_objective, ht_problems, computes="jacobian", jacobian=ht_jacobian,
+         along=ht_along),
 ]
 
 
@@ -318,13 +572,15 @@ class Transforms:
     jit: Callable
     to_system: Callable
     to_numpy: Callable
+    jacfwd: Callable | None = None   # jacfwd(f) -> the Jacobian of f in its first argument
+    vmap: Callable | None = None     # vmap(f) -> f mapped over axis 0 of every argument
 
 
 def llgrad_transforms():
     import llgrad
     return Transforms("llgrad", Namespace(np, fori_loop=llgrad.fori_loop, scan=llgrad.scan),
                       lambda f: llgrad.value_and_grad(f, argnums=0), llgrad.jvp, llgrad.jit,
-                      lambda a: a, np.asarray)
+                      lambda a: a, np.asarray, llgrad.jacfwd, llgrad.vmap)
 
 
 def jax_transforms():
@@ -333,7 +589,8 @@ def jax_transforms():
     from benchmarks.systems.jax_system import _jax
     jax = _jax()   # float64 on, synchronous dispatch
     return Transforms("jax", Namespace(jnp, fori_loop=jax.lax.fori_loop, scan=jax.lax.scan),
-                      jax.value_and_grad, jax.jvp, jax.jit, jax.device_put, np.asarray)
+                      jax.value_and_grad, jax.jvp, jax.jit, jax.device_put, np.asarray,
+                      jax.jacfwd, jax.vmap)
 
 
 def torch_transforms():
@@ -341,7 +598,8 @@ def torch_transforms():
     torch = _torch()   # at the pinned thread count
     xp = Namespace(namespace(torch), fori_loop=python_fori_loop,
                    min=lambda a, axis=None: torch.amin(a) if axis is None else torch.amin(a, axis),
-                   concatenate=lambda arrays, axis=0: torch.cat(list(arrays), dim=axis))
+                   concatenate=lambda arrays, axis=0: torch.cat(list(arrays), dim=axis),
+                   stack=lambda arrays, axis=0: torch.stack(list(arrays), dim=axis))
     xp.scan = lambda step, carry, xs: python_scan(xp, step, carry, xs)
 
     def value_and_grad(f):
@@ -351,7 +609,8 @@ def torch_transforms():
         return both
 
     return Transforms("torch", xp, value_and_grad, torch.func.jvp, lambda f: f,
-                      torch.from_numpy, lambda t: t.detach().numpy())
+                      torch.from_numpy, lambda t: t.detach().numpy(),
+                      torch.func.jacfwd, torch.func.vmap)
 
 
 SYSTEMS = {"llgrad": (llgrad_transforms, None), "jax": (jax_transforms, "jax"),
@@ -374,6 +633,12 @@ def build_call(system: Transforms, ev: Eval, problem: Problem):
 
     params = _convert(problem.params, system.to_system)
     data = _convert(problem.data, system.to_system)
+    if ev.computes == "jacobian":
+        run = system.jit(ev.jacobian(system, objective))
+
+        def call():
+            return {"jacobian": _convert(run(params, *data), system.to_numpy)}
+        return call
     if ev.computes == "gradient":
         run = system.jit(system.value_and_grad(objective))
 
@@ -420,27 +685,34 @@ def relative_difference(a: tuple, b: tuple) -> float:
 
 
 def directional_derivative(ev: Eval, problem: Problem, seed: int = SEED + 1):
-    """(direction, central difference of the float64 numpy objective along it)."""
+    """(direction, central difference of the float64 numpy objective along it: a
+    number, or an array for an eval whose objective is residuals)."""
     rng = np.random.default_rng(seed)
     direction = tuple(rng.normal(size=np.shape(p)) for p in problem.params)
 
     def along(t):
         params = tuple(p + t * v for p, v in zip(problem.params, direction))
-        return float(ev.objective(NUMPY, params, problem.data, **problem.static))
+        return np.asarray(ev.objective(NUMPY, params, problem.data, **problem.static),
+                          np.float64)
 
     return direction, (along(FD_STEP) - along(-FD_STEP)) / (2 * FD_STEP)
 
 
-def check(results: dict, direction: tuple, numeric: float, closed_form: dict | None = None) -> dict:
+def check(results: dict, direction: tuple, numeric, closed_form: dict | None = None,
+          along: Callable | None = None) -> dict:
     """{system: {"peers": worst relative difference from any other system over every
-    quantity, "fd": relative error of its gradient along ``direction`` against the
-    central difference ``numeric``, "closed form": (kmeans)}, "passed": bool}."""
+    quantity, "fd": relative error of its gradient along ``direction`` (or, given
+    ``along(jacobian, direction)``, its Jacobian times ``direction``) against the central
+    difference ``numeric``, "closed form": (kmeans)}, "passed": bool}."""
     report = {}
     for name, result in results.items():
         peers = max((relative_difference(result[q], other[q])
                      for other_name, other in results.items() if other_name != name
                      for q in result), default=0.0)
-        analytic = float(sum(np.sum(g * v) for g, v in zip(result["gradient"], direction)))
+        if along:
+            analytic = along(result["jacobian"], direction)
+        else:
+            analytic = float(sum(np.sum(g * v) for g, v in zip(result["gradient"], direction)))
         fd = relative_difference((analytic,), (numeric,))
         entry = {"peers": peers, "fd": fd}
         passed = peers <= PEER_TOLERANCE and fd <= FD_TOLERANCE
@@ -478,7 +750,8 @@ def _duration(seconds: float) -> str:
 
 def table(ev: Eval, problem: Problem, timings: dict, checks: dict, failures: dict) -> list[str]:
     baseline = timings.get("llgrad", (None, None))[1]
-    quantity = "Newton direction (J, H 1)" if ev.computes == "dir" else "value and gradient"
+    quantity = {"dir": "Newton direction (J, H 1)", "jacobian": "Jacobian"}.get(
+        ev.computes, "value and gradient")
     lines = [f"### {ev.key} {problem.size}: {quantity}", "",
              ("| system | first call (compile) | median | ratio to llgrad | max rel. error "
               "(peers / central difference) |"), "|---|---|---|---|---|"]
@@ -508,10 +781,11 @@ def run_eval(ev: Eval, systems: dict, sizes: str, seconds: float, log=print) -> 
                 failures[name] = _failure(error)
                 continue
             results[name], timings[name] = result, (first, median)
-        checks = check(results, direction, numeric, closed)
+        along = functools.partial(ev.along, problem) if ev.along else None
+        checks = check(results, direction, numeric, closed, along)
         log("\n".join(table(ev, problem, timings, checks, failures)))
-        if results and not any(np.any(g) for r in results.values() for g in r["gradient"]):
-            log("(every system's gradient is exactly 0 here: the comparison is empty)\n")
+        if results and not any(np.any(g) for r in results.values() for g in r[ev.derivative]):
+            log(f"(every system's {ev.derivative} is exactly 0 here: the comparison is empty)\n")
         ok = ok and not failures and all(c["passed"] for c in checks.values())
     return ok
 

@@ -123,3 +123,153 @@ def test_a_system_returning_a_wrong_gradient_fails_the_run():
     lines = []
     assert not gb.run_eval(lse, {"broken": broken}, "small", 0.0, log=lines.append)
     assert "MISMATCH" in lines[0]
+
+
+# -- ba and ht: Jacobians ---------------------------------------------------------------------
+
+def rodrigues_matrix(rotation):
+    """R = I + sin(t) K + (1 - cos(t)) K^2 for the unit axis k = rotation / t (K its
+    cross-product matrix): the textbook form, not the rotate-a-point form of the bench."""
+    angle = np.linalg.norm(rotation)
+    k = rotation / angle
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross
+
+
+def test_ba_residuals_are_the_specifications_reprojection_errors():
+    """Observation by observation: X_cam = R (X - C), p = X_cam[:2] / X_cam[2],
+    p (1 + k1 r^2 + k2 r^4) f + (u0, v0) - feature, times w; and 1 - w^2."""
+    (problem,) = gb.ba_problems("small")
+    (cams, x, w), (features, cameras, points) = problem.params, problem.data
+    ours = gb.ba_objective(gb.NUMPY, problem.params, problem.data)
+    assert ours.shape == (len(w), 3)
+    for i, (c, j) in enumerate(zip(cameras, points)):
+        cam = cams[c]
+        seen = rodrigues_matrix(cam[0:3]) @ (x[j] - cam[3:6])
+        assert seen[2] > 3    # the points lie in front of every camera
+        p = seen[:2] / seen[2]
+        r2 = p @ p
+        projected = p * (1 + cam[9] * r2 + cam[10] * r2 ** 2) * cam[6] + cam[7:9]
+        expected = [*(w[i] * (projected - features[i])), 1 - w[i] ** 2]
+        assert ours[i] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def bone_angles_by_adbenchs_loop(theta, bones=22):
+    """ADBench's to_pose_params read literally: rows 3.. of the pose are the bones'."""
+    pose = np.zeros((bones + 3, 3))
+    i_theta, i_pose = 6, 5
+    for _finger in range(5):
+        for i in (2, 3, 4):
+            pose[i_pose, 0] = theta[i_theta]
+            i_theta += 1
+            if i == 2:
+                pose[i_pose, 1] = theta[i_theta]
+                i_theta += 1
+            i_pose += 1
+        i_pose += 1
+    return pose[3:]
+
+
+def euler_matrix(tx, tz, ty):
+    rx = np.array([[1, 0, 0], [0, math.cos(tx), -math.sin(tx)], [0, math.sin(tx), math.cos(tx)]])
+    ry = np.array([[math.cos(ty), 0, math.sin(ty)], [0, 1, 0], [-math.sin(ty), 0, math.cos(ty)]])
+    rz = np.array([[math.cos(tz), -math.sin(tz), 0], [math.sin(tz), math.cos(tz), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def skinned_hand_by_loops(theta, relatives, inverse_absolutes, base_positions, weights):
+    """The hand model read literally: 4x4 transforms bone by bone, vertex by vertex."""
+    absolutes = []
+    for bone, (parent, angles) in enumerate(zip(gb.HAND_PARENTS,
+                                                bone_angles_by_adbenchs_loop(theta))):
+        rotation = np.eye(4)
+        rotation[:3, :3] = euler_matrix(*angles)
+        posed = relatives[bone] @ rotation
+        absolutes.append(posed if parent == -1 else absolutes[parent] @ posed)
+    vertices = np.zeros((len(base_positions), 3))
+    for v, rest in enumerate(base_positions):
+        for bone, absolute in enumerate(absolutes):
+            vertices[v] += weights[v, bone] * (absolute @ inverse_absolutes[bone] @ rest)[:3]
+    return vertices @ rodrigues_matrix(theta[0:3]).T + theta[3:6]
+
+
+def test_ht_pose_index_is_adbenchs_theta_layout():
+    theta = np.arange(26.0) + 1
+    angles = np.concatenate([[0.0], theta])[gb.hand_pose_index()]
+    assert np.array_equal(angles, bone_angles_by_adbenchs_loop(theta))
+
+
+@pytest.mark.parametrize("variant", [0, 1], ids=["simple", "complicated"])
+def test_ht_residuals_are_the_skinned_hands(variant):
+    problem = gb.ht_problems("small")[variant]
+    theta = problem.params[0]
+    points, targets, *model = problem.data
+    vertices = skinned_hand_by_loops(theta, *model)
+    if variant == 0:
+        expected = points - vertices[targets]
+    else:
+        (u, v) = problem.params[1].T
+        a, b, c = (vertices[targets[:, k]] for k in range(3))
+        expected = points - (u[:, None] * a + v[:, None] * b + (1 - u - v)[:, None] * c)
+    ours = gb.ht_objective(gb.NUMPY, problem.params, problem.data, **problem.static)
+    assert ours == pytest.approx(expected.reshape(-1), rel=1e-12, abs=1e-12)
+
+
+def test_ht_rest_pose_gives_the_models_base_positions():
+    """The synthetic model's inverse base absolutes undo its base absolutes."""
+    problem = gb.ht_problems("small")[0]
+    points, _, *model = problem.data
+    theta = np.zeros(26)
+    theta[0], theta[3:6] = 1e-12, [0.5, -1.0, 2.0]   # no rotation (the angle may not be 0)
+    vertices = gb.hand_vertices(np, theta, *model, **problem.static)
+    assert vertices == pytest.approx(model[2][:, :3] + theta[3:6], abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def llgrad_jacobians():
+    """{key: [(eval, problem, llgrad's result)]} for ba's and ht's small problems, on
+    one thread as ``main`` runs them (so the test cache holds their native code)."""
+    from benchmarks.run import pinned_threads
+    llgrad, results = gb.llgrad_transforms(), {}
+    with pinned_threads(1):
+        for ev in (e for e in gb.EVALS if e.key in ("ba", "ht")):
+            results[ev.key] = [(ev, problem, gb.build_call(llgrad, ev, problem)())
+                               for problem in ev.problems("small")]
+    return results
+
+
+def _fd_check(ev, problem, result):
+    direction, numeric = gb.directional_derivative(ev, problem)
+    return gb.check({"llgrad": result}, direction, numeric,
+                    along=lambda jacobian, d: ev.along(problem, jacobian, d))["llgrad"]
+
+
+def test_central_difference_catches_a_ba_block_on_the_wrong_observation(llgrad_jacobians):
+    ((ev, problem, result),) = llgrad_jacobians["ba"]
+    assert _fd_check(ev, problem, result)["passed"]
+    by_camera, by_point, by_weight = result["jacobian"]
+    swapped = by_camera.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    bad = _fd_check(ev, problem, {"jacobian": (swapped, by_point, by_weight)})
+    assert not bad["passed"] and bad["fd"] > gb.FD_TOLERANCE
+
+
+def test_central_difference_catches_a_wrong_ht_column_and_us_block(llgrad_jacobians):
+    for ev, problem, result in llgrad_jacobians["ht"]:
+        assert _fd_check(ev, problem, result)["passed"]
+        for block in range(len(result["jacobian"])):
+            wrong = [j.copy() for j in result["jacobian"]]
+            largest = np.argmax(np.abs(wrong[block]).sum(axis=0))
+            wrong[block][:, largest] *= 1 + 1e-3
+            bad = _fd_check(ev, problem, {"jacobian": tuple(wrong)})
+            assert not bad["passed"] and bad["fd"] > gb.FD_TOLERANCE
+
+
+@pytest.mark.parametrize("peer", ["torch", pytest.param("jax", marks=pytest.mark.slow)])
+def test_ba_and_ht_agree_with_a_peer(peer, capsys):
+    """JAX compiles each ht Jacobian for seconds: opt in with -m slow."""
+    pytest.importorskip(peer)
+    assert gb.main(["--sizes", "small", "--evals", "ba,ht", "--systems", f"llgrad,{peer}",
+                    "--seconds", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"| {peer} |") == 3 and "MISMATCH" not in out
