@@ -1,7 +1,8 @@
 """GradBench's evals as an external check: llgrad against JAX and PyTorch, float64.
 
     python benchmarks/bench_gradbench.py [--sizes small|default] [--threads 1]
-                                         [--evals gmm,lse,...] [--systems llgrad,jax,torch]
+                                         [--evals gmm,lse,...]
+                                         [--systems llgrad,llgrad-fastmath,jax,torch]
 
 GradBench (https://github.com/gradbench/gradbench, Haskell/Python/C++ by Troels Henriksen,
 Sam Estep and others) is the field's public benchmark of automatic-differentiation tools.
@@ -576,11 +577,17 @@ class Transforms:
     vmap: Callable | None = None     # vmap(f) -> f mapped over axis 0 of every argument
 
 
-def llgrad_transforms():
+def llgrad_transforms(fastmath: bool = False):
+    """llgrad's transformations; ``fastmath``: compiled with ``fastmath=True``, which
+    flushes subnormals to zero as XLA's CPU runtime does (and lets LLVM reassociate
+    sums; kmeans's jvp has no such option and stays exact)."""
     import llgrad
-    return Transforms("llgrad", Namespace(np, fori_loop=llgrad.fori_loop, scan=llgrad.scan),
-                      lambda f: llgrad.value_and_grad(f, argnums=0), llgrad.jvp, llgrad.jit,
-                      lambda a: a, np.asarray, llgrad.jacfwd, llgrad.vmap)
+    fast = functools.partial
+    return Transforms("llgrad-fastmath" if fastmath else "llgrad",
+                      Namespace(np, fori_loop=llgrad.fori_loop, scan=llgrad.scan),
+                      fast(llgrad.value_and_grad, argnums=0, fastmath=fastmath), llgrad.jvp,
+                      fast(llgrad.jit, fastmath=fastmath), lambda a: a, np.asarray,
+                      fast(llgrad.jacfwd, fastmath=fastmath), fast(llgrad.vmap, fastmath=fastmath))
 
 
 def jax_transforms():
@@ -613,8 +620,9 @@ def torch_transforms():
                       torch.func.jacfwd, torch.func.vmap)
 
 
-SYSTEMS = {"llgrad": (llgrad_transforms, None), "jax": (jax_transforms, "jax"),
-           "torch": (torch_transforms, "torch")}
+SYSTEMS = {"llgrad": (llgrad_transforms, None),
+           "llgrad-fastmath": (functools.partial(llgrad_transforms, fastmath=True), None),
+           "jax": (jax_transforms, "jax"), "torch": (torch_transforms, "torch")}
 
 
 def _convert(tree, convert):

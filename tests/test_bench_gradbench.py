@@ -10,7 +10,8 @@ from benchmarks import bench_gradbench as gb
 
 
 def test_small_sizes_on_llgrad_alone_pass_every_check(capsys):
-    assert gb.main(["--sizes", "small", "--systems", "llgrad", "--seconds", "0.01"]) == 0
+    assert gb.main(["--sizes", "small", "--systems", "llgrad,llgrad-fastmath", "--seconds",
+                    "0.01"]) == 0
     out = capsys.readouterr().out
     for ev in gb.EVALS:
         assert f"### {ev.key} " in out
