@@ -332,18 +332,20 @@ def test_a_batch_of_transposed_operands_is_copied_exactly():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_rows_an_l1_span_apart_are_read_through_a_packed_or_padded_copy(dtype, threads):
     """B's rows a multiple of half the L1 data cache's span apart (2 KB: N = 512
-    float32, 256 float64) are read through packed column panels (``tiles.packs``), or
-    where a panel would be too large and the rows are a whole span apart, through a copy
-    with longer rows (``matmul._pads``): every element still equals the in-order sum;
-    too few rows of A, or of B, read B in place."""
+    float32, 256 float64) are read through packed column panels (``tiles.packs``) by
+    two tiles of A's rows or more, or where a panel would be too large and the rows are
+    a whole span apart, through a copy with longer rows (``matmul._pads``), by many rows
+    of A and of B: every element still equals the in-order sum; fewer rows read B in
+    place."""
     n = 4096 // np.dtype(dtype).itemsize
     lanes = 64 // np.dtype(dtype).itemsize
-    lo_m, lo_k = matmul.PAD_MIN_ROWS, matmul.PAD_MIN_K
+    lo_m, lo_k, pack_m = matmul.PAD_MIN_ROWS, matmul.PAD_MIN_K, matmul.PACK_MIN_ROWS
     long_k = tiles.PACK_MAX_BYTES // (tiles.MAX_VECTORS * lanes * np.dtype(dtype).itemsize) + 1
     assert tiles.packs(lo_k, n, lanes, dtype) and not tiles.packs(long_k, n, lanes, dtype)
     cases = [(lo_m, lo_k, n, "pack"), (lo_m + 3, lo_k, 2 * n, "pack"), (lo_m, long_k, n, "pad"),
              (lo_m, lo_k, n // 2, "pack"), (lo_m, long_k, n // 2, None),
-             (lo_m - 1, lo_k, n, None), (lo_m, lo_k - 1, n, None), (lo_m, lo_k, n + 16, None)]
+             (pack_m, 64, n, "pack"), (pack_m - 1, lo_k, n, None),
+             (lo_m - 1, long_k, n, None), (lo_m, lo_k, n + 16, None)]
     for M, K, N, way in cases:
         a, b, dims = _operands(M, K, N, "NN", dtype)
         exe = _compile([(a, b, dims)], dtype, blas=False, threads=threads)

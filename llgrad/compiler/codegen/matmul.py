@@ -107,10 +107,15 @@ def scratch_bytes(node):
 #: 2 KB apart fall in two sets: 128x784x512 ran in 1.49 ms in place, 0.90 ms packed
 #: (AVX-512; compiled for AVX2, 3.61 and 2.27 ms).  Both pay for many rows of A and a
 #: long panel: a padded copy at 32 rows lost for K = 256 (146 us against 124) and tied
-#: for K = 784.  Re-measure: ``LLGRAD_THREADS=1 python benchmarks/bench_matmul.py
-#: --dtype float32 64,784,1024,NN 64,784,1040,NN 128,784,512,NN 128,784,528,NN`` (add
-#: ``LLGRAD_CPU=haswell`` for AVX2).  Where BLAS is found, timing each product
-#: (``product_timing``) still chooses these tiles or BLAS.
+#: for K = 784.  Packing costs one read and write of B and pays from the second tile
+#: of rows on: 784x64x1024 float32 (B's K x N rows 4 KB apart) ran in 1.50 ms in place
+#: and 1.12 ms packed, 128x128x1024 in 415 and 325 us, 32x784x1024 in 1.57 and 0.88 ms;
+#: 8x784x512 (one tile of rows) in 65 us in place and 109 packed.  Re-measure:
+#: ``LLGRAD_THREADS=1 python benchmarks/bench_matmul.py --dtype float32
+#: 64,784,1024,NN 64,784,1040,NN 128,784,512,NN 128,784,528,NN 784,64,1024,TN
+#: 784,64,1040,TN`` (``LLGRAD_CPU=haswell`` for AVX2).  Where BLAS is found, timing each
+#: product (``product_timing``) still chooses these tiles or BLAS.
+PACK_MIN_ROWS = 16
 PAD_MIN_ROWS = 64
 PAD_MIN_K = 512
 #: the smallest span, and the widest vectors (the largest packed panels), that
@@ -122,19 +127,21 @@ WIDEST_VECTOR_BITS = 512
 
 def _pads(c: Canonical, dtype: str, span: int) -> bool:
     """Whether the tiles read B through packed panels or a copy with longer rows (see
-    ``PAD_MIN_ROWS``), its rows being half of ``span`` bytes or a multiple of it apart:
-    then they fall in at most two sets of L1."""
+    ``PAD_MIN_ROWS``), its rows being half of ``span`` bytes or a multiple of it apart
+    (then they fall in at most two sets of L1), and at least two tiles of A's rows
+    reading each panel."""
     in_place = c.gemm_layouts[1] == "N" and not c.copies[1]
-    return (in_place and c.N * ITEMSIZE[dtype] % (span // 2) == 0 and c.K >= PAD_MIN_K
-            and c.M >= PAD_MIN_ROWS)
+    return in_place and c.N * ITEMSIZE[dtype] % (span // 2) == 0 and c.M >= PACK_MIN_ROWS
 
 
 def _pads_by_copy(c: Canonical, dtype: str, span: int, vector_bits: int) -> bool:
     """Whether the tiles read B through the padded copy: a panel too long to pack, its
     rows a whole ``span`` apart (two sets of L1 cost less than copying B: 64x2000x512
-    float32, rows 2 KB apart, ran in 3.1 ms in place and 3.8 ms through the copy)."""
+    float32, rows 2 KB apart, ran in 3.1 ms in place and 3.8 ms through the copy), and
+    many rows of A and of B (see ``PAD_MIN_ROWS``)."""
     lanes = vector_bits // (8 * ITEMSIZE[dtype])
     return (_pads(c, dtype, span) and c.N * ITEMSIZE[dtype] % span == 0
+            and c.K >= PAD_MIN_K and c.M >= PAD_MIN_ROWS
             and not tiles.packs(c.K, c.N, lanes, dtype))
 
 
