@@ -334,18 +334,21 @@ def test_rows_an_l1_span_apart_are_read_through_a_packed_or_padded_copy(dtype, t
     """B's rows a multiple of half the L1 data cache's span apart (2 KB: N = 512
     float32, 256 float64) are read through packed column panels (``tiles.packs``) by
     two tiles of A's rows or more, or where a panel would be too large and the rows are
-    a whole span apart, through a copy with longer rows (``matmul._pads``), by many rows
-    of A and of B: every element still equals the in-order sum; fewer rows read B in
-    place."""
+    a whole span apart, through a copy with longer rows (``matmul._pads_by_copy``), by
+    many rows of A and of B; rows a quarter span apart or more (1280 bytes here) are
+    packed for many rows of A (``matmul._packing_rows``): every element still equals
+    the in-order sum; fewer rows read B in place."""
     n = 4096 // np.dtype(dtype).itemsize
     lanes = 64 // np.dtype(dtype).itemsize
     lo_m, lo_k, pack_m = matmul.PAD_MIN_ROWS, matmul.PAD_MIN_K, matmul.PACK_MIN_ROWS
+    wide_m, wide_n = matmul.PACK_WIDE_MIN_ROWS, 1280 // np.dtype(dtype).itemsize
     long_k = tiles.PACK_MAX_BYTES // (tiles.MAX_VECTORS * lanes * np.dtype(dtype).itemsize) + 1
     assert tiles.packs(lo_k, n, lanes, dtype) and not tiles.packs(long_k, n, lanes, dtype)
     cases = [(lo_m, lo_k, n, "pack"), (lo_m + 3, lo_k, 2 * n, "pack"), (lo_m, long_k, n, "pad"),
              (lo_m, lo_k, n // 2, "pack"), (lo_m, long_k, n // 2, None),
-             (pack_m, 64, n, "pack"), (pack_m - 1, lo_k, n, None),
-             (lo_m - 1, long_k, n, None), (lo_m, lo_k, n + 16, None)]
+             (2 * pack_m, 64, n, "pack"), (pack_m - 1, lo_k, n, None),
+             (2 * wide_m, lo_k, wide_n, "pack"), (wide_m - 1, lo_k, wide_n, None),
+             (lo_m - 1, long_k, n, None), (pack_m, lo_k, n + 16, None)]
     for M, K, N, way in cases:
         a, b, dims = _operands(M, K, N, "NN", dtype)
         exe = _compile([(a, b, dims)], dtype, blas=False, threads=threads)

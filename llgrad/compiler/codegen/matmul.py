@@ -110,12 +110,17 @@ def scratch_bytes(node):
 #: for K = 784.  Packing costs one read and write of B and pays from the second tile
 #: of rows on: 784x64x1024 float32 (B's K x N rows 4 KB apart) ran in 1.50 ms in place
 #: and 1.12 ms packed, 128x128x1024 in 415 and 325 us, 32x784x1024 in 1.57 and 0.88 ms;
-#: 8x784x512 (one tile of rows) in 65 us in place and 109 packed.  Re-measure:
-#: ``LLGRAD_THREADS=1 python benchmarks/bench_matmul.py --dtype float32
-#: 64,784,1024,NN 64,784,1040,NN 128,784,512,NN 128,784,528,NN 784,64,1024,TN
-#: 784,64,1040,TN`` (``LLGRAD_CPU=haswell`` for AVX2).  Where BLAS is found, timing each
-#: product (``product_timing``) still chooses these tiles or BLAS.
+#: 8x784x512 (one tile of rows) in 65 us in place and 109 packed.  Rows in no such
+#: set but a quarter span apart or more (each a page or so from the next) are packed
+#: where many rows of A read them: 784x64x256 ran in 267 us in place and 227 packed,
+#: 64x784x320 in 343 and 312, but 32x784x256 in 117 and 143, 64x784x192 (768-byte
+#: rows) in 173 and 180.  Re-measure: ``LLGRAD_THREADS=1 python
+#: benchmarks/bench_matmul.py --dtype float32 64,784,1024,NN 64,784,1040,NN
+#: 128,784,512,NN 128,784,528,NN 784,64,1024,TN 784,64,256,TN 32,784,256,NN``
+#: (``LLGRAD_CPU=haswell`` for AVX2).  Where BLAS is found, timing each product
+#: (``product_timing``) still chooses these tiles or BLAS.
 PACK_MIN_ROWS = 16
+PACK_WIDE_MIN_ROWS = 64
 PAD_MIN_ROWS = 64
 PAD_MIN_K = 512
 #: the smallest span, and the widest vectors (the largest packed panels), that
@@ -125,13 +130,17 @@ MIN_L1D_SPAN = 1024
 WIDEST_VECTOR_BITS = 512
 
 
-def _pads(c: Canonical, dtype: str, span: int) -> bool:
-    """Whether the tiles read B through packed panels or a copy with longer rows (see
-    ``PAD_MIN_ROWS``), its rows being half of ``span`` bytes or a multiple of it apart
-    (then they fall in at most two sets of L1), and at least two tiles of A's rows
-    reading each panel."""
-    in_place = c.gemm_layouts[1] == "N" and not c.copies[1]
-    return in_place and c.N * ITEMSIZE[dtype] % (span // 2) == 0 and c.M >= PACK_MIN_ROWS
+def _packing_rows(c: Canonical, dtype: str, span: int) -> int | None:
+    """The fewest rows of A that make the tiles read B, read in place, through packed
+    panels (see ``PACK_MIN_ROWS``): rows of B half of ``span`` bytes apart or a multiple
+    of that fall in at most two sets of L1; rows a quarter of it apart or more are far
+    apart; None where B is read as it is."""
+    if c.gemm_layouts[1] != "N" or c.copies[1]:
+        return None
+    row = c.N * ITEMSIZE[dtype]
+    if row % (span // 2) == 0:
+        return PACK_MIN_ROWS
+    return PACK_WIDE_MIN_ROWS if row >= span // 4 else None
 
 
 def _pads_by_copy(c: Canonical, dtype: str, span: int, vector_bits: int) -> bool:
@@ -140,9 +149,9 @@ def _pads_by_copy(c: Canonical, dtype: str, span: int, vector_bits: int) -> bool
     float32, rows 2 KB apart, ran in 3.1 ms in place and 3.8 ms through the copy), and
     many rows of A and of B (see ``PAD_MIN_ROWS``)."""
     lanes = vector_bits // (8 * ITEMSIZE[dtype])
-    return (_pads(c, dtype, span) and c.N * ITEMSIZE[dtype] % span == 0
-            and c.K >= PAD_MIN_K and c.M >= PAD_MIN_ROWS
-            and not tiles.packs(c.K, c.N, lanes, dtype))
+    in_place = c.gemm_layouts[1] == "N" and not c.copies[1]
+    return (in_place and c.N * ITEMSIZE[dtype] % span == 0 and c.K >= PAD_MIN_K
+            and c.M >= PAD_MIN_ROWS and not tiles.packs(c.K, c.N, lanes, dtype))
 
 
 def _padded_row(c: Canonical, dtype: str) -> int:
@@ -429,23 +438,21 @@ def emit_dot_general(ctx, node, out):
     # a stored W (N x K) of A @ W.T is transposed by the bands of C that read it
     # (``_emit_tiles``); not a W whose two axes are both contracted (one column of K)
     banded = need_r and rhs.shape == (c.N, c.K) and _blockwise(ctx, rhs, c.rhs_perm)
-    pack = False
+    span = max(ctx.options.l1d_span, MIN_L1D_SPAN)
+    pack_rows = None
     if banded:
         Bm = tiles.Matrix(r_scratch, _strides(None, c.K, c.N))
-    elif _pads_by_copy(c, dtype, max(ctx.options.l1d_span, MIN_L1D_SPAN),
-                       ctx.options.vector_bits):
+    elif _pads_by_copy(c, dtype, span, ctx.options.vector_bits):
         Bm = _padded_copy(b, ctx.pointer(rhs), next(scratch), c, dtype)
-    elif _pads(c, dtype, max(ctx.options.l1d_span, MIN_L1D_SPAN)):
-        pack = True
-        Bm = tiles.Matrix(ctx.pointer(rhs), _strides(lb, c.K, c.N))
     else:
+        pack_rows = _packing_rows(c, dtype, span)
         Bm = tiles.Matrix(_reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r
                           else ctx.pointer(rhs), _strides(None if need_r else lb, c.K, c.N))
     _emit_tiles(b, ctx.options, c, tiles.Matrix(A, a_strides), Bm,
                 tiles.Matrix(out, _strides("N", c.M, c.N)), dtype, tuple(ctx.flags) or _CONTRACT,
                 carried=id(rhs) in ctx.state.carried,
                 transposed_from=ctx.pointer(rhs) if banded else None, epilogue=ctx.epilogue,
-                pack=pack)
+                pack_rows=pack_rows)
 
 
 #: products that take at least this many cycles at the FMA units' peak (the host's
@@ -464,7 +471,7 @@ def _split_min_flops(options, dtype) -> int:
 
 
 def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transposed_from=None,
-                epilogue=None, pack=False):
+                epilogue=None, pack_rows=None):
     """The tiles, split into bands of C that the pool runs at once when the product
     is large and the module may use threads; each element of C is computed exactly
     as without the split.  Products are cut into row bands, as an elementwise kernel
@@ -489,7 +496,10 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     ``epilogue`` (``codegen.epilogue``): run on each band of a tile's rows as soon as
     the tiles have written it; after the whole product where bands of rows are not
     what the product is cut into (a pipeline over k, column bands), or where the
-    epilogue alone would be split across threads but the product is not."""
+    epilogue alone would be split across threads but the product is not.
+
+    ``pack_rows``: B is read through packed panels by each pass of tiles over at least
+    that many rows of A (the whole product's, or a band's; None: never)."""
     bits = tiles.VectorUnit(options.vector_bits, options.vector_registers)
     parts = options.threads
     lanes = _lanes(options, dtype)
@@ -510,6 +520,8 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     if not (alone or staged):
         band = -(-extent // (parts * unit)) * unit
         bands = -(-extent // band)
+    rows_read = band if bands > 1 and by_rows else c.M
+    pack = pack_rows is not None and rows_read >= pack_rows
     # packed panels are read once each, so their tiles cannot go band by band
     by_bands = epilogue is not None and not staged and not pack and (by_rows or bands < 2) and (
         bands > 1 or parallel.split_unit(parts, c.M * c.N, c.M, epilogue.flat) is None)
