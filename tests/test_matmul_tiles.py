@@ -378,3 +378,25 @@ def test_packed_panels_of_a_forced_host_equal_the_in_order_sum(monkeypatch, isa,
     exe = _compile([(a, b, dims)], dtype, blas=False, threads=1)
     _assert_close(exe(a, b)[0], a, b, dims)
     assert "pack" in exe.llvm_ir
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_transposed_left_operand_with_long_sums_is_copied_for_the_tiles(dtype, threads):
+    """``X.T @ dH`` over many rows of X (``matmul.COPY_TRANSPOSED_MIN_K``) reads a
+    transposed copy of X; shorter sums, or few columns of C, read X in place: every
+    element equals the in-order sum either way, batched too."""
+    k, n = matmul.COPY_TRANSPOSED_MIN_K, matmul.COPY_TRANSPOSED_MIN_N
+    for M, K, N, copied in [(37, k, n, True), (37, k - 1, n, False), (37, k, n - 1, False)]:
+        a, b, dims = _operands(M, K, N, "TN", dtype)
+        exe = _compile([(a, b, dims)], dtype, blas=False, threads=threads)
+        _assert_close(exe(a, b)[0], a, b, dims)
+        builder = Builder()
+        x, y = (builder.parameter(index=i, type=TensorType(v.shape, dtype), name=f"v{i}")
+                for i, v in enumerate((a, b)))
+        assert matmul.canonical(builder.dot_general(x, y, dims=dims)).copies[0] == copied
+    a = RNG.standard_normal((2, k, 9)).astype(dtype)
+    b = RNG.standard_normal((2, k, n)).astype(dtype)
+    dims = (((1,), (1,)), ((0,), (0,)))
+    exe = _compile([(a, b, dims)], dtype, blas=False, threads=threads)
+    _assert_close(exe(a, b)[0], a, b, dims)
