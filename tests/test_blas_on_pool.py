@@ -3,6 +3,9 @@ llgrad's pool, as bands of C's rows on that pool, one single-threaded gemm a ban
 (``matmul._emit_gemm_on_pool``); the oracle is numpy's product in float64."""
 from __future__ import annotations
 
+import ctypes
+import threading
+
 import numpy as np
 import pytest
 
@@ -52,3 +55,51 @@ def test_one_thread_or_few_rows_call_blas_once():
         exe, got, expected = _product(M, 128, 160, "float64", "NN", threads)
         assert SET not in exe.llvm_ir
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-10)
+
+
+def test_the_first_holder_saves_the_count_and_the_last_puts_it_back():
+    """``llgrad_blas_hold`` and ``llgrad_blas_release`` (``runtime.pool``), called as
+    two products at once would: one thread count saved, set to one once, put back once
+    the second product is done too."""
+    from llgrad.runtime import pool
+    pool.install()
+    count, calls = [4], []
+    getter = ctypes.CFUNCTYPE(ctypes.c_int32)
+    setter = ctypes.CFUNCTYPE(None, ctypes.c_int32)
+    get = getter(lambda: count[0])
+    put = setter(lambda n: (calls.append(n), count.__setitem__(0, n)) and None)
+    compiled = pool._state["compiled"]
+    hold = ctypes.CFUNCTYPE(None, getter, setter)(compiled.address_of(pool.HOLD_SYMBOL))
+    release = ctypes.CFUNCTYPE(None, setter)(compiled.address_of(pool.RELEASE_SYMBOL))
+    hold(get, put)
+    hold(get, put)                 # a second product begins while the first runs
+    assert calls == [1]
+    release(put)                   # the first ends: the second still holds OpenBLAS
+    assert calls == [1] and count[0] == 1
+    release(put)
+    assert calls == [1, 4] and count[0] == 4
+
+
+def test_products_from_two_python_threads_leave_openblas_its_count():
+    """Each product used to save and restore OpenBLAS's count itself: one that began
+    while another held the count at one put back one for good."""
+    exe, _, expected = _product(100, 128, 160, "float64", "NN", threads=2)
+    rng = np.random.default_rng(3)
+    a, w = rng.standard_normal((100, 128)), rng.standard_normal((128, 160))
+    before = blas.threads()
+    errors = []
+
+    def run():
+        try:
+            for _ in range(200):
+                np.testing.assert_allclose(exe(a, w)[0], a @ w, rtol=1e-12, atol=1e-10)
+        except AssertionError as error:
+            errors.append(error)
+
+    workers = [threading.Thread(target=run) for _ in range(2)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert not errors
+    assert blas.threads() == before

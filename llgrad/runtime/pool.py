@@ -34,6 +34,15 @@ isolates it: time float32 600x600 products at two threads, in a module that also
 splits elementwise work, with and without the rest call).  Resting workers park at
 once; the next ``llgrad_parallel`` call ends the rest and wakes them.
 
+Why the pool also holds OpenBLAS to one thread (``llgrad_blas_hold`` and
+``llgrad_blas_release``): a product split into single-threaded OpenBLAS calls on the
+pool sets OpenBLAS's thread count to one around them and puts the old count back.
+Two such products at once (two Python threads) each read and set the count, and the
+one that read the other's "one" put back "one" for good: numpy's OpenBLAS stayed on
+one thread.  The count is one process-wide setting, so the pool keeps one process-wide
+tally of holders under a lock: the first holder saves the count and sets one, the last
+puts the saved count back.
+
 The pool is LLVM IR like every kernel: compiled once per process (or loaded from
 the on-disk cache) and registered with ``llvm.add_symbol``, so generated object code
 names it and is bound to it when loaded, never to an address.  After ``os.fork``
@@ -59,6 +68,9 @@ SYMBOL = "llgrad_parallel"
 REST_SYMBOL = "llgrad_pool_rest"
 #: ``void llgrad_pool_reset(void)``: what a forked child runs (its parent's workers are gone)
 RESET_SYMBOL = "llgrad_pool_reset"
+#: ``void llgrad_blas_hold(int (*get)(void), void (*set)(int))`` and
+#: ``void llgrad_blas_release(void (*set)(int))``: OpenBLAS held to one thread (above)
+HOLD_SYMBOL, RELEASE_SYMBOL = "llgrad_blas_hold", "llgrad_blas_release"
 #: workers at most (the caller is the 9th thread): split kernels use at most 8 parts
 MAX_WORKERS = 7
 #: pause rounds a worker polls before it sleeps: about a millisecond at x86's pause,
@@ -103,6 +115,9 @@ class _Emitter:
         self.lock = self._global("llgrad.pool.lock", _I32)
         self.started = self._global("llgrad.pool.started", _I64)
         self.rest = self._global("llgrad.pool.rest", _I64)
+        self.blas_lock = self._global("llgrad.blas.lock", _I32)
+        self.blas_holders = self._global("llgrad.blas.holders", _I64)
+        self.blas_saved = self._global("llgrad.blas.saved", _I32)
         self.slots = self._global("llgrad.pool.slots",
                                   ir.ArrayType(_I64, MAX_WORKERS * _SLOT), align=128)
         self.task_type = ir.FunctionType(ir.VoidType(), [_PTR, _I64])   # fn(ctx, part)
@@ -116,6 +131,7 @@ class _Emitter:
         self._caller()
         self._rest()
         self._reset()
+        self._blas_holding()
 
     def _global(self, name, typ, align=8):
         g = ir.GlobalVariable(self.module, typ, name)
@@ -317,7 +333,49 @@ class _Emitter:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         b.store(_c(0), self.started)
         b.store(_c(0, _I32), self.lock)
+        b.store(_c(0, _I32), self.blas_lock)    # no holder of the parent's runs here
+        b.store(_c(0), self.blas_holders)
         b.ret_void()
+
+
+    def _blas_holding(self):
+        """``llgrad_blas_hold`` and ``llgrad_blas_release``: the tally of holders of
+        OpenBLAS's thread count, under a spin lock (held for two calls at most)."""
+        get_type = ir.FunctionType(_I32, [])
+        set_type = ir.FunctionType(ir.VoidType(), [_I32])
+        get_ptr, set_ptr = ir.PointerType(get_type), ir.PointerType(set_type)
+        hold = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [get_ptr, set_ptr]),
+                           HOLD_SYMBOL)
+        b = ir.IRBuilder(hold.append_basic_block("entry"))
+        self._blas_lock(b)
+        holders = b.load(self.blas_holders, typ=_I64)
+        with b.if_then(b.icmp_signed("==", holders, _c(0))):
+            b.store(b.call(hold.args[0], []), self.blas_saved)
+            b.call(hold.args[1], [_c(1, _I32)])
+        b.store(b.add(holders, _c(1)), self.blas_holders)
+        store_atomic(b, _c(0, _I32), self.blas_lock, "release", 4)
+        b.ret_void()
+        release = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [set_ptr]),
+                              RELEASE_SYMBOL)
+        b = ir.IRBuilder(release.append_basic_block("entry"))
+        self._blas_lock(b)
+        holders = b.sub(b.load(self.blas_holders, typ=_I64), _c(1))
+        b.store(holders, self.blas_holders)
+        with b.if_then(b.icmp_signed("==", holders, _c(0))):
+            b.call(release.args[0], [b.load(self.blas_saved, typ=_I32)])
+        store_atomic(b, _c(0, _I32), self.blas_lock, "release", 4)
+        b.ret_void()
+
+    def _blas_lock(self, b):
+        head, wait, done = (b.append_basic_block(n) for n in ("lock", "lock.wait", "locked"))
+        b.branch(head)
+        b.position_at_end(head)
+        taken = b.cmpxchg(self.blas_lock, _c(0, _I32), _c(1, _I32), "acquire", "monotonic")
+        b.cbranch(b.extract_value(taken, 1), done, wait)
+        b.position_at_end(wait)
+        relax(b)
+        b.branch(head)
+        b.position_at_end(done)
 
 
 def module_ir() -> str:
@@ -327,8 +385,8 @@ def module_ir() -> str:
 
 
 def install() -> None:
-    """Compile (or load) the pool once per process and register ``llgrad_parallel``
-    and ``llgrad_pool_rest``."""
+    """Compile (or load) the pool once per process and register ``llgrad_parallel``,
+    ``llgrad_pool_rest`` and the BLAS holders."""
     if "compiled" in _state:
         return
     with _lock:
@@ -344,7 +402,8 @@ def install() -> None:
         # never freed, not even at interpreter exit: a parked worker still runs its code
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(compiled))
         llvm.add_symbol(SYMBOL, compiled.address)
-        llvm.add_symbol(REST_SYMBOL, compiled.address_of(REST_SYMBOL))
+        for symbol in (REST_SYMBOL, HOLD_SYMBOL, RELEASE_SYMBOL):
+            llvm.add_symbol(symbol, compiled.address_of(symbol))
         reset = ctypes.CFUNCTYPE(None)(compiled.address_of(RESET_SYMBOL))
         os.register_at_fork(after_in_child=reset)
         _state["compiled"], _state["reset"] = compiled, reset

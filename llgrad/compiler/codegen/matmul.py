@@ -20,7 +20,7 @@ from llgrad.llvm.loops import counted_loop, loop_nest
 from llgrad.llvm.scalar import (I64, ITEMSIZE, MEMORY, PTR, REGISTER, copy_bytes, declare, i64,
                                  linearise, store)
 from llgrad.runtime import calibration
-from llgrad.runtime.pool import REST_SYMBOL
+from llgrad.runtime.pool import HOLD_SYMBOL, RELEASE_SYMBOL, REST_SYMBOL
 
 # Multiply-add may contract to FMA (as BLAS does); it never reorders the sum.
 _CONTRACT = ("contract",)
@@ -327,13 +327,14 @@ def _emit_gemm_on_pool(b, options, c, A, Bm, out, dtype, gemm, layouts):
     products of 1600x256x1024 in 128 ms, against 124 ms on OpenBLAS's two threads and
     223 ms on one (numpy from two Python threads, 2026-12-07; this path against the
     tiles: the BLAS column of ``LLGRAD_THREADS=2 python benchmarks/bench_matmul.py``).
-    The count OpenBLAS had is put back after the product."""
+    The count OpenBLAS had is put back after the product, by the last of the products
+    holding it at the time (``runtime.pool``: two Python threads may run such products
+    at once)."""
     getter, setter = gemm.thread_count_symbols
     i32 = ir.IntType(32)
     get = declare(b.module, getter, i32, [])
     set_ = declare(b.module, setter, ir.VoidType(), [i32])
-    before = b.call(get, [])
-    b.call(set_, [ir.Constant(i32, 1)])
+    b.call(declare(b.module, HOLD_SYMBOL, ir.VoidType(), [PTR, PTR]), [get, set_])
     band = -(-c.M // options.threads)
     parts = -(-c.M // band)
     item = ITEMSIZE[dtype]
@@ -349,7 +350,7 @@ def _emit_gemm_on_pool(b, options, c, A, Bm, out, dtype, gemm, layouts):
         _gemm_call(pb, c, at(pa, a_row), pbm, at(pc, c.N * item), dtype, gemm, layouts, rows)
 
     parallel.run_parts(b, f"{b.function.name}.gemm", parts, [A, Bm, out], emit_part)
-    b.call(set_, [before])
+    b.call(declare(b.module, RELEASE_SYMBOL, ir.VoidType(), [PTR]), [set_])
 
 
 def _on_pool(options, gemm, c: Canonical) -> bool:
