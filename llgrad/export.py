@@ -249,7 +249,8 @@ def loop_limits(graph: Graph) -> tuple:
 
 #: the pool's entry points, by their role in a library (``<name>_<role>``)
 _POOL_ROLES = {pool.SYMBOL: "parallel", pool.REST_SYMBOL: "pool_rest",
-               pool.RESET_SYMBOL: "pool_reset"}
+               pool.RESET_SYMBOL: "pool_reset", pool.HOLD_SYMBOL: "blas_hold",
+               pool.RELEASE_SYMBOL: "blas_release"}
 
 
 def _own_pool(llvm_ir: str, name: str) -> str:
