@@ -337,7 +337,6 @@ class _Emitter:
         b.store(_c(0), self.blas_holders)
         b.ret_void()
 
-
     def _blas_holding(self):
         """``llgrad_blas_hold`` and ``llgrad_blas_release``: the tally of holders of
         OpenBLAS's thread count, under a spin lock (held for two calls at most)."""

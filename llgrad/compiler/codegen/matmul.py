@@ -145,12 +145,17 @@ MIN_L1D_SPAN = 1024
 WIDEST_VECTOR_BITS = 512
 
 
+def _b_in_place(c: Canonical) -> bool:
+    """Whether the tiles read B where it is stored (row-major, rows contiguous)."""
+    return c.gemm_layouts[1] == "N" and not c.copies[1]
+
+
 def _packing_rows(c: Canonical, dtype: str, span: int) -> int | None:
     """The fewest rows of A that make the tiles read B, read in place, through packed
     panels (see ``PACK_MIN_ROWS``): rows of B half of ``span`` bytes apart or a multiple
     of that fall in at most two sets of L1; rows a quarter of it apart or more are far
     apart; None where B is read as it is."""
-    if c.gemm_layouts[1] != "N" or c.copies[1]:
+    if not _b_in_place(c):
         return None
     row = c.N * ITEMSIZE[dtype]
     if row % (span // 2) == 0:
@@ -164,8 +169,7 @@ def _pads_by_copy(c: Canonical, dtype: str, span: int, vector_bits: int) -> bool
     float32, rows 2 KB apart, ran in 3.1 ms in place and 3.8 ms through the copy), and
     many rows of A and of B (see ``PAD_MIN_ROWS``)."""
     lanes = vector_bits // (8 * ITEMSIZE[dtype])
-    in_place = c.gemm_layouts[1] == "N" and not c.copies[1]
-    return (in_place and c.N * ITEMSIZE[dtype] % span == 0 and c.K >= PAD_MIN_K
+    return (_b_in_place(c) and c.N * ITEMSIZE[dtype] % span == 0 and c.K >= PAD_MIN_K
             and c.M >= PAD_MIN_ROWS and not tiles.packs(c.K, c.N, lanes, dtype))
 
 

@@ -123,7 +123,8 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
     # element straight from memory (embedded broadcast).  One is enough: a row's FMAs
     # follow its broadcast, so none outlives its row (AVX2 float32, 64x784x512: 4 rows
     # of 3 vectors in 1.04 ms against 1.21 for 3 rows, which kept a register a row;
-    # no spill in either: ``t.asm``)
+    # no spill in either: ``t.asm``; re-measure: ``LLGRAD_CPU=haswell LLGRAD_THREADS=1
+    # python benchmarks/bench_matmul.py --dtype float32 64,784,512,NN``)
     vectors = len(col_blocks[0][1])
     broadcast = int(vector_bits < 512)
     most = min(MAX_ROWS, (registers - vectors - broadcast) // vectors)
