@@ -10,16 +10,27 @@ same vector ISA through its own switch, set before it loads:
   ``MKL_ENABLE_INSTRUCTIONS`` and ``ONEDNN_MAX_CPU_ISA`` (its products);
 - PyTensor: ``-mno-avx512f`` after its ``-march=native`` C flags.
 
+JAX has no switch that works: with ``--xla_cpu_max_isa=AVX2`` its products still run
+YNNPACK's ``dot_fp32_*_avx512`` kernels and XLA code on zmm registers (gdb on a
+running product), at speeds above this machine's AVX2 FMA peak.  So for an AVX2 CPU
+the run restarts itself with ``hide_avx512.c`` preloaded, which hides AVX-512 from
+every CPUID the process executes: the libraries then pick their AVX2 kernels
+themselves (JAX's products became YNNPACK's ``dot_fp32_*_fma3``).
+
 The caches, core count and clock stay this machine's, so such a run shows what the
 instruction set changes, not all that another machine would.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 #: per vector ISA: the environment that holds each peer to it
 PEER_SWITCHES = {
@@ -63,6 +74,7 @@ def compiled_as(cpu: str | None):
         raise SystemExit("--cpu must be set before numpy loads: run "
                          "`python benchmarks/run.py --cpu ...`, not `python -m llgrad bench`")
     isa = vector_isa(cpu)
+    hidden = hide_avx512() if isa == "avx2" else None
     switches = {"LLGRAD_CPU": cpu} | PEER_SWITCHES[isa]
     switches["XLA_FLAGS"] = ((os.environ.get("XLA_FLAGS") or "") + XLA_ISA[isa]).strip()
     switches["PYTENSOR_FLAGS"] = ",".join(
@@ -71,10 +83,64 @@ def compiled_as(cpu: str | None):
     os.environ.update({k: v for k, v in switches.items() if v})
     try:
         yield (f"every system compiled as {cpu} ({isa}): "
-               + ", ".join(f"{k}={v}" for k, v in switches.items() if v))
+               + ", ".join(f"{k}={v}" for k, v in switches.items() if v)
+               + (f"; {hidden}" if hidden else ""))
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+HIDE_AVX512_SOURCE = Path(__file__).with_name("hide_avx512.c")
+#: set in the restarted process: the library it preloads
+HIDDEN_BY = "LLGRAD_BENCH_HIDE_AVX512"
+
+
+def hide_avx512() -> str | None:
+    """Hold every library of this process to AVX2 by restarting it with
+    ``hide_avx512.c`` preloaded (does not return); in the restarted process, or where
+    that cannot be done, say so in a line for the report (None: no AVX-512 to hide)."""
+    flags = _cpuinfo_flags()
+    if os.environ.get(HIDDEN_BY) and os.environ[HIDDEN_BY] in os.environ.get("LD_PRELOAD", ""):
+        return ("CPUID shows no AVX-512 to any library in the process "
+                "(benchmarks/hide_avx512.c preloaded)")
+    if "avx512f" not in flags:
+        return None
+    why_not = ("this kernel or CPU has no CPUID faulting (no cpuid_fault in /proc/cpuinfo)"
+               if "cpuid_fault" not in flags else
+               "no C compiler to build benchmarks/hide_avx512.c" if not _c_compiler() else None)
+    if why_not:
+        print(f"--cpu: {why_not}, so JAX's products still run AVX-512 code", file=sys.stderr)
+        return f"JAX's products not held to AVX2: {why_not}"
+    library = _built_hide_avx512()
+    env = dict(os.environ, **{HIDDEN_BY: library,
+                              "LD_PRELOAD": " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))})
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def _cpuinfo_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f
+                         if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def _c_compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+
+
+def _built_hide_avx512() -> str:
+    """The preload library, built once per source text into the temporary directory."""
+    source = HIDE_AVX512_SOURCE.read_bytes()
+    library = Path(tempfile.gettempdir()) / f"llgrad-hide-avx512-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if not library.exists():
+        partial = library.with_suffix(f".{os.getpid()}.tmp")
+        subprocess.run([_c_compiler(), "-O2", "-shared", "-fPIC", "-o", str(partial),
+                        str(HIDE_AVX512_SOURCE), "-ldl"], check=True)
+        os.replace(partial, library)
+    return str(library)
