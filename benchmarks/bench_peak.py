@@ -141,6 +141,15 @@ def measure(threads: int, quick: bool = False) -> float:
         return peak_gflops(f, flop, threads, repeats=2, iterations=ITERATIONS // 10)
     return max(peak_gflops(f, flop, threads) for _ in range(3))
 
+def peak_sampler(threads: int, iterations: int = ITERATIONS // 8):
+    """(sample, flop): ``sample()`` runs the FMA loop on ``threads`` threads at once, the
+    fastest of three, and returns its seconds, for ``flop`` flop.  The suite takes one
+    just before every slice of a bounded workload's calls (``measure.time_round_robin``):
+    on a shared machine whose speed swings 2x within minutes, a floor from the same
+    moment as the calls it bounds says more than one peak measured at the end."""
+    f, flop = fma_loop()
+    return (lambda: _fastest(f, [(iterations,)] * threads, repeats=3)), threads * iterations * flop
+
 
 # -- read bandwidth ------------------------------------------------------------------------
 

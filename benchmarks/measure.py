@@ -14,6 +14,7 @@ would share its cores with them.  Measured here, two threads: llgrad's workload 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
 
@@ -118,10 +119,13 @@ def settle(max_seconds: float = SETTLE_MAX_S) -> bool:
             return False
 
 
-def time_round_robin(calls: dict, seconds: float, rounds: int) -> dict:
-    """{name: [seconds per call]}: ``rounds`` rounds in which every call gets about
-    ``seconds / rounds`` of calls (at least one), after one untimed warm-up call; every
-    slice of calls starts on a quiet process (``settle``)."""
+def time_round_robin(calls: dict, seconds: float, rounds: int, beside=None):
+    """({name: [[seconds per call] of each round]}, {name: [seconds of ``beside()``
+    just before each round's slice of that call]}): ``rounds`` rounds in which every
+    call gets about ``seconds / rounds`` of calls (at least one), after one untimed
+    warm-up call; every slice of calls starts on a quiet process (``settle``).
+    ``beside`` (the FMA peak's sample, bench_peak.peak_sampler): what the machine gave
+    at the moment of each slice; without it the second dict is empty."""
     estimate = {}
     for name, call in calls.items():
         settle()
@@ -129,15 +133,21 @@ def time_round_robin(calls: dict, seconds: float, rounds: int) -> dict:
         call()
         estimate[name] = max(time.perf_counter() - t0, 1e-7)
     times = {name: [] for name in calls}
+    beside_times = {name: [] for name in calls} if beside else {}
     for _ in range(rounds):
         for name, call in calls.items():
             n = int(min(max(seconds / rounds / estimate[name], 1), MAX_CALLS_PER_ROUND))
+            if beside:
+                settle()
+                beside_times[name].append(beside())
             settle()
+            slice_times = []
             for _ in range(n):
                 t0 = time.perf_counter()
                 call()
-                times[name].append(time.perf_counter() - t0)
-    return times
+                slice_times.append(time.perf_counter() - t0)
+            times[name].append(slice_times)
+    return times, beside_times
 
 
 def summarize(times) -> dict:
@@ -146,12 +156,26 @@ def summarize(times) -> dict:
             "iqr_s": float(q3 - q1), "repeats": len(times)}
 
 
+@dataclasses.dataclass(frozen=True)
+class Floor:
+    """A workload's floor, sampled beside its calls: ``flop`` of products, and the FMA
+    peak's ``sample()`` (seconds for ``sample_flop`` flop, bench_peak.peak_sampler)."""
+    flop: float
+    sample: object
+    sample_flop: float
+
+    def ratios(self, slices, sample_seconds) -> list:
+        """Each slice's median call over the floor at the peak sampled just before it."""
+        return [float(np.median(s)) / (self.flop * peak_s / self.sample_flop)
+                for s, peak_s in zip(slices, sample_seconds)]
+
+
 def run_workload(workload, systems, options, spent: dict, log=print):
     """Rows (one per system and problem) and the reference checks of one workload.
     ``spent[system name]`` accumulates seconds per system across this workload's
     problems; past ``options.budget`` a system's remaining problems are skipped."""
     rows, checks = [], []
-    for problem in workload.problems(options.quick):
+    for index, problem in enumerate(workload.problems(options.quick)):
         ref = reference(workload, problem)
         checks.append({"workload": workload.key, "size": problem.size,
                        "fd_relative_error": ref["fd_error"], "passed": ref["fd_passed"]})
@@ -176,10 +200,16 @@ def run_workload(workload, systems, options, spent: dict, log=print):
                 ready[system.name] = call
         if ready:
             log(f"  {workload.key} [{problem.size}] timing {len(ready)} systems")
-            times = time_round_robin(ready, options.seconds, options.rounds)
+            # the floor of a workload's first size (bench_peak.product_flops), if sampled
+            floor = getattr(options, "floors", {}).get(workload.key) if index == 0 else None
+            times, peak_times = time_round_robin(ready, options.seconds, options.rounds,
+                                                 beside=floor.sample if floor else None)
             for row in problem_rows:
                 if row["system"] in times:
-                    row.update(summarize(times[row["system"]]))
-                    spent[row["system"]] += sum(times[row["system"]])
+                    slices = times[row["system"]]
+                    row.update(summarize([t for s in slices for t in s]))
+                    spent[row["system"]] += sum(map(sum, slices))
+                    if floor:
+                        row["floor_ratios"] = floor.ratios(slices, peak_times[row["system"]])
         rows += [r for r in problem_rows if r["note"] != "not run on this workload"]
     return rows, checks

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 
 PEERS = ("torch", "jax", "jaxlib", "autograd", "micrograd", "pytensor")
@@ -209,10 +210,13 @@ def peak_table(peak, rows) -> list[str]:
             gbps = max(peak["read_gbps"], peak.get("read_gbps_at", {}).get(row["workload"], 0))
             floor = nbytes / (gbps * 1e9)
             amount = f"{nbytes / 1e6:.3g} MB read at {gbps:.1f} GB/s"
+        paired = (f"{statistics.median(row['floor_ratios']):.2f}"
+                  if row.get("floor_ratios") else "")
         lines.append([row["title"], row["size"], amount, duration(floor),
-                      row["system"], duration(row["median_s"]), f"{row['median_s'] / floor:.2f}"])
+                      row["system"], duration(row["median_s"]), f"{row['median_s'] / floor:.2f}",
+                      paired])
     return _table(["workload", "size", "work", "floor", "system", "median",
-                   "median / floor"], lines)
+                   "median / floor", "same moment"], lines)
 
 
 def all_checks_passed(results) -> bool:
@@ -258,7 +262,10 @@ def markdown(results) -> str:
                 "(over a workload's own data, where it fits a cache, as in the table). The first "
                 "layer's two products alone take at least their flops over the peak, and a "
                 "memory-bound workload its bytes over the bandwidth (the floor); "
-                "median / floor is the most any code could be faster than that system here.",
+                "median / floor is the most any code could be faster than that system here. "
+                "*Same moment*: the median over rounds of each slice's median against the floor "
+                "at the peak sampled just before that slice (this machine's speed may swing "
+                "between the timing and the peak measured after it).",
                 ""] + peak_table(peak, rows) + [""]
     out += ["## Checks", "",
             "Every system's result is compared with the hand-written gradient in float64 "

@@ -182,10 +182,15 @@ def _run(args, command, pinned_by, caches, compiled_as=None) -> int:
                 importlib.import_module(system.requires)
             except Exception as error:  # its rows will say "failed" with the same error
                 notes.append(f"importing {system.requires} failed: {type(error).__name__}: {error}")
+    flops = bench_peak.product_flops(quick)
+    if any(w.key in flops for w in chosen):   # workloads 3, 4, 9: floors sampled beside them
+        sample, sample_flop = bench_peak.peak_sampler(args.threads)
+        options.floors = {key: measure.Floor(flop, sample, sample_flop) for key, flop in flops.items()}
     started = time.perf_counter()
     results = {"command": command, "mode": "quick" if quick else "full",
                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-               "options": vars(options) | {"threads": args.threads, "caches": caches},
+               "options": {k: v for k, v in vars(options).items() if k != "floors"}
+                          | {"threads": args.threads, "caches": caches},
                "systems": [{"name": s.name, "note": s.note, "installed": s.installed()}
                            for s in systems],
                "rows": [], "reference_checks": [], "notes": notes}
@@ -195,7 +200,7 @@ def _run(args, command, pinned_by, caches, compiled_as=None) -> int:
                                             log=lambda line: print(line, flush=True))
         results["rows"] += rows
         results["reference_checks"] += checks
-    flops, reads = bench_peak.product_flops(quick), bench_peak.workload_bytes(quick)
+    reads = bench_peak.workload_bytes(quick)
     bounded = [w for w in chosen if w.key in flops or w.key in reads]
     if bounded:   # the floors the machine's peak and bandwidth put under them (report.peak_table)
         results["peak"] = {"threads": args.threads,

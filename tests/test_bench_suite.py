@@ -258,5 +258,9 @@ def test_the_report_sets_every_median_against_the_floor_of_the_machines_peak(qui
     assert timed
     for row in timed:
         assert row["median_s"] > peak["product_flop"][row["workload"]] / (peak["gflops"] * 1e9)
+        # and against the peak sampled beside each round's slice of its calls
+        assert len(row["floor_ratios"]) == results["options"]["rounds"]
+        assert all(ratio > 1 for ratio in row["floor_ratios"])
     text = (out / "report.md").read_text()
     assert "## Against this machine's peak" in text and "median / floor" in text
+    assert "same moment" in text
