@@ -106,7 +106,7 @@ def test_a_product_not_timed_follows_the_grid(monkeypatch):
 
 def _fake_timer(blas_over_tiles, calls):
     """time_product, answering ``blas_over_tiles`` without timing anything."""
-    def fake(lhs, rhs, dims, threads, blas_threads, compile_graph):
+    def fake(lhs, rhs, dims, threads, blas_threads, compile_graph, blas_spins=True):
         calls.append((lhs.shape, rhs.shape, threads))
         timed = Timing(lhs.dtype, threads, lhs.shape[0], lhs.shape[1], rhs.shape[1],
                        1.0, blas_over_tiles, "", blas_threads)

@@ -366,6 +366,15 @@ def _on_pool(options, gemm, c: Canonical) -> bool:
             and c.M >= POOL_GEMM_MIN_ROWS * options.threads)
 
 
+def blas_keeps_threads_spinning(options, node) -> bool:
+    """Whether this product, through BLAS, runs on OpenBLAS's own threads (not split
+    on llgrad's pool, ``_on_pool``), which spin on the cores after the call."""
+    c = canonical(node)
+    gemm = options.gemm(node.dtype)
+    return (gemm is not None and _blas_would_thread(options, c.M * c.K * c.N)
+            and not _on_pool(options, gemm, c))
+
+
 def signature(node) -> str:
     """A product as ``runtime.calibration`` times it: its operands' shapes and the axes
     it contracts and batches (which decide the layouts, hence the copies, both ways)."""

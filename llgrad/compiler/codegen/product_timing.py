@@ -33,9 +33,12 @@ ROUND_S = 2e-3
 #: OpenBLAS's threads spin on the cores for a while after a threaded call (~0.15 s
 #: here: their CPU time in /proc/self/task, 2026-12-07) and slow the pool's tiles
 #: meanwhile (a 1024x784x128 product on two threads timed 1.35 ms right after BLAS
-#: calls, 0.71 ms away from them); so each way is timed in a block of its own, the
-#: tiles first, and where BLAS has threads this long is left after its block for the
-#: spinning to end
+#: calls, 0.71 ms away from them); so where BLAS runs a product on its own threads
+#: (``matmul.blas_keeps_threads_spinning``) each way is timed in a block of its own,
+#: the tiles first, and this long is left after BLAS's block for the spinning to end.
+#: Elsewhere the two ways' rounds alternate: a slow spell of this shared machine then
+#: slows both alike, where in blocks it had once timed 64x784x128 on two threads at
+#: 128 us as tiles (65 us in the grid a minute before) and chosen BLAS (105 us).
 BLAS_SPIN_S = 0.25
 
 
@@ -54,7 +57,8 @@ def with_timed_products(graph: Graph, options, compile_graph):
     # measure the ranks against each other, and could choose differently on each
     timing = not mpi.uses_collectives(graph)
     new = [time_product(node.inputs[0].type, node.inputs[1].type, node.attrs["dims"],
-                        threads, blas_threads, compile_graph)
+                        threads, blas_threads, compile_graph,
+                        matmul.blas_keeps_threads_spinning(options, node))
            for key, node in products.items() if key not in known and timing]
     if new:
         try:
@@ -67,8 +71,9 @@ def with_timed_products(graph: Graph, options, compile_graph):
 
 
 def time_product(lhs: TensorType, rhs: TensorType, dims, threads: int, blas_threads: int,
-                 compile_graph) -> calibration.Timing:
-    """One dot_general of operands ``lhs`` and ``rhs``, as tiles and as BLAS."""
+                 compile_graph, blas_spins: bool = True) -> calibration.Timing:
+    """One dot_general of operands ``lhs`` and ``rhs``, as tiles and as BLAS
+    (``blas_spins``: on OpenBLAS's own threads, see ``BLAS_SPIN_S``)."""
     b = Builder()
     x = b.parameter(index=0, type=lhs, name="a")
     y = b.parameter(index=1, type=rhs, name="b")
@@ -77,7 +82,7 @@ def time_product(lhs: TensorType, rhs: TensorType, dims, threads: int, blas_thre
     c = matmul.canonical(product)
     tiles_s, blas_s = fastest(compile_graph(graph, blas=False, threads=threads),
                               compile_graph(graph, blas_min_flops=1, threads=threads),
-                              _arguments(lhs, rhs), blas_threads)
+                              _arguments(lhs, rhs), blas_threads if blas_spins else 0)
     return calibration.Timing(lhs.dtype, threads, c.B * c.M, c.K, c.N, tiles_s, blas_s,
                               matmul.signature(product), blas_threads)
 
@@ -89,18 +94,22 @@ def _arguments(*types):
 
 def fastest(tiles, gemm, args, blas_threads: int) -> tuple[float, float]:
     """Seconds a call of the tiles' and of BLAS's compiled product take: each the
-    fastest of ``ROUNDS`` rounds of at least ``ROUND_S``, the tiles' rounds first
-    (and BLAS's threads, if it has several, given time to stop spinning after)."""
-    tiles_s = _fastest(tiles, args)
-    blas_s = _fastest(gemm, args)
+    fastest of ``ROUNDS`` rounds of at least ``ROUND_S``.  ``blas_threads`` > 1 (BLAS
+    runs on threads of its own): the tiles' rounds first, then BLAS's, and time for
+    its threads to stop spinning after; else the rounds alternate (``BLAS_SPIN_S``)."""
+    calls = [_calls_per_round(fn, args) for fn in (tiles, gemm)]
     if blas_threads > 1:
+        tiles_s = min(_per_call(tiles, args, calls[0]) for _ in range(ROUNDS))
+        blas_s = min(_per_call(gemm, args, calls[1]) for _ in range(ROUNDS))
         time.sleep(BLAS_SPIN_S)
-    return tiles_s, blas_s
+        return tiles_s, blas_s
+    rounds = [(_per_call(tiles, args, calls[0]), _per_call(gemm, args, calls[1]))
+              for _ in range(ROUNDS)]
+    return min(r[0] for r in rounds), min(r[1] for r in rounds)
 
 
-def _fastest(fn, args) -> float:
-    calls = max(1, int(ROUND_S / max(_per_call(fn, args, 1), 1e-7)))
-    return min(_per_call(fn, args, calls) for _ in range(ROUNDS))
+def _calls_per_round(fn, args) -> int:
+    return max(1, int(ROUND_S / max(_per_call(fn, args, 1), 1e-7)))
 
 
 def _per_call(fn, args, calls) -> float:
