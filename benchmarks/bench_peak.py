@@ -117,13 +117,16 @@ def peak_gflops(f, flop_per_round, threads: int, repeats: int = 5,
 
 def _fastest(f, arguments, repeats: int) -> float:
     """Seconds of the fastest of ``repeats`` runs of ``f`` on one thread per argument
-    tuple of ``arguments``, all at once."""
+    tuple of ``arguments``, all at once: the first on the calling thread, so that a
+    short run does not count a thread's start (a 2.5 ms run on one started thread
+    gave 15% below the peak of long ones)."""
     best = float("inf")
     for _ in range(repeats):
-        workers = [threading.Thread(target=f, args=args) for args in arguments]
+        workers = [threading.Thread(target=f, args=args) for args in arguments[1:]]
         start = time.perf_counter()
         for w in workers:
             w.start()
+        f(*arguments[0])
         for w in workers:
             w.join()
         best = min(best, time.perf_counter() - start)
@@ -142,13 +145,15 @@ def measure(threads: int, quick: bool = False) -> float:
     return max(peak_gflops(f, flop, threads) for _ in range(3))
 
 def peak_sampler(threads: int, iterations: int = ITERATIONS // 8):
-    """(sample, flop): ``sample()`` runs the FMA loop on ``threads`` threads at once, the
-    fastest of three, and returns its seconds, for ``flop`` flop.  The suite takes one
-    just before every slice of a bounded workload's calls (``measure.time_round_robin``):
-    on a shared machine whose speed swings 2x within minutes, a floor from the same
-    moment as the calls it bounds says more than one peak measured at the end."""
+    """(sample, flop): ``sample()`` runs the FMA loop once on ``threads`` threads at
+    once (~6 ms) and returns its seconds, for ``flop`` flop.  The suite takes samples
+    between the calls of a bounded workload (``measure.time_round_robin``): on a shared
+    machine whose speed swings 2x within minutes, and whose second core is at times
+    slowed alone, the floor at the speed the machine gave those calls says more than
+    its fastest moment.  One run, not the fastest of several: the calls beside it get
+    no second try either."""
     f, flop = fma_loop()
-    return (lambda: _fastest(f, [(iterations,)] * threads, repeats=3)), threads * iterations * flop
+    return (lambda: _fastest(f, [(iterations,)] * threads, repeats=1)), threads * iterations * flop
 
 
 # -- read bandwidth ------------------------------------------------------------------------

@@ -30,6 +30,9 @@ MAX_CALLS_PER_ROUND = 20_000
 QUIET_SLICE_S = 0.005
 QUIET_SHARE = 0.1
 SETTLE_MAX_S = 1.0
+#: seconds of a slice's calls between two samples of the FMA peak beside them (a
+#: sample takes ~5 ms: bench_peak.peak_sampler)
+BESIDE_EVERY_S = 0.02
 
 
 def relative_error(result: dict, reference: dict) -> float:
@@ -121,11 +124,13 @@ def settle(max_seconds: float = SETTLE_MAX_S) -> bool:
 
 def time_round_robin(calls: dict, seconds: float, rounds: int, beside=None):
     """({name: [[seconds per call] of each round]}, {name: [seconds of ``beside()``
-    just before each round's slice of that call]}): ``rounds`` rounds in which every
-    call gets about ``seconds / rounds`` of calls (at least one), after one untimed
-    warm-up call; every slice of calls starts on a quiet process (``settle``).
+    during each round's slice of that call]}): ``rounds`` rounds in which every call
+    gets about ``seconds / rounds`` of calls (at least one), after one untimed warm-up
+    call; every slice of calls starts on a quiet process (``settle``).
     ``beside`` (the FMA peak's sample, bench_peak.peak_sampler): what the machine gave
-    at the moment of each slice; without it the second dict is empty."""
+    while the slice ran, sampled before its first call and after every
+    ``BESIDE_EVERY_S`` of calls, the median of them per slice; without it the second
+    dict is empty."""
     estimate = {}
     for name, call in calls.items():
         settle()
@@ -137,16 +142,19 @@ def time_round_robin(calls: dict, seconds: float, rounds: int, beside=None):
     for _ in range(rounds):
         for name, call in calls.items():
             n = int(min(max(seconds / rounds / estimate[name], 1), MAX_CALLS_PER_ROUND))
-            if beside:
-                settle()
-                beside_times[name].append(beside())
             settle()
-            slice_times = []
+            slice_times, samples, since_sample = [], [], float("inf")
             for _ in range(n):
+                if beside and since_sample >= BESIDE_EVERY_S:
+                    samples.append(beside())
+                    since_sample = 0.0
                 t0 = time.perf_counter()
                 call()
                 slice_times.append(time.perf_counter() - t0)
+                since_sample += slice_times[-1]
             times[name].append(slice_times)
+            if beside:
+                beside_times[name].append(float(np.median(samples)))
     return times, beside_times
 
 
