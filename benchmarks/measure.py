@@ -146,6 +146,7 @@ def time_round_robin(calls: dict, seconds: float, rounds: int, beside=None):
             slice_times, samples, since_sample = [], [], float("inf")
             for _ in range(n):
                 if beside and since_sample >= BESIDE_EVERY_S:
+                    settle()    # the call's spinning threads would share the sample's cores
                     samples.append(beside())
                     since_sample = 0.0
                 t0 = time.perf_counter()
