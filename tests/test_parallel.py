@@ -239,3 +239,38 @@ def test_row_reductions_are_split_into_row_bands(op, parts):
     (got,) = _two_threads_agree(graph, (xs,), parts)
     want = (np.sum if op == "reduce_sum" else np.max)(xs.astype(np.float64) ** 2, axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("parts", [2, 3])
+def test_a_wide_right_operand_is_split_into_column_bands_bit_for_bit(dtype, parts):
+    """A B larger than the tiles may keep re-reading (half of this host's L2) and
+    wider than A is tall goes to column bands (``matmul._columns_fit_better``), with
+    the bias and tanh of a layer after them; the same as one thread and as numpy."""
+    from llgrad.compiler.codegen import matmul
+    from llgrad.compiler.codegen.options import CodegenOptions
+    from llgrad.runtime import host
+    panel = host.current().tile_panel_bytes
+    itemsize = np.dtype(dtype).itemsize
+    M, K = 16, 256
+    N = (panel // (K * itemsize) // 64 + 1) * 64 + 8      # past the panel; a partial vector
+    product = _product_graph((M, K), (K, N), (((1,), (0,)), ((), ())), dtype)
+    canonical = matmul.canonical(product.outputs[0])
+    options = CodegenOptions(threads=parts, tile_panel_bytes=panel,
+                             vector_bits=host.current().vector_bits)
+    assert matmul._columns_fit_better(options, canonical, dtype, parts,
+                                      matmul._lanes(options, dtype))
+    rng = np.random.default_rng(parts)
+    x = rng.standard_normal((M, K)).astype(dtype)
+    w = (rng.standard_normal((K, N)) / np.sqrt(K)).astype(dtype)
+    bias = rng.standard_normal(N).astype(dtype)
+    layer = llgrad.jit(lambda x, w, bias: np.tanh(x @ w + bias)).trace(x, w, bias).optimized
+    for graph, args, want in [(product, (x, w), x.astype(np.float64) @ w),
+                              (layer, (x, w, bias), np.tanh(x.astype(np.float64) @ w + bias))]:
+        one = compile_graph(graph, threads=1, blas=False)
+        split = compile_graph(graph, threads=parts, blas=False)
+        assert "llgrad_parallel" in split.llvm_ir
+        got = split(*args)[0]
+        np.testing.assert_array_equal(got, one(*args)[0])
+        np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == "float32" else 1e-12,
+                                   atol=1e-4 if dtype == "float32" else 1e-12)

@@ -509,8 +509,9 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     cuts the same matrix (a weight gradient and its update then stay on one core:
     moving them cost more than the split saved), with tiles of the shapes one
     thread uses (so they compile faster than column bands' tiles, and run as fast);
-    products of fewer than 8 rows per part into column bands of
-    whole vectors.  All bands but the last have one size, so one product's code
+    products of fewer than 8 rows per part, and those whose B each row band would
+    stream from beyond L2 (``_columns_fit_better``), into column bands of whole
+    vectors.  All bands but the last have one size, so one product's code
     serves them.  A weight that a loop writes anew every step (``carried``) has its
     rows spread over the cores by that split; a product with few rows and long sums
     then reads it by ranges of k instead (``_emit_k_stages``).  That pays in a training
@@ -545,7 +546,8 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     alone = parts < 2 or c.B * c.M * c.K * c.N < _split_min_flops(options, dtype)
     staged = not alone and (carried and c.B == 1 and c.M < c.K and c.K >= 2 * parts
                             and c.M * c.N * ITEMSIZE[dtype] <= PIPELINE_MAX_BYTES)
-    by_rows = c.M >= 8 * parts and transposed_from is None
+    by_rows = (c.M >= 8 * parts and transposed_from is None
+               and not _columns_fit_better(options, c, dtype, parts, lanes))
     extent, unit = (c.M, 1) if by_rows else (c.N, lanes)
     bands = 1
     if not (alone or staged):
@@ -608,6 +610,20 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     parallel.run_parts(b, f"{b.function.name}.bands", parts, pointers, emit_part)
     if epilogue is not None and not by_bands:
         epilogue.run_all(b)
+
+
+def _columns_fit_better(options, c: Canonical, dtype: str, parts: int, lanes: int) -> bool:
+    """Whether column bands beat row bands for a split product: every row band reads
+    all of B, column bands B's share and all of A.  Where B is larger than the tiles
+    may keep re-reading (half of L2, ``CodegenOptions.tile_panel_bytes``) and A is smaller
+    than B, a row band streams B from L3 once for every pass of its tiles, a column
+    band keeps its share in L2.  Two threads, AVX-512, float32 (tiles column of
+    ``LLGRAD_THREADS=2 python benchmarks/bench_matmul.py --dtype float32
+    64,784,1024,NN 64,784,512,NN 128,784,1024,NN``, 2026-12-07): 372, 156 and 597 us
+    in row bands, 301, 134 and 520 us in column bands."""
+    b_bytes = c.K * c.N * ITEMSIZE[dtype]
+    return (c.B == 1 and c.N > c.M and c.N >= parts * lanes
+            and b_bytes > options.tile_panel_bytes > 0)
 
 
 #: products with few rows and long sums whose result is at most this large run as a
