@@ -80,3 +80,20 @@ def test_a_compiler_started_from_the_process_targets_avx2():
                  if line.strip().startswith("-mavx") and len(line.split()) == 2)
     assert flags["-mavx512f"].strip() == "[disabled]"
     assert flags["-mavx2"].strip() == "[enabled]"
+
+
+def test_the_restarted_run_says_whether_avx512_was_hidden():
+    """What ``run.py --cpu haswell`` puts in its report after restarting itself: read
+    from CPUID, not from the environment it set (a loader that cannot preload the
+    library goes on without it)."""
+    code = "from benchmarks import as_cpu; print(as_cpu.hide_avx512())"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env.update(PYTHONPATH=root, **{as_cpu.HIDDEN_BY: as_cpu._built_hide_avx512()})
+    held = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(env, LD_PRELOAD=env[as_cpu.HIDDEN_BY]), timeout=120)
+    not_loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                env=env, timeout=120)
+    assert held.stdout.startswith("CPUID shows no AVX-512"), held.stderr
+    assert not_loaded.stdout.startswith("JAX's products not held to AVX2"), not_loaded.stderr
+    assert "did not hide AVX-512" in not_loaded.stderr
