@@ -120,8 +120,8 @@ def hide_avx512() -> str | None:
         print(f"--cpu: {why_not}, so JAX's products still run AVX-512 code", file=sys.stderr)
         return f"JAX's products not held to AVX2: {why_not}"
     library = _built_hide_avx512()
-    env = dict(os.environ, **{HIDDEN_BY: library,
-                              "LD_PRELOAD": " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))})
+    preload = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))
+    env = dict(os.environ, **{HIDDEN_BY: library, "LD_PRELOAD": preload})
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
@@ -142,7 +142,8 @@ def _c_compiler() -> str | None:
 def _built_hide_avx512() -> str:
     """The preload library, built once per source text into the temporary directory."""
     source = HIDE_AVX512_SOURCE.read_bytes()
-    library = Path(tempfile.gettempdir()) / f"llgrad-hide-avx512-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    digest = hashlib.sha256(source).hexdigest()[:12]
+    library = Path(tempfile.gettempdir()) / f"llgrad-hide-avx512-{digest}.so"
     if not library.exists():
         partial = library.with_suffix(f".{os.getpid()}.tmp")
         subprocess.run([_c_compiler(), "-O2", "-shared", "-fPIC", "-o", str(partial),

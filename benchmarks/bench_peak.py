@@ -144,6 +144,7 @@ def measure(threads: int, quick: bool = False) -> float:
         return peak_gflops(f, flop, threads, repeats=2, iterations=ITERATIONS // 10)
     return max(peak_gflops(f, flop, threads) for _ in range(3))
 
+
 def peak_sampler(threads: int, iterations: int = ITERATIONS // 8):
     """(sample, flop): ``sample()`` runs the FMA loop once on ``threads`` threads at
     once (~6 ms) and returns its seconds, for ``flop`` flop.  The suite takes samples

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
+from typing import Callable
 
 import numpy as np
 
@@ -31,7 +32,7 @@ QUIET_SLICE_S = 0.005
 QUIET_SHARE = 0.1
 SETTLE_MAX_S = 1.0
 #: seconds of a slice's calls between two samples of the FMA peak beside them (a
-#: sample takes ~5 ms: bench_peak.peak_sampler)
+#: sample takes ~6 ms: bench_peak.peak_sampler)
 BESIDE_EVERY_S = 0.02
 
 
@@ -170,11 +171,12 @@ class Floor:
     """A workload's floor, sampled beside its calls: ``flop`` of products, and the FMA
     peak's ``sample()`` (seconds for ``sample_flop`` flop, bench_peak.peak_sampler)."""
     flop: float
-    sample: object
+    sample: Callable[[], float]
     sample_flop: float
 
     def ratios(self, slices, sample_seconds) -> list:
-        """Each slice's median call over the floor at the peak sampled just before it."""
+        """Each slice's median call over the floor at the peak sampled during it (the
+        median of its samples)."""
         return [float(np.median(s)) / (self.flop * peak_s / self.sample_flop)
                 for s, peak_s in zip(slices, sample_seconds)]
 

@@ -264,7 +264,7 @@ def markdown(results) -> str:
                 "memory-bound workload its bytes over the bandwidth (the floor); "
                 "median / floor is the most any code could be faster than that system here. "
                 "*Same moment*: the median over rounds of each slice's median against the floor "
-                "at the peak sampled just before that slice (this machine's speed may swing "
+                "at the FMA peak sampled between its calls (this machine's speed may swing "
                 "between the timing and the peak measured after it).",
                 ""] + peak_table(peak, rows) + [""]
     out += ["## Checks", "",

@@ -185,7 +185,8 @@ def _run(args, command, pinned_by, caches, compiled_as=None) -> int:
     flops = bench_peak.product_flops(quick)
     if any(w.key in flops for w in chosen):   # workloads 3, 4, 9: floors sampled beside them
         sample, sample_flop = bench_peak.peak_sampler(args.threads)
-        options.floors = {key: measure.Floor(flop, sample, sample_flop) for key, flop in flops.items()}
+        options.floors = {key: measure.Floor(flop, sample, sample_flop)
+                          for key, flop in flops.items()}
     started = time.perf_counter()
     results = {"command": command, "mode": "quick" if quick else "full",
                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

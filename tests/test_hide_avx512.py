@@ -15,15 +15,18 @@ from benchmarks import as_cpu
 FLAGS = as_cpu._cpuinfo_flags()
 pytestmark = [
     pytest.mark.skipif("avx512f" not in FLAGS, reason="this CPU has no AVX-512 to hide"),
-    pytest.mark.skipif("cpuid_fault" not in FLAGS, reason="this kernel or CPU has no CPUID faulting"),
-    pytest.mark.skipif(as_cpu._c_compiler() is None, reason="no C compiler to build the library"),
+    pytest.mark.skipif("cpuid_fault" not in FLAGS,
+                       reason="this kernel or CPU has no CPUID faulting"),
+    pytest.mark.skipif(as_cpu._c_compiler() is None,
+                       reason="no C compiler to build the library"),
 ]
 
 PROBE = """
 import json, llvmlite.binding as llvm
 features = llvm.get_host_cpu_features()
 import numpy, threadpoolctl
-blas = [p.get("architecture") for p in threadpoolctl.threadpool_info() if p["internal_api"] == "openblas"]
+blas = [p.get("architecture") for p in threadpoolctl.threadpool_info()
+        if p["internal_api"] == "openblas"]
 print(json.dumps({"avx512f": features["avx512f"], "avx512bw": features["avx512bw"],
                   "avx2": features["avx2"], "fma": features["fma"], "openblas": blas}))
 """
