@@ -32,6 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import report     # loads no numpy: --cpu must be set before numpy is
+
 #: per vector ISA: the environment that holds each peer to it
 PEER_SWITCHES = {
     "avx2": {"OPENBLAS_CORETYPE": "Haswell", "ATEN_CPU_CAPABILITY": "avx2",
@@ -127,12 +129,7 @@ def hide_avx512() -> str | None:
 
 
 def _cpuinfo_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f
-                         if line.startswith("flags")), set())
-    except OSError:
-        return set()
+    return set(report.cpuinfo().get("flags", "").split())
 
 
 def _c_compiler() -> str | None:

@@ -17,16 +17,23 @@ FORWARD = "llgrad native, forward only"
 
 # -- the machine ---------------------------------------------------------------------------
 
-def cpu_model() -> str:
+def cpuinfo() -> dict:
+    """The first processor's fields in /proc/cpuinfo (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
-            info = f.read()
+            first = f.read().split("\n\n", 1)[0]
     except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, value in
+            (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+
+
+def cpu_model() -> str:
+    info = cpuinfo()
+    if not info:
         return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), platform.machine())
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
-                  if line.startswith("flags")), [])
+    model = info.get("model name", platform.machine())
+    flags = info.get("flags", "").split()
     simd = [f for f in ("avx512f", "avx2", "fma") if f in flags]
     return f"{model} ({', '.join(simd)})" if simd else model
 

@@ -57,8 +57,9 @@ def _pow_float(ctx, x, y, dtype):
     one, and for any other y NaN (pow(|x|, y) for -0.0 and -inf, as C's pow).  glibc's
     vector pow takes a lane with a negative base through its scalar code: a 16392x128
     power of bases in [-1, 1] took 27 ms, of bases in [0, 1] 8 ms (GradBench's llsq,
-    2026-12-07; ``python benchmarks/bench_gradbench.py --evals llsq``).  Parity from y / 2: for an integral
-    y it is integral exactly when y is even, infinities and |y| >= 2**53 included."""
+    2026-12-07; ``python benchmarks/bench_gradbench.py --evals llsq``).  Parity from
+    y / 2: for an integral y it is integral exactly when y is even, infinities and
+    |y| >= 2**53 included."""
     b, flags = ctx.b, ctx.flags
     magnitude = math.call(ctx, "pow", [math.call(ctx, "fabs", [x], dtype), y], dtype, flags)
     half = b.fmul(y, const(dtype, 0.5))
