@@ -6,7 +6,9 @@ it inline (so ``c = a*b + d`` is one loop, and a trailing ``reduce_sum`` swallow
 chain it sums), or a cheap index map (broadcast_in_dim, iota, scalar constants) with
 any number of readers, or one cheap arithmetic operation (``RECOMPUTED``) over values
 that have buffers, with any number of elementwise readers: repeating one add per reader
-costs less than writing and re-reading an array.  Broadcasting never pulls a costly
+costs less than writing and re-reading an array.  A gather of a stored matrix's rows
+whose every reader is a matrix product taking it on the left is read by those products
+where the rows are stored (``codegen.gathered``).  Broadcasting never pulls a costly
 producer into its loop, since that would recompute the producer once per broadcast copy.
 A costly value with several readers is inlined too when all of them compute into one
 loop at its own index: that loop computes it once per element and every reader uses the
@@ -29,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from llgrad.compiler.codegen import gathered
 from llgrad.compiler.codegen.lowering import row
 from llgrad.compiler.codegen.matmul import canonical
 from llgrad.compiler.codegen.plan import (Branches, Elementwise, IndexMap, Leaf, Loop, Part,
@@ -164,6 +167,9 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
         width[id(n)] = sum(width[id(i)] if id(i) in inlined else 1 for i in n.inputs)
         if (inline(n) or recompute(n)) and width[id(n)] <= MAX_READS:
             inlined.add(id(n))
+        elif enabled and id(n) not in outputs and gathered.by_products(
+                n, uses.get(id(n), []), inlined):
+            inlined.add(id(n))       # its readers gather its rows (``codegen.gathered``)
     if enabled:
         _share_within_loops(graph, uses, inlined, outputs, width)
     views: dict[int, Node] = {}

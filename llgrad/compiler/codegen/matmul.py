@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from llgrad.compiler.codegen import matvec, parallel, tiles, transpose
+from llgrad.compiler.codegen import gathered, matvec, parallel, tiles, transpose
 from llgrad.llvm import atomics
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
@@ -102,11 +102,16 @@ def canonical(node) -> Canonical:
 
 
 def scratch_bytes(node):
+    """The copies of the operands the product may make, the padded copy of B, and,
+    last, room for the rows of a gather (``codegen.gathered``) the product may have to
+    copy (reserved for every ``take`` on the left: this does not see whether the
+    gather has readers other than products, which give it a buffer of its own)."""
     c, item = canonical(node), ITEMSIZE[node.dtype]
     sizes = (c.B * c.M * c.K * item, c.B * c.K * c.N * item)
     padded = (c.B * c.K * _padded_row(c, node.dtype) * item,) if _pads_by_copy(
         c, node.dtype, MIN_L1D_SPAN, WIDEST_VECTOR_BITS) else ()
-    return tuple(n for n, needed in zip(sizes, c.copies) if needed) + padded
+    gather = (sizes[0],) if node.inputs[0].op == "take" else ()
+    return tuple(n for n, needed in zip(sizes, c.copies) if needed) + padded + gather
 
 
 #: a right operand that the tiles read in place, with rows half the L1 data cache's
@@ -442,17 +447,28 @@ def emit_dot_general(ctx, node, out):
     l_scratch = next(scratch) if need_l else None
     r_scratch = next(scratch) if need_r else None
     la, lb = c.gemm_layouts
-    A = ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch)
     a_strides = _strides(la, c.M, c.K)
     streaming = matvec.plan(c, a_strides, _strides(lb, c.K, c.N))   # B read in place
-    if streaming is not None and dtype in ("float32", "float64"):
+    if streaming is not None and dtype not in ("float32", "float64"):
+        streaming = None
+    gemm = ctx.options.gemm(dtype)
+    blas = streaming is None and _use_blas(ctx.options, gemm, c,
+                                           tiles.vectorised(c.M, c.N, a_strides), node)
+    table = None
+    if gathered.is_gathered(ctx, lhs):    # x[idx]: read through a table of its rows
+        if streaming is None and not blas and c.N > 1 and not (la == "T" and need_l):
+            table = gathered.offset_table(ctx, lhs)
+        else:
+            gathered.materialise(ctx, lhs, ctx.scratch[-1])
+    A = (ctx.pointer(lhs.inputs[0]) if table is not None
+         else ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch))
+    if streaming is not None:
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
         matvec.emit(ctx, streaming, A, Bm, out, dtype, tuple(ctx.flags) or _CONTRACT)
         if ctx.epilogue is not None:
             ctx.epilogue.run_all(b)
         return
-    gemm = ctx.options.gemm(dtype)
-    if _use_blas(ctx.options, gemm, c, tiles.vectorised(c.M, c.N, a_strides), node):
+    if blas:
         Bm = ctx.pointer(rhs) if lb else _reordered(ctx, rhs, c.rhs_perm, r_scratch)
         layouts = (la or "N", lb or "N")
         if _on_pool(ctx.options, gemm, c):
@@ -479,7 +495,9 @@ def emit_dot_general(ctx, node, out):
         pack_rows = _packing_rows(c, dtype, span)
         Bm = tiles.Matrix(_reordered(ctx, rhs, c.rhs_perm, r_scratch) if need_r
                           else ctx.pointer(rhs), _strides(None if need_r else lb, c.K, c.N))
-    _emit_tiles(b, ctx.options, c, tiles.Matrix(A, a_strides), Bm,
+    # a gathered A's table gives the offsets of its rows, or, transposed, of its k
+    a = tiles.Matrix(A, a_strides, table, 0 if table is None else 1 if la == "N" else 2)
+    _emit_tiles(b, ctx.options, c, a, Bm,
                 tiles.Matrix(out, _strides("N", c.M, c.N)), dtype, tuple(ctx.flags) or _CONTRACT,
                 carried=id(rhs) in ctx.state.carried,
                 transposed_from=ctx.pointer(rhs) if banded else None, epilogue=ctx.epilogue,
@@ -574,10 +592,13 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     parts = bands
     last = extent - (parts - 1) * band
 
-    own = 3 + (transposed_from is not None)
+    extra = ([] if transposed_from is None else [transposed_from]) + (
+        [] if a.table is None else [a.table])
+    own = 3 + len(extra)
 
     def emit_part(pb, pointers, part):
         pa, pbm, pc = pointers[:3]
+        p_table = pointers[own - 1] if a.table is not None else None
         first = pb.mul(part, i64(band))
 
         def after_rows(rb, row, count):   # rows of the band, counted from its first
@@ -587,12 +608,14 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
             if transposed_from is not None:
                 copy_columns(pb, pointers[3], pbm, first, size)
             if by_rows:
-                tiles.emit_product(pb, (c.B, size, c.K, c.N), a.rows_from(pb, pa, first, dtype),
+                tiles.emit_product(pb, (c.B, size, c.K, c.N),
+                                   a.rows_from(pb, pa, first, dtype, p_table),
                                    tiles.Matrix(pbm, bm.strides),
                                    out.rows_from(pb, pc, first, dtype), dtype, flags, bits,
                                    after_rows=after_rows if by_bands else None, pack=pack)
             else:
-                tiles.emit_product(pb, (c.B, c.M, c.K, size), tiles.Matrix(pa, a.strides),
+                tiles.emit_product(pb, (c.B, c.M, c.K, size),
+                                   tiles.Matrix(pa, a.strides, p_table, a.table_axis),
                                    bm.cols_from(pb, pbm, first, dtype),
                                    out.cols_from(pb, pc, first, dtype), dtype, flags, bits,
                                    pack=pack)
@@ -605,7 +628,7 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
             with final:
                 product(last)
 
-    pointers = [a.ptr, bm.ptr, out.ptr] + ([] if transposed_from is None else [transposed_from])
+    pointers = [a.ptr, bm.ptr, out.ptr] + extra
     pointers += list(epilogue.pointers) if by_bands else []
     parallel.run_parts(b, f"{b.function.name}.bands", parts, pointers, emit_part)
     if epilogue is not None and not by_bands:
@@ -650,7 +673,8 @@ def _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts):
         b.store(i64(0), b.gep(progress, [i64(p)], inbounds=True, source_etype=I64))
 
     def emit_part(pb, pointers, part):
-        pa, pbm, pc, pprogress, ppartials = pointers
+        pa, pbm, pc, pprogress, ppartials = pointers[:5]
+        p_table = pointers[5] if a.table is not None else None
         k0 = pb.mul(part, i64(band))
         length = pb.select(pb.icmp_unsigned("<", part, i64(parts - 1)), i64(band),
                            i64(c.K - (parts - 1) * band))
@@ -667,7 +691,7 @@ def _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts):
                 (lambda sb, t: None) if first else
                 (lambda sb, t: atomics.wait_beyond(sb, counter(earlier), t)),
                 lambda sb, t: atomics.publish(sb, counter(part), sb.add(t, i64(1))))
-            tiles.emit_product(pb, (1, c.M, length, c.N), a.cols_from(pb, pa, k0, dtype),
+            tiles.emit_product(pb, (1, c.M, length, c.N), a.cols_from(pb, pa, k0, dtype, p_table),
                                bm.rows_from(pb, pbm, k0, dtype), dest, dtype, flags, bits,
                                stage)
 
@@ -678,4 +702,5 @@ def _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts):
                 product(False)
 
     parallel.run_parts(b, f"{b.function.name}.k_stages", parts,
-                       [a.ptr, bm.ptr, out.ptr, progress, partials], emit_part)
+                       [a.ptr, bm.ptr, out.ptr, progress, partials]
+                       + ([] if a.table is None else [a.table]), emit_part)

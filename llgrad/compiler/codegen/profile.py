@@ -74,12 +74,14 @@ _GATHERS = {"take": 1, "dynamic_slice": 1, "slice": None}
 
 
 def _bytes(kernel) -> int:
-    """What a kernel reads and writes, each value once (a gather, the rows it takes)."""
+    """What a kernel reads and writes, each value once (a gather, the rows it takes,
+    also where a product reads them in place: ``codegen.gathered``)."""
     node, written = kernel.node, nbytes(kernel.node.type)
     if node.op in _GATHERS:
         index = _GATHERS[node.op]
         return 2 * written + (nbytes(node.inputs[index].type) if index is not None else 0)
-    return written + sum(nbytes(r.type) for r in kernel.reads)
+    rows = {id(n.inputs[0]): nbytes(n.type) for n in kernel.inlined if n.op == "take"}
+    return written + sum(rows.get(id(r), nbytes(r.type)) for r in kernel.reads)
 
 
 def finish(state, entry_name: str) -> list:

@@ -38,25 +38,38 @@ MAX_VECTORS = 3
 @dataclass(frozen=True)
 class Matrix:
     """A batch of matrices in memory: base pointer and element strides
-    (batch, row, column); a stride of an axis of size 1 is never used."""
+    (batch, row, column); a stride of an axis of size 1 is never used.
+
+    A gathered matrix (``x[idx]`` read where ``x`` is stored, ``codegen.gathered``) has
+    a ``table``: an i64 array whose entry i is the element offset from ``ptr`` of its
+    row i (``table_axis`` 1) or column i (2), in place of i times that axis's stride;
+    one batch only."""
     ptr: ir.Value
     strides: tuple
+    table: ir.Value | None = None
+    table_axis: int = 0
 
     def transposed(self) -> "Matrix":
         s = self.strides
-        return Matrix(self.ptr, (s[0], s[2], s[1]))
+        return Matrix(self.ptr, (s[0], s[2], s[1]), self.table, (0, 2, 1)[self.table_axis])
 
-    def rows_from(self, b, ptr, first, dtype) -> "Matrix":
+    def rows_from(self, b, ptr, first, dtype, table=None) -> "Matrix":
         """The same layout at ``ptr`` (this matrix's base, as another function sees
-        it), starting at row ``first`` (an ``i64`` value) of every batch."""
-        return self._from(b, ptr, first, self.strides[1], dtype)
+        it, and ``table``, its table there), starting at row ``first`` (an ``i64``
+        value) of every batch."""
+        return self._from(b, ptr, first, 1, dtype, table)
 
-    def cols_from(self, b, ptr, first, dtype) -> "Matrix":
+    def cols_from(self, b, ptr, first, dtype, table=None) -> "Matrix":
         """As ``rows_from``, starting at column ``first`` of every row."""
-        return self._from(b, ptr, first, self.strides[2], dtype)
+        return self._from(b, ptr, first, 2, dtype, table)
 
-    def _from(self, b, ptr, first, stride, dtype) -> "Matrix":
-        return Matrix(_element(b, ptr, b.mul(first, i64(stride)), dtype), self.strides)
+    def _from(self, b, ptr, first, axis, dtype, table) -> "Matrix":
+        table = self.table if table is None else table
+        if table is not None and axis == self.table_axis:
+            return Matrix(ptr, self.strides, b.gep(table, [first], inbounds=True,
+                                                   source_etype=I64), axis)
+        return Matrix(_element(b, ptr, b.mul(first, i64(self.strides[axis])), dtype),
+                      self.strides, table, self.table_axis)
 
 
 def contiguous_rows(strides, cols) -> bool:
@@ -106,6 +119,7 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
     ``after_rows`` or a ``stage``, whose tiles visit a panel once per band of rows).
     """
     nb, M, K, N = shape
+    assert a.table is None or (nb == 1 and N > 1), "a gathered A: one batch, C's rows vectors"
     if N == 1 and vectorised(M, N, a.strides) and stage is None:
         if after_rows is not None:      # the transposed product has no bands of C's rows
             emit_product(b, shape, a, bm, c, dtype, flags, unit)
@@ -139,13 +153,24 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
                        b.add(b.mul(row, i64(m.strides[1])), b.mul(col, i64(m.strides[2]))))
         return _element(b, m.ptr, offset, dtype)
 
+    def a_from(batch, row):
+        """A's arguments to a tile function from ``row``: its address there, or, for a
+        gathered A, its base and its table from the entry of that row (or of k = 0)."""
+        if a.table is None:
+            return [at(a, batch, row, i64(0))], []
+        row = i64(row) if isinstance(row, int) else row
+        if a.table_axis == 1:
+            return [a.ptr], [b.gep(a.table, [row], inbounds=True, source_etype=I64)]
+        return [_element(b, a.ptr, b.mul(row, i64(a.strides[1])), dtype)], [a.table]
+
     def call_tiles(fn, batch, first, j, count, packed_panel=None):
         """``count`` tiles from row ``first``, column ``j``; B read in place, or from
         ``packed_panel`` (its buffer, its width) where it was packed."""
         b_at, b_rows = ((at(bm, batch, 0, j), strides[3]) if packed_panel is None
                         else (packed_panel[0], i64(packed_panel[1])))
-        b.call(fn, [at(a, batch, first, i64(0)), b_at, at(c, batch, first, j), i64(count)]
-               + strides[:3] + [b_rows] + strides[4:])
+        a_at, table = a_from(batch, first)
+        b.call(fn, a_at + [b_at, at(c, batch, first, j), i64(count)]
+               + strides[:3] + [b_rows] + strides[4:] + table)
 
     packed = pack and after_rows is None and stage is None and packs(K, N, lanes, dtype)
     if packed:
@@ -168,8 +193,9 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
                 t = b.load(sequence)
                 stage.wait(b, t)
                 resume = [at(stage.partials, batch, row, j)] if stage.partials else []
-                b.call(fn, [at(a, batch, row, i64(0)), at(bm, batch, 0, j),
-                            at(c, batch, row, j), i64(1)] + strides + resume)
+                a_at, table = a_from(batch, row)
+                b.call(fn, a_at + [at(bm, batch, 0, j), at(c, batch, row, j), i64(1)]
+                       + strides + resume + table)
                 stage.done(b, t)
                 b.store(b.add(t, i64(1)), sequence)
 
@@ -183,7 +209,8 @@ def emit_product(b: ir.IRBuilder, shape, a: Matrix, bm: Matrix, c: Matrix, dtype
         ``i64`` value)."""
         for count, widths, j0 in col_blocks:
             fn = _tile_function(b.module, dtype, rows, widths, flags,
-                                resume=stage is not None and stage.partials is not None)
+                                resume=stage is not None and stage.partials is not None,
+                                table_axis=a.table_axis)
             _repeat(b, count, "nt", lambda t, fn=fn, width=sum(widths), j0=j0:
                     visit(fn, b.add(b.mul(t, i64(width)), i64(j0)), width))
 
@@ -297,34 +324,44 @@ def _broadcast(b, x, width):
                                               [0] * width))
 
 
-def _tile_name(dtype, rows, widths, flags, resume) -> str:
+def _tile_name(dtype, rows, widths, flags, resume, table_axis=0) -> str:
     return (f"llgrad.tile.{dtype}.{rows}x{'+'.join(map(str, widths))}.{'.'.join(flags)}"
-            + (".resume" if resume else ""))
+            + (".resume" if resume else "") + ("", ".rows_at", ".k_at")[table_axis])
 
 
-def _tile_function(module, dtype, rows, widths, flags, resume=False) -> ir.Function:
+def _tile_function(module, dtype, rows, widths, flags, resume=False,
+                   table_axis=0) -> ir.Function:
     """``void tile(A, B, C, count, K, a_row, a_k, b_k, c_row)``: ``count`` tiles of
     ``rows`` x ``sum(widths)`` one below the other (strides in elements).  One
     function per shape of tile, shared by every product of the module: a tile is
     hundreds of instructions, and LLVM's time grows with each one compiled.
     ``resume``: one more argument ``I``, laid out as C, holding the sums of earlier
-    k: the accumulators start from them instead of zero, and go on in k order."""
-    name = _tile_name(dtype, rows, widths, flags, resume)
+    k: the accumulators start from them instead of zero, and go on in k order.
+    ``table_axis`` 1 or 2: a last argument, A's table (``Matrix.table``), gives the
+    offset of each of its rows (read once a tile) or of each k (once a step of k)."""
+    name = _tile_name(dtype, rows, widths, flags, resume, table_axis)
     if name in module.globals:
         return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(),
-                                             [PTR] * 3 + [I64] * 6 + [PTR] * resume), name)
+    tabled = int(table_axis > 0)
+    fn = ir.Function(module, ir.FunctionType(
+        ir.VoidType(), [PTR] * 3 + [I64] * 6 + [PTR] * (resume + tabled)), name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     for arg in fn.args[:3] + fn.args[9:]:
         arg.add_attribute("noalias")
         arg.add_attribute("captures(none)")
     A, B, C, count, K, a_row, a_k, b_k, c_row = fn.args[:9]
+    table = fn.args[-1] if tabled else None
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     starts = [sum(widths[:v]) for v in range(len(widths))]
+
+    def entry(i):
+        return b.load(b.gep(table, [i], inbounds=True, source_etype=I64), typ=I64)
+
     with counted_loop(b, count, "tile") as t:
         first = b.mul(t, i64(rows))
-        a_rows = [b.mul(b.add(first, i64(r)), a_row) for r in range(rows)]
+        a_rows = [entry(b.add(first, i64(r))) if table_axis == 1
+                  else b.mul(b.add(first, i64(r)), a_row) for r in range(rows)]
         if resume:
             c_rows = [b.mul(b.add(first, i64(r)), c_row) for r in range(rows)]
             zeros = [_load(b, fn.args[9], b.add(c_r, i64(s)), dtype, w)
@@ -335,7 +372,7 @@ def _tile_function(module, dtype, rows, widths, flags, resume=False) -> ir.Funct
             b_k_row = b.mul(k, b_k)
             vectors = [_load(b, B, b.add(b_k_row, i64(s)), dtype, w)
                        for s, w in zip(starts, widths)]
-            a_col = b.mul(k, a_k)
+            a_col = entry(k) if table_axis == 2 else b.mul(k, a_k)
             for r, a_r in enumerate(a_rows):
                 x = _load(b, A, b.add(a_r, a_col), dtype, 1)
                 for v, (vec, w) in enumerate(zip(vectors, widths)):
