@@ -41,7 +41,7 @@ class Lowering:
     def plan(self):
         from llgrad.compiler.codegen.fusion import fuse
         from llgrad.compiler.codegen.memplan import plan_memory
-        fusion = fuse(self.graph, enabled=self.options.fuse_ops)
+        fusion = fuse(self.graph, enabled=self.options.fuse_ops, options=self.options)
         return fusion, plan_memory(fusion)
 
     @cached_property

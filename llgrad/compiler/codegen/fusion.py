@@ -33,7 +33,7 @@ from typing import Optional
 
 from llgrad.compiler.codegen import gathered
 from llgrad.compiler.codegen.lowering import row
-from llgrad.compiler.codegen.matmul import canonical
+from llgrad.compiler.codegen.matmul import canonical, reads_gathered
 from llgrad.compiler.codegen.plan import (Branches, Elementwise, IndexMap, Leaf, Loop, Part,
                                           Slice, View)
 from llgrad.compiler.codegen.plan import Kernel as KernelRow
@@ -130,7 +130,9 @@ def _cheap(r) -> bool:
     return isinstance(r, IndexMap) and r.cheap
 
 
-def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
+def fuse(graph: Graph, *, enabled: bool = True, options=None) -> FusionPlan:
+    """The plan of ``graph``'s kernels; ``options`` (``CodegenOptions``, which decide
+    how each product runs) lets products read a gather's rows where they are stored."""
     uses: dict[int, list[Node]] = {}
     for n in graph.nodes:
         for i in n.inputs:
@@ -167,8 +169,9 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
         width[id(n)] = sum(width[id(i)] if id(i) in inlined else 1 for i in n.inputs)
         if (inline(n) or recompute(n)) and width[id(n)] <= MAX_READS:
             inlined.add(id(n))
-        elif enabled and id(n) not in outputs and gathered.by_products(
-                n, uses.get(id(n), []), inlined):
+        elif (enabled and options is not None and id(n) not in outputs
+              and gathered.by_products(n, uses.get(id(n), []), inlined)
+              and all(reads_gathered(options, r) for r in uses[id(n)])):
             inlined.add(id(n))       # its readers gather its rows (``codegen.gathered``)
     if enabled:
         _share_within_loops(graph, uses, inlined, outputs, width)
@@ -193,9 +196,11 @@ def fuse(graph: Graph, *, enabled: bool = True) -> FusionPlan:
             if isinstance(row(n), Part) or id(source) in offsets:
                 offsets[id(n)] = offset
             continue
-        body = fuse(n.attrs["body"], enabled=enabled) if isinstance(row(n), Loop) else None
+        body = (fuse(n.attrs["body"], enabled=enabled, options=options)
+                if isinstance(row(n), Loop) else None)
         if isinstance(row(n), Branches):
-            body = tuple(fuse(g, enabled=enabled) for g in n.attrs["branches"])
+            body = tuple(fuse(g, enabled=enabled, options=options)
+                         for g in n.attrs["branches"])
         kernel = Kernel(n, body=body)
         kernels.append(kernel)
         owners[id(n)] = kernel

@@ -9,19 +9,19 @@ bench --workloads streaming --systems "llgrad native" --profile``).  Read by the
 product's register tiles, the loads of the first tile of rows overlap its
 multiply-adds, as the rows of a data set read in order do.
 
-``fusion`` leaves such a ``take`` without a buffer (``by_products``) when every reader
-is a product taking it as its left operand; the product computes, once, the element
-offset of each gathered row (the index clamped into range, as ``take`` clamps it) into
-a table, and its tiles address A's rows (``x[idx] @ w``) or its steps of k
-(``x[idx].T @ d``) through it (``tiles.Matrix.table``).  Where the product goes
-another way (BLAS, a matrix-vector product, a copy of A), it gathers the rows into its
-scratch first (``materialise``), as the ``take`` kernel would have.
+``fusion`` leaves such a ``take`` without a buffer when every reader is a product
+taking it as its left operand that will run as tiles reading A in place
+(``matmul.reads_gathered``); a product that BLAS runs, or a matrix-vector product, reads
+the take's copy as before (one copy for all of its readers, not one each).  The product
+computes, once, the element offset of each gathered row (the index clamped into range,
+as ``take`` clamps it) into a table, and its tiles address A's rows (``x[idx] @ w``) or
+its steps of k (``x[idx].T @ d``) through it (``tiles.Matrix.table``).
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
-from llgrad.compiler.codegen.kernels import clamped_start, emit_take
+from llgrad.compiler.codegen.kernels import clamped_start
 from llgrad.ir.graph import Node
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop
@@ -31,10 +31,10 @@ FLOATS = ("float32", "float64")
 
 
 def by_products(node: Node, readers: list, inlined: set) -> bool:
-    """Whether ``node`` is a gather of rows that its readers, all matrix products, read
-    in place: a ``take`` of a stored float matrix's rows (not in ``inlined``) by a
+    """Whether ``node`` is a gather of rows that its readers, all matrix products, may
+    read in place: a ``take`` of a stored float matrix's rows (not in ``inlined``) by a
     vector of indices, each reader a product with no batch axes that takes it as its
-    left operand and only there."""
+    left operand and only there (whether each will is ``matmul.reads_gathered``)."""
     if node.op != "take" or not readers or id(node.inputs[0]) in inlined:
         return False
     x, idx = node.inputs
@@ -61,10 +61,3 @@ def offset_table(ctx, node: Node) -> ir.Value:
         b.store(b.mul(row, i64(x.shape[1])), b.gep(table, [r], inbounds=True,
                                                    source_etype=I64))
     return table
-
-
-def materialise(ctx, node: Node, scratch) -> None:
-    """The gathered rows copied into ``scratch``, which then stands for ``node`` in
-    this kernel: for a product that does not read them through a table."""
-    emit_take(ctx, node, scratch)
-    ctx.pointers[id(node)] = scratch

@@ -102,16 +102,11 @@ def canonical(node) -> Canonical:
 
 
 def scratch_bytes(node):
-    """The copies of the operands the product may make, the padded copy of B, and,
-    last, room for the rows of a gather (``codegen.gathered``) the product may have to
-    copy (reserved for every ``take`` on the left: this does not see whether the
-    gather has readers other than products, which give it a buffer of its own)."""
     c, item = canonical(node), ITEMSIZE[node.dtype]
     sizes = (c.B * c.M * c.K * item, c.B * c.K * c.N * item)
     padded = (c.B * c.K * _padded_row(c, node.dtype) * item,) if _pads_by_copy(
         c, node.dtype, MIN_L1D_SPAN, WIDEST_VECTOR_BITS) else ()
-    gather = (sizes[0],) if node.inputs[0].op == "take" else ()
-    return tuple(n for n, needed in zip(sizes, c.copies) if needed) + padded + gather
+    return tuple(n for n, needed in zip(sizes, c.copies) if needed) + padded
 
 
 #: a right operand that the tiles read in place, with rows half the L1 data cache's
@@ -438,6 +433,30 @@ def _re_reads_fit(options, c: Canonical, itemsize: int) -> bool:
     return c.K * c.N * itemsize <= room or c.M * c.K * itemsize + panel <= room
 
 
+def _way(options, node):
+    """How a product runs: (the streaming matrix-vector plan, or None; whether BLAS
+    runs it); neither: the tiles."""
+    c = canonical(node)
+    la, lb = c.gemm_layouts
+    a_strides = _strides(la, c.M, c.K)
+    streaming = matvec.plan(c, a_strides, _strides(lb, c.K, c.N))   # B read in place
+    if streaming is not None and node.dtype not in ("float32", "float64"):
+        streaming = None
+    blas = streaming is None and _use_blas(options, options.gemm(node.dtype), c,
+                                           tiles.vectorised(c.M, c.N, a_strides), node)
+    return streaming, blas
+
+
+def reads_gathered(options, node) -> bool:
+    """Whether this product's tiles can read its left operand, rows gathered from a
+    stored matrix (``codegen.gathered``), through a table of the rows' offsets: one
+    matrix, as tiles, vectors along C's rows, and A read in place (transposed or not)."""
+    c = canonical(node)
+    la = c.gemm_layouts[0]
+    return (c.B == 1 and c.N > 1 and la is not None and not (la == "T" and c.copies[0])
+            and _way(options, node) == (None, False))
+
+
 def emit_dot_general(ctx, node, out):
     b, dtype = ctx.b, node.dtype
     lhs, rhs = node.inputs
@@ -448,18 +467,11 @@ def emit_dot_general(ctx, node, out):
     r_scratch = next(scratch) if need_r else None
     la, lb = c.gemm_layouts
     a_strides = _strides(la, c.M, c.K)
-    streaming = matvec.plan(c, a_strides, _strides(lb, c.K, c.N))   # B read in place
-    if streaming is not None and dtype not in ("float32", "float64"):
-        streaming = None
+    streaming, blas = _way(ctx.options, node)
     gemm = ctx.options.gemm(dtype)
-    blas = streaming is None and _use_blas(ctx.options, gemm, c,
-                                           tiles.vectorised(c.M, c.N, a_strides), node)
     table = None
-    if gathered.is_gathered(ctx, lhs):    # x[idx]: read through a table of its rows
-        if streaming is None and not blas and c.N > 1 and not (la == "T" and need_l):
-            table = gathered.offset_table(ctx, lhs)
-        else:
-            gathered.materialise(ctx, lhs, ctx.scratch[-1])
+    if gathered.is_gathered(ctx, lhs):    # x[idx], its rows where x is (``reads_gathered``)
+        table = gathered.offset_table(ctx, lhs)
     A = (ctx.pointer(lhs.inputs[0]) if table is not None
          else ctx.pointer(lhs) if la else _reordered(ctx, lhs, c.lhs_perm, l_scratch))
     if streaming is not None:
