@@ -105,6 +105,16 @@ def test_a_gather_with_another_reader_keeps_its_buffer():
     np.testing.assert_allclose(total, xs[np.clip(ids, 0, 39)].sum(axis=0), rtol=1e-12)
 
 
+def test_a_gather_of_more_rows_than_a_table_holds_keeps_its_take():
+    """The table lives on the stack: past ``gathered.MAX_ROWS`` rows the take stays."""
+    from llgrad.compiler.codegen import gathered
+    for n_idx, fused in ((gathered.MAX_ROWS, True), (gathered.MAX_ROWS + 1, False)):
+        graph = _gather_graph((50, 3), n_idx, (3, 16), NN, "float64")
+        ops = [k.node.op for k in compile_graph(graph, blas=False).plan[0].kernels]
+        assert ops == (["dot_general"] if fused else ["take", "dot_general"])
+    _check(graph, _arguments((50, 3), n_idx, (3, 16), "float64"), NN, "float64", blas=False)
+
+
 def _gathered_weight_loop(steps=3):
     """A training loop's first layer over rows gathered afresh each step: h = x[idx] @ w
     (w carried: a pipeline over k on several threads), w <- w - 0.01 x[idx].T h."""

@@ -28,17 +28,21 @@ from llgrad.llvm.loops import counted_loop
 from llgrad.llvm.scalar import I64, i64
 
 FLOATS = ("float32", "float64")
+#: the most rows a table may hold: it lives on the stack of the product's function, as
+#: a pipelined product's partial sums do (``matmul.PIPELINE_MAX_BYTES``); a larger
+#: gather keeps its take
+MAX_ROWS = (64 << 10) // 8
 
 
 def by_products(node: Node, readers: list, inlined: set) -> bool:
     """Whether ``node`` is a gather of rows that its readers, all matrix products, may
-    read in place: a ``take`` of a stored float matrix's rows (not in ``inlined``) by a
-    vector of indices, each reader a product with no batch axes that takes it as its
+    read in place: a ``take`` of a stored float matrix's rows (not in ``inlined``) by at
+    most ``MAX_ROWS`` indices, each reader a product with no batch axes that takes it as its
     left operand and only there (whether each will is ``matmul.reads_gathered``)."""
     if node.op != "take" or not readers or id(node.inputs[0]) in inlined:
         return False
     x, idx = node.inputs
-    return (x.type.ndim == 2 and x.shape[0] > 0 and idx.type.ndim == 1 and node.dtype in FLOATS
+    return (x.type.ndim == 2 and idx.shape[0] <= MAX_ROWS and node.dtype in FLOATS
             and all(r.op == "dot_general" and r.inputs[0] is node and r.inputs[1] is not node
                     and not r.attrs["dims"][1][0] for r in readers))
 
