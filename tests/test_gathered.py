@@ -182,3 +182,22 @@ def test_shuffled_training_reads_its_minibatch_in_place(monkeypatch):
     gathers = [lab["type"] for lab in labels if lab["op"] == "take"]
     assert len(products) == 2 and gathers == ["f32[64,1]"]       # y's rows: read elementwise
     assert all(lab["bytes"] < x.nbytes for lab in products)
+
+
+def test_numpy_indexing_with_negative_indices_is_read_through_the_table(monkeypatch):
+    """``x[idx] @ w`` traced from numpy: negative indices count from the end, as numpy's
+    do (the wrap is computed inside the product's table loop), and both products read
+    the rows in place: no take kernel."""
+    from llgrad.runtime import blas
+    monkeypatch.setattr(blas, "_found", {})
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 24))
+    w = rng.standard_normal((24, 20))
+    d = rng.standard_normal((16, 20))
+    idx = rng.integers(-40, 40, 16)
+    f = llgrad.jit(lambda x, w, d, idx: (x[idx] @ w, x[idx].T @ d))
+    forward, backward = f(x, w, d, idx)
+    np.testing.assert_allclose(forward, x[idx] @ w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(backward, x[idx].T @ d, rtol=1e-12, atol=1e-12)
+    ops = [line.split()[0] for line in str(f.trace(x, w, d, idx).kernels).splitlines()]
+    assert ops == ["dot_general", "dot_general"]
