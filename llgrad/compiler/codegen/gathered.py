@@ -27,7 +27,6 @@ from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop
 from llgrad.llvm.scalar import I64, i64
 
-FLOATS = ("float32", "float64")
 #: the most rows a table may hold: it lives on the stack of the product's function, as
 #: a pipelined product's partial sums do (``matmul.PIPELINE_MAX_BYTES``); a larger
 #: gather keeps its take
@@ -42,7 +41,7 @@ def by_products(node: Node, readers: list, inlined: set) -> bool:
     if node.op != "take" or not readers or id(node.inputs[0]) in inlined:
         return False
     x, idx = node.inputs
-    return (x.type.ndim == 2 and idx.shape[0] <= MAX_ROWS and node.dtype in FLOATS
+    return (x.type.ndim == 2 and idx.shape[0] <= MAX_ROWS and node.type.is_float
             and all(r.op == "dot_general" and r.inputs[0] is node and r.inputs[1] is not node
                     and not r.attrs["dims"][1][0] for r in readers))
 
