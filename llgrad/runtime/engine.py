@@ -8,22 +8,28 @@ product timings) is the AVX2 machine's, so its code can be run and timed here.  
 whose vector features this machine lacks is refused: its code could not run.  Read once
 per process, before the first compile.
 
-One long-lived target machine optimises modules and prints assembly; every JIT
-engine gets a target machine of its own, because MCJIT takes ownership of the one
-it is given (sharing one between engines crashed, see LLVMLITE-NOTES).  All LLVM
+One long-lived target machine optimises modules, generates their object code and
+prints assembly.  A large module is compiled in parts, some of them in worker
+processes at the same time (``workers``); its parts' object code loads into one
+engine, as a cached module's does.  Every JIT engine gets a target machine of its
+own, because MCJIT takes ownership of the one it is given (sharing one between
+engines crashed, see LLVMLITE-NOTES).  All LLVM
 work happens under one lock, so compiling from several threads is safe.  A process
 that only loads cached object code never creates the shared target machine and
 asks LLVM for the host CPU once.
 """
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import threading
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 
-from llgrad.runtime import cache, cpus
+from llgrad.llvm import pipeline
+from llgrad.runtime import cache, cpus, workers
 
 _lock = threading.RLock()
 _state: dict = {}
@@ -68,9 +74,7 @@ def _shared_target_machine():
 
 def new_target_machine():
     _initialise()
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=_state["cpu"], features=_state["flat"],
-                                        opt=3, codemodel="jitdefault")
+    return pipeline.target_machine(_state["cpu"], _state["flat"])
 
 
 def _load_libmvec() -> bool:
@@ -137,30 +141,22 @@ class Compiled:
 
     def asm(self) -> str:
         with _lock:
-            mod = llvm.parse_assembly(self.llvm_ir_optimized)
-            return _shared_target_machine().emit_assembly(mod)
+            tm = _shared_target_machine()
+            return "".join(tm.emit_assembly(llvm.parse_assembly(part))
+                           for part in _modules(self.llvm_ir_optimized))
+
+
+def _modules(optimized: str) -> list[str]:
+    """The modules of optimised IR compiled in parts (``jit``), each of whose text
+    begins with its ``; ModuleID`` line."""
+    starts = [m.start() for m in re.finditer(r"^; ModuleID", optimized, re.M)] or [0]
+    return [optimized[a:b] for a, b in zip(starts, starts[1:] + [len(optimized)])]
 
 
 def optimize(llvm_ir: str, *, speed_level: int = 3, tm=None) -> "llvm.ModuleRef":
     """``llvm_ir`` parsed, verified and optimised for ``tm`` (default: the host)."""
     with _lock:
-        tm = tm or _shared_target_machine()
-        mod = llvm.parse_assembly(llvm_ir)
-        mod.triple = tm.triple
-        mod.data_layout = str(tm.target_data)
-        mod.verify()
-        pto = llvm.create_pipeline_tuning_options(speed_level=speed_level)
-        pto.loop_vectorization = True
-        pto.slp_vectorization = True
-        # unrolling triples the optimised IR of a small MLP's gradient and adds much of
-        # its compile time for no speed: the vectoriser still interleaves, and every hot
-        # loop here is a vector loop or a library call (re-measure with unrolling on: the
-        # cold line of ``python benchmarks/bench_cache_hit.py --workload tiny_mlp``, and
-        # ``python -m llgrad bench --workloads tiny_mlp --systems "llgrad native"``)
-        pto.loop_unrolling = False
-        pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(mod, pb)
-        return mod
+        return pipeline.optimize(llvm_ir, tm or _shared_target_machine(), speed_level=speed_level)
 
 
 def load(entry_key: str, suffix: str = ".obj") -> Compiled | None:
@@ -171,23 +167,34 @@ def load(entry_key: str, suffix: str = ".obj") -> Compiled | None:
         if hit is None:
             return None
         obj, optimized, meta = hit
-        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
-        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        engine.finalize_object()
-        return Compiled(engine, engine.get_function_address(meta["entry"]), optimized, meta)
+        bounds = [0, *itertools.accumulate(meta.get("objects", [len(obj)]))]
+        if bounds[-1] != len(obj):
+            return None     # not the parts it lists: compiled again, and replaced
+        return _loaded([obj[a:b] for a, b in zip(bounds, bounds[1:])], optimized, meta)
 
 
 def jit(llvm_ir: str, entry_key: str, meta: dict, *, speed_level: int = 3,
         suffix: str = ".obj") -> Compiled:
-    """Optimise ``llvm_ir``, compile it and store its object code with ``meta`` under
-    ``entry_key``; the address is that of the symbol ``meta["entry"]``."""
+    """Optimise ``llvm_ir``, compile it (in parts beside ``workers`` when it is large)
+    and store its object code with ``meta`` under ``entry_key``; the address is that
+    of the symbol ``meta["entry"]``."""
     with _lock:
-        mod = optimize(llvm_ir, speed_level=speed_level)
-        optimized = str(mod)
-        engine = llvm.create_mcjit_compiler(mod, new_target_machine())
-        emitted = []
-        engine.set_object_cache(notify_func=lambda module, buffer: emitted.append(buffer))
-        engine.finalize_object()
-        if emitted:
-            cache.store(entry_key, bytes(emitted[0]), optimized, meta, suffix)
-        return Compiled(engine, engine.get_function_address(meta["entry"]), optimized, meta)
+        tm = _shared_target_machine()
+        parts = workers.compile_module(
+            llvm_ir, lambda text: pipeline.emit(optimize(text, speed_level=speed_level), tm),
+            (_state["cpu"], _state["flat"]), speed_level)
+        objects = [obj for obj, _ in parts]
+        optimized = "".join(text for _, text in parts)
+        if len(objects) > 1:
+            meta = {**meta, "objects": [len(obj) for obj in objects]}
+        cache.store(entry_key, b"".join(objects), optimized, meta, suffix)
+        return _loaded(objects, optimized, meta)
+
+
+def _loaded(objects: list[bytes], optimized: str, meta: dict) -> Compiled:
+    """An engine holding ``objects`` (calls between them resolve by name)."""
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
+    for obj in objects:
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    engine.finalize_object()
+    return Compiled(engine, engine.get_function_address(meta["entry"]), optimized, meta)

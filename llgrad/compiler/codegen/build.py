@@ -21,7 +21,7 @@ from llgrad.compiler.codegen.parallel import default_parts
 from llgrad.compiler.codegen.while_loop import ACCESSOR as LIMITS_ACCESSOR
 from llgrad.ir.fingerprint import fingerprint
 from llgrad.ir.graph import Graph
-from llgrad.runtime import cache, engine, host, mpi, pool, pyobjects
+from llgrad.runtime import cache, engine, host, mpi, pool, pyobjects, workers
 from llgrad.runtime.blas import available as blas_symbols
 from llgrad.runtime.executable import Executable
 
@@ -136,6 +136,7 @@ def compile_graph(graph: Graph, *, fastmath: bool = False, fuse_ops: bool = True
     mpi.resolve_for(graph)   # before any code calling MPI is loaded
     compiled = engine.load(entry_key)
     if compiled is None:
+        workers.start()     # they start while the IR is built
         compiled = engine.jit(lowering.llvm_ir, entry_key, lowering.meta)
     entry = compiled.meta["entry"]
     list_address = compiled.address_of(entry + ".list") if pyobjects.LAYOUT else 0
