@@ -16,11 +16,17 @@ def rng():
 def pytest_configure(config):
     """Tests compile into a cache of their own, never the user's ~/.cache/llgrad, and
     time no products (``codegen.product_timing``), so that which way a product runs
-    never depends on how loaded the machine was: tests that force a way say so."""
+    never depends on how loaded the machine was: tests that force a way say so.
+    Under pytest-xdist they compile without workers (``runtime.workers``)."""
     import os
     import tempfile
     os.environ.setdefault("LLGRAD_CACHE_DIR", tempfile.mkdtemp(prefix="llgrad-test-cache-"))
     os.environ.setdefault("LLGRAD_CALIBRATION", "0")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest-xdist runs a test process per core already: compile workers beside
+        # them would only crowd the cores that the tests of threads and timing need
+        # (tests/test_parallel_compile.py asks for its workers itself)
+        os.environ.setdefault("LLGRAD_COMPILE_WORKERS", "0")
 
 
 OPT_IN = ("fuzz", "large", "slow")  # what each means: the markers in pyproject.toml

@@ -223,3 +223,44 @@ def test_a_long_sum_is_cut_into_kernels_of_bounded_reads():
     args = list(np.random.default_rng(4).normal(size=(300, 5)))
     for got, want in zip(compile_graph(graph)(*args), interpret(graph, *args)):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_no_collection_runs_during_a_compile_and_the_collector_is_left_as_it_was(
+        collecting, monkeypatch):
+    """The cyclic collector pauses while a function compiles (``staging``): no
+    collection runs then, though they run around it, and the collector is on again
+    afterwards only if it was before."""
+    import gc
+
+    from llgrad.compiler.dispatch import staging
+    collections, inside = [], []
+    compile_ = staging.Staged._compile
+
+    def counted(self, *args, **kwargs):
+        before = len(collections)
+        try:
+            return compile_(self, *args, **kwargs)
+        finally:
+            inside.append(len(collections) - before)
+    monkeypatch.setattr(staging.Staged, "_compile", counted)
+
+    def note(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+    threshold = gc.get_threshold()
+    gc.set_threshold(10)            # a collection every few allocations, where allowed
+    gc.callbacks.append(note)
+    (gc.enable if collecting else gc.disable)()
+    try:
+        f = llgrad.grad(lambda x: np.sum(np.tanh(x) ** 2))
+        assert np.allclose(f(np.full(3, 0.5)), 2 * np.tanh(0.5) / np.cosh(0.5) ** 2)
+        for _ in range(100):        # garbage outside a compile is collected as ever
+            [[]]
+        assert gc.isenabled() == collecting
+    finally:
+        gc.callbacks.remove(note)
+        gc.set_threshold(*threshold)
+        gc.enable()
+    assert inside == [0]
+    assert bool(collections) == collecting
