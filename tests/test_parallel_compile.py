@@ -3,6 +3,8 @@
 for bit), numpy, and LLVM's verifier on every part."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import llvmlite.binding as llvm
@@ -44,8 +46,9 @@ def _kernel(module, name, scale, callee=None):
 
 
 def _module():
-    """An entry calling three kernels: two share a helper that reads a mutable
-    global (counted calls) and a constant global; the third stands alone."""
+    """An entry calling a loop's body (a driver too) and a function to be inlined; the
+    body calls three kernels: two share a helper that reads a mutable global (counted
+    calls) and a constant global; the third stands alone."""
     m = ir.Module(name="parts")
     table = ir.GlobalVariable(m, F64, "table")
     table.global_constant, table.linkage = True, "internal"
@@ -60,11 +63,23 @@ def _module():
     b.ret(b.fmul(helper.args[0], b.load(table, typ=F64)))
     kernels = [_kernel(m, "k0", 2.0, helper), _kernel(m, "k1", 3.0, helper),
                _kernel(m, "k2", 5.0)]
+    body = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, PTR]), "body")
+    body.linkage = "internal"
+    body.attributes.add("noinline")
+    set.add(body.attributes, split.DRIVER)
+    b = ir.IRBuilder(body.append_basic_block("entry"))
+    for k, fn in enumerate(kernels):
+        b.call(fn, [b.gep(body.args[0], [ir.Constant(ir.IntType(64), 8 * k)],
+                          source_etype=F64), body.args[1]])
+    b.ret_void()
+    inlined = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, PTR]), "inlined")
+    inlined.linkage = "internal"
+    b = ir.IRBuilder(inlined.append_basic_block("entry"))
+    b.call(body, inlined.args)
+    b.ret_void()
     entry = ir.Function(m, ir.FunctionType(ir.VoidType(), [PTR, PTR]), "entry")
     b = ir.IRBuilder(entry.append_basic_block("entry"))
-    for k, fn in enumerate(kernels):
-        b.call(fn, [b.gep(entry.args[0], [ir.Constant(ir.IntType(64), 8 * k)],
-                          source_etype=F64), entry.args[1]])
+    b.call(inlined, entry.args)
     counter = ir.Function(m, ir.FunctionType(ir.IntType(64), []), "calls_so_far")
     b.ret_void()
     b = ir.IRBuilder(counter.append_basic_block("entry"))
@@ -94,13 +109,12 @@ def test_parts_keep_helpers_and_mutable_globals_with_their_callers():
     homes = {}
     for k, part in enumerate(parts):
         llvm.parse_assembly(part).verify()
-        for name in ("k0", "k1", "k2", "helper", "calls", "entry"):
-            if f'define void @"{name}"' in part or f'define internal void @"{name}"' in part \
-                    or f'define internal double @"{name}"' in part \
-                    or f'@"{name}" = internal global' in part:
+        for name in ("k0", "k1", "k2", "helper", "calls", "entry", "inlined", "body"):
+            if re.search(rf'^(define [^@]*|)@"{name}"(\(| = internal global)', part, re.M):
                 homes[name] = k
     assert homes["k0"] == homes["k1"] == homes["helper"] == homes["calls"]
-    assert len({homes["k0"], homes["k2"], homes["entry"]}) == 3
+    assert homes["entry"] == homes["inlined"]       # to be inlined: kept with its caller
+    assert len({homes["k0"], homes["k2"], homes["body"]}) == 3
     # the constant is copied where it is read; what another part calls is declared there
     assert sum('@"table" = internal constant' in p for p in parts) == 1
     assert sum('declare void @"k2"' in p for p in parts) == 1

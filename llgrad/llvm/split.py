@@ -7,10 +7,13 @@ many cores.  Cut into parts, it can compile in several processes at once
 between parts resolve by name.
 
 Where to cut: a function stays in the part of every function and global it
-references, except that what an externally visible function (an entry point) calls
-may go elsewhere.  So the cuts fall only between an entry point and the kernels it
-calls: a helper keeps its callers (LLVM may still inline it, or propagate constant
-arguments into it), and no mutable global is duplicated.  A constant that names
+references, except that a kernel a driver calls may go elsewhere.  A driver is an
+externally visible function (an entry point) or one codegen marks with ``DRIVER`` (a
+loop's body, a branch, a part of a large graph: what calls kernels in turn); a
+kernel is a ``noinline`` function.  So the cuts fall only between a driver and its
+kernels: a helper keeps its callers (LLVM may still inline it, or propagate constant
+arguments into it), a function to be inlined stays with its caller, and no mutable
+global is duplicated.  A constant that names
 nothing (a table of numbers) is copied into each part that reads it instead.  A
 function called from another part loses its ``internal`` linkage and is declared in
 the parts that call it.
@@ -20,6 +23,7 @@ returned whole: cutting is only ever an optimisation.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -27,6 +31,9 @@ from dataclasses import dataclass, field
 _NAME = re.compile(r'@("(?:[^"\\]|\\.)*"|[-a-zA-Z$._][-a-zA-Z$._0-9]*)')
 #: a definition visible only inside its module
 _LOCAL = re.compile(r"^define (?:internal|private) ")
+#: the function attribute of a driver (see above)
+DRIVER = '"llgrad-driver"'
+
 #: what LLVM's work on a part is estimated by: its lines, and for each loop and each
 #: function this many lines more (the vectoriser's versions of a loop, a function's
 #: fixed work).  Measured here on workload 3's gradient, whose elementwise kernels'
@@ -42,7 +49,8 @@ class _Definition:
     lines: list[str]
     function: bool
     mutable: bool = False
-    exported: bool = False
+    driver: bool = False
+    kernel: bool = False
     refs: set[str] = field(default_factory=set)
 
     @property
@@ -50,33 +58,41 @@ class _Definition:
         """A constant naming nothing: each part that reads it gets a copy."""
         return not self.function and not self.mutable and not self.refs
 
-    @property
+    @functools.cached_property
     def cost(self) -> int:
         loops = sum(line.endswith(".head:") for line in self.lines)  # llvm/loops.py's names
         return len(self.lines) + LOOP_LINES * loops + FUNCTION_LINES * self.function
 
 
 def split(llvm_ir: str, parts: int, *, min_lines: int) -> list[str]:
-    """``llvm_ir`` as at most ``parts`` modules of at least about ``min_lines`` lines of
-    definitions each, balanced by size (one module: ``[llvm_ir]``)."""
+    """``llvm_ir`` as at most ``parts`` modules, balanced by size, each of at least
+    ``min_lines`` lines by ``_Definition.cost`` (one module: ``[llvm_ir]``)."""
     parsed = _parse(llvm_ir)
     if parsed is None:
         return [llvm_ir]
     header, definitions = parsed
     groups = _groups(definitions)
-    total = sum(d.cost for d in definitions.values())
-    parts = min(parts, len(groups), total // max(1, min_lines))
-    if parts < 2:
+    for count in range(min(parts, len(groups)), 1, -1):
+        loads = _balanced(groups, definitions, count)
+        if min(cost for cost, _ in loads) >= min_lines:
+            break
+    else:
         return [llvm_ir]
-    loads = [[0, []] for _ in range(parts)]
-    for group in sorted(groups, key=lambda g: -sum(definitions[n].cost for n in g)):
-        lightest = min(loads, key=lambda load: load[0])
-        lightest[0] += sum(definitions[n].cost for n in group)
-        lightest[1].extend(group)
     needs = [_needed(definitions, names) for _, names in loads]
     shared = {name for need in needs for name in need if definitions[name].function}
     return [_module(header, definitions, names, need, shared)
             for (_, names), need in zip(loads, needs)]
+
+
+def _balanced(groups, definitions, count: int) -> list[tuple[int, list[str]]]:
+    """``groups`` dealt into ``count`` parts, largest first, each to the lightest part:
+    (estimated cost, names) of each part."""
+    loads = [[0, []] for _ in range(count)]
+    for group in sorted(groups, key=lambda g: -sum(definitions[n].cost for n in g)):
+        lightest = min(loads, key=lambda load: load[0])
+        lightest[0] += sum(definitions[n].cost for n in group)
+        lightest[1].extend(group)
+    return [(cost, names) for cost, names in loads]
 
 
 def _parse(llvm_ir: str):
@@ -93,8 +109,9 @@ def _parse(llvm_ir: str):
             else:
                 return None
             name = _NAME.search(line.partition("(")[0]).group(1)
-            definitions[name] = _Definition(name, body, True,
-                                            exported=not _LOCAL.match(line))
+            definitions[name] = _Definition(
+                name, body, True, driver=DRIVER in line or not _LOCAL.match(line),
+                kernel=" noinline" in line)
         elif line.startswith("@"):
             name, _, rest = line.partition(" = ")
             if not rest or "appending" in rest.split("[")[0]:
@@ -128,8 +145,8 @@ def _groups(definitions) -> list[list[str]]:
     for d in definitions.values():
         for ref in d.refs:
             other = definitions[ref]
-            if other.function and d.function and d.exported:
-                continue                # an entry point's call: a place to cut
+            if d.driver and other.kernel:
+                continue                # a place to cut
             if not other.copied:
                 parent[root(ref)] = root(d.name)
     groups: dict[str, list[str]] = {}
@@ -140,8 +157,8 @@ def _groups(definitions) -> list[list[str]]:
 
 
 def _needed(definitions, names) -> set[str]:
-    """What the definitions ``names`` reference outside themselves: the functions of
-    other parts that their entry points call, and the constants they copy."""
+    """What the definitions ``names`` reference outside themselves: the kernels of
+    other parts that their drivers call, and the constants they copy."""
     return {ref for name in names for ref in definitions[name].refs} - set(names)
 
 

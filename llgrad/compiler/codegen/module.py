@@ -37,6 +37,7 @@ from llgrad.compiler.codegen.plan import IndexMap, Kernel, View
 from llgrad.llvm import fp_env
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
+from llgrad.llvm.split import DRIVER
 from llgrad.llvm.scalar import I8, I64, PTR, i64, linearise, load, store
 
 
@@ -182,6 +183,7 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
     globals_ = [_constant_global(module, n, f"{name}.const{k}")
                 for k, n in enumerate(memory.constants)]
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name)
+    set.add(entry.attributes, DRIVER)    # where the module may be cut (llvm/split.py)
     if internal:
         entry.linkage = "internal"
     eb = ir.IRBuilder(entry.append_basic_block("entry"))
@@ -245,6 +247,7 @@ def _part(state, top: ir.IRBuilder, name: str, address_in, graph):
     fn = ir.Function(state.module, ir.FunctionType(ir.VoidType(), [PTR]), name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")      # inlined back, it would undo the split
+    set.add(fn.attributes, DRIVER)
     fn.args[0].add_attribute("captures(none)")
     top.call(fn, [top.function.args[0]])
     finite.check(state, top, graph, [], None)   # a failure inside ends the caller too
