@@ -21,7 +21,9 @@ Every stage is timed on its own, the on-disk cache off:
 
 Times are this process's CPU time unless ``--clock wall``: LLVM and the passes run on
 one thread, and on a machine shared with other work wall time measures the
-neighbours too.  The table gives, per size, the compiled graph's node count, the kernels and LLVM
+neighbours too.  ``--parallel`` adds a column apart, ``llvm_parts``: the wall time of
+LLVM's two stages as a compile runs them, the module cut into parts compiled at once
+by this process and its workers (``runtime/workers.py``; it is not in the total).  The table gives, per size, the compiled graph's node count, the kernels and LLVM
 functions made of it and every stage's seconds (the median of ``--repeats``); the
 closing lines give the slope of log(time) against log(nodes), least squares over the
 sizes of at least ``--fit-from`` nodes (the fixed cost of a compile hides the growth
@@ -114,7 +116,7 @@ PROGRAMS = {"rnn": rnn, "lstm": lstm, "mlp": mlp, "jacjac": jacjac}
 FIRST_SIZE = {"rnn": 8, "lstm": 8, "mlp": 8, "jacjac": 2}
 
 
-def measure(program: str, size: int) -> dict:
+def measure(program: str, size: int, parallel: bool = False) -> dict:
     """Every stage's seconds for one compile of ``program`` at ``size``, and the counts."""
     from llvmlite import binding as llvm
 
@@ -137,7 +139,7 @@ def measure(program: str, size: int) -> dict:
     t1 = clock()
     memory = plan_memory(fusion)
     t2 = clock()
-    module = build_module(fusion, memory, options)[0]
+    module, entry = build_module(fusion, memory, options)[:2]
     t3 = clock()
     text = str(module)
     t4 = clock()
@@ -149,6 +151,12 @@ def measure(program: str, size: int) -> dict:
     t6 = clock()
     seconds.update(fusion=t1 - t0, memplan=t2 - t1, llvm_emit=t3 - t2, llvm_print=t4 - t3,
                    llvm_opt=t5 - t4, machine_code=t6 - t5)
+    if parallel:
+        from llgrad.runtime import workers
+        workers.start()
+        start = time.monotonic()
+        engine.jit(text, f"bench-{program}-{size}", {"entry": entry})
+        seconds["llvm_parts"] = time.monotonic() - start
     functions = sum(1 for f in module.functions if not f.is_declaration)
     return {"nodes": len(graph.nodes), "joint_nodes": stats["joint_nodes"] or len(graph.nodes),
             "kernels": len(fusion.kernels), "functions": functions,
@@ -166,18 +174,19 @@ def slope(points) -> float:
 
 def run_program(program: str, args) -> list[dict]:
     rows, size = [], FIRST_SIZE[program]
+    stages = STAGES + ("llvm_parts",) * args.parallel
     print(f"\n## {program}")
     print(f"{'size':>6} {'nodes':>7} {'kernels':>7} {'fns':>6} {'total s':>8}  "
-          + " ".join(f"{s[:8]:>8}" for s in STAGES))
+          + " ".join(f"{s[:8]:>8}" for s in stages))
     while True:
-        runs = [measure(program, size) for _ in range(args.repeats)]
+        runs = [measure(program, size, args.parallel) for _ in range(args.repeats)]
         row = dict(runs[0], size=size, seconds={
-            s: statistics.median(r["seconds"][s] for r in runs) for s in STAGES})
-        row["total"] = sum(row["seconds"].values())
+            s: statistics.median(r["seconds"][s] for r in runs) for s in stages})
+        row["total"] = sum(row["seconds"][s] for s in STAGES)
         rows.append(row)
         print(f"{size:>6} {row['nodes']:>7} {row['kernels']:>7} {row['functions']:>6} "
               f"{row['total']:>8.3f}  "
-              + " ".join(f"{row['seconds'][s]:>8.3f}" for s in STAGES), flush=True)
+              + " ".join(f"{row['seconds'][s]:>8.3f}" for s in stages), flush=True)
         if row["nodes"] >= args.max_nodes or row["total"] > args.max_seconds:
             break
         size *= 2
@@ -232,6 +241,9 @@ def main():
     parser.add_argument("--save", default=None, help="write the results as JSON")
     parser.add_argument("--before", default=None,
                         help="results JSON of an earlier run, drawn dashed in the plot")
+    parser.add_argument("--parallel", action="store_true",
+                        help="also time LLVM's stages as a compile runs them, in parts "
+                             "on this process and its workers (wall time)")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="cpu: this process's CPU time (steady on a shared machine)")
     args = parser.parse_args()
