@@ -315,3 +315,32 @@ def test_programs_of_every_shape_compile_in_parts_to_the_same_bits(
     slope = (loss(args[0] + step * direction, *args[1:])
              - loss(args[0] - step * direction, *args[1:])) / (2 * step)
     np.testing.assert_allclose(np.sum(grad * direction), slope, rtol=1e-6)
+
+
+def test_a_forked_child_compiles_with_workers_of_its_own(tmp_path, monkeypatch, one_worker):
+    """A child forked after the parent started its worker must not share its pipes: it
+    compiles alone (or with a worker it starts), and the parent's worker stays in step."""
+    import os
+    parent_worker = workers._workers[0]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # the child: report, never return
+        ok = False
+        try:
+            shared = any(w is parent_worker for w in workers._workers)
+            _, _, grad, _ = _compiled(tmp_path, monkeypatch, "child")
+            ok = not shared and bool(np.isfinite(grad["w1"]).all())
+        finally:
+            os.write(write, b"ok" if ok else b"no")
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 2)
+    os.waitpid(pid, 0)
+    assert answer == b"ok"
+    assert workers._workers == [parent_worker] and parent_worker.poll() is None
+    _, _, parted, meta = _compiled(tmp_path, monkeypatch, "parent")
+    assert len(meta["objects"]) == 2
+    monkeypatch.setenv("LLGRAD_COMPILE_WORKERS", "0")
+    _, _, whole, _ = _compiled(tmp_path, monkeypatch, "whole")
+    for key in whole:
+        np.testing.assert_array_equal(parted[key], whole[key])

@@ -40,6 +40,20 @@ _retired = [False]
 _lock = threading.Lock()
 
 
+def _forget_in_child() -> None:
+    """A process forked from this one (``multiprocessing``'s default on Linux) would
+    share the workers' pipes with it, and read answers meant for the other: the child
+    starts workers of its own if it compiles.  The lock is new too: another thread
+    may have held it at the fork."""
+    global _lock
+    _workers.clear()
+    _retired[0] = False
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def count() -> int:
     """How many workers this process uses."""
     setting = os.environ.get("LLGRAD_COMPILE_WORKERS", "").strip()
