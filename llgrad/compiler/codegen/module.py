@@ -270,7 +270,8 @@ def _emit_kernel(state, name, eb, address, t, kernel, fusion, memory, globals_):
     params, key = _keyed(kernel, t, fusion, memory, ranged=unit is not None, flat=flat)
     fn = state.kernel_keys.get(key)    # a repeat: the same code over other buffers
     if fn is None:
-        fn, params = _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat)
+        fn, params = _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat,
+                                  keyed=key is not None)
         if key is not None:
             state.kernel_keys[key] = fn
     if unit is not None:
@@ -298,9 +299,13 @@ def _keyed(kernel, t, fusion, memory, *, ranged: bool, flat: bool):
     return params, key
 
 
-def _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat):
+def _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat, *, keyed):
     """Kernel ``t``'s function, emitted (or an identical one emitted before), and the
-    buffers its pointer arguments receive."""
+    buffers its pointer arguments receive.  A ``keyed`` kernel skips the comparison of
+    its text with earlier kernels': its key found any repeat before its code was
+    written, and printing each new kernel to compare it took ~16 ms of workload 3's
+    60 ms of IR building (re-measure: the functions each program of ``python
+    benchmarks/bench_compile.py`` makes, the same either way)."""
     node = kernel.node
     r = row(node)
     after = fusion.epilogues.get(id(node))
@@ -322,7 +327,7 @@ def _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat):
         _emit_elementwise_kernel(ctx, node, fn.args[0], fusion.inlined, kernel.copy,
                                  fn.args[len(params):] if unit else None, by_rows=not flat)
     ctx.b.ret_void()
-    return _shared(state, fn), params
+    return (fn if keyed else _shared(state, fn)), params
 
 
 def _ranged_function(state, name, t, kernel, fusion, memory, globals_):
