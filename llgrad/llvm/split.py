@@ -71,9 +71,10 @@ def split(llvm_ir: str, parts: int, *, min_lines: int) -> list[str]:
     if parsed is None:
         return [llvm_ir]
     header, definitions = parsed
-    groups = _groups(definitions)
+    groups = sorted(((sum(definitions[n].cost for n in g), g) for g in _groups(definitions)),
+                    key=lambda sized: -sized[0])
     for count in range(min(parts, len(groups)), 1, -1):
-        loads = _balanced(groups, definitions, count)
+        loads = _balanced(groups, count)
         if min(cost for cost, _ in loads) >= min_lines:
             break
     else:
@@ -84,13 +85,13 @@ def split(llvm_ir: str, parts: int, *, min_lines: int) -> list[str]:
             for (_, names), need in zip(loads, needs)]
 
 
-def _balanced(groups, definitions, count: int) -> list[tuple[int, list[str]]]:
-    """``groups`` dealt into ``count`` parts, largest first, each to the lightest part:
-    (estimated cost, names) of each part."""
+def _balanced(groups, count: int) -> list[tuple[int, list[str]]]:
+    """``groups`` ((cost, names), largest first) dealt into ``count`` parts, each to the
+    lightest part: (estimated cost, names) of each part."""
     loads = [[0, []] for _ in range(count)]
-    for group in sorted(groups, key=lambda g: -sum(definitions[n].cost for n in g)):
+    for cost, group in groups:
         lightest = min(loads, key=lambda load: load[0])
-        lightest[0] += sum(definitions[n].cost for n in group)
+        lightest[0] += cost
         lightest[1].extend(group)
     return [(cost, names) for cost, names in loads]
 

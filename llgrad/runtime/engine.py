@@ -13,10 +13,9 @@ prints assembly.  A large module is compiled in parts, some of them in worker
 processes at the same time (``workers``); its parts' object code loads into one
 engine, as a cached module's does.  Every JIT engine gets a target machine of its
 own, because MCJIT takes ownership of the one it is given (sharing one between
-engines crashed, see LLVMLITE-NOTES).  All LLVM
-work happens under one lock, so compiling from several threads is safe.  A process
-that only loads cached object code never creates the shared target machine and
-asks LLVM for the host CPU once.
+engines crashed, see LLVMLITE-NOTES).  All LLVM work happens under one lock, so
+compiling from several threads is safe.  A process that only loads cached object
+code never creates the shared target machine and asks LLVM for the host CPU once.
 """
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def count() -> int:
 def start() -> None:
     """Start the workers not yet running (without waiting for them to be ready)."""
     with _lock:
-        _workers[:] = [w for w in _workers if w.poll() is None]
+        _workers[:] = _running()
         for _ in range(0 if _retired[0] else count() - len(_workers)):
             try:
                 _workers.append(subprocess.Popen(
@@ -114,7 +114,7 @@ def compile_module(llvm_ir: str, compile_here, target: tuple[str, str],
     (CPU name, feature string) is what the workers compile for.  A part whose worker
     fails is compiled here too."""
     with _lock:
-        live = [w for w in _workers if w.poll() is None][:count()]
+        live = _running()[:count()]
         parts = split(llvm_ir, 1 + len(live), min_lines=MIN_PART_LINES) if live else [llvm_ir]
         busy = list(zip(parts[1:], live))
         writers = [_send(w, text, target, speed_level) for text, w in busy]
@@ -167,6 +167,10 @@ def _receive(worker) -> tuple[bytes, str] | None:
     _end(worker)
     _retired[0] = True
     return None
+
+
+def _running() -> list[subprocess.Popen]:
+    return [w for w in _workers if w.poll() is None]
 
 
 def _end(worker) -> None:

@@ -37,8 +37,8 @@ from llgrad.compiler.codegen.plan import IndexMap, Kernel, View
 from llgrad.llvm import fp_env
 from llgrad.llvm.indexing import Index
 from llgrad.llvm.loops import counted_loop, loop_nest
-from llgrad.llvm.split import DRIVER
 from llgrad.llvm.scalar import I8, I64, PTR, i64, linearise, load, store
+from llgrad.llvm.split import DRIVER
 
 
 def needs_axes(node, inlined: set) -> bool:
