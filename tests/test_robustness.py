@@ -184,13 +184,18 @@ def test_a_damaged_cache_entry_is_detected_rebuilt_and_never_loaded(damage, tmp_
         entry.write_bytes(DAMAGE[damage](entry.read_bytes()))
     loaded, load = [], engine.load
     monkeypatch.setattr(engine, "load", lambda *a, **k: loaded.append(load(*a, **k)))
+    objects, from_data = [], engine.llvm.ObjectFileRef.from_data
+    monkeypatch.setattr(engine.llvm.ObjectFileRef, "from_data",
+                        staticmethod(lambda data: objects.append(bytes(data)) or from_data(data)))
     runs = count_llvm_runs(monkeypatch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         compile_and_check()                         # detected: compiled again, correct
     assert len(caught) == 1 and str(entry) in str(caught[0].message)
     assert runs == [1] and loaded == [None]         # LLVM ran; the entry never loaded
-    assert isinstance(cache.decode(entry.stem, entry.read_bytes()), tuple)   # rebuilt
+    rebuilt = cache.decode(entry.stem, entry.read_bytes())
+    assert isinstance(rebuilt, tuple)               # rebuilt
+    assert objects == [rebuilt[0]]                  # the one object loaded: the fresh one
 
 
 def test_a_rebuilt_entry_is_loaded_again_without_warnings(tmp_path, monkeypatch):
