@@ -2,11 +2,19 @@
 
 Used in the process (``runtime.engine``) and in the processes that compile parts of a
 large module beside it (``llvm/worker.py``, run as a script): both must make the same
-code.  Imports only llvmlite; the native target must be initialised.
+code.  Imports only llvmlite; ``initialise`` first.
 """
 from __future__ import annotations
 
 import llvmlite.binding as llvm
+
+
+def initialise() -> None:
+    """LLVM's native target, its assembly printer and parser: what every process that
+    compiles needs once, before its first target machine."""
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    llvm.initialize_native_asmparser()
 
 
 def target_machine(cpu: str, features: str):

@@ -15,10 +15,7 @@ import sys
 
 def serve(pipeline, requests, answers) -> None:
     """Answer ``requests`` (a binary stream) on ``answers`` until end of file."""
-    import llvmlite.binding as llvm
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    llvm.initialize_native_asmparser()
+    pipeline.initialise()
     machines = {}
     for line in iter(requests.readline, b""):
         request = json.loads(line)

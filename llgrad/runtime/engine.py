@@ -36,9 +36,7 @@ _state: dict = {}
 
 def _initialise():
     if not _state:
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        llvm.initialize_native_asmparser()
+        pipeline.initialise()
         cpu, flat, features = target_cpu(os.environ.get("LLGRAD_CPU", "").strip(),
                                          llvm.get_host_cpu_name(),
                                          llvm.get_host_cpu_features())
