@@ -604,32 +604,28 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
     parts = bands
     last = extent - (parts - 1) * band
 
-    extra = ([] if transposed_from is None else [transposed_from]) + (
-        [] if a.table is None else [a.table])
-    own = 3 + len(extra)
+    copied = [] if transposed_from is None else [transposed_from]
 
     def emit_part(pb, pointers, part):
-        pa, pbm, pc = pointers[:3]
-        p_table = pointers[own - 1] if a.table is not None else None
+        pa, pointers = a.received(pointers)
+        pbm, pointers = bm.received(pointers)
+        pc, pointers = out.received(pointers)
+        source, after = pointers[:len(copied)], pointers[len(copied):]
         first = pb.mul(part, i64(band))
 
         def after_rows(rb, row, count):   # rows of the band, counted from its first
-            epilogue.run(rb, pointers[own:], rb.add(first, row), count)
+            epilogue.run(rb, after, rb.add(first, row), count)
 
         def product(size):
             if transposed_from is not None:
-                copy_columns(pb, pointers[3], pbm, first, size)
+                copy_columns(pb, source[0], pbm.ptr, first, size)
             if by_rows:
-                tiles.emit_product(pb, (c.B, size, c.K, c.N),
-                                   a.rows_from(pb, pa, first, dtype, p_table),
-                                   tiles.Matrix(pbm, bm.strides),
-                                   out.rows_from(pb, pc, first, dtype), dtype, flags, bits,
+                tiles.emit_product(pb, (c.B, size, c.K, c.N), pa.rows_from(pb, first, dtype),
+                                   pbm, pc.rows_from(pb, first, dtype), dtype, flags, bits,
                                    after_rows=after_rows if by_bands else None, pack=pack)
             else:
-                tiles.emit_product(pb, (c.B, c.M, c.K, size),
-                                   tiles.Matrix(pa, a.strides, p_table, a.table_axis),
-                                   bm.cols_from(pb, pbm, first, dtype),
-                                   out.cols_from(pb, pc, first, dtype), dtype, flags, bits,
+                tiles.emit_product(pb, (c.B, c.M, c.K, size), pa, pbm.cols_from(pb, first, dtype),
+                                   pc.cols_from(pb, first, dtype), dtype, flags, bits,
                                    pack=pack)
         if last == band:
             product(band)
@@ -640,7 +636,7 @@ def _emit_tiles(b, options, c, a, bm, out, dtype, flags, carried=False, transpos
             with final:
                 product(last)
 
-    pointers = [a.ptr, bm.ptr, out.ptr] + extra
+    pointers = a.pointers + bm.pointers + out.pointers + copied
     pointers += list(epilogue.pointers) if by_bands else []
     parallel.run_parts(b, f"{b.function.name}.bands", parts, pointers, emit_part)
     if epilogue is not None and not by_bands:
@@ -685,8 +681,9 @@ def _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts):
         b.store(i64(0), b.gep(progress, [i64(p)], inbounds=True, source_etype=I64))
 
     def emit_part(pb, pointers, part):
-        pa, pbm, pc, pprogress, ppartials = pointers[:5]
-        p_table = pointers[5] if a.table is not None else None
+        pa, pointers = a.received(pointers)
+        pbm, pointers = bm.received(pointers)
+        pc, (pprogress, ppartials) = out.received(pointers)
         k0 = pb.mul(part, i64(band))
         length = pb.select(pb.icmp_unsigned("<", part, i64(parts - 1)), i64(band),
                            i64(c.K - (parts - 1) * band))
@@ -694,7 +691,7 @@ def _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts):
         buffer = lambda p: pb.gep(ppartials, [pb.mul(p, i64(c.M * c.N))], inbounds=True,  # noqa
                                   source_etype=MEMORY[dtype])
         last = pb.icmp_unsigned("==", part, i64(parts - 1))
-        dest = tiles.Matrix(pb.select(last, pc, buffer(part)), out.strides)
+        dest = tiles.Matrix(pb.select(last, pc.ptr, buffer(part)), out.strides)
         earlier = pb.sub(part, i64(1))
 
         def product(first):
@@ -703,9 +700,8 @@ def _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts):
                 (lambda sb, t: None) if first else
                 (lambda sb, t: atomics.wait_beyond(sb, counter(earlier), t)),
                 lambda sb, t: atomics.publish(sb, counter(part), sb.add(t, i64(1))))
-            tiles.emit_product(pb, (1, c.M, length, c.N), a.cols_from(pb, pa, k0, dtype, p_table),
-                               bm.rows_from(pb, pbm, k0, dtype), dest, dtype, flags, bits,
-                               stage)
+            tiles.emit_product(pb, (1, c.M, length, c.N), pa.cols_from(pb, k0, dtype),
+                               pbm.rows_from(pb, k0, dtype), dest, dtype, flags, bits, stage)
 
         with pb.if_else(pb.icmp_unsigned("==", part, i64(0))) as (first, later):
             with first:
@@ -714,5 +710,4 @@ def _emit_k_stages(b, c, a, bm, out, dtype, flags, bits, parts):
                 product(False)
 
     parallel.run_parts(b, f"{b.function.name}.k_stages", parts,
-                       [a.ptr, bm.ptr, out.ptr, progress, partials]
-                       + ([] if a.table is None else [a.table]), emit_part)
+                       a.pointers + bm.pointers + out.pointers + [progress, partials], emit_part)

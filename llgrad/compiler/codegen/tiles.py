@@ -53,23 +53,32 @@ class Matrix:
         s = self.strides
         return Matrix(self.ptr, (s[0], s[2], s[1]), self.table, (0, 2, 1)[self.table_axis])
 
-    def rows_from(self, b, ptr, first, dtype, table=None) -> "Matrix":
-        """The same layout at ``ptr`` (this matrix's base, as another function sees
-        it, and ``table``, its table there), starting at row ``first`` (an ``i64``
-        value) of every batch."""
-        return self._from(b, ptr, first, 1, dtype, table)
+    @property
+    def pointers(self) -> list:
+        """What a function this matrix is handed to needs: its base, then its table."""
+        return [self.ptr] + ([] if self.table is None else [self.table])
 
-    def cols_from(self, b, ptr, first, dtype, table=None) -> "Matrix":
-        """As ``rows_from``, starting at column ``first`` of every row."""
-        return self._from(b, ptr, first, 2, dtype, table)
+    def received(self, pointers) -> tuple["Matrix", list]:
+        """This matrix in a function handed ``pointers``, which begin with its
+        ``pointers`` (as that function sees them), and the pointers after those."""
+        own = len(self.pointers)
+        table = pointers[1] if self.table is not None else None
+        return Matrix(pointers[0], self.strides, table, self.table_axis), list(pointers[own:])
 
-    def _from(self, b, ptr, first, axis, dtype, table) -> "Matrix":
-        table = self.table if table is None else table
-        if table is not None and axis == self.table_axis:
-            return Matrix(ptr, self.strides, b.gep(table, [first], inbounds=True,
-                                                   source_etype=I64), axis)
-        return Matrix(_element(b, ptr, b.mul(first, i64(self.strides[axis])), dtype),
-                      self.strides, table, self.table_axis)
+    def rows_from(self, b, first, dtype) -> "Matrix":
+        """The same matrix from row ``first`` (an ``i64`` value) of every batch."""
+        return self._from(b, first, 1, dtype)
+
+    def cols_from(self, b, first, dtype) -> "Matrix":
+        """The same matrix from column ``first`` of every row."""
+        return self._from(b, first, 2, dtype)
+
+    def _from(self, b, first, axis, dtype) -> "Matrix":
+        if self.table is not None and axis == self.table_axis:
+            return Matrix(self.ptr, self.strides, b.gep(self.table, [first], inbounds=True,
+                                                        source_etype=I64), axis)
+        return Matrix(_element(b, self.ptr, b.mul(first, i64(self.strides[axis])), dtype),
+                      self.strides, self.table, self.table_axis)
 
 
 def contiguous_rows(strides, cols) -> bool:
