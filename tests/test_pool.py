@@ -157,18 +157,20 @@ def test_resting_workers_park_at_once_and_the_next_call_wakes_them():
     rest = ctypes.CFUNCTYPE(None)(pool._state["compiled"].address_of(pool.REST_SYMBOL))
     counts = np.zeros(CELLS, np.int64)
     parked_at_once = spinning_after_a_call = False
-    rounds = 20                       # a busy machine may deschedule anything, often
+    # a busy machine may deschedule anything, often: several rounds, and this thread
+    # yields while it polls, so that a worker waiting for a core can have this one
+    rounds = 20
     for _ in range(rounds):
         call(counts.ctypes.data)      # wakes the worker, which may start after it returns
         deadline = time.perf_counter() + 2e-3
         while not _running_threads_but_this_one() and time.perf_counter() < deadline:
-            pass
+            os.sched_yield()
         spinning_after_a_call |= bool(_running_threads_but_this_one())
         call(counts.ctypes.data)
         rest()
         deadline = time.perf_counter() + 2e-4
         while _running_threads_but_this_one() and time.perf_counter() < deadline:
-            pass
+            os.sched_yield()
         parked_at_once |= not _running_threads_but_this_one()
     call(counts.ctypes.data)
     np.testing.assert_array_equal(counts, _expected(2, 2 * rounds + 1))
