@@ -1,8 +1,9 @@
 """Matrix-vector products against the machine's read bandwidth: ``X @ w``, ``X.T @ r``
-and a logistic-regression gradient, each in GB/s of the matrix read.
+and a logistic-regression gradient, each in GB/s of the matrix read once (what any
+code must read; the gradient streams X once, ``matvec.emit_stream``).
 
     python benchmarks/bench_matvec.py [--sizes 20000x100,50000x200] [--dtype float64]
-                                      [--baseline]
+                                      [--baseline] [--stream]
 
 Each line is the best of a few repeats of many calls of the jit'd function (native
 call included), the matrix's bytes over that time, and numpy's time for the same
@@ -11,7 +12,8 @@ to compare one thread with ``LLGRAD_THREADS=1``).  ``bench_peak.py`` measures th
 read bandwidth these figures are read against.  ``--baseline`` also times the lowering
 these products had before ``codegen/matvec.py`` (register tiles, BLAS's gemv), compiled
 in the same process with the streaming path's threshold out of reach (and the on-disk
-code cache off, so that neither version is loaded for the other).
+code cache off, so that neither version is loaded for the other).  ``--stream`` also
+times the gradient with its two products apart (``apart``: X read twice), the same way.
 """
 import argparse
 import os
@@ -67,27 +69,34 @@ def main():
     parser.add_argument("--dtype", default="float64")
     parser.add_argument("--baseline", action="store_true",
                         help="also time the lowering before codegen/matvec.py")
+    parser.add_argument("--stream", action="store_true",
+                        help="also time the gradient with X @ w and X.T @ r apart")
     args = parser.parse_args()
-    from llgrad.compiler.codegen import matvec
-    if args.baseline:
+    from llgrad.compiler.codegen import fusion, matvec
+    if args.baseline or args.stream:
         os.environ["LLGRAD_NO_CACHE"] = "1"
+    streams = fusion._streams
     streaming = matvec.MIN_ELEMENTS
     for size in args.sizes.split(","):
         n, d = (int(v) for v in size.split("x"))
         nbytes, rows = cases(n, d, args.dtype)
         print(f"{n} x {d} {args.dtype} ({nbytes / 1e6:.1f} MB):")
         for name, native, reference, operands in rows:
-            reads = nbytes * (2 if name == "logistic gradient" else 1)
             versions = [("llgrad", native)]
             if args.baseline:
                 matvec.MIN_ELEMENTS = 1 << 62
                 versions.append(("before", type(native)(native.fn, native.kind, native.argnums)))
                 versions[-1][1](*operands)          # compiled now, without streaming
                 matvec.MIN_ELEMENTS = streaming
+            if args.stream and name == "logistic gradient":
+                fusion._streams = lambda *a: {}
+                versions.append(("apart", type(native)(native.fn, native.kind, native.argnums)))
+                versions[-1][1](*operands)          # compiled now, the products apart
+                fusion._streams = streams
             for label, f in versions:
                 best, median = _best(f, operands)
                 print(f"  {name:18} {label:6} {best * 1e3:7.3f} ms (median "
-                      f"{median * 1e3:.3f}), {reads / best / 1e9:5.1f} GB/s")
+                      f"{median * 1e3:.3f}), {nbytes / best / 1e9:5.1f} GB/s")
             ref, _ = _best(reference, operands)
             print(f"  {name:18} numpy  {ref * 1e3:7.3f} ms")
 

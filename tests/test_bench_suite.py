@@ -136,12 +136,14 @@ def test_nan_missing_or_misshapen_results_never_pass():
 
 def test_settle_waits_out_a_thread_that_keeps_a_core_busy():
     """A peer's pool spinning after its call is what ``settle`` waits for: it reports a
-    busy process while a thread spins, a quiet one once the thread has stopped."""
+    busy process while a thread spins, a quiet one once the thread has stopped.  A
+    loaded machine may leave the spinner without a core for a whole slice, which then
+    looks quiet: a busy verdict in any of a few tries is what is asked."""
     stop = threading.Event()
     spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
     spinner.start()
     try:
-        assert measure.settle(max_seconds=0.05) is False
+        assert any(measure.settle(max_seconds=0.05) is False for _ in range(5))
     finally:
         stop.set()
         spinner.join()

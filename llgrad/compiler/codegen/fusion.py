@@ -19,7 +19,11 @@ body is fused the same way, as a graph of its own (``Kernel.body``).  An
 elementwise kernel right after a matrix product that reads it at its own index (a bias
 and activation, an optimizer's update of a weight by its gradient) is the product's
 *epilogue*: it runs on each band of rows as soon as the product has written them, while
-they are still in cache (``codegen.epilogue``).  reshape
+they are still in cache (``codegen.epilogue``).  A matrix-vector product ``X @ w``
+streamed from memory, an elementwise kernel over its result, and a product streaming
+the same ``X`` against that kernel's result (``X.T @ r``: the gradient of a linear
+model's loss) run as one *stream*: block by block of X's rows, so the second product
+reads each block from cache, not memory (``matvec.emit_stream``).  reshape
 is a view of its operand's buffer, and so is a dynamic_slice of a stored operand (at
 an address computed from its start when the code runs) and a static slice of one whose
 elements are contiguous there (``contiguous_start``).  Graph outputs are written
@@ -33,7 +37,7 @@ from typing import Optional
 
 from llgrad.compiler.codegen import gathered
 from llgrad.compiler.codegen.lowering import row
-from llgrad.compiler.codegen.matmul import canonical, reads_gathered
+from llgrad.compiler.codegen.matmul import canonical, reads_gathered, streamed
 from llgrad.compiler.codegen.plan import (Branches, Elementwise, IndexMap, Leaf, Loop, Part,
                                           Slice, View)
 from llgrad.compiler.codegen.plan import Kernel as KernelRow
@@ -62,6 +66,7 @@ class FusionPlan:
     offsets: dict = field(default_factory=dict)  # id(view) -> byte offset in that buffer
     slices: dict = field(default_factory=dict)   # id(dynamic_slice) -> it, sliced by address
     epilogues: dict = field(default_factory=dict)  # id(product) -> Kernel run as its epilogue
+    streams: dict = field(default_factory=dict)    # id(product) -> (elementwise, product) Kernels
 
     def root(self, node: Node) -> Node:
         """The node that owns ``node``'s bytes (itself unless it is a view)."""
@@ -75,13 +80,22 @@ class FusionPlan:
             return [root]
         return [r for x in root.inputs for r in self.roots(x)]
 
+    def followers(self, kernel: Kernel) -> int:
+        """How many of the kernels after ``kernel`` run inside its call: its epilogue
+        (1), the rest of its stream (2), or none (0)."""
+        if kernel.copy:
+            return 0
+        return 1 if id(kernel.node) in self.epilogues else 2 if id(kernel.node) in self.streams else 0
+
     def summary(self) -> str:
         lines = []
         epilogues = {id(k) for k in self.epilogues.values()}
+        streamed = {id(k) for pair in self.streams.values() for k in pair}
         for k in self.kernels:
             where = f" -> output {k.output}" if k.output is not None else ""
             fused = f" fused [{', '.join(n.op for n in k.inlined)}]" if k.inlined else ""
-            runs = "  (epilogue of the product above)" if id(k) in epilogues else ""
+            runs = ("  (epilogue of the product above)" if id(k) in epilogues else
+                    "  (streamed with the product above)" if id(k) in streamed else "")
             lines.append(f"{'copy' if k.copy else k.node.op} {k.node.type}{where}{fused}{runs}")
         return "\n".join(lines)
 
@@ -214,11 +228,12 @@ def fuse(graph: Graph, *, enabled: bool = True, options=None) -> FusionPlan:
 
     for k in kernels:
         _collect(k, inlined)
-    epilogues = _epilogues(graph, kernels) if enabled else {}
-    return FusionPlan(graph, kernels, inlined, views, offsets, slices, epilogues)
+    streams = _streams(graph, kernels, views, offsets, options) if enabled and options else {}
+    epilogues = _epilogues(graph, kernels, streams) if enabled else {}
+    return FusionPlan(graph, kernels, inlined, views, offsets, slices, epilogues, streams)
 
 
-def _epilogues(graph: Graph, kernels: list) -> dict:
+def _epilogues(graph: Graph, kernels: list, streams: dict) -> dict:
     """{id(product): the Kernel right after it} where that kernel is an elementwise loop
     over the product's own shape that reads the product only at its own index, through
     elementwise nodes: each of its rows then needs only the same row of the product.
@@ -229,10 +244,41 @@ def _epilogues(graph: Graph, kernels: list) -> dict:
     for product, consumer in zip(kernels, kernels[1:]):
         p, e = product.node, consumer.node
         if (p.op == "dot_general" and not product.copy and not consumer.copy
+                and id(p) not in streams
                 and isinstance(row(e), Elementwise) and e.shape == p.shape
                 and p.type.size > 1 and _one_matrix(canonical(p), p.shape)
                 and any(n is p for n in consumer.reads) and _read_in_place(consumer, p, order)):
             found[id(p)] = consumer
+    return found
+
+
+def _streams(graph: Graph, kernels: list, views: dict, offsets: dict, options) -> dict:
+    """{id(first product): (elementwise Kernel, second product Kernel)} for three kernels
+    in a row: ``z = X @ w`` streamed by rows (``matvec``), a kernel ``r`` over z's
+    elements that reads z only at its own index, and a product streaming the same X
+    (one buffer from one offset, one row stride) against ``r`` (``X.T @ r``), both
+    reading X in place.
+    Each element of the three results is computed as by the kernels one after another
+    (``matvec.emit_stream``)."""
+    order = {id(n): k for k, n in enumerate(graph.nodes)}
+    root = lambda n: views.get(id(n), n)  # noqa: E731
+    found = {}
+    for first, middle, last in zip(kernels, kernels[1:], kernels[2:]):
+        p, e, q = first.node, middle.node, last.node
+        if (p.op != "dot_general" or q.op != "dot_general" or first.copy or middle.copy
+                or last.copy or not isinstance(row(e), Elementwise)):
+            continue
+        rows, axpy = streamed(options, p), streamed(options, q)
+        if (rows is None or axpy is None or rows.kind != "rows" or axpy.kind != "axpy"
+                or (rows.count, rows.length, rows.stride) != (axpy.length, axpy.count, axpy.stride)
+                or axpy.vec_stride != 1 or e.type.size != rows.count or e.shape[0] != rows.count):
+            continue
+        x1, x2 = p.inputs[0 if rows.mat_is_lhs else 1], q.inputs[0 if axpy.mat_is_lhs else 1]
+        vector = root(q.inputs[1 if axpy.mat_is_lhs else 0])
+        if (root(x1) is root(x2) and offsets.get(id(x1), 0) == offsets.get(id(x2), 0)
+                and vector is e
+                and any(n is p for n in middle.reads) and _read_in_place(middle, p, order)):
+            found[id(p)] = (middle, last)
     return found
 
 

@@ -447,6 +447,13 @@ def _way(options, node):
     return streaming, blas
 
 
+def streamed(options, node) -> matvec.Plan | None:
+    """The matrix-vector plan this product streams by (``matvec``), when it reads both
+    operands in place (no copy into scratch), else None."""
+    plan = _way(options, node)[0]
+    return plan if plan is not None and None not in canonical(node).gemm_layouts else None
+
+
 def reads_gathered(options, node) -> bool:
     """Whether this product's tiles can read its left operand, rows gathered from a
     stored matrix (``codegen.gathered``), through a table of the rows' offsets: one

@@ -19,6 +19,11 @@ scalar tiles).  Here both directions read X row after row, once:
   zero, and the chunks' sums are added in chunk order.  The pool's threads take
   ranges of chunks (or, for one chunk, bands of columns), so the result is bit for bit
   the same on any number of threads.
+- **stream** (``X @ w``, an elementwise kernel ``r`` of its result, ``X.T @ r``: a linear
+  model's gradient, ``fusion`` finds them): the axpy's chunks, each a block of rows
+  at a time: ``z`` of the block's rows, ``r`` of them, then the block's terms of the
+  axpy, while the block is still in L2.  X comes from memory once, not twice, and
+  every element of z, r and the result is computed as by the three kernels in turn.
 
 Re-measure: ``python benchmarks/bench_matvec.py`` (logistic-regression gradient, both
 directions, GB/s against ``bench_peak``'s read bandwidth).
@@ -83,18 +88,43 @@ def plan(c, a_strides, b_strides) -> Plan | None:
     return chosen
 
 
-def chunks(p: Plan, dtype: str) -> int:
-    """How many chunks an axpy's rows are cut into: from the shape alone."""
+def chunk_rows(p: Plan, dtype: str) -> int:
+    """The rows of each of an axpy's chunks but the last: from the shape alone, whole
+    runs of ``parallel.LINE_ELEMENTS`` (where a stream's blocks start, ``_block_rows``)."""
     wanted = -(-p.length // CHUNK_ROWS)
     room = MAX_PARTIAL_BYTES // (p.count * ITEMSIZE[dtype]) + 1
-    return max(1, min(wanted, room))
+    rows = -(-p.length // max(1, min(wanted, room)))
+    return -(-rows // parallel.LINE_ELEMENTS) * parallel.LINE_ELEMENTS
+
+
+def chunks(p: Plan, dtype: str) -> int:
+    """How many chunks an axpy's rows are cut into (``chunk_rows``)."""
+    return -(-p.length // chunk_rows(p, dtype))
+
+
+@dataclass(frozen=True)
+class Stream:
+    """What a streamed ``X @ w`` (``ctx.stream``) computes besides itself: the
+    elementwise kernel over its result, ``void elementwise(pointers..., i64 lo, i64 hi)``,
+    then the axpy ``plan`` over the same X, reading ``vector`` (the kernel's result)
+    into ``out``; pointers as the product's function sees them."""
+    elementwise: ir.Function
+    pointers: tuple
+    plan: Plan
+    vector: ir.Value
+    out: ir.Value
 
 
 def emit(ctx, p: Plan, A, Bm, out, dtype: str, flags) -> None:
-    """The product ``p`` from the operands' pointers into ``out``."""
+    """The product ``p`` from the operands' pointers into ``out`` (and, for a product
+    with a ``ctx.stream``, what streams with it)."""
     mat, vec = (A, Bm) if p.mat_is_lhs else (Bm, A)
     lanes = ctx.options.vector_bits // (8 * ITEMSIZE[dtype])
     threads = ctx.options.threads if p.count * p.length >= PARALLEL_MIN_ELEMENTS else 1
+    if ctx.stream is not None:
+        _emit_stream(ctx.b, p, mat, vec, out, dtype, flags, lanes, threads, ctx.stream,
+                     _block_rows(ctx.options, p, dtype))
+        return
     emit_kind = _emit_rows if p.kind == "rows" else _emit_axpy
     emit_kind(ctx.b, p, mat, vec, out, dtype, flags, lanes, threads)
 
@@ -169,36 +199,68 @@ def _across_lanes(b, acc, lanes, flags):
 def _emit_axpy(b, p, mat, vec, out, dtype, flags, lanes, threads):
     """The chunks (``chunks``) on ``threads``, then their sums in chunk order."""
     fn = _axpy_function(b.module, dtype, lanes, flags)
-    n_chunks = chunks(p, dtype)
-    chunk = -(-p.length // n_chunks)
-    n_chunks = -(-p.length // chunk)
+    if chunks(p, dtype) == 1 and threads > 1 and p.count >= 2 * threads * lanes:
+        _emit_axpy_columns(b, p, fn, mat, vec, out, dtype, lanes, threads)
+        return
+
+    def run(bb, pointers, target, k0, k1):
+        m, v = pointers
+        bb.call(fn, [v, i64(p.vec_stride), m, i64(p.stride), target, k0, k1, i64(p.count)])
+    _chunked(b, p, dtype, flags, threads, out, [mat, vec], run)
+
+
+def _emit_stream(b, p, mat, vec, out, dtype, flags, lanes, threads, stream, block):
+    """``out`` = X @ w, the stream's elementwise kernel over it, and its axpy, a block of
+    ``block`` rows of each of the axpy's chunks after another (``Stream``)."""
+    rows_fn = _rows_function(b.module, dtype, lanes, flags)
+    axpy = stream.plan
+    axpy_fn = _axpy_function(b.module, dtype, lanes, flags)
+
+    def run(bb, pointers, target, k0, k1):
+        m, v, z, r, *after = pointers
+        steps = bb.udiv(bb.add(bb.sub(k1, k0), i64(block - 1)), i64(block))
+        with counted_loop(bb, steps, "block") as s:
+            lo = bb.add(k0, bb.mul(s, i64(block)))
+            hi = bb.select(bb.icmp_unsigned("<", bb.add(lo, i64(block)), k1),
+                           bb.add(lo, i64(block)), k1)
+            bb.call(rows_fn, [m, v, z, lo, hi, i64(p.length), i64(p.stride)])
+            bb.call(stream.elementwise, [*after, lo, hi])
+            bb.call(axpy_fn, [r, i64(1), m, i64(axpy.stride), target, lo, hi, i64(axpy.count)])
+    _chunked(b, axpy, dtype, flags, threads, stream.out,
+             [mat, vec, out, stream.vector, *stream.pointers], run)
+
+
+def _chunked(b, p, dtype, flags, threads, out, pointers, run):
+    """The axpy ``p`` into ``out`` by chunks (``chunks``), ranges of them on ``threads``:
+    ``run(builder, pointers, target, k0, k1)`` adds the terms of rows [k0, k1) to
+    ``target`` (zeroed first): ``out`` for chunk 0, a partial sum of its own for the
+    others, which are then added to ``out`` in chunk order.  ``pointers`` are what
+    ``run`` reads, as the function it is emitted in sees them."""
+    n_chunks, chunk = chunks(p, dtype), chunk_rows(p, dtype)
     with b.goto_entry_block():
         partials = b.alloca(MEMORY[dtype], size=i64(max(1, (n_chunks - 1) * p.count)))
         partials.align = 64
 
-    def run_chunk(bb, m, v, o, parts_ptr, c):
-        """Chunk ``c`` (i64) into ``o`` (chunk 0) or its own partial buffer."""
+    def run_chunk(bb, o, parts_ptr, inner, c):
         target = bb.select(bb.icmp_unsigned("==", c, i64(0)), o, _at(
             bb, parts_ptr, bb.mul(bb.sub(c, i64(1)), i64(p.count)), dtype))
         k0 = bb.mul(c, i64(chunk))
         k1 = bb.select(bb.icmp_unsigned("<", bb.add(k0, i64(chunk)), i64(p.length)),
                        bb.add(k0, i64(chunk)), i64(p.length))
-        bb.call(fn, [v, i64(p.vec_stride), m, i64(p.stride), target, k0, k1, i64(p.count)])
+        _zero(bb, target, p.count, dtype)
+        run(bb, inner, target, k0, k1)
 
-    if n_chunks == 1 and threads > 1 and p.count >= 2 * threads * lanes:
-        _emit_axpy_columns(b, p, fn, mat, vec, out, dtype, lanes, threads)
-        return
     parts = min(threads, n_chunks)
-    pointers = [mat, vec, out, partials]
     if parts < 2:
         with counted_loop(b, n_chunks, "chunk") as c:
-            run_chunk(b, *pointers, c)
+            run_chunk(b, out, partials, pointers, c)
     else:
         def emit_part(pb, inner, part):
             lo, hi = parallel.piece(pb, n_chunks, parts, part, unit=1)
             with counted_loop(pb, pb.sub(hi, lo), "chunk") as c:
-                run_chunk(pb, *inner, pb.add(lo, c))
-        parallel.run_parts(b, f"{b.function.name}.matvec_axpy", parts, pointers, emit_part)
+                run_chunk(pb, inner[0], inner[1], inner[2:], pb.add(lo, c))
+        parallel.run_parts(b, f"{b.function.name}.matvec_chunks", parts,
+                           [out, partials, *pointers], emit_part)
     if n_chunks > 1:                # the chunks' sums, in chunk order
         with counted_loop(b, n_chunks - 1, "sum") as c:
             base = b.mul(c, i64(p.count))
@@ -208,12 +270,30 @@ def _emit_axpy(b, p, mat, vec, out, dtype, flags, lanes, threads):
                 b.store(total, _at(b, out, j, dtype))
 
 
+#: the rows of X a stream takes at a time: a block this large stays in L2
+#: (``CodegenOptions.tile_panel_bytes``, half of it) between its two reads.  Re-measure:
+#: ``python benchmarks/bench_matvec.py --stream``
+STREAM_BLOCK_SHARE = 4
+
+
+def _block_rows(options, p: Plan, dtype: str) -> int:
+    """Rows of X per block of a stream (``STREAM_BLOCK_SHARE``): whole runs of
+    ``parallel.LINE_ELEMENTS``, as a split elementwise kernel's pieces are, so that
+    each element of the elementwise kernel is computed by the same vector or scalar
+    code as in one call over all of them (libmvec's vector functions and libm's
+    scalar ones may differ in the last bit)."""
+    room = (options.tile_panel_bytes or 1 << 20) // STREAM_BLOCK_SHARE
+    unit = parallel.LINE_ELEMENTS
+    return max(unit, room // (p.length * ITEMSIZE[dtype]) // unit * unit)
+
+
 def _emit_axpy_columns(b, p, fn, mat, vec, out, dtype, lanes, threads):
     """An axpy of one chunk on several threads: each takes a band of whole vectors of
     columns over every row, so no sum is split."""
     def emit_part(pb, pointers, part):
         m, v, o = pointers
         lo, hi = parallel.piece(pb, p.count, threads, part, unit=lanes)
+        _zero(pb, _at(pb, o, lo, dtype), pb.sub(hi, lo), dtype)
         pb.call(fn, [v, i64(p.vec_stride), _at(pb, m, lo, dtype), i64(p.stride),
                      _at(pb, o, lo, dtype), i64(0), i64(p.length), pb.sub(hi, lo)])
     parallel.run_parts(b, f"{b.function.name}.matvec_columns", threads, [mat, vec, out],
@@ -221,16 +301,14 @@ def _emit_axpy_columns(b, p, fn, mat, vec, out, dtype, lanes, threads):
 
 
 def _axpy_function(module, dtype, lanes, flags) -> ir.Function:
-    """``void f(r, r_stride, X, ldx, y, k0, k1, N)``: y[j] = sum of r[k] X[k, j] over
-    k in [k0, k1) in order, for j < N (y is overwritten)."""
+    """``void f(r, r_stride, X, ldx, y, k0, k1, N)``: y[j] += r[k] X[k, j] for k in
+    [k0, k1) in order, for j < N."""
     name = f"llgrad.matvec.axpy.{dtype}.{lanes}.{'.'.join(flags)}"
     if name in module.globals:
         return module.globals[name]
     fn = _function(module, name, [PTR, I64, PTR, I64, PTR, I64, I64, I64])
     r, r_stride, X, ldx, y, k0, k1, N = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    with counted_loop(b, N, "zero") as j:
-        b.store(const(dtype, 0), _at(b, y, j, dtype))
     vectors = b.udiv(N, i64(lanes))
     tail_start = b.mul(vectors, i64(lanes))
 
@@ -269,6 +347,12 @@ def _grouped(b, lo, hi, group):
     rest = b.add(lo, b.mul(full, i64(ROWS)))
     with counted_loop(b, b.sub(hi, rest), "row") as q:
         group(b.add(rest, q), 1)
+
+
+def _zero(b, y, count, dtype):
+    """y[j] = 0 for j < ``count`` (an int or ``i64`` value)."""
+    with counted_loop(b, count, "zero") as j:
+        b.store(const(dtype, 0), _at(b, y, j, dtype))
 
 
 def _function(module, name, args) -> ir.Function:

@@ -6,8 +6,9 @@ Offsets are reused: a buffer's lifetime runs from the kernel that writes it to t
 last kernel that reads it (directly or through a view), and two buffers share bytes
 only when their lifetimes are disjoint.  A kernel's output never shares bytes with
 its own inputs, which is what makes its ``noalias`` pointers true.  A product's epilogue
-(``fusion``) runs while the product does, so the product's inputs and scratch live
-until the epilogue's step too: the epilogue's output never takes their bytes.
+and the rest of its stream (``fusion``) run while the product does, so what each of
+those kernels reads and writes lives until the last one's step, with the product's
+scratch: no output among them takes bytes another of them uses.
 """
 from __future__ import annotations
 
@@ -75,9 +76,15 @@ def plan_memory(fusion) -> MemoryPlan:
     by_root: dict = {}
     kernels = fusion.kernels
     bodies = [None] * len(kernels)   # per kernel: a loop's body's own plan
-    with_next = [id(k.node) in fusion.epilogues for k in kernels]  # a product, its epilogue
+    inside = [fusion.followers(k) for k in kernels]   # kernels run in the call of kernel t
+    caller = list(range(len(kernels)))                 # whose call runs kernel t
+    for t, n in enumerate(inside):
+        for follower in range(t + 1, t + 1 + n):
+            caller[follower] = t
     for t, k in enumerate(kernels):
-        reads = k.reads + (kernels[t - 1].reads if t and with_next[t - 1] else [])
+        calls = kernels[caller[t]:t]       # those run before it in the same call
+        reads = k.reads + [n for c in calls for n in c.reads] + [
+            c.node for c in calls if c.output is None]
         for root in (r for n in reads for r in fusion.roots(n)):
             req = by_root.get(id(root))
             if req is not None:
@@ -87,7 +94,7 @@ def plan_memory(fusion) -> MemoryPlan:
             by_root[id(k.node)] = req
             requests.append(req)
         for s, size in enumerate(() if k.copy else _scratch(k, bodies, t)):
-            requests.append([t, t + with_next[t], size, ("scratch", t, s)])
+            requests.append([t, t + inside[t], size, ("scratch", t, s)])
 
     offsets, arena_bytes = _assign_offsets(requests)
     scratch = [[] for _ in fusion.kernels]

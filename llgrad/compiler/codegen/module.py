@@ -25,8 +25,8 @@ import re
 import numpy as np
 from llvmlite import ir
 
-from llgrad.compiler.codegen import debuginfo, finite, math, parallel, profile, region
-from llgrad.compiler.codegen import heap_tape
+from llgrad.compiler.codegen import debuginfo, finite, math, matmul, matvec, parallel, profile
+from llgrad.compiler.codegen import heap_tape, region
 from llgrad.compiler.codegen.context import KernelContext
 from llgrad.compiler.codegen.epilogue import Epilogue
 from llgrad.compiler.codegen.kernel_key import kernel_key
@@ -219,14 +219,14 @@ def lower_graph(state: ModuleState, fusion, memory, name: str, *,
                 eb.call(_shared(state, fn), [eb.function.args[0]])
             t = stop
             continue
-        paired = id(kernels[t].node) in fusion.epilogues   # kernel t + 1 runs inside it
+        inside = fusion.followers(kernels[t])   # kernels t + 1.. that run inside it
         with profile.timed(state, eb, lambda: profile.kernel_label(
-                name, t, kernels[t:t + 1 + paired], epilogue=paired)):
+                name, t, kernels[t:t + 1 + inside], epilogue=inside > 0)):
             _emit_kernel(state, name, eb, address, t, kernels[t], fusion, memory, globals_)
         finite.check(state, eb, graph, [(k, kernels[k].node, memory.outputs[k])
-                                        for k in range(t, t + 1 + paired)], address,
-                     heap_tape.on_early_return(address, tapes, t + paired))
-        t += 1 + paired
+                                        for k in range(t, t + 1 + inside)], address,
+                     heap_tape.on_early_return(address, tapes, t + inside))
+        t += 1 + inside
     heap_tape.release_before(eb, address, tapes, len(kernels))
     for b in parts + [top]:
         b.ret_void()
@@ -283,10 +283,13 @@ def _emit_kernel(state, name, eb, address, t, kernel, fusion, memory, globals_):
 
 def _keyed(kernel, t, fusion, memory, *, ranged: bool, flat: bool):
     """The buffers kernel ``t``'s function receives, and its ``kernel_key`` (None for a
-    loop or branches: their code depends on plans of their own); a product with an
-    epilogue is keyed with it, and with where the epilogue's buffers are among its own."""
+    loop or branches, whose code depends on plans of their own, and for a stream); a
+    product with an epilogue is keyed with it, and with where the epilogue's buffers
+    are among its own."""
     after = fusion.epilogues.get(id(kernel.node))
     e_params = _kernel_params(after, memory, t + 1)[0] if after is not None else ()
+    if id(kernel.node) in fusion.streams:
+        return _kernel_params(kernel, memory, t, _streamed_params(t, fusion, memory))[0], None
     params = _kernel_params(kernel, memory, t, e_params)[0]
     if kernel.body is not None:
         return params, None
@@ -309,18 +312,25 @@ def _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat, *
     node = kernel.node
     r = row(node)
     after = fusion.epilogues.get(id(node))
-    if after is not None:
-        e_fn, e_params, e_flat = _ranged_function(state, name, t + 1, after, fusion, memory,
-                                                  globals_)
+    streamed = fusion.streams.get(id(node))
+    extra = ()
+    if after is not None or streamed is not None:
+        e_fn, e_params, e_flat = _ranged_function(state, name, t + 1, after or streamed[0],
+                                                  fusion, memory, globals_)
+        extra = e_params if after is not None else _streamed_params(t, fusion, memory)
     fn, params, ctx = _kernel_function(state, name, t, kernel, memory, globals_,
-                                       ranged=unit is not None,
-                                       extra=e_params if after is not None else ())
+                                       ranged=unit is not None, extra=extra)
     if kernel.body is not None:
         ctx.body = (kernel.body, memory.bodies[t])
+    arg_of = {id(buf): arg for buf, arg in zip(params, fn.args)}
     if after is not None:
-        arg_of = {id(buf): arg for buf, arg in zip(params, fn.args)}
         ctx.epilogue = Epilogue(e_fn, tuple(arg_of[id(buf)] for buf in e_params),
                                 node.shape[0], node.type.size // node.shape[0], e_flat, state)
+    if streamed is not None:
+        ctx.stream = matvec.Stream(e_fn, tuple(arg_of[id(buf)] for buf in e_params),
+                                   matmul.streamed(state.options, streamed[1].node),
+                                   arg_of[id(memory.outputs[t + 1])],
+                                   arg_of[id(memory.outputs[t + 2])])
     if isinstance(r, Kernel) and not kernel.copy:
         r.emit(ctx, node, fn.args[0])
     else:
@@ -328,6 +338,14 @@ def _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat, *
                                  fn.args[len(params):] if unit else None, by_rows=not flat)
     ctx.b.ret_void()
     return (fn if keyed else _shared(state, fn)), params
+
+
+def _streamed_params(t, fusion, memory) -> list:
+    """The buffers a streamed product (kernel ``t``) hands on besides its own: what its
+    elementwise kernel and the second product read and write (``matvec.Stream``)."""
+    middle, last = fusion.streams[id(fusion.kernels[t].node)]
+    return (_kernel_params(middle, memory, t + 1)[0]
+            + _kernel_params(last, memory, t + 2)[0])
 
 
 def _ranged_function(state, name, t, kernel, fusion, memory, globals_):

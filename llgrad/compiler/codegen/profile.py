@@ -45,12 +45,13 @@ def timed(state, b: ir.IRBuilder, describe):
 def kernel_label(graph_name: str, first: int, kernels, epilogue: bool = False) -> dict:
     """What a call site runs, for the report: kernels ``first``.. of graph
     ``graph_name`` (several for a run of loop-free scalar kernels; a product and the
-    kernel it runs as its ``epilogue``, shown as fused into it), their op, result type,
-    what is fused in, arithmetic and bytes read and written, and the user's line."""
+    kernels it runs inside its call, an ``epilogue`` or the rest of a stream, shown as
+    fused into it), their op, result type, what is fused in, arithmetic and bytes read
+    and written, and the user's line."""
     node = kernels[0].node
     fused = [n.op for k in kernels for n in k.inlined]
     if epilogue:
-        fused = [kernels[1].node.op] + fused
+        fused = [k.node.op for k in kernels[1:]] + fused
     if len(kernels) > 1 and not epilogue:
         what = f"{len(kernels)} kernels"
     elif node.op == "loop":
@@ -65,7 +66,7 @@ def kernel_label(graph_name: str, first: int, kernels, epilogue: bool = False) -
             "type": what, "fused": fused,
             "flops": 0 if whole_loop else sum(flops(n) for k in kernels
                                               for n in [k.node, *k.inlined]),
-            "bytes": 0 if whole_loop else sum(_bytes(k) for k in kernels),
+            "bytes": 0 if whole_loop else _bytes(kernels, fused_call=epilogue),
             "source": node.source}
 
 
@@ -73,15 +74,24 @@ def kernel_label(graph_name: str, first: int, kernels, epilogue: bool = False) -
 _GATHERS = {"take": 1, "dynamic_slice": 1, "slice": None}
 
 
-def _bytes(kernel) -> int:
-    """What a kernel reads and writes, each value once (a gather, the rows it takes,
-    also where a product reads them in place: ``codegen.gathered``)."""
-    node, written = kernel.node, nbytes(kernel.node.type)
-    if node.op in _GATHERS:
-        index = _GATHERS[node.op]
-        return 2 * written + (nbytes(node.inputs[index].type) if index is not None else 0)
-    rows = {id(n.inputs[0]): nbytes(n.type) for n in kernel.inlined if n.op == "take"}
-    return written + sum(rows.get(id(r), nbytes(r.type)) for r in kernel.reads)
+def _bytes(kernels, fused_call: bool = False) -> int:
+    """What kernels read and write, each value once (a gather, the rows it takes, also
+    where a product reads them in place: ``codegen.gathered``); kernels run in one
+    call (``fused_call``) read what an earlier one of them wrote from cache, not memory."""
+    made = {id(k.node) for k in kernels} if fused_call else set()
+    read, total = {}, 0
+    for kernel in kernels:
+        node, written = kernel.node, nbytes(kernel.node.type)
+        total += written
+        if node.op in _GATHERS:
+            index = _GATHERS[node.op]
+            total += written + (nbytes(node.inputs[index].type) if index is not None else 0)
+            continue
+        rows = {id(n.inputs[0]): nbytes(n.type) for n in kernel.inlined if n.op == "take"}
+        for r in kernel.reads:
+            if id(r) not in made:
+                read[id(r)] = rows.get(id(r), nbytes(r.type))
+    return total + sum(read.values())
 
 
 def finish(state, entry_name: str) -> list:
