@@ -247,10 +247,11 @@ def measure_bandwidth(threads: int, quick: bool = False, nbytes: int | None = No
 
 
 def workload_bytes(quick: bool = False) -> dict:
-    """{workload key: bytes}: what the memory-bound workloads must read at least, the
-    matrix-vector gradient's matrix twice (``X @ w``, then ``X.T @ r``)."""
+    """{workload key: bytes}: what the memory-bound workloads must read at least: the
+    matrix-vector gradient's matrix once (``X @ w`` and ``X.T @ r`` can share its
+    pass, as llgrad's stream does, ``codegen/matvec.py``)."""
     problem = workloads.matvec_problems(quick)[0]
-    return {"matvec": 2 * problem.data[0].nbytes}
+    return {"matvec": problem.data[0].nbytes}
 
 
 def main():
@@ -273,7 +274,7 @@ def main():
         print(f"  {threads} thread(s): read bandwidth {gbps:.1f} GB/s over "
               f"{stream_bytes() >> 20} MiB (last-level cache {llc_bytes() >> 20} MiB)")
         for key, nbytes in workload_bytes().items():
-            at_size = measure_bandwidth(threads, nbytes=nbytes // 2)
+            at_size = measure_bandwidth(threads, nbytes=nbytes)
             print(f"    {titles[key]}: {nbytes / 1e6:.3g} MB read, at least "
                   f"{nbytes / gbps / 1e6:.3g} ms from memory, {nbytes / at_size / 1e6:.3g} ms "
                   f"at {at_size:.1f} GB/s, the read bandwidth over its matrix's size")

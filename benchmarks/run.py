@@ -212,7 +212,7 @@ def _run(args, command, pinned_by, caches, compiled_as=None) -> int:
                            "read_bytes": {w.key: reads[w.key] for w in bounded if w.key in reads},
                            "read_gbps_at": {  # over the workload's own data: it may fit a cache
                                w.key: bench_peak.measure_bandwidth(args.threads, quick,
-                                                                   reads[w.key] // 2)
+                                                                   reads[w.key])
                                for w in bounded if w.key in reads},
                            "sizes": {w.key: w.problems(quick)[0].size for w in bounded}}
     if args.profile:
