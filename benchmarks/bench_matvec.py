@@ -1,6 +1,6 @@
 """Matrix-vector products against the machine's read bandwidth: ``X @ w``, ``X.T @ r``
 and a logistic-regression gradient, each in GB/s of the matrix read once (what any
-code must read; the gradient streams X once, ``matvec.emit_stream``).
+code must read; the gradient streams X once, ``matvec._emit_stream``).
 
     python benchmarks/bench_matvec.py [--sizes 20000x100,50000x200] [--dtype float64]
                                       [--baseline] [--stream]

@@ -1,12 +1,12 @@
-"""``X @ w``, an elementwise kernel of it and ``X.T @ r`` streamed as one pass over X's
-rows (``fusion._streams``, ``matvec.emit_stream``).
+"""``X @ w``, an elementwise kernel of it and ``X.T @ r`` streamed as one pass over
+X's rows (``fusion._streams``, ``matvec._emit_stream``).
 
 Oracles: the same graph compiled with the same kernels but nothing streamed (each of
 the three its own call, one after another), bit for bit, on one, two and three
-threads; numpy; the interpreter backend for gradients.  Blocks of rows are forced small so that blocks,
-groups of rows and chunks never divide one another; the cases that must not stream
-(the kernel reading z at another index, a copied matrix, two matrices) are checked to
-run apart and still be right.
+threads; numpy; the interpreter backend for gradients.  Blocks of rows are forced
+small so that blocks, groups of rows and chunks never divide one another; the cases
+that must not stream (the kernel reading z at another index, the second product over
+another matrix or other rows of X) are checked to run apart and be right.
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def test_a_linear_models_gradient_streams_and_equals_its_kernels_one_by_one(
     np.testing.assert_array_equal(fused[0], apart[0])
     interpreted = llgrad.grad(loss, backend="interpret")(w, X, y)
     tol = 1e-12 if dtype == "float64" else 2e-4
-    np.testing.assert_allclose(fused[0], interpreted, rtol=tol, atol=tol * np.abs(interpreted).max())
+    np.testing.assert_allclose(fused[0], interpreted, rtol=tol,
+                               atol=tol * np.abs(interpreted).max())
 
 
 def test_blocks_of_any_size_give_the_same_bits(monkeypatch):

@@ -23,7 +23,7 @@ they are still in cache (``codegen.epilogue``).  A matrix-vector product ``X @ w
 streamed from memory, an elementwise kernel over its result, and a product streaming
 the same ``X`` against that kernel's result (``X.T @ r``: the gradient of a linear
 model's loss) run as one *stream*: block by block of X's rows, so the second product
-reads each block from cache, not memory (``matvec.emit_stream``).  reshape
+reads each block from cache, not memory (``matvec._emit_stream``).  reshape
 is a view of its operand's buffer, and so is a dynamic_slice of a stored operand (at
 an address computed from its start when the code runs) and a static slice of one whose
 elements are contiguous there (``contiguous_start``).  Graph outputs are written
@@ -85,7 +85,8 @@ class FusionPlan:
         (1), the rest of its stream (2), or none (0)."""
         if kernel.copy:
             return 0
-        return 1 if id(kernel.node) in self.epilogues else 2 if id(kernel.node) in self.streams else 0
+        key = id(kernel.node)
+        return 1 if key in self.epilogues else 2 if key in self.streams else 0
 
     def summary(self) -> str:
         lines = []
@@ -259,7 +260,7 @@ def _streams(graph: Graph, kernels: list, views: dict, offsets: dict, options) -
     (one buffer from one offset, one row stride) against ``r`` (``X.T @ r``), both
     reading X in place.
     Each element of the three results is computed as by the kernels one after another
-    (``matvec.emit_stream``)."""
+    (``matvec._emit_stream``)."""
     order = {id(n): k for k, n in enumerate(graph.nodes)}
     root = lambda n: views.get(id(n), n)  # noqa: E731
     found = {}

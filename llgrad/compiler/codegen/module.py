@@ -286,10 +286,10 @@ def _keyed(kernel, t, fusion, memory, *, ranged: bool, flat: bool):
     loop or branches, whose code depends on plans of their own, and for a stream); a
     product with an epilogue is keyed with it, and with where the epilogue's buffers
     are among its own."""
-    after = fusion.epilogues.get(id(kernel.node))
-    e_params = _kernel_params(after, memory, t + 1)[0] if after is not None else ()
     if id(kernel.node) in fusion.streams:
         return _kernel_params(kernel, memory, t, _streamed_params(t, fusion, memory))[0], None
+    after = fusion.epilogues.get(id(kernel.node))
+    e_params = _kernel_params(after, memory, t + 1)[0] if after is not None else ()
     params = _kernel_params(kernel, memory, t, e_params)[0]
     if kernel.body is not None:
         return params, None
