@@ -148,3 +148,44 @@ def test_the_profile_shows_one_call_reading_the_matrix_once():
     assert "dot_general" in streamed[0]["label"]["fused"]
     # X once, and w, y, z, r and the gradient: not X twice
     assert streamed[0]["label"]["bytes"] < 1.1 * X.nbytes
+
+
+def test_several_elementwise_kernels_stream_between_the_products(monkeypatch):
+    """``exp(z)`` kept for a loss computed after the gradient is a kernel of its own
+    between ``X @ w`` and ``r``: both stream, in order, each on every block."""
+    def f(w, X, y):
+        z = X @ w
+        e = np.exp(z)
+        r = e / (1 + e) - y
+        return X.T @ r, np.sum(np.log1p(e))
+
+    w, X, y = _problem(5003, 37, "float64")
+    graph = _graph(f, w, X, y)
+    (middle, _), = _streams(graph).values()
+    assert [k.node.op for k in middle] == ["exp", "sub"]
+    for threads in (1, 2):
+        fused, apart = _both(graph, (w, X, y), threads, monkeypatch)
+        for got, want in zip(fused, apart):
+            np.testing.assert_array_equal(got, want)
+    z = X @ w
+    r = 1 / (1 + np.exp(-z)) - y
+    np.testing.assert_allclose(fused[0], X.T @ r, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(fused[1], np.sum(np.log1p(np.exp(z))), rtol=1e-12)
+
+
+def test_a_training_loop_streams_its_minibatches_and_equals_the_interpreter():
+    """``llgrad.train`` keeps ``exp(z)`` for the recorded loss: its body streams each
+    minibatch through the two products and both kernels, and trains as numpy does."""
+    from llgrad import optim
+    w, X, y = _problem(4096, 40, "float64")
+    def loss(params, X, y):
+        return _logistic(params["w"], X, y)
+
+    runs = [llgrad.train(loss, {"w": w}, (X, y), optim.sgd(0.5), batch_size=1024,
+                         epochs=2, backend=backend, profile=backend == "native")
+            for backend in ("native", "interpret")]
+    np.testing.assert_allclose(runs[0].params["w"], runs[1].params["w"], rtol=1e-10,
+                               atol=1e-13)
+    streamed = [r for r in runs[0].profile.rows
+                if r["label"]["op"] == "dot_general" and "dot_general" in r["label"]["fused"]]
+    assert len(streamed) == 1 and "exp" in streamed[0]["label"]["fused"]

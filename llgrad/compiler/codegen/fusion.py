@@ -66,7 +66,7 @@ class FusionPlan:
     offsets: dict = field(default_factory=dict)  # id(view) -> byte offset in that buffer
     slices: dict = field(default_factory=dict)   # id(dynamic_slice) -> it, sliced by address
     epilogues: dict = field(default_factory=dict)  # id(product) -> Kernel run as its epilogue
-    streams: dict = field(default_factory=dict)    # id(product) -> (elementwise, product) Kernels
+    streams: dict = field(default_factory=dict)    # id(product) -> (elementwise Kernels, product)
 
     def root(self, node: Node) -> Node:
         """The node that owns ``node``'s bytes (itself unless it is a view)."""
@@ -82,16 +82,18 @@ class FusionPlan:
 
     def followers(self, kernel: Kernel) -> int:
         """How many of the kernels after ``kernel`` run inside its call: its epilogue
-        (1), the rest of its stream (2), or none (0)."""
+        (1), the rest of its stream, or none (0)."""
         if kernel.copy:
             return 0
         key = id(kernel.node)
-        return 1 if key in self.epilogues else 2 if key in self.streams else 0
+        if key in self.streams:
+            return len(self.streams[key][0]) + 1
+        return 1 if key in self.epilogues else 0
 
     def summary(self) -> str:
         lines = []
         epilogues = {id(k) for k in self.epilogues.values()}
-        streamed = {id(k) for pair in self.streams.values() for k in pair}
+        streamed = {id(k) for middle, last in self.streams.values() for k in (*middle, last)}
         for k in self.kernels:
             where = f" -> output {k.output}" if k.output is not None else ""
             fused = f" fused [{', '.join(n.op for n in k.inlined)}]" if k.inlined else ""
@@ -248,38 +250,54 @@ def _epilogues(graph: Graph, kernels: list, streams: dict) -> dict:
                 and id(p) not in streams
                 and isinstance(row(e), Elementwise) and e.shape == p.shape
                 and p.type.size > 1 and _one_matrix(canonical(p), p.shape)
-                and any(n is p for n in consumer.reads) and _read_in_place(consumer, p, order)):
+                and any(n is p for n in consumer.reads)
+                and _read_in_place(consumer, {id(p)}, order)):
             found[id(p)] = consumer
     return found
 
 
 def _streams(graph: Graph, kernels: list, views: dict, offsets: dict, options) -> dict:
-    """{id(first product): (elementwise Kernel, second product Kernel)} for three kernels
-    in a row: ``z = X @ w`` streamed by rows (``matvec``), a kernel ``r`` over z's
-    elements that reads z only at its own index, and a product streaming the same X
-    (one buffer from one offset, one row stride) against ``r`` (``X.T @ r``), both
-    reading X in place.
-    Each element of the three results is computed as by the kernels one after another
-    (``matvec._emit_stream``)."""
+    """{id(first product): (elementwise Kernels, second product Kernel)} for kernels in a
+    row: ``z = X @ w`` streamed by rows (``matvec``), elementwise kernels over z's
+    elements, each reading z and the ones before it only at its own index (``e = exp(z)``
+    kept for the loss, then ``r``), and a product streaming the same X (one buffer from
+    one offset, one row stride) against one of them (``X.T @ r``), both products
+    reading X in place.  Each element of every result is computed as by the kernels one
+    after another (``matvec._emit_stream``)."""
     order = {id(n): k for k, n in enumerate(graph.nodes)}
     root = lambda n: views.get(id(n), n)  # noqa: E731
     found = {}
-    for first, middle, last in zip(kernels, kernels[1:], kernels[2:]):
-        p, e, q = first.node, middle.node, last.node
-        if (p.op != "dot_general" or q.op != "dot_general" or first.copy or middle.copy
-                or last.copy or not isinstance(row(e), Elementwise)):
+    for i, first in enumerate(kernels):
+        p = first.node
+        rows = streamed(options, p) if p.op == "dot_general" and not first.copy else None
+        if rows is None or rows.kind != "rows":
             continue
-        rows, axpy = streamed(options, p), streamed(options, q)
-        if (rows is None or axpy is None or rows.kind != "rows" or axpy.kind != "axpy"
-                or (rows.count, rows.length, rows.stride) != (axpy.length, axpy.count, axpy.stride)
-                or axpy.vec_stride != 1 or e.type.size != rows.count or e.shape[0] != rows.count):
+        end = i + 1
+        while (end < len(kernels) and not kernels[end].copy
+               and isinstance(row(kernels[end].node), Elementwise)):
+            end += 1
+        middle, last = kernels[i + 1:end], kernels[end] if end < len(kernels) else None
+        if not middle or last is None or last.copy or last.node.op != "dot_general":
+            continue
+        q = last.node
+        axpy = streamed(options, q)
+        same_matrix = (rows.count, rows.length, rows.stride) == (axpy.length, axpy.count,
+                                                                  axpy.stride) if axpy else False
+        if axpy is None or axpy.kind != "axpy" or axpy.vec_stride != 1 or not same_matrix:
             continue
         x1, x2 = p.inputs[0 if rows.mat_is_lhs else 1], q.inputs[0 if axpy.mat_is_lhs else 1]
         vector = root(q.inputs[1 if axpy.mat_is_lhs else 0])
-        if (root(x1) is root(x2) and offsets.get(id(x1), 0) == offsets.get(id(x2), 0)
-                and vector is e
-                and any(n is p for n in middle.reads) and _read_in_place(middle, p, order)):
-            found[id(p)] = (middle, last)
+        made = {id(p)}
+        in_place = True
+        for k in middle:      # each reads what the stream made before it at its own index
+            e = k.node
+            in_place = in_place and (e.type.size == rows.count and e.shape[0] == rows.count
+                                     and _read_in_place(k, made, order))
+            made.add(id(e))
+        if (in_place and root(x1) is root(x2)
+                and offsets.get(id(x1), 0) == offsets.get(id(x2), 0)
+                and any(vector is k.node for k in middle)):
+            found[id(p)] = (tuple(middle), last)
     return found
 
 
@@ -288,15 +306,17 @@ def _one_matrix(c, shape) -> bool:
     return c.B == 1 and (c.M, c.N) == tuple(shape)
 
 
-def _read_in_place(kernel: Kernel, product: Node, order: dict) -> bool:
-    """Whether every node of ``kernel`` on a path from its root to ``product`` is
-    elementwise: then ``product`` is read at the index the kernel is computing, never
-    at another (a transpose or a broadcast on the way would read other rows)."""
+def _read_in_place(kernel: Kernel, targets: set, order: dict) -> bool:
+    """Whether every node of ``kernel`` on a path from its root to a node whose id is in
+    ``targets`` is elementwise: then each target is read at the index the kernel is
+    computing, never at another (a transpose or a broadcast on the way would read other
+    rows)."""
     inside = {id(n) for n in kernel.inlined}
     nodes = sorted([kernel.node, *kernel.inlined], key=lambda n: order[id(n)])
-    leads = {}       # id(node) -> whether a path from it reaches the product
+    leads = {}       # id(node) -> whether a path from it reaches a target
     for n in nodes:  # operands before their readers
-        leads[id(n)] = any(x is product or (id(x) in inside and leads[id(x)]) for x in n.inputs)
+        leads[id(n)] = any(id(x) in targets or (id(x) in inside and leads[id(x)])
+                           for x in n.inputs)
     return all(isinstance(row(n), Elementwise) for n in nodes if leads[id(n)])
 
 

@@ -19,10 +19,10 @@ scalar tiles).  Here both directions read X row after row, once:
   zero, and the chunks' sums are added in chunk order.  The pool's threads take
   ranges of chunks (or, for one chunk, bands of columns), so the result is bit for bit
   the same on any number of threads.
-- **stream** (``X @ w``, an elementwise kernel ``r`` of its result, ``X.T @ r``: a linear
-  model's gradient, ``fusion`` finds them): the axpy's chunks, each a block of rows
-  at a time: ``z`` of the block's rows, ``r`` of them, then the block's terms of the
-  axpy, while the block is still in L2.  X comes from memory once, not twice, and
+- **stream** (``X @ w``, elementwise kernels of its result ending in ``r``, ``X.T @ r``:
+  a linear model's gradient, ``fusion`` finds them): the axpy's chunks, each a block of
+  rows at a time: ``z`` of the block's rows, each kernel on them, then the block's terms
+  of the axpy, while the block is still in L2.  X comes from memory once, not twice, and
   every element of z, r and the result is computed as by the three kernels in turn.
 
 Re-measure: ``python benchmarks/bench_matvec.py`` (logistic-regression gradient, both
@@ -105,11 +105,11 @@ def chunks(p: Plan, dtype: str) -> int:
 @dataclass(frozen=True)
 class Stream:
     """What a streamed ``X @ w`` (``ctx.stream``) computes besides itself: the
-    elementwise kernel over its result, ``void elementwise(pointers..., i64 lo, i64 hi)``,
-    then the axpy ``plan`` over the same X, reading ``vector`` (the kernel's result)
-    into ``out``; pointers as the product's function sees them."""
-    elementwise: ir.Function
-    pointers: tuple
+    elementwise kernels over its result, in order, each ``(fn, pointers)`` with ``void
+    fn(pointers..., i64 lo, i64 hi)``, then the axpy ``plan`` over the same X, reading
+    ``vector`` (one of those kernels' results) into ``out``; pointers as the product's
+    function sees them."""
+    elementwise: tuple
     plan: Plan
     vector: ir.Value
     out: ir.Value
@@ -216,6 +216,8 @@ def _emit_stream(b, p, mat, vec, out, dtype, flags, lanes, threads, stream, bloc
     axpy = stream.plan
     axpy_fn = _axpy_function(b.module, dtype, lanes, flags)
 
+    counts = [len(pointers) for _, pointers in stream.elementwise]
+
     def run(bb, pointers, target, k0, k1):
         m, v, z, r, *after = pointers
         steps = bb.udiv(bb.add(bb.sub(k1, k0), i64(block - 1)), i64(block))
@@ -224,10 +226,14 @@ def _emit_stream(b, p, mat, vec, out, dtype, flags, lanes, threads, stream, bloc
             hi = bb.select(bb.icmp_unsigned("<", bb.add(lo, i64(block)), k1),
                            bb.add(lo, i64(block)), k1)
             bb.call(rows_fn, [m, v, z, lo, hi, i64(p.length), i64(p.stride)])
-            bb.call(stream.elementwise, [*after, lo, hi])
+            start = 0
+            for (fn, _), count in zip(stream.elementwise, counts):
+                bb.call(fn, [*after[start:start + count], lo, hi])
+                start += count
             bb.call(axpy_fn, [r, i64(1), m, i64(axpy.stride), target, lo, hi, i64(axpy.count)])
     _chunked(b, axpy, dtype, flags, threads, stream.out,
-             [mat, vec, out, stream.vector, *stream.pointers], run)
+             [mat, vec, out, stream.vector, *(p for _, ps in stream.elementwise for p in ps)],
+             run)
 
 
 def _chunked(b, p, dtype, flags, threads, out, pointers, run):

@@ -314,10 +314,14 @@ def _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat, *
     after = fusion.epilogues.get(id(node))
     streamed = fusion.streams.get(id(node))
     extra = ()
-    if after is not None or streamed is not None:
-        e_fn, e_params, e_flat = _ranged_function(state, name, t + 1, after or streamed[0],
-                                                  fusion, memory, globals_)
-        extra = e_params if after is not None else _streamed_params(t, fusion, memory)
+    if after is not None:
+        e_fn, e_params, e_flat = _ranged_function(state, name, t + 1, after, fusion, memory,
+                                                  globals_)
+        extra = e_params
+    if streamed is not None:
+        ranged = [_ranged_function(state, name, t + 1 + k, middle, fusion, memory, globals_)
+                  for k, middle in enumerate(streamed[0])]
+        extra = _streamed_params(t, fusion, memory)
     fn, params, ctx = _kernel_function(state, name, t, kernel, memory, globals_,
                                        ranged=unit is not None, extra=extra)
     if kernel.body is not None:
@@ -327,10 +331,13 @@ def _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat, *
         ctx.epilogue = Epilogue(e_fn, tuple(arg_of[id(buf)] for buf in e_params),
                                 node.shape[0], node.type.size // node.shape[0], e_flat, state)
     if streamed is not None:
-        ctx.stream = matvec.Stream(e_fn, tuple(arg_of[id(buf)] for buf in e_params),
-                                   matmul.streamed(state.options, streamed[1].node),
-                                   arg_of[id(memory.outputs[t + 1])],
-                                   arg_of[id(memory.outputs[t + 2])])
+        last = streamed[1].node
+        plan = matmul.streamed(state.options, last)
+        vector = last.inputs[1 if plan.mat_is_lhs else 0]
+        ctx.stream = matvec.Stream(
+            tuple((f, tuple(arg_of[id(buf)] for buf in f_params)) for f, f_params, _ in ranged),
+            plan, arg_of[id(memory.buffers[id(vector)])],
+            arg_of[id(memory.outputs[t + 1 + len(streamed[0])])])
     if isinstance(r, Kernel) and not kernel.copy:
         r.emit(ctx, node, fn.args[0])
     else:
@@ -342,10 +349,10 @@ def _kernel_code(state, name, t, kernel, fusion, memory, globals_, unit, flat, *
 
 def _streamed_params(t, fusion, memory) -> list:
     """The buffers a streamed product (kernel ``t``) hands on besides its own: what its
-    elementwise kernel and the second product read and write (``matvec.Stream``)."""
+    elementwise kernels and the second product read and write (``matvec.Stream``)."""
     middle, last = fusion.streams[id(fusion.kernels[t].node)]
-    return (_kernel_params(middle, memory, t + 1)[0]
-            + _kernel_params(last, memory, t + 2)[0])
+    return [buf for k, kernel in enumerate((*middle, last), t + 1)
+            for buf in _kernel_params(kernel, memory, k)[0]]
 
 
 def _ranged_function(state, name, t, kernel, fusion, memory, globals_):
