@@ -26,7 +26,7 @@ class KernelContext:
         self.state = state            # the module's options and what it has emitted
         self.values = values or {}    # id(node) -> a scalar already in a register
         self.epilogue = None          # a product's: runs the next kernel on its rows
-        self.stream = None            # a streamed product's: the next two (matvec.Stream)
+        self.stream = None            # a streamed product's: the kernels after it (matvec.Stream)
         self._computed = {}           # (id(node), id(index)) -> (index, value)
         self.body = None              # a loop's: (fusion, memory plan) of its body
 

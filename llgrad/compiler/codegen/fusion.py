@@ -20,8 +20,8 @@ elementwise kernel right after a matrix product that reads it at its own index (
 and activation, an optimizer's update of a weight by its gradient) is the product's
 *epilogue*: it runs on each band of rows as soon as the product has written them, while
 they are still in cache (``codegen.epilogue``).  A matrix-vector product ``X @ w``
-streamed from memory, an elementwise kernel over its result, and a product streaming
-the same ``X`` against that kernel's result (``X.T @ r``: the gradient of a linear
+streamed from memory, elementwise kernels over its result, and a product streaming
+the same ``X`` against one of those kernels' results (``X.T @ r``: the gradient of a linear
 model's loss) run as one *stream*: block by block of X's rows, so the second product
 reads each block from cache, not memory (``matvec._emit_stream``).  reshape
 is a view of its operand's buffer, and so is a dynamic_slice of a stored operand (at
@@ -281,9 +281,9 @@ def _streams(graph: Graph, kernels: list, views: dict, offsets: dict, options) -
             continue
         q = last.node
         axpy = streamed(options, q)
-        same_matrix = (rows.count, rows.length, rows.stride) == (axpy.length, axpy.count,
-                                                                  axpy.stride) if axpy else False
-        if axpy is None or axpy.kind != "axpy" or axpy.vec_stride != 1 or not same_matrix:
+        if axpy is None or axpy.kind != "axpy" or axpy.vec_stride != 1:
+            continue
+        if (rows.count, rows.length, rows.stride) != (axpy.length, axpy.count, axpy.stride):
             continue
         x1, x2 = p.inputs[0 if rows.mat_is_lhs else 1], q.inputs[0 if axpy.mat_is_lhs else 1]
         vector = root(q.inputs[1 if axpy.mat_is_lhs else 0])

@@ -23,7 +23,7 @@ scalar tiles).  Here both directions read X row after row, once:
   a linear model's gradient, ``fusion`` finds them): the axpy's chunks, each a block of
   rows at a time: ``z`` of the block's rows, each kernel on them, then the block's terms
   of the axpy, while the block is still in L2.  X comes from memory once, not twice, and
-  every element of z, r and the result is computed as by the three kernels in turn.
+  every element of z, r and the result is computed as by the kernels in turn.
 
 Re-measure: ``python benchmarks/bench_matvec.py`` (logistic-regression gradient, both
 directions, GB/s against ``bench_peak``'s read bandwidth).
@@ -210,8 +210,8 @@ def _emit_axpy(b, p, mat, vec, out, dtype, flags, lanes, threads):
 
 
 def _emit_stream(b, p, mat, vec, out, dtype, flags, lanes, threads, stream, block):
-    """``out`` = X @ w, the stream's elementwise kernel over it, and its axpy, a block of
-    ``block`` rows of each of the axpy's chunks after another (``Stream``)."""
+    """``out`` = X @ w, the stream's elementwise kernels over it in order, and its axpy,
+    a block of ``block`` rows of each of the axpy's chunks after another (``Stream``)."""
     rows_fn = _rows_function(b.module, dtype, lanes, flags)
     axpy = stream.plan
     axpy_fn = _axpy_function(b.module, dtype, lanes, flags)
